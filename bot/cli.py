@@ -1,0 +1,158 @@
+"""`wqbot`: the one console script (CONTRACT §5)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from settings import SettingsError
+
+# command -> "module:function"; each function takes the parsed args and returns an exit code.
+COMMANDS = {
+    "serve": "bot.cli:serve",
+    "worker": "bot.cli:worker",
+    "sync": "bot.sync.cli:main",
+    "menu": "bot.menus.cli:main",
+    "doctor": "bot.ops.doctor:main",
+    "sim": "sim.cli:main",
+    "demo": "sim.demo:main",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wqbot", description="WeCom (企业微信) integration for 微签")
+    p.add_argument("--log-format", choices=("json", "text"), default=None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="web app under uvicorn (+ worker and periodic sync when the queue is embedded)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (needs QUEUE_URL=redis://)")
+    s.add_argument("--no-worker", action="store_true", help="do not run the queue consumer in this process")
+    s.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from --forwarded-allow-ips")
+    s.add_argument("--forwarded-allow-ips", default="127.0.0.1")
+
+    w = sub.add_parser("worker", help="a queue consumer only")
+    w.add_argument("--workers", type=int, default=4, help="worker threads")
+
+    y = sub.add_parser("sync", help="one directory sync now")
+    y.add_argument("--full", action="store_true")
+    y.add_argument("--force", action="store_true", help="apply disables even past SYNC_MAX_DELETE_RATIO")
+
+    m = sub.add_parser("menu", help="the app menu")
+    m.add_argument("action", choices=("show", "push", "diff"))
+
+    sub.add_parser("doctor", help="check settings and the WeCom side, and say what to fix")
+
+    sim = sub.add_parser("sim", help="the local WeCom emulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8900)
+    sim.add_argument("--users", type=int, default=200)
+    sim.add_argument("--departments", type=int, default=20)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--callback-url", default="")
+    sim.add_argument("--contacts-callback-url", default="")
+
+    d = sub.add_parser("demo", help="everything end to end against the emulator")
+    d.add_argument("--keep", action="store_true", help="leave both running for a person to click through")
+    return p
+
+
+def _settings():
+    from settings import get_settings
+
+    return get_settings()
+
+
+def _setup_logging(args) -> None:
+    from bot import logs
+
+    try:
+        s = _settings()
+        fmt = args.log_format or s.log_format
+        secrets = s.secret_values
+    except SettingsError:
+        fmt, secrets = args.log_format or "text", ()
+    logs.setup(fmt=fmt, secrets=secrets)
+
+
+def start_consumer(workers: int = 2):
+    """Run the huey consumer on threads inside this process (embedded deployment)."""
+    from bot.tasks import huey, load_task_modules
+
+    load_task_modules()
+    consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=True, check_worker_health=True)
+    consumer.start()
+    return consumer
+
+
+def serve(args) -> int:
+    import uvicorn
+
+    s = _settings()
+    from store import init_store
+
+    init_store(s.database_url)  # migrate once here, before workers fork
+    if args.workers > 1 and s.queue_is_embedded:
+        print("wqbot: --workers > 1 needs QUEUE_URL=redis://… (the embedded queue is one process)", file=sys.stderr)
+        return 2
+    consumer = None
+    if s.queue_is_embedded and not args.no_worker:
+        consumer = start_consumer()
+    print(f"wqbot: serving on http://{args.host}:{args.port}  (callback URL: {s.public_url}/wecom/callback)", file=sys.stderr)
+    try:
+        uvicorn.run(
+            "bot.asgi:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=True)
+    return 0
+
+
+def worker(args) -> int:
+    s = _settings()
+    from store import init_store
+
+    init_store(s.database_url)
+    from bot.tasks import huey, load_task_modules
+
+    load_task_modules()
+    consumer = huey.create_consumer(workers=args.workers, worker_type="thread", periodic=True)
+    print(f"wqbot: worker consuming {s.queue_url.split('@')[-1]}", file=sys.stderr)
+    consumer.run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    target = COMMANDS[args.command]
+    module, _, func = target.partition(":")
+    try:
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                print(f"wqbot {args.command}: not available in this build", file=sys.stderr)
+                return 2
+            raise
+        return int(fn(args) or 0)
+    except SettingsError as e:
+        print(f"wqbot: setting {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(True)
+    sys.exit(main())

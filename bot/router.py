@@ -1,0 +1,111 @@
+"""Routes a decrypted callback to its handler: a matcher plus a function (slack-bolt style).
+
+    router = Router()
+
+    @router.message("text")
+    def on_text(msg, ctx): ...
+
+    @router.event("click", key="help")
+    def on_help(msg, ctx): return replies.text("…")
+
+    @router.event("change_contact", change_type="update_user")
+    def on_update_user(msg, ctx): ...
+
+    @router.card_button("approve")
+    def on_approve(msg, ctx): ...
+
+A handler runs inside the delivery's store transaction and may return a `Reply`. It must not
+call out (WeCom API, 微签): it defers that work with `ctx.defer(task, **kwargs)`.
+The most specific matcher wins; ties go to the one registered first.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+log = logging.getLogger("wqbot.router")
+
+
+class Inbound(dict):
+    """A decrypted callback: the plaintext XML's fields by their WeCom names."""
+
+    def get_str(self, name: str, default: str = "") -> str:
+        v = self.get(name)
+        return v if isinstance(v, str) else default
+
+    @property
+    def msg_type(self) -> str:
+        return self.get_str("MsgType")
+
+    @property
+    def event(self) -> str:
+        return self.get_str("Event")
+
+    @property
+    def event_key(self) -> str:
+        return self.get_str("EventKey")
+
+    @property
+    def change_type(self) -> str:
+        return self.get_str("ChangeType")
+
+    @property
+    def sender(self) -> str:
+        return self.get_str("FromUserName")
+
+    @property
+    def kind(self) -> str:
+        """A short label for logs and metrics: text, event:click, change_contact:update_user…"""
+        if self.msg_type != "event":
+            return self.msg_type or "unknown"
+        if self.event == "change_contact":
+            return f"change_contact:{self.change_type}"
+        return f"event:{self.event}"
+
+
+@dataclass
+class Context:
+    settings: object
+    endpoint: str  # "app" or "contacts"
+    trace_id: str = ""
+
+    def defer(self, task, **kwargs) -> None:
+        from bot.tasks import defer
+
+        defer(task, **kwargs)
+
+
+Handler = Callable[[Inbound, Context], object]
+
+
+class Router:
+    def __init__(self):
+        self._routes: list[tuple[dict, Handler]] = []
+
+    def _add(self, match: dict, fn: Handler) -> Handler:
+        self._routes.append(({k: v for k, v in match.items() if v is not None}, fn))
+        # most specific first; sort is stable, so registration order breaks ties
+        self._routes.sort(key=lambda r: -len(r[0]))
+        return fn
+
+    def message(self, msg_type: str):
+        return lambda fn: self._add({"MsgType": msg_type}, fn)
+
+    def event(self, event: str, *, key: str | None = None, change_type: str | None = None):
+        return lambda fn: self._add(
+            {"MsgType": "event", "Event": event, "EventKey": key, "ChangeType": change_type}, fn
+        )
+
+    def card_button(self, key: str | None = None):
+        return lambda fn: self._add({"MsgType": "event", "Event": "template_card_event", "EventKey": key}, fn)
+
+    def include(self, other: "Router") -> None:
+        for match, fn in other._routes:
+            self._add(match, fn)
+
+    def resolve(self, msg: Inbound) -> Handler | None:
+        for match, fn in self._routes:
+            if all(msg.get(k) == v for k, v in match.items()):
+                return fn
+        return None

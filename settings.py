@@ -1,0 +1,263 @@
+"""wqbot settings (CONTRACT §1): read once from the environment and `.env`, validated up front.
+
+`get_settings()` is the one place the process reads its configuration. A missing or malformed
+value raises `SettingsError`, whose message names the variable; the CLI prints that one line
+and exits, never a traceback.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class SettingsError(Exception):
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+def read_dotenv(path: str | os.PathLike = ".env") -> dict[str, str]:
+    """KEY=VALUE lines; '#' comments, optional quotes, optional `export `."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    out = {}
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SettingsError(str(p), f"line {n} is not KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+# name, default (None = required), parser. Secrets are marked so they are masked everywhere.
+_SECRET = {"WECOM_APP_SECRET", "WECOM_CONTACTS_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY",
+           "WECOM_CONTACTS_TOKEN", "WECOM_CONTACTS_AES_KEY", "SECRET_KEY", "WEIQIAN_API_TOKEN",
+           "WEIQIAN_WEBHOOK_SECRET", "ADMIN_PASSWORD"}
+
+
+def _str(v: str) -> str:
+    return v.strip()
+
+
+def _bool(v: str) -> bool:
+    s = v.strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _positive_int(v: str) -> int:
+    n = int(v)
+    if n <= 0:
+        raise ValueError("must be a positive whole number")
+    return n
+
+
+def _ratio(v: str) -> float:
+    x = float(v)
+    if not 0 <= x <= 1:
+        raise ValueError("must be between 0 and 1")
+    return x
+
+
+def _token(v: str) -> str:
+    v = v.strip()
+    if v and not re.fullmatch(r"[A-Za-z0-9]{1,32}", v):
+        raise ValueError("must be 1-32 letters or digits, as shown in the WeCom console")
+    return v
+
+
+def _aes_key(v: str) -> str:
+    v = v.strip()
+    if v:
+        from bot.crypto import decode_aes_key
+
+        try:
+            decode_aes_key(v)
+        except ValueError as e:
+            raise ValueError(f"EncodingAESKey {e} (copy the 43 characters from the WeCom console)") from None
+    return v
+
+
+def _http_url(v: str) -> str:
+    v = v.strip().rstrip("/")
+    if v:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+    return v
+
+
+def _landing_url(v: str) -> str:
+    # H5_URL may end in a hash route (…/h5/#/pages/login/login_pro): keep it as written.
+    v = v.strip()
+    if v:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+    return v
+
+
+def _db_url(v: str) -> str:
+    v = v.strip()
+    if not re.match(r"^(sqlite:///|sqlite:///:memory:|postgres(ql)?://)", v):
+        raise ValueError("must start with sqlite:/// or postgresql://")
+    return v
+
+
+def _queue_url(v: str) -> str:
+    v = v.strip()
+    if not re.match(r"^(sqlite:///|redis://|rediss://|memory://)", v):
+        raise ValueError("must start with sqlite:///, redis:// or memory://")
+    return v
+
+
+def _match_field(v: str) -> str:
+    v = v.strip().lower()
+    if v not in ("userid", "mobile", "email"):
+        raise ValueError("must be userid, mobile or email")
+    return v
+
+
+def _scope(v: str) -> str:
+    v = v.strip()
+    if v not in ("snsapi_base", "snsapi_privateinfo"):
+        raise ValueError("must be snsapi_base or snsapi_privateinfo")
+    return v
+
+
+def _corp_id(v: str) -> str:
+    v = v.strip()
+    if not re.fullmatch(r"[A-Za-z0-9]{4,64}", v):
+        raise ValueError("must be the 企业ID from 我的企业 → 企业信息 (letters and digits)")
+    return v
+
+
+def _csv(v: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in v.split(",") if s.strip())
+
+
+def _opt(name, default, parse):
+    return field(default=None, metadata={"env": name, "default": default, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    wecom_corp_id: str = _opt("WECOM_CORP_ID", None, _corp_id)
+    wecom_agent_id: int = _opt("WECOM_AGENT_ID", None, _positive_int)
+    wecom_app_secret: str = _opt("WECOM_APP_SECRET", None, _str)
+    wecom_contacts_secret: str = _opt("WECOM_CONTACTS_SECRET", "", _str)
+    wecom_token: str = _opt("WECOM_TOKEN", None, _token)
+    wecom_aes_key: str = _opt("WECOM_AES_KEY", None, _aes_key)
+    wecom_contacts_token: str = _opt("WECOM_CONTACTS_TOKEN", "", _token)
+    wecom_contacts_aes_key: str = _opt("WECOM_CONTACTS_AES_KEY", "", _aes_key)
+    wecom_oauth_scope: str = _opt("WECOM_OAUTH_SCOPE", "snsapi_base", _scope)
+    wecom_enabled: bool = _opt("WECOM_ENABLED", "true", _bool)
+    wecom_api_base: str = _opt("WECOM_API_BASE", "https://qyapi.weixin.qq.com", _http_url)
+    wecom_oauth_base: str = _opt("WECOM_OAUTH_BASE", "https://open.weixin.qq.com", _http_url)
+    wecom_sso_base: str = _opt("WECOM_SSO_BASE", "https://login.work.weixin.qq.com", _http_url)
+    public_url: str = _opt("PUBLIC_URL", "http://127.0.0.1:8000", _http_url)
+    h5_url: str = _opt("H5_URL", "", _landing_url)
+    pc_url: str = _opt("PC_URL", "", _landing_url)
+    database_url: str = _opt("DATABASE_URL", "sqlite:///wqbot.db", _db_url)
+    queue_url: str = _opt("QUEUE_URL", "sqlite:///wqbot-queue.db", _queue_url)
+    secret_key: str = _opt("SECRET_KEY", None, _str)
+    weiqian_api_token: str = _opt("WEIQIAN_API_TOKEN", None, _str)
+    weiqian_webhook_url: str = _opt("WEIQIAN_WEBHOOK_URL", "", _http_url)
+    weiqian_webhook_secret: str = _opt("WEIQIAN_WEBHOOK_SECRET", "", _str)
+    sync_interval_minutes: int = _opt("SYNC_INTERVAL_MINUTES", "10", _positive_int)
+    sync_match_field: str = _opt("SYNC_MATCH_FIELD", "userid", _match_field)
+    sync_max_delete_ratio: float = _opt("SYNC_MAX_DELETE_RATIO", "0.2", _ratio)
+    # Beyond the contract: operational knobs with safe defaults.
+    greet_on_enter: bool = _opt("WQBOT_GREET_ON_ENTER", "false", _bool)
+    admin_userids: tuple = _opt("ADMIN_USERIDS", "", _csv)
+    admin_password: str = _opt("ADMIN_PASSWORD", "", _str)
+    log_format: str = _opt("WQBOT_LOG_FORMAT", "json", _str)
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def contacts_callback_enabled(self) -> bool:
+        return bool(self.wecom_contacts_token and self.wecom_contacts_aes_key)
+
+    @property
+    def queue_is_embedded(self) -> bool:
+        return not self.queue_url.startswith(("redis://", "rediss://"))
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret value, for the log redaction filter."""
+        out = []
+        for f in fields(self):
+            if f.metadata["env"] in _SECRET:
+                v = getattr(self, f.name)
+                if v:
+                    out.append(v)
+        return tuple(out)
+
+    def masked(self) -> dict[str, str]:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            name = f.metadata["env"]
+            out[name] = ("****" + str(v)[-2:] if len(str(v)) > 8 else "****") if (name in _SECRET and v) else str(v)
+        return out
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={v}" for k, v in self.masked().items()) + ")"
+
+
+def load(env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = ".env") -> Settings:
+    """Build Settings from `env` (default: os.environ) over the `.env` file; the environment wins."""
+    source = dict(read_dotenv(dotenv)) if dotenv else {}
+    source.update(os.environ if env is None else env)
+    values = {}
+    for f in fields(Settings):
+        meta = f.metadata
+        name = meta["env"]
+        raw = source.get(name)
+        if raw is None or (raw.strip() == "" and meta["default"] is None):
+            if meta["default"] is None:
+                raise SettingsError(name, "is required but not set (environment or .env)")
+            raw = meta["default"]
+        try:
+            values[f.name] = meta["parse"](raw)
+        except ValueError as e:
+            raise SettingsError(name, str(e) or "is malformed") from None
+    s = Settings(**values)
+    if s.weiqian_webhook_url and not s.weiqian_webhook_secret:
+        raise SettingsError("WEIQIAN_WEBHOOK_SECRET", "is required when WEIQIAN_WEBHOOK_URL is set")
+    if bool(s.wecom_contacts_token) != bool(s.wecom_contacts_aes_key):
+        missing = "WECOM_CONTACTS_AES_KEY" if s.wecom_contacts_token else "WECOM_CONTACTS_TOKEN"
+        raise SettingsError(missing, "must be set together with the other WECOM_CONTACTS_* callback value")
+    return s
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read on first use and then kept."""
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def override(s: Settings | None) -> None:
+    """For tests and the CLI: make `get_settings()` return `s` (None: re-read on next use)."""
+    global _current
+    _current = s

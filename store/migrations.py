@@ -1,0 +1,51 @@
+"""Versioned schema migrations, run on start-up by `init_store` (never by hand).
+
+Each step has a unique id; applied ids are recorded in `schema_migration`, so steps added by
+different features are each applied exactly once, in id order. Number ranges by feature:
+0001-0099 foundation, 0100 API client, 0200 directory, 0300 notifications, 0400 login,
+0500 menus/chat, 0600 operations. Never edit a step that has shipped: add a new one.
+"""
+from __future__ import annotations
+
+import peewee as pw
+
+from . import models as m
+
+STEPS: list[tuple[str, callable]] = []
+
+
+def step(step_id: str):
+    def register(fn):
+        STEPS.append((step_id, fn))
+        return fn
+
+    return register
+
+
+@step("0001_core")
+def _core(db: pw.Database) -> None:
+    db.create_tables([m.Delivery, m.Outbox, m.KeyValue])
+
+
+def _lock(db: pw.Database):
+    """Serialise concurrent start-ups: several web/worker processes may boot at once."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        db.execute_sql("SELECT pg_advisory_xact_lock(72947301)")
+    # SQLite: migrate() opens its transaction IMMEDIATE, which takes the write lock up front.
+
+
+def migrate(db: pw.Database) -> list[str]:
+    """Apply pending steps in id order; returns the ids applied."""
+    applied = []
+    db.create_tables([m.SchemaMigration], safe=True)
+    txn = db.atomic(lock_type="IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()
+    with txn:
+        _lock(db)
+        done = {r.id for r in m.SchemaMigration.select(m.SchemaMigration.id)}
+        for sid, fn in sorted(STEPS, key=lambda s: s[0]):
+            if sid in done:
+                continue
+            fn(db)
+            m.SchemaMigration.create(id=sid)
+            applied.append(sid)
+    return applied

@@ -1,0 +1,58 @@
+"""Every table wqbot keeps, in one place. Schema changes go through store/migrations.py."""
+from __future__ import annotations
+
+import time
+
+import peewee as pw
+
+from .db import db
+
+
+def now() -> float:
+    return time.time()
+
+
+class Model(pw.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class SchemaMigration(Model):
+    id = pw.CharField(primary_key=True, max_length=100)
+    applied_at = pw.FloatField(default=now)
+
+
+# -- callbacks ---------------------------------------------------------------------------------
+class Delivery(Model):
+    """One row per callback delivery handled: the dedupe key that makes WeCom's retries no-ops.
+
+    `reply` keeps the plaintext passive reply so a retried delivery gets the same answer."""
+
+    key = pw.CharField(primary_key=True, max_length=64)
+    kind = pw.CharField(max_length=64)
+    received_at = pw.FloatField(default=now, index=True)
+    reply = pw.TextField(null=True)
+
+
+class Outbox(Model):
+    """Work promised inside a committed transaction and not yet done by the queue.
+
+    Written in the same transaction as the effect that needs it, so a crash between commit and
+    enqueue loses nothing: the sweeper re-enqueues rows that stay here too long."""
+
+    id = pw.BigAutoField()
+    task = pw.CharField(max_length=100)
+    payload = pw.TextField()
+    created_at = pw.FloatField(default=now, index=True)
+    enqueued_at = pw.FloatField(default=now)
+    attempts = pw.IntegerField(default=0)
+    trace_id = pw.CharField(max_length=40, null=True)
+
+
+class KeyValue(Model):
+    """Small shared state with an expiry: access tokens and tickets in the embedded setup."""
+
+    key = pw.CharField(primary_key=True, max_length=200)
+    value = pw.TextField()
+    expires_at = pw.FloatField(null=True)

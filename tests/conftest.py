@@ -1,0 +1,193 @@
+"""Test backends: WQBOT_TEST_BACKEND=sqlite (default: SQLite + huey SQLite) or
+WQBOT_TEST_BACKEND=pg (PostgreSQL + Redis, the scale-out setup).
+
+Each test session gets its own PostgreSQL database and its own huey queue name, so two runs
+on one machine never see each other's rows or tasks; both are dropped at the end.
+The environment is set here, before any wqbot module is imported, because the huey instance
+is built from QUEUE_URL at import time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+BACKEND = os.environ.get("WQBOT_TEST_BACKEND", "sqlite")
+PG_ADMIN = os.environ.get("WQBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("WQBOT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+VECTORS = json.loads((Path(__file__).resolve().parents[1].parent / "shared/wecom/vectors.json").read_text()) \
+    if (Path(__file__).resolve().parents[1].parent / "shared/wecom/vectors.json").exists() else None
+
+RUN_ID = secrets.token_hex(4)
+TMP = Path(tempfile.mkdtemp(prefix=f"wqbot-test-{RUN_ID}-"))
+
+# The own vectors of PROTOCOL.md §2.4: a Token/EncodingAESKey/CorpID triple tests can sign with.
+TEST_ENV = {
+    "WECOM_CORP_ID": "ww1a2b3c4d5e6f7a8b",
+    "WECOM_AGENT_ID": "1000002",
+    "WECOM_APP_SECRET": "app-secret-DO-NOT-LOG-7f3a9c",
+    "WECOM_CONTACTS_SECRET": "contacts-secret-DO-NOT-LOG-51be",
+    "WECOM_TOKEN": "T0kenForDocTests",
+    "WECOM_AES_KEY": "AvluMXaJSmrivhqi8EPrQGiww9Wp/2BN50/kzaCNN/Q",
+    "WECOM_CONTACTS_TOKEN": "ContactsT0ken",
+    "WECOM_CONTACTS_AES_KEY": "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR",
+    "SECRET_KEY": "test-secret-key-DO-NOT-LOG-9d1e",
+    "WEIQIAN_API_TOKEN": "weiqian-api-token-DO-NOT-LOG-33aa",
+    "WECOM_API_BASE": "http://wecom.test",
+    "PUBLIC_URL": "https://wqbot.example.com",
+    "H5_URL": "https://sign.example.com/h5/#/pages/login/login_pro",
+    "PC_URL": "https://sign.example.com/pc/",
+}
+
+
+def _pg_create() -> str:
+    import psycopg2
+
+    name = f"wqbot_t_{RUN_ID}"
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def _pg_drop(url: str) -> None:
+    import psycopg2
+
+    name = url.rsplit("/", 1)[1]
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+if BACKEND == "pg":
+    DATABASE_URL = _pg_create()
+    QUEUE_URL = REDIS_URL
+elif BACKEND == "sqlite":
+    DATABASE_URL = f"sqlite:///{TMP / 'wqbot.db'}"
+    QUEUE_URL = f"sqlite:///{TMP / 'queue.db'}"
+else:
+    raise SystemExit(f"WQBOT_TEST_BACKEND must be sqlite or pg, not {BACKEND!r}")
+
+TEST_ENV.update(DATABASE_URL=DATABASE_URL, QUEUE_URL=QUEUE_URL)
+os.environ.update(TEST_ENV)
+os.environ["WQBOT_QUEUE_NAME"] = f"wqbot-test-{RUN_ID}"
+
+
+def pytest_report_header(config):
+    return f"wqbot backend: {BACKEND} (store {DATABASE_URL.split('@')[-1]}, queue {QUEUE_URL.split('@')[-1]})"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from store import db
+
+    try:
+        if not db.obj.is_closed():
+            db.obj.close()
+    except Exception:
+        pass
+    if BACKEND == "pg":
+        _pg_drop(DATABASE_URL)
+        try:
+            from bot.tasks import huey
+
+            huey.storage.flush_all()
+        except Exception:
+            pass
+    shutil.rmtree(TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def base_settings():
+    import settings as settings_mod
+
+    s = settings_mod.load(env=dict(TEST_ENV), dotenv=None)
+    settings_mod.override(s)
+    return s
+
+
+@pytest.fixture(scope="session")
+def _database(base_settings):
+    from store import init_store
+
+    return init_store(DATABASE_URL)
+
+
+def truncate_all(database) -> None:
+    from store.models import Model, SchemaMigration
+
+    def all_models(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from all_models(sub)
+    tables = [m for m in set(all_models(Model)) if m is not SchemaMigration and m.table_exists()]
+    if BACKEND == "pg":
+        names = ", ".join(f'"{m._meta.table_name}"' for m in tables)
+        if names:
+            database.execute_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    else:
+        with database.atomic():
+            database.execute_sql("PRAGMA defer_foreign_keys = ON")
+            for m in tables:
+                m.delete().execute()
+
+
+@pytest.fixture
+def store(_database):
+    """A migrated, empty store for each test."""
+    truncate_all(_database)
+    yield _database
+
+
+@pytest.fixture
+def settings(base_settings):
+    return base_settings
+
+
+@pytest.fixture
+def queue():
+    """The huey instance with its storage emptied; tasks run only when the test says so."""
+    from bot.tasks import huey
+
+    huey.immediate = False
+    huey.storage.flush_all()
+    yield huey
+    huey.storage.flush_all()
+
+
+@pytest.fixture
+def immediate_queue():
+    """huey in immediate mode: a task runs when it is enqueued (deterministic)."""
+    from bot.tasks import huey
+
+    huey.immediate = True
+    yield huey
+    huey.immediate = False
+
+
+@pytest.fixture
+def app(settings, store):
+    from bot.app import create_app
+
+    return create_app(settings, init_store=False)
+
+
+@pytest.fixture
+def client(app):
+    from starlette.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def vectors():
+    if VECTORS is None:
+        pytest.skip("../shared/wecom/vectors.json is not beside this checkout")
+    return VECTORS
