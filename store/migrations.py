@@ -2,20 +2,23 @@
 
 Each step has a unique id; applied ids are recorded in `schema_migration`, so steps added by
 different features are each applied exactly once, in id order. Number ranges by feature:
-0001-0099 foundation, 0100 API client, 0200 directory, 0300 notifications, 0400 login,
-0500 menus/chat, 0600 operations. Never edit a step that has shipped: add a new one.
+0001-0099 foundation, 0100 API client, 0200 directory (store/directory.py), 0300
+notifications (store/notifications.py), 0400 login (store/login.py), 0500 menus/chat, 0600
+operations (store/ops.py). Never edit a step that has shipped: add a new one.
 """
 from __future__ import annotations
 
 import peewee as pw
 
-from . import models as m
-
 STEPS: list[tuple[str, callable]] = []
 
 
 def step(step_id: str):
+    """Register a migration step. Ids are unique; a duplicate is a programming error."""
+
     def register(fn):
+        if any(sid == step_id for sid, _ in STEPS):
+            raise RuntimeError(f"migration step {step_id} registered twice")
         STEPS.append((step_id, fn))
         return fn
 
@@ -24,6 +27,8 @@ def step(step_id: str):
 
 @step("0001_core")
 def _core(db: pw.Database) -> None:
+    from . import models as m
+
     db.create_tables([m.Delivery, m.Outbox, m.KeyValue])
 
 
@@ -36,6 +41,8 @@ def _lock(db: pw.Database):
 
 def migrate(db: pw.Database) -> list[str]:
     """Apply pending steps in id order; returns the ids applied."""
+    from . import models as m  # imports every capability module, which registers its steps
+
     applied = []
     db.create_tables([m.SchemaMigration], safe=True)
     txn = db.atomic(lock_type="IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()

@@ -1,4 +1,7 @@
-"""Every table wqbot keeps, in one place. Schema changes go through store/migrations.py."""
+"""Every table wqbot keeps. Core tables are here; each capability declares its tables in its own
+module of this package (store/directory.py, store/notifications.py, store/login.py, …), imported
+at the bottom so `store.models` is the one place to find them all. Schema changes are
+migration steps (store/migrations.py `@step`), registered next to the models they create."""
 from __future__ import annotations
 
 import time
@@ -56,3 +59,16 @@ class KeyValue(Model):
     key = pw.CharField(primary_key=True, max_length=200)
     value = pw.TextField()
     expires_at = pw.FloatField(null=True)
+
+
+# Capability tables. Each module registers its migration steps with store.migrations.step.
+import importlib as _importlib  # noqa: E402
+
+for _mod in ("directory", "notifications", "login", "ops"):
+    try:
+        _m = _importlib.import_module(f"{__package__}.{_mod}")
+    except ModuleNotFoundError as _e:
+        if _e.name != f"{__package__}.{_mod}":
+            raise
+        continue
+    globals().update({k: v for k, v in vars(_m).items() if isinstance(v, type) and issubclass(v, Model)})
