@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import re
+
+
+class WeComError(Exception):
+    """Base of every client error. str() never contains a token or secret."""
+
+
+class TransportError(WeComError):
+    def __init__(self, path: str, detail: str):
+        super().__init__(f"{path}: {detail}")
+        self.path, self.detail = path, detail
+
+
+class APIError(WeComError):
+    def __init__(self, errcode: int, errmsg: str, hint: str = "", path: str = ""):
+        self.errcode, self.errmsg, self.hint, self.path = errcode, errmsg, hint, path
+        text = f"{path}: errcode {errcode}: {errmsg}" if path else f"errcode {errcode}: {errmsg}"
+        super().__init__(text + (f" — {hint}" if hint else ""))
+
+
+class TokenInvalid(APIError):
+    pass
+
+
+class BadCredentials(APIError):
+    pass
+
+
+class RateLimited(APIError):
+    pass
+
+
+class IPNotAllowed(APIError):
+    def __init__(self, errcode, errmsg, hint="", path="", ip: str | None = None):
+        self.ip = ip
+        super().__init__(errcode, errmsg, hint, path)
+
+
+class NoPrivilege(APIError):
+    pass
+
+
+class NotFound(APIError):
+    pass
+
+
+class InvalidCode(APIError):
+    pass
+
+
+TOKEN_ERRORS = {40014, 42001, 40001}
+RATE_ERRORS = {45009, 45033}
+RETRYABLE_ERRORS = {-1}
+
+_CLASSES = {
+    40014: TokenInvalid, 42001: TokenInvalid, 40001: TokenInvalid,
+    45009: RateLimited, 45033: RateLimited,
+    60020: IPNotAllowed,
+    48002: NoPrivilege, 48009: NoPrivilege, 60011: NoPrivilege, 50001: NoPrivilege, 301002: NoPrivilege,
+    60021: NoPrivilege, 50002: NoPrivilege,
+    60111: NotFound, 46004: NotFound, 60123: NotFound, 60003: NotFound, 46003: NotFound,
+    40029: InvalidCode,
+}
+
+_HINTS = {
+    -1: "WeCom is busy; the call was retried with backoff",
+    40001: "the secret is wrong or was rotated: copy it again from 应用管理 → 自建应用 → Secret "
+           "(WECOM_APP_SECRET) or 管理工具 → 通讯录同步 (WECOM_CONTACTS_SECRET)",
+    40013: "WECOM_CORP_ID is wrong: copy 企业ID from 我的企业 → 企业信息",
+    40014: "the access token was not accepted; a fresh one was fetched once",
+    42001: "the access token expired; a fresh one was fetched once",
+    40029: "the login code was already used or is older than 5 minutes: start the login again",
+    40056: "WECOM_AGENT_ID is wrong: copy AgentId from 应用管理 → 自建应用",
+    45009: "a WeCom quota window is full: calls are backing off until it ends",
+    45033: "too many concurrent calls: calls are backing off",
+    48002: "this secret may not call this API: use the app secret for messages/menus/OAuth, "
+           "the 通讯录同步 secret for user/list_id",
+    48009: "the 通讯录同步 secret may not read details from this server's IP (2022-08-15 rule): "
+           "sync falls back to department/simplelist + user/list_id + user/get with the app secret; "
+           "or widen the app's 可见范围 under 应用管理 → 自建应用",
+    50001: "redirect/trusted domain or token mismatch: set 可信域名 under 应用管理 → 自建应用 → "
+           "网页授权及JS-SDK to PUBLIC_URL's host, and consume codes with the app secret",
+    50002: "the member is outside the app's 可见范围: widen it under 应用管理 → 自建应用",
+    60011: "no privilege for this member/department: widen the app's 可见范围 under 应用管理 → 自建应用, "
+           "or check that WECOM_CONTACTS_SECRET is the 通讯录同步 secret",
+    60020: "add this server's IP to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP (takes about a minute)",
+    60021: "the userid is outside the app's 可见范围: widen it under 应用管理 → 自建应用",
+    60111: "the userid does not exist (left, deleted or outside the visible range)",
+    81013: "every recipient was invalid: check the userids and the app's 可见范围",
+    301002: "the token belongs to another app: WECOM_APP_SECRET and WECOM_AGENT_ID must be the same app's",
+}
+
+_IP = re.compile(r"from ip:?\s*([0-9a-fA-F:.]+)")
+
+
+def parse_ip(errmsg: str) -> str | None:
+    m = _IP.search(errmsg or "")
+    return m.group(1).rstrip(".,") if m else None
+
+
+def hint_for(errcode: int, errmsg: str = "") -> str:
+    hint = _HINTS.get(errcode, "")
+    if errcode == 60020:
+        ip = parse_ip(errmsg)
+        if ip:
+            hint = f"add {ip} to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP (takes about a minute)"
+    return hint
+
+
+def from_response(errcode: int, errmsg: str, path: str = "", gettoken: bool = False) -> APIError:
+    if gettoken and errcode in (40001, 40013, 40056):
+        return BadCredentials(errcode, errmsg, hint_for(errcode, errmsg), path)
+    cls = _CLASSES.get(errcode, APIError)
+    if cls is IPNotAllowed:
+        return IPNotAllowed(errcode, errmsg, hint_for(errcode, errmsg), path, ip=parse_ip(errmsg))
+    return cls(errcode, errmsg, hint_for(errcode, errmsg), path)
