@@ -64,7 +64,7 @@ class KeyValue(Model):
 # Capability tables. Each module registers its migration steps with store.migrations.step.
 import importlib as _importlib  # noqa: E402
 
-for _mod in ("directory", "notifications", "login", "ops"):
+for _mod in ("directory", "notifications", "login", "chat", "ops"):
     try:
         _m = _importlib.import_module(f"{__package__}.{_mod}")
     except ModuleNotFoundError as _e:
