@@ -30,12 +30,16 @@ def main(args) -> int:
     if args.action == "show":
         print(json.dumps(menu, ensure_ascii=False, indent=2))
         return 0
-    from bot.wecom import WeComError
+    from bot.wecom import TransportError, WeComError
 
     try:
         if args.action == "push":
             return _push(s, menu)
         return _diff(s, menu)
+    except TransportError as e:
+        print(f"wqbot menu {args.action}: could not reach WeCom at WECOM_API_BASE={s.wecom_api_base}: {e}",
+              file=sys.stderr)
+        return 1
     except WeComError as e:
         print(f"wqbot menu {args.action}: WeCom refused: {e}", file=sys.stderr)
         return 1
