@@ -7,3 +7,18 @@ HELP = (
     "• 审批卡片：直接在消息里点“同意”或“拒绝”\n"
     "• 帮助：再看一次这段说明（也可发送“帮助”或“?”）"
 )
+
+# -- chat: 待我处理 / 待办 (bot/handlers/chat.py) ---------------------------------------------
+PENDING_NONE = "暂无待办，没有等你审批或签署的任务。\n有新任务时我会第一时间通知你。"
+PENDING_KIND = {"approve": "待审批", "sign": "待签署"}
+PENDING_KIND_OTHER = "待处理"
+PENDING_TITLE = "【{kind}】{title}"
+PENDING_UNTITLED = "任务 {task_id}"
+PENDING_DESC = "{initiator}发起 · {when}"
+PENDING_DESC_NO_INITIATOR = "{when}"
+PENDING_MORE_TITLE = "还有 {n} 项待办，点此查看全部"
+PENDING_MORE_DESC = "共 {total} 项待办，在微签中查看全部"
+
+# -- chat: greeting when an employee opens the app (WQBOT_GREET_ON_ENTER) --------------------
+GREETING = "你好，欢迎使用微签助手。\n{pending}点“待我处理”查看等你处理的任务，发送“帮助”看看我还能做什么。"
+GREETING_PENDING = "你现在有 {n} 项待办。\n"

@@ -1,26 +1,119 @@
-"""Menu clicks and text messages from employees."""
+"""Menu clicks, text messages and app-open events from employees (CONTRACT §4).
+
+Every reply here is built from the store inside the callback's transaction and returned as the
+passive reply, well within WeCom's 5-second deadline; nothing calls out.
+
+- click `pending`, text 待办 / pending   → the employee's open tasks (news, each opens logged in)
+- click `help`, text 帮助 / help / ?     → what the bot can do
+- any other click key or text            → help (an unknown key is logged: a menu/handler mismatch)
+- enter_agent                            → a greeting, at most once a day (WQBOT_GREET_ON_ENTER)
+"""
 from __future__ import annotations
 
 import logging
+import time
 import unicodedata
+from datetime import datetime, timedelta, timezone
 
 from bot import replies, texts
 from bot.handlers import router
+from bot.links import h5_entry
 
 log = logging.getLogger("wqbot.chat")
 
 HELP_WORDS = {"帮助", "help", "?", "？", "菜单", "menu"}
+PENDING_WORDS = {"待办", "pending", "待我处理", "待处理", "我的待办"}
+
+# 微签 H5 pages. The home page lists the employee's tasks, so "还有 N 项" opens it.
+H5_HOME = "/pages/index/index"
+TASK_LIST = H5_HOME
+
+CST = timezone(timedelta(hours=8))  # "once a day" and times shown follow the employees' day
+clock = time.time  # tests move the day forward
 
 
 def normalise(text: str) -> str:
-    """Lenient matching: NFKC folds full-width forms, then trim and lower-case."""
-    return unicodedata.normalize("NFKC", text or "").strip().lower()
+    """Lenient matching: NFKC folds full-width forms (ＰＥＮＤＩＮＧ, ？, ideographic space),
+    then whitespace anywhere, trailing sentence punctuation and case are ignored."""
+    s = "".join(unicodedata.normalize("NFKC", text or "").split()).casefold()
+    stripped = s.rstrip("。.!！~")
+    return stripped or s
 
 
 def help_reply():
     return replies.text(texts.HELP)
 
 
+# -- 待我处理 ------------------------------------------------------------------------------------
+def _field(item, name):
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
+def _when(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    elif isinstance(value, (int, float)):
+        dt = datetime.fromtimestamp(value, timezone.utc)
+    else:
+        try:
+            dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return ""
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(CST).strftime("%m-%d %H:%M")
+
+
+def _article(task, settings) -> dict:
+    kind = texts.PENDING_KIND.get(_field(task, "type"), texts.PENDING_KIND_OTHER)
+    title = _field(task, "title") or texts.PENDING_UNTITLED.format(task_id=_field(task, "task_id"))
+    when = _when(_field(task, "created_at"))
+    initiator = _field(task, "initiator")
+    desc = (texts.PENDING_DESC.format(initiator=initiator, when=when) if initiator
+            else texts.PENDING_DESC_NO_INITIATOR.format(when=when))
+    # A task without its own page opens the task list, still logged in.
+    return {
+        "title": texts.PENDING_TITLE.format(kind=kind, title=title),
+        "description": desc.strip(" ·"),
+        "url": h5_entry(settings, _field(task, "url") or TASK_LIST),
+    }
+
+
+def pending_reply(userid: str, settings):
+    """The open approve/sign tasks of `userid`, newest first, as one news reply.
+
+    WeCom shows at most 8 articles: with more tasks, 7 are listed and the 8th says
+    "还有 N 项" and opens the H5 task list."""
+    from bot.notify import pending_tasks
+
+    limit = replies.NEWS_LIMIT
+    tasks, total = pending_tasks(userid, limit)
+    total = max(total, len(tasks))
+    if total == 0:
+        return replies.text(texts.PENDING_NONE)
+    if total <= limit:
+        shown, more = tasks[:limit], 0
+    else:
+        shown = tasks[: limit - 1]
+        more = total - len(shown)
+    articles = [_article(t, settings) for t in shown]
+    if more:
+        articles.append({
+            "title": texts.PENDING_MORE_TITLE.format(n=more),
+            "description": texts.PENDING_MORE_DESC.format(total=total),
+            "url": h5_entry(settings, TASK_LIST),
+        })
+    return replies.news(articles)
+
+
+@router.event("click", key="pending")
+def on_pending_click(msg, ctx):
+    return pending_reply(msg.sender, ctx.settings)
+
+
+# -- help and everything else ------------------------------------------------------------------
 @router.event("click", key="help")
 def on_help_click(msg, ctx):
     return help_reply()
@@ -28,11 +121,41 @@ def on_help_click(msg, ctx):
 
 @router.event("click")
 def on_unknown_click(msg, ctx):
-    log.info("unknown menu key, answering with help", extra={"event_key": msg.event_key})
+    # A key in WeCom's copy of the menu that no handler knows: stale menu or a typo in menu.toml.
+    log.warning("unknown menu key %r, answering with help (compare with `wqbot menu diff`)", msg.event_key,
+                extra={"event_key": msg.event_key})
     return help_reply()
 
 
 @router.message("text")
 def on_text(msg, ctx):
+    word = normalise(msg.get_str("Content"))
+    if word in PENDING_WORDS:
+        return pending_reply(msg.sender, ctx.settings)
     # 帮助/help/? and anything not recognised get help.
     return help_reply()
+
+
+# -- opening the app ---------------------------------------------------------------------------
+def today() -> str:
+    return datetime.fromtimestamp(clock(), CST).date().isoformat()
+
+
+@router.event("enter_agent")
+def on_enter_agent(msg, ctx):
+    if not ctx.settings.greet_on_enter or not msg.sender:
+        return None
+    from store.chat import claim_greeting
+
+    if not claim_greeting(msg.sender, today()):
+        return None
+    return replies.text(texts.GREETING.format(pending=_pending_line(msg.sender)))
+
+
+def _pending_line(userid: str) -> str:
+    try:
+        from bot.notify import pending_tasks
+    except ModuleNotFoundError:  # notifications not in this build: greet without the count
+        return ""
+    _, total = pending_tasks(userid, 0)
+    return texts.GREETING_PENDING.format(n=total) if total else ""

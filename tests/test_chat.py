@@ -1,0 +1,173 @@
+"""Chat through the encrypted app callback: menu clicks, text commands, the enter_agent greeting.
+
+Every reply is decrypted with wechatpy (an independent implementation of WeCom's crypto)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from bot.app import callback_routes
+from bot.handlers import chat
+from bot.xml import parse
+from store.models import Delivery
+from tests.support import app_crypto, click, message, signed, text
+
+
+def wecom_decrypt(settings, body: str) -> dict:
+    """The passive reply as WeCom reads it: signature checked and decrypted by wechatpy."""
+    from wechatpy.enterprise.crypto import WeChatCrypto
+
+    env = parse(body)
+    wc = WeChatCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id)
+    plain = wc.decrypt_message(body, env["MsgSignature"], env["TimeStamp"], env["Nonce"])
+    return parse(plain.decode() if isinstance(plain, bytes) else plain)
+
+
+class Chat:
+    """Posts what WeCom would post to /wecom/callback and returns the decrypted reply (or None)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.http = TestClient(Starlette(routes=callback_routes(settings)))
+
+    def post(self, plaintext: str):
+        params, body = signed(app_crypto(self.settings), plaintext)
+        r = self.http.post("/wecom/callback", params=params, content=body.encode(),
+                           headers={"content-type": "text/xml"})
+        assert r.status_code == 200, r.text
+        if not r.text:
+            return None
+        reply = wecom_decrypt(self.settings, r.text)
+        assert reply["FromUserName"] == self.settings.wecom_corp_id
+        return reply
+
+
+@pytest.fixture
+def chat_client(settings, store):
+    return Chat(settings)
+
+
+def enter_agent(user: str = "lisi", at: int | None = None) -> str:
+    return message(FromUserName=user, CreateTime=at or int(time.time()), MsgType="event", Event="enter_agent",
+                   EventKey="", AgentID=1000002)
+
+
+# -- help --------------------------------------------------------------------------------------------
+
+
+def test_help_click(chat_client):
+    reply = chat_client.post(click("help", user="wangwu"))
+    assert reply["MsgType"] == "text" and reply["ToUserName"] == "wangwu"
+    assert reply["Content"].startswith("微签助手可以帮你")
+    assert "待我处理" in reply["Content"] and "进入微签" in reply["Content"]
+
+
+def test_unknown_click_gets_help_and_a_log_line_naming_the_key(chat_client, caplog):
+    with caplog.at_level(logging.INFO, logger="wqbot.chat"):
+        reply = chat_client.post(click("BTN_OLD_REPORT"))
+    assert reply["Content"].startswith("微签助手可以帮你")
+    lines = [r for r in caplog.records if r.name == "wqbot.chat"]
+    assert len(lines) == 1 and "BTN_OLD_REPORT" in lines[0].getMessage()
+    assert lines[0].levelno == logging.WARNING and lines[0].event_key == "BTN_OLD_REPORT"
+
+
+@pytest.mark.parametrize("word", ["帮助", "help", "HELP", " Help  ", "?", "？", "ｈｅｌｐ", "帮助！",
+                                  "你好", "签合同", "", "   ", "待办事项是什么"])
+def test_help_words_and_anything_unknown_get_help(chat_client, word):
+    reply = chat_client.post(text(word, msg_id=abs(hash(word)) % 10**9))
+    assert reply["MsgType"] == "text"
+    assert reply["Content"].startswith("微签助手可以帮你")
+
+
+def test_a_retried_text_gets_the_same_reply_once(chat_client):
+    plain = text("帮助", msg_id=4242)
+    first = chat_client.post(plain)
+    again = chat_client.post(plain)  # WeCom re-encrypts a retry; the plaintext is the same
+    assert first["Content"] == again["Content"]
+    assert Delivery.select().count() == 1
+
+
+# -- lenient matching --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["待办", " 待办 ", "待办。", "待 办", "pending", "PENDING", " Pending\n",
+                                 "ｐｅｎｄｉｎｇ", "ＰＥＮＤＩＮＧ！", "\u3000待办\u3000", "待我处理"])
+def test_pending_words_match_leniently(raw):
+    assert chat.normalise(raw) in chat.PENDING_WORDS
+
+
+@pytest.mark.parametrize("raw", ["?", "？", "ＨＥＬＰ", " 帮助 ", "Help!"])
+def test_help_words_match_leniently(raw):
+    assert chat.normalise(raw) in chat.HELP_WORDS
+
+
+@pytest.mark.parametrize("raw", ["待办事项", "pend", "pending tasks", "不待办"])
+def test_near_misses_are_not_pending(raw):
+    assert chat.normalise(raw) not in chat.PENDING_WORDS
+
+
+# -- enter_agent greeting ----------------------------------------------------------------------------
+
+
+def test_no_greeting_by_default(chat_client, settings):
+    assert settings.greet_on_enter is False
+    assert chat_client.post(enter_agent()) is None
+
+
+@pytest.fixture
+def greeting_client(settings, store, monkeypatch):
+    now = [1_764_000_000.0]  # 2025-11-25 00:00 CST (UTC+8)
+    monkeypatch.setattr(chat, "clock", lambda: now[0])
+    c = Chat(dataclasses.replace(settings, greet_on_enter=True))
+    c.now = now
+    return c
+
+
+def test_greeting_at_most_once_a_day_per_person(greeting_client):
+    c = greeting_client
+    first = c.post(enter_agent("lisi", at=1))
+    assert first["MsgType"] == "text" and first["ToUserName"] == "lisi"
+    assert first["Content"].startswith("你好，欢迎使用微签助手")
+    assert c.post(enter_agent("lisi", at=2)) is None  # same day, a new event
+    c.now[0] += 23 * 3600 + 3599  # 23:59:59 the same day
+    assert c.post(enter_agent("lisi", at=3)) is None
+    assert c.post(enter_agent("wangwu", at=4))["ToUserName"] == "wangwu"  # another person
+    c.now[0] += 1  # midnight in China
+    assert c.post(enter_agent("lisi", at=5))["Content"].startswith("你好")
+    assert c.post(enter_agent("lisi", at=6)) is None
+
+
+def test_day_boundary_is_china_time(greeting_client):
+    c = greeting_client
+    c.now[0] = 1_764_000_000.0 - 1  # 2025-11-24 23:59:59 CST, 15:59:59 UTC
+    assert c.post(enter_agent("lisi", at=1)) is not None
+    c.now[0] += 1  # 00:00 CST: a new day in China, still the same UTC day
+    assert c.post(enter_agent("lisi", at=2)) is not None
+
+
+def test_greeting_setting_is_read_from_the_environment():
+    import settings as settings_mod
+    from tests.conftest import TEST_ENV
+
+    assert settings_mod.load(env={**TEST_ENV}, dotenv=None).greet_on_enter is False
+    assert settings_mod.load(env={**TEST_ENV, "WQBOT_GREET_ON_ENTER": "true"}, dotenv=None).greet_on_enter is True
+
+
+def test_a_greeting_rolled_back_is_not_counted(greeting_client, monkeypatch):
+    """The greeting is recorded in the delivery's transaction: if the reply fails, WeCom's
+    retry still greets."""
+    from bot import replies
+
+    c = greeting_client
+    real = replies.text
+    monkeypatch.setattr(replies, "text", lambda s: (_ for _ in ()).throw(RuntimeError("boom")))
+    params, body = signed(app_crypto(c.settings), enter_agent("lisi", at=7))
+    r = c.http.post("/wecom/callback", params=params, content=body.encode())
+    assert r.status_code == 500
+    monkeypatch.setattr(replies, "text", real)
+    assert c.post(enter_agent("lisi", at=7))["Content"].startswith("你好")
