@@ -73,11 +73,15 @@ def _article(task, settings) -> dict:
     initiator = _field(task, "initiator")
     desc = (texts.PENDING_DESC.format(initiator=initiator, when=when) if initiator
             else texts.PENDING_DESC_NO_INITIATOR.format(when=when))
-    # A task without its own page opens the task list, still logged in.
+    # A task without its own H5 page (or with something that is not a path) opens the task
+    # list, still logged in: /oauth/h5 would refuse anything but a path anyway.
+    path = _field(task, "url")
+    if not (isinstance(path, str) and path.startswith("/") and not path.startswith("//")):
+        path = TASK_LIST
     return {
         "title": texts.PENDING_TITLE.format(kind=kind, title=title),
         "description": desc.strip(" ·"),
-        "url": h5_entry(settings, _field(task, "url") or TASK_LIST),
+        "url": h5_entry(settings, path),
     }
 
 
