@@ -22,3 +22,25 @@ PENDING_MORE_DESC = "共 {total} 项待办，在微签中查看全部"
 # -- chat: greeting when an employee opens the app (WQBOT_GREET_ON_ENTER) --------------------
 GREETING = "你好，欢迎使用微签助手。\n{pending}点“待我处理”查看等你处理的任务，发送“帮助”看看我还能做什么。"
 GREETING_PENDING = "你现在有 {n} 项待办。\n"
+
+# -- sign notification cards (bot/notify/, bot/handlers/cards.py) ------------------------------
+CARD_SOURCE = "微签"
+CARD_INITIATOR = "发起人"
+CARD_DEADLINE = "截止时间"
+CARD_STATUS = "状态"
+CARD_APPROVE = "同意"
+CARD_REJECT = "拒绝"
+CARD_OPEN = "查看详情"
+CARD_SIGN_OPEN = "去签署"
+CARD_SIGN_PENDING = "待你签署"
+CARD_MENU_DESC = "微签"
+CARD_MENU_OPEN = "在微签中打开"
+CARD_MENU_OPEN_DESC = "点此打开，免登录"
+# what a card shows once its task is over; {name}: who decided in chat
+CARD_DECIDED_BY_ME = {"approve": "已同意", "reject": "已拒绝"}
+CARD_DECIDED_BY = {"approve": "已由 {name} 同意", "reject": "已由 {name} 拒绝"}
+CARD_RESULT = {"approved": "已同意", "rejected": "已拒绝", "signed": "已签署", "withdrawn": "已撤销",
+               "expired": "已过期"}
+CARD_ALREADY_DONE = "已处理"
+CARD_NOT_RECIPIENT = "这张卡片不是发给你的，你不能处理这项任务。"
+CARD_UNKNOWN = "这张卡片已失效，请在微签中查看这项任务。"
