@@ -1,8 +1,14 @@
-"""`GET /healthz`: 200 when the store and the queue answer, 503 otherwise."""
+"""`GET /healthz`: 200 when the store and the queue answer, 503 otherwise.
+
+`GET /readyz`: the same, and the directory must have been synced recently (within twice
+SYNC_INTERVAL_MINUTES plus five minutes): an instance whose sync is stuck should not take
+traffic that needs the directory. With WECOM_ENABLED=false sync is off and not required."""
 from __future__ import annotations
 
 import logging
+import time
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -33,8 +39,50 @@ def check_queue() -> str | None:
         return f"queue unreachable ({type(e).__name__}): check QUEUE_URL"
 
 
+def sync_max_age(settings) -> float:
+    return (2 * settings.sync_interval_minutes + 5) * 60
+
+
+def check_sync(settings) -> tuple[str | None, str]:
+    """(problem or None, a short description for the answer)."""
+    if not settings.wecom_enabled:
+        return None, "off (WECOM_ENABLED=false)"
+    from bot.ops.status import last_sync
+
+    run = last_sync()
+    if run is None:
+        return None, "not available in this build"
+    ok_at = run.get("last_ok_at")
+    if not ok_at:
+        return "no directory sync has completed yet: run `wqbot sync` and see `wqbot doctor`", "never completed"
+    age = time.time() - ok_at
+    limit = sync_max_age(settings)
+    if age > limit:
+        return (f"the last successful directory sync was {int(age // 60)} min ago (limit {int(limit // 60)}): "
+                "is the worker running? see the admin console's recent errors"), f"stale ({int(age)} s)"
+    return None, f"ok ({int(age)} s ago)"
+
+
 async def healthz(request: Request) -> JSONResponse:
-    problems = [p for p in (check_store(), check_queue()) if p]
+    problems = [p for p in await run_in_threadpool(lambda: (check_store(), check_queue())) if p]
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    settings = request.app.state.settings
+
+    def run():
+        store, queue = check_store(), check_queue()
+        sync_problem, sync_state = check_sync(settings) if store is None else (None, "unknown (store down)")
+        return store, queue, sync_problem, sync_state
+
+    store, queue, sync_problem, sync_state = await run_in_threadpool(run)
+    problems = [p for p in (store, queue, sync_problem) if p]
+    body = {"status": "unavailable" if problems else "ok",
+            "checks": {"store": "ok" if store is None else "down", "queue": "ok" if queue is None else "down",
+                       "sync": sync_state}}
+    if problems:
+        body["problems"] = problems
+    return JSONResponse(body, status_code=503 if problems else 200)

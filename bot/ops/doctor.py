@@ -1,0 +1,409 @@
+"""`wqbot doctor`: check the settings and the WeCom side, one line per check, and say what to fix.
+
+Every ✗ names the setting or the WeCom admin console page (管理后台) to change. The exit code is
+1 when anything failed, 0 otherwise. Checks that need WeCom run one gettoken per secret (WeCom
+blocks an IP for an hour after repeated wrong secrets, so nothing here loops on 40001).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets as _secrets
+import sys
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import httpx
+
+OK, FAIL = "✓", "✗"
+CLOCK_SKEW_LIMIT = 60.0  # seconds
+DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{OK if self.ok else FAIL} {self.name}: {self.detail}"
+        if not self.ok and self.fix:
+            text += f" — fix: {self.fix}"
+        return text
+
+
+def _host_is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _is_local(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in ("localhost",):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def wecom_fix(e, secret_var: str = "WECOM_APP_SECRET", creds: str = "app") -> str:
+    """What to change for a WeCom error, naming the console page (the client's hints, refined)."""
+    from bot.wecom import BadCredentials, IPNotAllowed, TransportError
+
+    if isinstance(e, IPNotAllowed):
+        where = ("管理工具 → 通讯录同步 → 企业可信IP" if creds == "contacts"
+                 else "应用管理 → 自建应用 → 企业可信IP")
+        ip = e.ip or "this server's public IP"
+        return f"add {ip} to {where} (it takes about a minute to apply)"
+    if isinstance(e, TransportError):
+        return ("this server cannot reach WECOM_API_BASE: check DNS, the firewall and any HTTPS proxy "
+                "(HTTPS_PROXY) for outbound calls to qyapi.weixin.qq.com")
+    code = getattr(e, "errcode", None)
+    if isinstance(e, BadCredentials) or code == 40001:
+        if code == 40013:
+            return "WECOM_CORP_ID is wrong: copy 企业ID from 我的企业 → 企业信息"
+        page = "管理工具 → 通讯录同步 → Secret (查看)" if creds == "contacts" else "应用管理 → 自建应用 → Secret (查看)"
+        return f"{secret_var} is wrong or was reset: copy it again from {page}"
+    return getattr(e, "hint", "") or "see the WeCom error code list (PROTOCOL.md §7)"
+
+
+def _describe(e) -> str:
+    code = getattr(e, "errcode", None)
+    if code is not None:
+        return f"errcode {code} ({getattr(e, 'errmsg', '')[:80]})"
+    return str(e)[:200]
+
+
+class Doctor:
+    def __init__(self, settings=None, http: httpx.Client | None = None, wecom_http: httpx.Client | None = None,
+                 env: dict | None = None):
+        self.env = env
+        self.settings = settings
+        self.http = http  # reaches PUBLIC_URL (callback check)
+        self.wecom_http = wecom_http  # raw requests to WECOM_API_BASE (clock)
+        self.checks: list[Check] = []
+        self.token_ok: dict[str, bool] = {}
+
+    def add(self, name: str, ok: bool, detail: str, fix: str = "") -> Check:
+        c = Check(name, ok, detail, fix)
+        self.checks.append(c)
+        return c
+
+    # -- the checks -----------------------------------------------------------------------------
+    def check_settings(self) -> bool:
+        from settings import SettingsError, load
+
+        if self.settings is None:
+            try:
+                self.settings = load(self.env)
+            except SettingsError as e:
+                self.add("settings", False, str(e),
+                         f"set {e.variable} in the environment or .env (see the 微签 admin form's label in CONTRACT §1)")
+                return False
+        s = self.settings
+        problems: list[tuple[str, str]] = []
+        pub = urlsplit(s.public_url)
+        real_wecom = s.wecom_api_base.rstrip("/") == DEFAULT_API_BASE
+        if pub.path not in ("", "/"):
+            problems.append((f"PUBLIC_URL has a path ({pub.path})",
+                             "set PUBLIC_URL to the origin only, e.g. https://wq.example.com (WeCom's 可信域名 is a host)"))
+        if real_wecom and _is_local(pub.hostname or ""):
+            problems.append((f"PUBLIC_URL {s.public_url} cannot be reached by WeCom",
+                             "set PUBLIC_URL to this service's public https origin; its host is the app's 可信域名"))
+        elif real_wecom and _host_is_ip(pub.hostname or ""):
+            problems.append((f"PUBLIC_URL uses an IP address ({pub.hostname})",
+                             "WeCom accepts a domain name only as 可信域名 and 重定向URL: set PUBLIC_URL to https://your.domain"))
+        if len(s.secret_key) < 16:
+            problems.append(("SECRET_KEY is shorter than 16 characters",
+                             "set SECRET_KEY to a long random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"))
+        if len(s.weiqian_api_token) < 16:
+            problems.append(("WEIQIAN_API_TOKEN is shorter than 16 characters",
+                             "set WEIQIAN_API_TOKEN to a long random value and give the same one to 微签"))
+        if s.wecom_contacts_secret and s.wecom_contacts_secret == s.wecom_app_secret:
+            problems.append(("WECOM_CONTACTS_SECRET equals WECOM_APP_SECRET",
+                             "WECOM_CONTACTS_SECRET is the 通讯录同步 Secret (管理工具 → 通讯录同步); leave it empty to use the app secret"))
+        if problems:
+            for what, fix in problems:
+                self.add("settings", False, what, fix)
+        else:
+            self.add("settings", True, f"well-formed (PUBLIC_URL {s.public_url}, corp {s.wecom_corp_id}, "
+                                       f"agent {s.wecom_agent_id})")
+        return True
+
+    def check_store_and_queue(self) -> None:
+        # Own connections, not the process's store and queue: the doctor checks what the settings
+        # name, and must not rebind anything another part of this process uses.
+        s = self.settings
+        where = s.database_url.split("@")[-1]
+        try:
+            from store.db import connect
+
+            database = connect(s.database_url)
+            try:
+                database.connect(reuse_if_open=True)
+                database.execute_sql("SELECT 1").fetchone()
+                applied = [r[0] for r in database.execute_sql("SELECT id FROM schema_migration").fetchall()] \
+                    if database.table_exists("schema_migration") else []
+            finally:
+                database.close()
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            self.add("store", False, f"{where}: {type(e).__name__} {first}".rstrip(),
+                     "check DATABASE_URL (is PostgreSQL running, does the database exist, may this user connect?)")
+        else:
+            state = f"{len(applied)} migrations applied, latest {max(applied)}" if applied else \
+                "empty (tables are created on first `wqbot serve`)"
+            self.add("store", True, f"{where} answers; {state}")
+        qwhere = s.queue_url.split("@")[-1]
+        try:
+            from bot.tasks import make_huey
+
+            storage = make_huey(s.queue_url, name="wqbot-doctor").storage
+            if hasattr(storage, "conn") and hasattr(storage.conn, "ping"):
+                storage.conn.ping()
+            else:
+                storage.queue_size()
+        except Exception as e:
+            self.add("queue", False, f"{qwhere}: {type(e).__name__} {str(e)[:160]}".rstrip(),
+                     "check QUEUE_URL (is Redis running and reachable?)")
+        else:
+            self.add("queue", True, f"{qwhere} answers")
+
+    def _client(self):
+        from bot.wecom import client_for
+
+        return client_for(self.settings)
+
+    def check_tokens(self) -> None:
+        s = self.settings
+        sets = [("app", "WECOM_APP_SECRET")]
+        if s.wecom_contacts_secret:
+            sets.append(("contacts", "WECOM_CONTACTS_SECRET"))
+        client = self._client()
+        for creds, var in sets:
+            fetch = getattr(client, "_gettoken", None)  # a real gettoken: a cached token proves nothing
+            try:
+                fetch(creds) if fetch else client.token(creds)
+            except Exception as e:
+                self.token_ok[creds] = False
+                self.add(f"gettoken ({var})", False, _describe(e), wecom_fix(e, var, creds))
+            else:
+                self.token_ok[creds] = True
+                self.add(f"gettoken ({var})", True, "WeCom issued an access token")
+
+    def check_agent(self) -> None:
+        s = self.settings
+        if not self.token_ok.get("app"):
+            self.add("agent/get", False, "skipped: no token for WECOM_APP_SECRET", "fix the gettoken line above first")
+            return
+        try:
+            agent = self._client().agent_get()
+        except Exception as e:
+            code = getattr(e, "errcode", None)
+            if code in (40056, 301002, 50003):
+                fix = ("WECOM_AGENT_ID and WECOM_APP_SECRET must belong to the same app: copy AgentId and Secret "
+                       "from 应用管理 → 自建应用 → (the 微签 app)")
+                if code == 50003:
+                    fix = "the app is disabled: enable it under 应用管理 → 自建应用"
+            else:
+                fix = wecom_fix(e)
+            self.add("agent/get", False, f"AgentId {s.wecom_agent_id}: {_describe(e)}", fix)
+            return
+        if agent.get("close"):
+            self.add("agent/get", False, f"app {agent.get('name', '')!r} (AgentId {s.wecom_agent_id}) is disabled",
+                     "enable it under 应用管理 → 自建应用")
+            return
+        want = urlsplit(s.public_url).netloc
+        have = (agent.get("redirect_domain") or "").strip().rstrip("/")
+        name = agent.get("name", "")
+        if not have:
+            self.add("可信域名", False, f"app {name!r} has no 可信域名 (redirect_domain)",
+                     f"set 应用管理 → 自建应用 → 网页授权及JS-SDK → 可信域名 to {want} (and verify the domain)")
+            return
+        if have.lower() != want.lower():
+            extra = ""
+            pub = urlsplit(s.public_url)
+            if pub.port in (80, 443) and have.lower() == (pub.hostname or "").lower():
+                extra = f" (drop the default port: set PUBLIC_URL to {pub.scheme}://{pub.hostname})"
+            self.add("可信域名", False, f"app {name!r} trusts {have}, but PUBLIC_URL's host is {want} (port included)",
+                     f"set 应用管理 → 自建应用 → 网页授权及JS-SDK → 可信域名 to {want}, or PUBLIC_URL to match{extra}")
+            return
+        note = ""
+        if s.pc_url:
+            note = f"; also set 企业微信授权登录 → Web网页 → 授权回调域 to {want} (WeCom does not report it)"
+        self.add("可信域名", True, f"app {name!r} (AgentId {s.wecom_agent_id}) trusts {have}{note}")
+
+    def check_directory(self) -> None:
+        from bot.wecom import IPNotAllowed, NoPrivilege, TransportError
+
+        s = self.settings
+        client = self._client()
+        if s.wecom_contacts_secret and self.token_ok.get("contacts"):
+            try:
+                depts = client.department_list(creds="contacts")
+                self.add("directory", True,
+                         f"WECOM_CONTACTS_SECRET reads the whole directory ({len(depts)} departments): sync mode full")
+                return
+            except IPNotAllowed as e:
+                self.add("directory", False, _describe(e), wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"))
+                return
+            except (NoPrivilege, TransportError) as e:
+                code = getattr(e, "errcode", None)
+                if code != 48009:
+                    self.add("directory", False, f"WECOM_CONTACTS_SECRET cannot read the directory: {_describe(e)}",
+                             wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"))
+                    return
+            # 48009: a new server IP may not read details with the 通讯录同步 secret (since 2022-08-15)
+            try:
+                ids = client.department_simplelist(creds="contacts")
+            except Exception as e:
+                self.add("directory", False, f"department/simplelist: {_describe(e)}",
+                         wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"))
+                return
+            detail = self._app_range(client)
+            self.add("directory", True,
+                     f"WECOM_CONTACTS_SECRET may not read details from this IP (48009, the 2022-08-15 rule): sync uses "
+                     f"IDs mode (department/simplelist {len(ids)} departments + user/list_id), names and fields through "
+                     f"the app secret within its 可见范围{detail}")
+            return
+        if not self.token_ok.get("app"):
+            self.add("directory", False, "skipped: no token for WECOM_APP_SECRET", "fix the gettoken line above first")
+            return
+        try:
+            depts = client.department_list()
+        except Exception as e:
+            self.add("directory", False, f"the app secret cannot read the directory: {_describe(e)}",
+                     wecom_fix(e) if getattr(e, "errcode", None) != 60011 else
+                     "add the departments to sync to the app's 可见范围 under 应用管理 → 自建应用")
+            return
+        if not depts:
+            self.add("directory", False, "the app's 可见范围 contains no department",
+                     "add the departments to sync to 应用管理 → 自建应用 → 可见范围, or set WECOM_CONTACTS_SECRET")
+            return
+        why = "no WECOM_CONTACTS_SECRET" if not s.wecom_contacts_secret else "WECOM_CONTACTS_SECRET has no token"
+        self.add("directory", True, f"{why}: sync mode app (reads the {len(depts)} departments in the app's 可见范围)")
+
+    def _app_range(self, client) -> str:
+        try:
+            n = len(client.department_list())
+            return f" ({n} departments visible)"
+        except Exception as e:
+            return f" (the app secret cannot read them: {_describe(e)})"
+
+    def check_callback(self) -> None:
+        from bot.crypto import WeComCrypto
+
+        s = self.settings
+        urls = [("callback", f"{s.public_url}/wecom/callback", s.wecom_token, s.wecom_aes_key,
+                 "应用管理 → 自建应用 → 接收消息 → 设置API接收", "WECOM_TOKEN / WECOM_AES_KEY")]
+        if s.contacts_callback_enabled:
+            urls.append(("contacts callback", f"{s.public_url}/wecom/contacts/callback", s.wecom_contacts_token,
+                         s.wecom_contacts_aes_key, "管理工具 → 通讯录同步 → 设置接收事件服务器",
+                         "WECOM_CONTACTS_TOKEN / WECOM_CONTACTS_AES_KEY"))
+        http = self.http or httpx.Client(timeout=10, follow_redirects=False)
+        for name, url, token, key, page, variables in urls:
+            crypto = WeComCrypto(token, key, s.wecom_corp_id)
+            probe = "wqbot-doctor-" + _secrets.token_hex(8)
+            ts, nonce = str(int(time.time())), _secrets.token_hex(5)
+            echostr = crypto.encrypt(probe)
+            params = {"msg_signature": crypto.sign(ts, nonce, echostr), "timestamp": ts, "nonce": nonce,
+                      "echostr": echostr}
+            try:
+                r = http.get(url, params=params)
+            except httpx.HTTPError as e:
+                tls = "certificate" in str(e).lower() or "ssl" in str(e).lower()
+                self.add(name, False, f"{url} is not reachable from here ({type(e).__name__})",
+                         "install a valid certificate for PUBLIC_URL's host (nginx, docs/deploy.md)" if tls else
+                         "check DNS, nginx (docs/deploy.md) and the firewall for PUBLIC_URL; WeCom must reach it too")
+                continue
+            if r.status_code == 200 and r.text == probe:
+                self.add(name, True, f"{url} answered a signed URL verification (what {page} sends)")
+            elif r.status_code == 403:
+                self.add(name, False, f"{url} refused our signature ({r.text[:80]!r})",
+                         f"the service at PUBLIC_URL runs with other {variables}: is PUBLIC_URL pointing at this instance?")
+            elif r.status_code in (301, 302, 307, 308):
+                self.add(name, False, f"{url} redirects to {r.headers.get('location', '?')}",
+                         "WeCom does not follow redirects: set PUBLIC_URL to the final origin (https, no redirect)")
+            else:
+                self.add(name, False, f"{url} answered HTTP {r.status_code} {r.text[:80]!r}",
+                         "check that nginx passes /wecom/ to wqbot unchanged (docs/deploy.md) and the service is running")
+
+    def check_https(self) -> None:
+        s = self.settings
+        https_pages = [v for v, u in (("H5_URL", s.h5_url), ("PC_URL", s.pc_url)) if u.startswith("https://")]
+        if https_pages and not s.public_url.startswith("https://"):
+            self.add("https", False, f"{' and '.join(https_pages)} use https but PUBLIC_URL is {s.public_url}",
+                     "serve wqbot behind nginx with TLS (docs/deploy.md) and set PUBLIC_URL to https://…; "
+                     "run `wqbot serve --proxy-headers` so redirect URLs come out https")
+        elif s.public_url.startswith("https://"):
+            self.add("https", True, "PUBLIC_URL is https")
+        else:
+            self.add("https", True, "PUBLIC_URL is http, as are H5_URL and PC_URL (fine for an intranet test only)")
+
+    def check_clock(self) -> None:
+        s = self.settings
+        http = self.wecom_http or httpx.Client(timeout=10)
+        try:
+            before = time.time()
+            r = http.get(s.wecom_api_base.rstrip("/") + "/cgi-bin/getcallbackip")  # no token: just a Date header
+            after = time.time()
+        except httpx.HTTPError as e:
+            self.add("clock", False, f"could not ask WECOM_API_BASE for the time ({type(e).__name__})",
+                     "check outbound access to WECOM_API_BASE")
+            return
+        date = r.headers.get("date")
+        if not date:
+            self.add("clock", False, "WeCom's answer carried no Date header", "check WECOM_API_BASE")
+            return
+        try:
+            remote = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            self.add("clock", False, f"WeCom's Date header is unreadable ({date[:40]!r})", "check WECOM_API_BASE")
+            return
+        skew = (before + after) / 2 - remote
+        if abs(skew) > CLOCK_SKEW_LIMIT:
+            self.add("clock", False, f"this server's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} WeCom's",
+                     "enable time sync (`timedatectl set-ntp true`, chrony or systemd-timesyncd)")
+        else:
+            self.add("clock", True, f"within {max(1, round(abs(skew)))} s of WeCom's")
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self) -> list[Check]:
+        if not self.check_settings():
+            return self.checks
+        self.check_store_and_queue()
+        self.check_https()
+        self.check_tokens()
+        self.check_agent()
+        self.check_directory()
+        self.check_callback()
+        self.check_clock()
+        return self.checks
+
+
+def main(args=None, out=None) -> int:
+    out = out or sys.stdout
+    doctor = Doctor(env=None if args is None or not getattr(args, "env", None) else args.env)
+    checks = doctor.run()
+    from bot.logs import redact
+
+    for c in checks:
+        print(redact(c.line()), file=out)
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed" if failed else f"all {len(checks)} checks passed",
+          file=out)
+    out.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(None))

@@ -1,0 +1,38 @@
+"""Operations tables: recent errors shown on the admin console, and the admin actions audit.
+
+`OpsError` keeps one row per distinct problem (source + message), counting repeats, so a
+failing task retried a hundred times is one line with count=100, not a hundred rows.
+"""
+from __future__ import annotations
+
+import peewee as pw
+
+from .migrations import step
+from .models import Model, now
+
+
+class OpsError(Model):
+    key = pw.CharField(primary_key=True, max_length=40)  # sha1(source, message)
+    source = pw.CharField(max_length=100)  # task name, "sync", "wecom", …
+    message = pw.TextField()  # redacted before it is stored
+    hint = pw.TextField(default="")  # what to fix, naming the setting or WeCom console page
+    count = pw.IntegerField(default=1)
+    first_at = pw.FloatField(default=now)
+    last_at = pw.FloatField(default=now, index=True)
+    trace_id = pw.CharField(max_length=40, null=True)
+
+
+class AdminAudit(Model):
+    """Who pressed which button on the admin console, and what came of it."""
+
+    id = pw.BigAutoField()
+    at = pw.FloatField(default=now, index=True)
+    userid = pw.CharField(max_length=100)  # WeCom userid, or "password" for the local admin login
+    action = pw.CharField(max_length=50)
+    target = pw.CharField(max_length=200, default="")
+    result = pw.TextField(default="")
+
+
+@step("0601_ops_tables")
+def _ops_tables(db: pw.Database) -> None:
+    db.create_tables([OpsError, AdminAudit])
