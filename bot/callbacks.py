@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
+import time
 
 import peewee
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from bot import tasks
+from bot.logs import new_trace_id
+from bot.ops import metrics
 from bot.crypto import CryptoError, InvalidReceiveId, InvalidSignature, WeComCrypto
 from bot.router import Context, Inbound, Router
 from bot.xml import MAX_BODY, XMLError, parse
@@ -68,11 +70,14 @@ class CallbackEndpoint:
 
     async def __call__(self, scope, receive, send):
         request = Request(scope, receive)
+        started = time.perf_counter()
         try:
             response = await self.handle(request)
         except BadRequest as e:
             response = _plain(e.status, e.message)
         await response(scope, receive, send)
+        metrics.callback_status(self.endpoint, request.method, response.status_code,
+                                time.perf_counter() - started, scope.get("wqbot.kind"))
 
     async def handle(self, request: Request) -> Response:
         if self.crypto is None:
@@ -109,6 +114,7 @@ class CallbackEndpoint:
             msg = Inbound(parse(plaintext))
         except XMLError as e:
             raise BadRequest(400, f"decrypted message: {e}") from None
+        request.scope["wqbot.kind"] = msg.kind
         return self.dispatch(msg, plaintext)
 
     def _refuse(self, e: CryptoError) -> Response:
@@ -127,7 +133,7 @@ class CallbackEndpoint:
             log.info("WECOM_ENABLED=false: verified but not applied", extra={"kind": kind})
             return _plain(200, "")
         key = self.endpoint[0] + hashlib.sha1(plaintext.encode()).hexdigest()
-        ctx = Context(settings=s, endpoint=self.endpoint, trace_id=uuid.uuid4().hex[:16])
+        ctx = Context(settings=s, endpoint=self.endpoint, trace_id=new_trace_id())
         try:
             reply_xml = self._apply(key, kind, msg, ctx, handler)
         except Exception:

@@ -77,7 +77,9 @@ def defer(task, **kwargs) -> None:
     from store.models import Outbox
 
     name = task.name if hasattr(task, "name") else str(task)
-    row = Outbox.create(task=name, payload=json.dumps(kwargs, ensure_ascii=False))
+    from bot.logs import current_trace_id
+
+    row = Outbox.create(task=name, payload=json.dumps(kwargs, ensure_ascii=False), trace_id=current_trace_id())
     pending = _pending.get()
     if pending is None:
         pending = []
