@@ -42,9 +42,9 @@ class OAuthState(Model):
     flow = pw.CharField(max_length=8)
     next_path = pw.TextField(null=True)  # validated path inside the app; NULL: the landing page itself
     browser_hash = pw.CharField(max_length=64)  # the browser that started the login (cookie)
-    created_at = pw.FloatField(default=now)
-    expires_at = pw.FloatField(index=True)
-    used_at = pw.FloatField(null=True)
+    created_at = pw.DoubleField(default=now)
+    expires_at = pw.DoubleField(index=True)
+    used_at = pw.DoubleField(null=True)
 
     class Meta:
         table_name = "login_oauth_state"
@@ -56,9 +56,9 @@ class LoginTicket(Model):
     ticket_hash = pw.CharField(primary_key=True, max_length=64)
     userid = pw.CharField(max_length=64)
     via = pw.CharField(max_length=8)
-    created_at = pw.FloatField(default=now)
-    expires_at = pw.FloatField(index=True)
-    used_at = pw.FloatField(null=True)
+    created_at = pw.DoubleField(default=now)
+    expires_at = pw.DoubleField(index=True)
+    used_at = pw.DoubleField(null=True)
 
     class Meta:
         table_name = "login_ticket"
