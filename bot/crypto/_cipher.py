@@ -62,12 +62,17 @@ def signature(token: str, timestamp: str, nonce: str, data: str) -> str:
 
 
 class WeComCrypto:
-    __slots__ = ("_token", "_key", "_iv", "_receive_id", "_rid_bytes")
+    __slots__ = ("_token", "_key", "_iv", "_ecb", "_receive_id", "_rid_bytes")
 
     def __init__(self, token: str, encoding_aes_key: str, receive_id: str):
         self._token = token
         self._key = decode_aes_key(encoding_aes_key)
         self._iv = self._key[:16]
+        # CBC decryption is ECB decryption XOR the previous ciphertext block (the IV for the
+        # first), so one ECB object, its key schedule built once, serves every message. ECB
+        # keeps no state between calls, so threads may share it. (Encryption chains through
+        # its own output and needs a CBC object per message.)
+        self._ecb = AES.new(self._key, AES.MODE_ECB)
         self._receive_id = receive_id
         self._rid_bytes = receive_id.encode()
 
@@ -90,7 +95,9 @@ class WeComCrypto:
             raise InvalidBase64("Encrypt is not valid base64 (was '+' turned into a space?)") from None
         if not ct or len(ct) % 16:
             raise InvalidLength(f"ciphertext length {len(ct)} is not a positive multiple of 16")
-        pt = AES.new(self._key, AES.MODE_CBC, self._iv).decrypt(ct)
+        n = len(ct)
+        pt = (int.from_bytes(self._ecb.decrypt(ct), "little")
+              ^ int.from_bytes(self._iv + ct[:-16], "little")).to_bytes(n, "little")
         pad = pt[-1]
         if not 1 <= pad <= _BLOCK or pad > len(pt) or pt[-pad:] != bytes((pad,)) * pad:
             raise InvalidPadding("PKCS#7 padding is invalid: is WECOM_AES_KEY the console's EncodingAESKey?")
