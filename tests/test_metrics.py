@@ -1,0 +1,137 @@
+"""/metrics: the hooks feed it, the exposition parses, several processes add up (multiprocess mode)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.ops import metrics
+from tests.support import app_crypto, message, signed
+
+
+def samples(text: str) -> dict:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels) -> float:
+    return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_callbacks_are_counted_by_kind_and_outcome(client, settings):
+    before = client.get("/metrics").text
+    params, body = signed(app_crypto(settings), message(MsgType="text", Content="帮助", MsgId=99, AgentID=1000002))
+    assert client.post("/wecom/callback", params=params, content=body).status_code == 200
+    assert client.post("/wecom/callback", params={**params, "msg_signature": "0" * 40}, content=body).status_code == 403
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    after = r.text
+    assert value(after, "wqbot_callbacks_total", endpoint="app", kind="text", outcome="ok") == \
+        value(before, "wqbot_callbacks_total", endpoint="app", kind="text", outcome="ok") + 1
+    assert value(after, "wqbot_callbacks_total", endpoint="app", kind="message", outcome="refused") == \
+        value(before, "wqbot_callbacks_total", endpoint="app", kind="message", outcome="refused") + 1
+    assert value(after, "wqbot_callback_seconds_count", endpoint="app") == \
+        value(before, "wqbot_callback_seconds_count", endpoint="app") + 2
+
+
+def test_every_hook_shows_up(client):
+    metrics.wecom_call("/cgi-bin/message/send", 0, 0.12)
+    metrics.wecom_call("/cgi-bin/message/send", 60020, 0.05)
+    metrics.token_refresh("app")
+    metrics.sync_run("list", "ok", {"user.created": 3, "department.deleted": 1}, seconds=4.2)
+    metrics.push("sent", 5)
+    metrics.push("invalid")
+    metrics.webhook_delivery("retrying", attempt=1)
+    metrics.webhook_delivery("delivered", attempt=2)
+    text = client.get("/metrics").text
+    s = samples(text)
+    assert value(text, "wqbot_wecom_api_calls_total", path="/cgi-bin/message/send", errcode="60020") >= 1
+    assert value(text, "wqbot_wecom_api_seconds_count", path="/cgi-bin/message/send") >= 2
+    assert value(text, "wqbot_wecom_token_refreshes_total", creds="app", outcome="ok") >= 1
+    assert value(text, "wqbot_sync_runs_total", mode="list", outcome="ok") >= 1
+    assert value(text, "wqbot_sync_changes_total", change="user.created") >= 3
+    assert value(text, "wqbot_sync_seconds_count", mode="list") >= 1
+    assert value(text, "wqbot_pushes_total", status="sent") >= 5
+    assert value(text, "wqbot_webhook_deliveries_total", outcome="delivered") >= 1
+    assert value(text, "wqbot_webhook_retries_total") >= 1
+    assert any(name == "wqbot_queue_depth" for name, _ in s)
+
+
+def test_queue_depth_is_read_when_scraped(client, queue, store):
+    from bot.tasks import defer, enqueue_outbox
+    from store import db
+    from tests.test_logs import trace_probe
+
+    with db.atomic():
+        defer(trace_probe, word="waiting")
+        defer(trace_probe, word="waiting too")
+    enqueue_outbox()
+    text = client.get("/metrics").text
+    assert value(text, "wqbot_queue_depth", queue="huey") == 2
+    assert value(text, "wqbot_queue_depth", queue="outbox") == 2
+
+
+def test_outside_label_values_are_capped(monkeypatch):
+    monkeypatch.setattr(metrics, "_kinds", set(metrics._kinds))
+    metrics._kind("text")
+    for i in range(metrics._MAX_KINDS + 10):
+        metrics.callback_done("app", f"event:flood{i}", "ok", 0.001)
+    assert metrics._kind("event:never-seen-before") == "other"
+    assert metrics._kind("text") == "text"
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from bot.ops import metrics
+    n = int(sys.argv[1])
+    for _ in range(n):
+        metrics.callback_done("app", "event:click", "ok", 0.003)
+        metrics.wecom_call("/cgi-bin/gettoken", 0, 0.2)
+    metrics.push("sent", n)
+""")
+
+SCRAPER = textwrap.dedent("""
+    import os, sys
+    from settings import load
+    from store import init_store
+    init_store(os.environ["DATABASE_URL"])
+    from starlette.testclient import TestClient
+    from bot.app import create_app
+    with TestClient(create_app(load(dotenv=None), init_store=False)) as c:
+        r = c.get("/metrics")
+        assert r.status_code == 200, r.status_code
+        sys.stdout.write(r.text)
+""")
+
+
+def test_several_processes_add_up_in_multiprocess_mode(tmp_path, store):
+    d = tmp_path / "prom"
+    d.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(d)}
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, str(n)], env=env) for n in (3, 4)]
+    assert [c.wait(60) for c in children] == [0, 0]
+    assert len(list(d.glob("*.db"))) >= 2  # one file per process
+    out = subprocess.run([sys.executable, "-c", SCRAPER], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert value(text, "wqbot_callbacks_total", endpoint="app", kind="event:click", outcome="ok") == 7
+    assert value(text, "wqbot_wecom_api_calls_total", path="/cgi-bin/gettoken", errcode="0") == 7
+    assert value(text, "wqbot_callback_seconds_count", endpoint="app") == 7
+    assert value(text, "wqbot_callback_seconds_bucket", endpoint="app", le="0.005") == 7
+    assert value(text, "wqbot_pushes_total", status="sent") == 7
+    assert value(text, "wqbot_queue_depth", queue="outbox") == 0
+
+
+def test_prepare_multiprocess_for_several_workers(monkeypatch, tmp_path):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert metrics.prepare_multiprocess(1) is None
+    d = metrics.prepare_multiprocess(3)
+    assert d and os.path.isdir(d) and os.environ["PROMETHEUS_MULTIPROC_DIR"] == d
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "given"))
+    assert metrics.prepare_multiprocess(3) == str(tmp_path / "given") and (tmp_path / "given").is_dir()
