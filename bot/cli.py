@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--callback-url", default="")
     sim.add_argument("--contacts-callback-url", default="")
+    sim.add_argument("--token-expires-in", type=int, default=None, help="access token lifetime in seconds (7200)")
+    sim.add_argument("--hide-private", action="store_true", help="omit mobile/email/… as for apps made after 2022-06-20")
+    sim.add_argument("--contacts-new-ip", action="store_true", help="通讯录同步 detail reads answer 48009 (2022-08-15)")
+    sim.add_argument("--ids-only-callbacks", action="store_true", help="change_contact carries IDs only (post-2022)")
+    sim.add_argument("--redirect-domain", default="", help="the app's OAuth 可信域名 host[:port] (default: PUBLIC_URL's)")
 
     d = sub.add_parser("demo", help="everything end to end against the emulator")
     d.add_argument("--keep", action="store_true", help="leave both running for a person to click through")
