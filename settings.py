@@ -187,6 +187,9 @@ class Settings:
     admin_userids: tuple = _opt("ADMIN_USERIDS", "", _csv)
     admin_password: str = _opt("ADMIN_PASSWORD", "", _str)
     log_format: str = _opt("WQBOT_LOG_FORMAT", "json", _str)
+    # Client-side ceilings per WeCom API per corp, any rolling minute / hour (WeCom: 10,000 / 150,000).
+    wecom_rate_limit_per_min: int = _opt("WECOM_RATE_LIMIT_PER_MIN", "8000", _positive_int)
+    wecom_rate_limit_per_hour: int = _opt("WECOM_RATE_LIMIT_PER_HOUR", "120000", _positive_int)
 
     # -- derived ---------------------------------------------------------------------------
     @property
