@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import random
 import threading
 import time
@@ -9,36 +11,68 @@ from typing import Any
 
 import httpx
 
+from . import _redact
 from ._errors import (
     RATE_ERRORS,
     RETRYABLE_ERRORS,
     TOKEN_ERRORS,
     APIError,
+    RateLimited,
     TransportError,
     from_response,
+    scrub,
 )
-from ._tokens import LocalTokenStore, TokenStore
+from ._ratelimit import Limits, LocalRateLimiter, RedisRateLimiter
+from ._tokens import LocalTokenStore, RedisBackend, SQLBackend, TokenStore
 
 log = logging.getLogger("wqbot.wecom")
+_redact.install()
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
 MAX_RETRIES = 3  # for -1, HTTP 5xx, timeouts and connection errors
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 8.0
-RATE_BACKOFF = 15.0  # 45009/45033: wait well into the next window before the single retry
+RATE_BACKOFF = 15.0  # 45009/45033: the API is held back this long (+ up to 50 % jitter) before the one retry
 REFRESH_AHEAD = 300  # seconds before expiry a token is renewed
+RATE_MAX_WAIT = 30.0  # longest a call waits for the client-side rate limiter before RateLimited
+
+# POSTs whose effect a retry could repeat when the first attempt's fate is unknown (read timeout,
+# 5xx, dropped connection): retried only when the request provably did not get through.
+NOT_IDEMPOTENT = frozenset({"/cgi-bin/message/send", "/cgi-bin/message/update_template_card"})
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 class WeComClient:
-    """Thread-safe; one per process. Every call injects the token, handles errcodes, retries."""
+    """Thread-safe; one per process (`client_for`). Every call injects the token, passes the rate
+    limiter, handles errcodes and retries.
+
+    Built directly, a client keeps its tokens and rate buckets to itself (tests, tools);
+    `client_for(settings)` gives the deployment's client, whose tokens and buckets are shared by
+    every process (Redis when QUEUE_URL is Redis, else the store)."""
 
     def __init__(self, settings, http: httpx.Client | None = None, tokens: TokenStore | None = None,
-                 sleep=time.sleep):
+                 sleep=time.sleep, limiter=None, timeout: httpx.Timeout = TIMEOUT,
+                 rate_max_wait: float = RATE_MAX_WAIT):
         self.settings = settings
         self.base = settings.wecom_api_base.rstrip("/")
-        self.http = http or httpx.Client(timeout=TIMEOUT, headers={"User-Agent": "wqbot"})
+        self.http = http or httpx.Client(timeout=timeout, limits=LIMITS, headers={"User-Agent": "wqbot"})
+        self.timeout = timeout
         self.tokens = tokens or LocalTokenStore()
+        self.limiter = limiter or LocalRateLimiter(Limits.from_settings(settings))
+        self.rate_max_wait = rate_max_wait
         self._sleep = sleep
-        self._local = threading.Lock()
+        corp = settings.wecom_corp_id
+        app = _fingerprint(corp, settings.wecom_app_secret)
+        contacts = _fingerprint(corp, settings.wecom_contacts_secret) if settings.wecom_contacts_secret else app
+        # Keyed by the secret in use (fingerprinted), not its name: contacts falls back to the app
+        # secret, and a rotated secret never meets the old secret's token.
+        self._token_keys = {"app": f"wecom:token:{corp}:app:{app}", "contacts": f"wecom:token:{corp}:contacts:{contacts}"}
+        self._jsapi_key = f"wecom:jsapi:{corp}:{app}"
+        self._agent_jsapi_key = f"wecom:agent_jsapi:{corp}:{settings.wecom_agent_id}:{app}"
 
     def __repr__(self) -> str:
         return f"WeComClient(base={self.base!r}, corp={self.settings.wecom_corp_id!r})"
@@ -50,41 +84,59 @@ class WeComClient:
         return self.settings.wecom_app_secret
 
     def _cache_key(self, creds: str) -> str:
-        # Keyed by which secret is in use, not its name: contacts falls back to the app secret.
-        kind = "contacts" if creds == "contacts" and self.settings.wecom_contacts_secret else "app"
-        return f"wecom:token:{self.settings.wecom_corp_id}:{kind}"
+        return self._token_keys["contacts" if creds == "contacts" else "app"]
 
     def token(self, creds: str = "app", stale: str | None = None) -> str:
         """A valid access token for `creds`. `stale`: a token that just failed; drop it only if
         it is still the cached one (another process may have refreshed already)."""
-        key = self._cache_key(creds)
-        return self.tokens.get_or_fetch(key, lambda: self._gettoken(creds), stale=stale, ahead=REFRESH_AHEAD)
+        return self.tokens.get_or_fetch(self._cache_key(creds), lambda: self._gettoken(creds), stale=stale,
+                                        ahead=REFRESH_AHEAD)
 
     def _gettoken(self, creds: str) -> tuple[str, float]:
         data = self._send("GET", "/cgi-bin/gettoken",
                           {"corpid": self.settings.wecom_corp_id, "corpsecret": self._secret(creds)}, None,
                           gettoken=True)
-        return data["access_token"], float(data.get("expires_in", 7200))
+        token = data.get("access_token")
+        if not token:
+            raise TransportError("/cgi-bin/gettoken", "the answer has no access_token: is WECOM_API_BASE right?")
+        return token, float(data.get("expires_in", 7200))
 
     # -- the one request path ------------------------------------------------------------------
     def call(self, method: str, path: str, *, creds: str = "app", params: dict | None = None,
-             json: Any = None) -> dict:
+             json: Any = None, idempotent: bool | None = None) -> dict:
+        """One API call with the token for `creds`; a token error refreshes the token and retries
+        once. `idempotent=False` (default for message/send and update_template_card) retries
+        network failures only when the request cannot have reached WeCom."""
+        if idempotent is None:
+            idempotent = path not in NOT_IDEMPOTENT
         token = self.token(creds)
         try:
-            return self._send(method, path, {**(params or {}), "access_token": token}, json)
+            return self._send(method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent)
         except APIError as e:
             if e.errcode not in TOKEN_ERRORS:
                 raise
             log.info("token rejected, refreshing once", extra={"path": path, "errcode": e.errcode})
             token = self.token(creds, stale=token)
-            return self._send(method, path, {**(params or {}), "access_token": token}, json)
+        return self._send(method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent)
 
-    def _send(self, method: str, path: str, params: dict, json: Any, gettoken: bool = False) -> dict:
+    def _send(self, method: str, path: str, params: dict, json: Any, gettoken: bool = False,
+              idempotent: bool = True) -> dict:
         url = self.base + path
+        limit_key = f"{self.settings.wecom_corp_id}:{path}"
+        secrets = [v for k, v in params.items() if k in ("access_token", "corpsecret")]
         attempt = 0
+        rate_retried = False
         while True:
+            wait = self.limiter.acquire(limit_key, self.rate_max_wait)
+            if wait is None:
+                raise RateLimited(45009, f"wqbot's own limit for {path} is reached (client-side, not sent)",
+                                  "calls to this API exceed WECOM_RATE_LIMIT_PER_MIN / WECOM_RATE_LIMIT_PER_HOUR "
+                                  "(or WeCom asked to back off): retry later", path, retry_after=self.rate_max_wait)
+            if wait > 0:
+                self._sleep(wait)
+            may_have_arrived = True
             try:
-                r = self.http.request(method, url, params=params, json=json)
+                r = self.http.request(method, url, params=params, json=json, timeout=self.timeout)
                 if r.status_code >= 500:
                     raise TransportError(path, f"HTTP {r.status_code}")
                 if r.status_code != 200:
@@ -92,10 +144,14 @@ class WeComClient:
                 try:
                     data = r.json()
                 except ValueError:
-                    raise TransportError(path, "answer is not JSON: is WECOM_API_BASE right?") from None
-            except httpx.TimeoutException:
-                err: Exception = TransportError(path, "timed out")
+                    data = None
+                if not isinstance(data, dict):
+                    raise TransportError(path, "answer is not a WeCom JSON object: is WECOM_API_BASE right?")
+            except httpx.TimeoutException as e:
+                may_have_arrived = not isinstance(e, _UNSENT)
+                err: Exception = TransportError(path, f"timed out ({type(e).__name__})")
             except httpx.TransportError as e:
+                may_have_arrived = not isinstance(e, _UNSENT)
                 err = TransportError(path, f"connection failed ({type(e).__name__})")
             except TransportError as e:
                 err = e
@@ -103,21 +159,28 @@ class WeComClient:
                 code = int(data.get("errcode", 0) or 0)
                 if code == 0:
                     return data
-                err = from_response(code, str(data.get("errmsg", "")), path, gettoken=gettoken)
+                err = from_response(code, scrub(str(data.get("errmsg", "")), secrets), path, gettoken=gettoken)
+                may_have_arrived = False  # WeCom answered with an error: nothing was done
                 if code in RATE_ERRORS:
-                    if attempt >= 1:
+                    if rate_retried:
                         raise err
-                    attempt += 1
-                    log.warning("rate limited, backing off", extra={"path": path, "errcode": code})
-                    self._sleep(RATE_BACKOFF * (1 + random.random() / 2))
+                    rate_retried = True
+                    delay = RATE_BACKOFF * (1 + random.random() / 2)
+                    log.warning("WeCom rate limit, holding this API back", extra={"path": path, "errcode": code,
+                                                                                  "delay": round(delay, 1)})
+                    self.limiter.block(limit_key, delay)  # every caller of this API waits, not just this one
                     continue
                 if code not in RETRYABLE_ERRORS:
                     raise err
             if attempt >= MAX_RETRIES:
                 raise err
+            if may_have_arrived and not idempotent:
+                raise TransportError(path, f"{err.detail if isinstance(err, TransportError) else err}; not retried "
+                                           "because WeCom may have acted on it")
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * (0.5 + random.random() / 2)
             attempt += 1
-            log.info("retrying WeCom call", extra={"path": path, "attempt": attempt, "error": str(err)})
+            log.info("retrying WeCom call", extra={"path": path, "attempt": attempt, "error": str(err),
+                                                   "delay": round(delay, 2)})
             self._sleep(delay)
 
     # -- departments ----------------------------------------------------------------------------
@@ -171,7 +234,9 @@ class WeComClient:
     # -- messages ---------------------------------------------------------------------------------
     def message_send(self, message: dict) -> dict:
         """Send one app message; `agentid` is filled in. Returns WeCom's answer (invaliduser,
-        msgid, response_code…); partial failure is errcode 0 with invaliduser set."""
+        msgid, response_code…); partial failure is errcode 0 with invaliduser set. A timeout after
+        the request went out is not retried (it may have been delivered): pass
+        `enable_duplicate_check` in `message` if the caller retries."""
         return self.call("POST", "/cgi-bin/message/send", json={"agentid": self.settings.wecom_agent_id, **message})
 
     def update_template_card(self, update: dict) -> dict:
@@ -198,12 +263,12 @@ class WeComClient:
 
     # -- JS-SDK tickets (cached apart from tokens and from each other) ---------------------------
     def jsapi_ticket(self) -> str:
-        key = f"wecom:jsapi:{self.settings.wecom_corp_id}"
-        return self.tokens.get_or_fetch(key, lambda: self._ticket("/cgi-bin/get_jsapi_ticket", {}), ahead=REFRESH_AHEAD)
+        return self.tokens.get_or_fetch(self._jsapi_key, lambda: self._ticket("/cgi-bin/get_jsapi_ticket", {}),
+                                        ahead=REFRESH_AHEAD)
 
     def agent_jsapi_ticket(self) -> str:
-        key = f"wecom:agent_jsapi:{self.settings.wecom_corp_id}:{self.settings.wecom_agent_id}"
-        return self.tokens.get_or_fetch(key, lambda: self._ticket("/cgi-bin/ticket/get", {"type": "agent_config"}),
+        return self.tokens.get_or_fetch(self._agent_jsapi_key,
+                                        lambda: self._ticket("/cgi-bin/ticket/get", {"type": "agent_config"}),
                                         ahead=REFRESH_AHEAD)
 
     def _ticket(self, path: str, params: dict) -> tuple[str, float]:
@@ -211,21 +276,60 @@ class WeComClient:
         return data["ticket"], float(data.get("expires_in", 7200))
 
 
+# -- the deployment's client --------------------------------------------------------------------------
 _clients: dict[tuple, WeComClient] = {}
+_redis: dict[str, Any] = {}
 _clients_lock = threading.Lock()
+
+
+def namespace() -> str:
+    """The deployment's name in shared Redis keys (the queue's name, so test runs stay apart)."""
+    return os.environ.get("WQBOT_QUEUE_NAME", "wqbot")
+
+
+def _redis_client(url: str):
+    client = _redis.get(url)
+    if client is None:
+        import redis
+
+        client = _redis[url] = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                                    health_check_interval=30)
+    return client
+
+
+def shared_parts(settings) -> tuple[TokenStore, Any]:
+    """The token store and rate limiter every process of this deployment shares."""
+    limits = Limits.from_settings(settings)
+    if settings.queue_url.startswith(("redis://", "rediss://")):
+        r = _redis_client(settings.queue_url)
+        return LocalTokenStore(RedisBackend(r, namespace())), RedisRateLimiter(r, namespace(), limits)
+    url = settings.database_url
+    if url.startswith("sqlite:///:memory:") or url == "sqlite:///":
+        return LocalTokenStore(), LocalRateLimiter(limits)  # nothing to share with
+    # The embedded setup is one process: its rate limiter needs no sharing.
+    return LocalTokenStore(SQLBackend(url)), LocalRateLimiter(limits)
 
 
 def client_for(settings) -> WeComClient:
     """The process's client for these settings (tokens are shared across processes by the store)."""
-    key = (settings.wecom_api_base, settings.wecom_corp_id, settings.wecom_app_secret, settings.wecom_contacts_secret)
+    key = (settings.wecom_api_base, settings.wecom_corp_id, settings.wecom_app_secret, settings.wecom_contacts_secret,
+           settings.queue_url, settings.database_url)
     with _clients_lock:
         c = _clients.get(key)
         if c is None:
-            c = _clients[key] = WeComClient(settings)
+            tokens, limiter = shared_parts(settings)
+            c = _clients[key] = WeComClient(settings, tokens=tokens, limiter=limiter)
         return c
 
 
 def reset_clients() -> None:
-    """Forget cached clients (tests that change settings)."""
+    """Forget cached clients, and the tokens and rate buckets they shared (tests that change
+    settings or fake WeCom anew)."""
     with _clients_lock:
+        clients = list(_clients.values())
         _clients.clear()
+    for c in clients:
+        if hasattr(c.tokens, "clear"):
+            c.tokens.clear()
+        if hasattr(c.limiter, "reset"):
+            c.limiter.reset()
