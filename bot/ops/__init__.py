@@ -3,7 +3,7 @@
 Other modules feed metrics through `bot.ops.metrics` (tiny hooks that never raise)."""
 from __future__ import annotations
 
-from bot.ops import tracing  # noqa: F401  (registers the queue hooks in every process that loads tasks)
+from bot.ops import jobs, tracing  # noqa: F401  (registers queue hooks and tasks wherever tasks are loaded)
 
 
 def routes(settings) -> list:

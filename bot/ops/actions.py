@@ -23,17 +23,18 @@ def run(settings, name: str, target: str) -> tuple[bool, str, str]:
 
 
 def sync_now(settings, target: str = "") -> tuple[bool, str, str]:
+    """Queue one full reconciliation (bot.sync.run_sync in a worker): a big directory takes
+    longer than a web request may."""
     if not settings.wecom_enabled:
         return False, "disabled", "WECOM_ENABLED=false"
     try:
-        import bot.sync as sync
+        import bot.sync  # noqa: F401
     except ImportError:
         return False, "unavailable", "bot.sync is not built"
-    start = getattr(sync, "request_sync", None)
-    if start is None:
-        return False, "unavailable", "bot.sync has no request_sync()"
-    result = start(full=True, trigger="admin")
-    return True, "sync_queued", str(result or "queued")
+    from bot.ops.jobs import sync_now as job
+
+    job(full=True)  # a run already in progress makes this one a no-op (the sync lease)
+    return True, "sync_queued", "queued"
 
 
 def resend_notification(settings, target: str) -> tuple[bool, str, str]:
