@@ -17,8 +17,10 @@ class OpsError(Model):
     message = pw.TextField()  # redacted before it is stored
     hint = pw.TextField(default="")  # what to fix, naming the setting or WeCom console page
     count = pw.IntegerField(default=1)
-    first_at = pw.FloatField(default=now)
-    last_at = pw.FloatField(default=now, index=True)
+    # DoubleField: peewee's FloatField is REAL (float4) on PostgreSQL, which rounds a Unix time
+    # to 128-second steps.
+    first_at = pw.DoubleField(default=now)
+    last_at = pw.DoubleField(default=now, index=True)
     trace_id = pw.CharField(max_length=40, null=True)
 
 
@@ -26,7 +28,7 @@ class AdminAudit(Model):
     """Who pressed which button on the admin console, and what came of it."""
 
     id = pw.BigAutoField()
-    at = pw.FloatField(default=now, index=True)
+    at = pw.DoubleField(default=now, index=True)
     userid = pw.CharField(max_length=100)  # WeCom userid, or "password" for the local admin login
     action = pw.CharField(max_length=50)
     target = pw.CharField(max_length=200, default="")

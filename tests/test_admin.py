@@ -322,7 +322,8 @@ def test_readyz_requires_a_recent_sync(console, admin_settings):
     assert console.get("/readyz").status_code == 503
     SyncRun.create(trigger="periodic", status="ok", started_at=time.time() - 65, finished_at=time.time() - 60)
     r = console.get("/readyz")
-    assert r.status_code == 200 and r.json()["checks"] == {"store": "ok", "queue": "ok", "sync": "ok (60 s ago)"}
+    checks = r.json()["checks"]
+    assert r.status_code == 200 and checks["store"] == checks["queue"] == "ok" and checks["sync"].startswith("ok (")
     assert console.get("/healthz").json() == {"status": "ok"}
 
 
