@@ -163,7 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path in srv.answers:
-            return self._answer(srv.answers[url.path])
+            answer = dict(srv.answers[url.path])
+            return self._answer(answer, answer.pop("_status", 200))
         if url.path == "/cgi-bin/gettoken":
             with srv.lock:
                 srv.gettoken_calls += 1
