@@ -31,6 +31,7 @@ class Notification(Model):
     sent_at = pw.FloatField(null=True)
     push_attempts = pw.IntegerField(default=0)
     lease_until = pw.FloatField(null=True)  # a worker is pushing it until then
+    round = pw.IntegerField(default=1)  # NotifyTask.round this notification belongs to
 
 
 class NotifyTask(Model):
@@ -39,6 +40,9 @@ class NotifyTask(Model):
     state = pw.CharField(max_length=16, default="pending", index=True)
     state_via = pw.CharField(max_length=16, null=True)  # chat | close | deadline
     revision = pw.IntegerField(default=0)  # +1 on every transition; card updates carry it
+    # +1 when a new approve/sign notification reopens a task that was over (e.g. resubmitted
+    # after a rejection, or the sign step after the approval): older cards stay as they are.
+    round = pw.IntegerField(default=1)
     title = pw.TextField()
     description = pw.TextField(null=True)
     initiator = pw.CharField(max_length=200, null=True)
@@ -62,6 +66,7 @@ class NotifyRecipient(Model):
     status = pw.CharField(max_length=16, default="queued")  # queued | sent | invalid | failed
     reason = pw.TextField(null=True)
     card = pw.CharField(max_length=128, null=True)  # NotifyCard.card_id of its batch
+    round = pw.IntegerField(default=1)
     updated_at = pw.FloatField(default=now)
 
     class Meta:
@@ -77,6 +82,7 @@ class NotifyCard(Model):
     notification = pw.CharField(max_length=128, index=True)
     task_id = pw.CharField(max_length=128, null=True, index=True)
     batch = pw.IntegerField()
+    round = pw.IntegerField(default=1)
     status = pw.CharField(max_length=16, default="queued")  # queued | sent | failed
     msgid = pw.CharField(max_length=200, null=True)
     response_code = pw.TextField(null=True)

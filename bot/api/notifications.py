@@ -1,0 +1,49 @@
+"""POST /api/v1/notifications and GET /api/v1/notifications/{id} (CONTRACT §3)."""
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bot.api.common import APIError, endpoint, json_body
+
+
+def _accept(req, fp):
+    # One thread for the transaction and the enqueue after it: the outbox rows deferred in the
+    # transaction are tracked in a context variable of this thread's context.
+    from bot.notify import intake, status
+
+    n, created = intake.accept(req, fp)
+    return status.describe(n.id), created
+
+
+@endpoint
+async def create_notification(request, settings):
+    from bot.notify import intake
+    from bot.notify.request import Invalid, parse
+
+    body = await json_body(request)
+    try:
+        req = parse(body)
+    except Invalid as e:
+        raise APIError(400, "invalid_field", f"{e.field}: {e.message}") from None
+    info, _ = await run_in_threadpool(_accept, req, intake.fingerprint(body))
+    return JSONResponse({"id": info["id"], "status": info["status"]}, status_code=202)
+
+
+@endpoint
+async def get_notification(request, settings):
+    from bot.notify.status import describe
+
+    nid = request.path_params["id"]
+    info = await run_in_threadpool(describe, nid)
+    if info is None:
+        raise APIError(404, "not_found", f"no notification with id {nid!r}")
+    return JSONResponse(info)
+
+
+def routes(settings) -> list[Route]:
+    return [
+        Route("/api/v1/notifications", create_notification, methods=["POST"]),
+        Route("/api/v1/notifications/{id:path}", get_notification, methods=["GET"]),
+    ]

@@ -1,0 +1,199 @@
+"""Fan-out: one notification → message/send calls of at most 1000 userids each (huey task).
+
+Idempotent and resumable. Recipient rows and batches (`NotifyCard`) are fixed the first time the
+task runs; each batch is marked sent in its own transaction right after WeCom accepts it, so a
+retry (or a worker restarted after a crash) sends only the batches still `queued`. The one
+window left — WeCom accepted a batch, the worker died before recording it — is closed by
+`enable_duplicate_check`: the retried batch is byte-for-byte the same message, so WeCom does not
+deliver it twice. That is a second guard only; the store is the first.
+
+A lease on the notification keeps two workers (a retry racing a re-enqueue by the sweeper) from
+pushing the same notification at once.
+"""
+from __future__ import annotations
+
+import logging
+
+from peewee import chunked, fn
+
+from bot.tasks import outbox_task
+from bot.wecom import APIError, RateLimited, TransportError, client_for
+from settings import get_settings
+from store import db
+from store.models import now
+from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
+
+from . import cards, content, recipients
+
+log = logging.getLogger("wqbot.notify")
+
+LEASE = 120.0  # seconds a worker may hold a notification between two batches
+MAX_ATTEMPTS = 20  # transient failures (WeCom down, rate limited) before the rest is marked failed
+ALL_INVALID = 81013  # every recipient of the call was invalid
+
+
+class Transient(Exception):
+    """WeCom could not be reached or was rate limited: the task is retried later."""
+
+
+@outbox_task("notify.push")
+def push(notification_id: str) -> None:
+    run(notification_id, get_settings())
+
+
+def run(notification_id: str, settings, client=None) -> str:
+    """Push what is still queued. Returns the notification's status afterwards."""
+    t = now()
+    taken = (Notification.update(status="sending", lease_until=t + LEASE)
+             .where(Notification.id == notification_id, Notification.status.in_(("queued", "sending")),
+                    Notification.lease_until.is_null() | (Notification.lease_until < t))
+             .execute())
+    n = Notification.get_or_none(Notification.id == notification_id)
+    if not taken:
+        return n.status if n else "missing"
+    try:
+        return _push(n, settings, client or client_for(settings))
+    except Transient as e:
+        attempts = n.push_attempts + 1
+        if attempts >= MAX_ATTEMPTS:
+            _fail_remaining(n.id, f"gave up after {attempts} attempts: {e}")
+            return _finish(n.id)
+        Notification.update(push_attempts=attempts, lease_until=None, error=str(e)) \
+            .where(Notification.id == n.id).execute()
+        raise
+
+
+def _push(n: Notification, settings, client) -> str:
+    if not settings.wecom_enabled:
+        _ensure_recipients(n)
+        _fail_remaining(n.id, "WECOM_ENABLED=false: pushes are off")
+        return _finish(n.id)
+    if n.kind in ("approve", "sign"):
+        task = NotifyTask.get_or_none(NotifyTask.task_id == n.task_id)
+        if task is None or task.round != n.round or task.state != "pending":
+            _ensure_recipients(n)
+            state = task.state if task is not None and task.round == n.round else "replaced by a newer notification"
+            _fail_remaining(n.id, f"not sent: the task was already {state}")
+            return _finish(n.id)
+    _ensure_recipients(n)
+    batches = list(NotifyCard.select().where(NotifyCard.notification == n.id, NotifyCard.status == "queued")
+                   .order_by(NotifyCard.batch))
+    for card in batches:
+        userids = [r.userid for r in NotifyRecipient.select(NotifyRecipient.userid)
+                   .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued")
+                   .order_by(NotifyRecipient.id)]
+        if not userids:
+            NotifyCard.update(status="sent").where(NotifyCard.card_id == card.card_id).execute()
+            continue
+        body = cards.send_body(userids, cards.build(settings, content.for_notification(n, card.card_id)))
+        try:
+            answer = client.message_send(body)
+        except (TransportError, RateLimited) as e:
+            raise Transient(str(e)) from e
+        except APIError as e:
+            if e.errcode == ALL_INVALID:
+                _record_batch(card, userids, {"invaliduser": "|".join(userids)})
+                continue
+            # A configuration or request problem (wrong agent, no callback URL for a button
+            # card, …): every batch would fail the same way, so stop here and say why.
+            log.error("message/send refused: %s", e, extra={"notification": n.id})
+            _fail_remaining(n.id, str(e))
+            break
+        _record_batch(card, userids, answer)
+        Notification.update(lease_until=now() + LEASE).where(Notification.id == n.id).execute()
+    return _finish(n.id)
+
+
+def _ensure_recipients(n: Notification) -> None:
+    """Fix recipients and batches once: resolve keys, drop duplicates, cut batches of ≤ 1000."""
+    if NotifyRecipient.select().where(NotifyRecipient.notification == n.id).exists():
+        return
+    keys = content.request_of(n).get("recipients") or []
+    mapping, unknown = recipients.resolve(keys)
+    unknown = set(unknown)
+    task_id = n.task_id if n.kind in ("approve", "sign") else None
+    rows, seen, valid = [], set(), []
+    t = now()
+    for key in keys:
+        userid = mapping.get(key)
+        if key in unknown or not userid:
+            if key not in seen:
+                seen.add(key)
+                rows.append(dict(notification=n.id, task_id=task_id, key=key, userid=key, status="invalid",
+                                 reason="unknown or disabled in the directory", round=n.round, updated_at=t))
+            continue
+        if userid.lower() in seen:
+            continue
+        seen.add(userid.lower())
+        valid.append((key, userid))
+    card_rows = []
+    for i, (key, userid) in enumerate(valid):
+        batch = i // cards.BATCH
+        cid = cards.card_id(n.id, n.task_id, batch)
+        if i % cards.BATCH == 0:
+            card_rows.append(dict(card_id=cid, notification=n.id, task_id=task_id, batch=batch, round=n.round))
+        rows.append(dict(notification=n.id, task_id=task_id, key=key, userid=userid, status="queued", card=cid,
+                         round=n.round, updated_at=t))
+    with db.atomic():
+        for chunk in chunked(card_rows, 200):
+            NotifyCard.insert_many(chunk).on_conflict_ignore().execute()
+        for chunk in chunked(rows, 500):
+            NotifyRecipient.insert_many(chunk).on_conflict_ignore().execute()
+
+
+def _split(value) -> set[str]:
+    if not value:
+        return set()
+    if isinstance(value, list):
+        return {str(v).lower() for v in value if v}
+    return {v.lower() for v in str(value).split("|") if v}
+
+
+def _record_batch(card: NotifyCard, userids: list[str], answer: dict) -> None:
+    """Per recipient: sent, or invalid (WeCom's `invaliduser`, lower-cased) / failed (unlicensed)."""
+    invalid = _split(answer.get("invaliduser"))
+    unlicensed = _split(answer.get("unlicenseduser"))
+    bad = [u for u in userids if u.lower() in invalid]
+    unl = [u for u in userids if u.lower() in unlicensed and u.lower() not in invalid]
+    t = now()
+    code = answer.get("response_code") or None
+    sent_any = len(bad) + len(unl) < len(userids)
+    with db.atomic():
+        if bad:
+            NotifyRecipient.update(status="invalid", reason="WeCom invaliduser: not a member the app can reach",
+                                   updated_at=t).where(NotifyRecipient.card == card.card_id,
+                                                       NotifyRecipient.userid.in_(bad)).execute()
+        if unl:
+            NotifyRecipient.update(status="failed", reason="WeCom unlicenseduser: the member has no licence",
+                                   updated_at=t).where(NotifyRecipient.card == card.card_id,
+                                                       NotifyRecipient.userid.in_(unl)).execute()
+        NotifyRecipient.update(status="sent", updated_at=t).where(
+            NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued").execute()
+        NotifyCard.update(status="sent" if sent_any else "failed", msgid=answer.get("msgid") or None,
+                          response_code=code, code_at=t if code else None, sent_at=t,
+                          error=None if sent_any else "no recipient of this batch was valid") \
+            .where(NotifyCard.card_id == card.card_id).execute()
+
+
+def _fail_remaining(notification_id: str, reason: str) -> None:
+    t = now()
+    with db.atomic():
+        NotifyRecipient.update(status="failed", reason=reason, updated_at=t).where(
+            NotifyRecipient.notification == notification_id, NotifyRecipient.status == "queued").execute()
+        NotifyCard.update(status="failed", error=reason).where(
+            NotifyCard.notification == notification_id, NotifyCard.status == "queued").execute()
+        Notification.update(error=reason).where(Notification.id == notification_id).execute()
+
+
+def _finish(notification_id: str) -> str:
+    counts = dict(NotifyRecipient.select(NotifyRecipient.status, fn.COUNT(NotifyRecipient.id))
+                  .where(NotifyRecipient.notification == notification_id)
+                  .group_by(NotifyRecipient.status).tuples())
+    sent = counts.get("sent", 0)
+    others = sum(v for k, v in counts.items() if k != "sent")
+    status = "sent" if sent and not others else "partial" if sent else "failed"
+    Notification.update(status=status, sent_at=now(), lease_until=None).where(
+        Notification.id == notification_id).execute()
+    log.info("notification pushed", extra={"notification": notification_id, "status": status, **{
+        f"recipients_{k}": v for k, v in counts.items()}})
+    return status
