@@ -183,6 +183,8 @@ class Settings:
     sync_match_field: str = _opt("SYNC_MATCH_FIELD", "userid", _match_field)
     sync_max_delete_ratio: float = _opt("SYNC_MAX_DELETE_RATIO", "0.2", _ratio)
     # Beyond the contract: operational knobs with safe defaults.
+    sync_refresh_hours: int = _opt("SYNC_REFRESH_HOURS", "24", _positive_int)  # list_id mode: details age cap
+    sync_detail_budget: int = _opt("SYNC_DETAIL_BUDGET", "5000", _positive_int)  # list_id mode: user/get per run
     greet_on_enter: bool = _opt("WQBOT_GREET_ON_ENTER", "false", _bool)
     admin_userids: tuple = _opt("ADMIN_USERIDS", "", _csv)
     admin_password: str = _opt("ADMIN_PASSWORD", "", _str)

@@ -1,0 +1,188 @@
+"""Reading the directory from WeCom, in one of two modes (issue 5, PROTOCOL §5.2/5.3/6.1).
+
+list      department/list + user/list(fetch_child=1) on each top department (the root, or each
+          department whose parent is outside the visible range): every user arrives once, with
+          details, in a handful of calls. Never one call per department.
+list_id   what WeCom still allows a 通讯录同步 secret on a server IP first used after
+          2022-08-15 (48009) or outside the visible range (60011): department/simplelist and
+          user/list_id (IDs and membership, every run), plus user/get and department/get with
+          the app token for the users and departments whose details are needed this run.
+
+A listing that fails part-way is marked incomplete: the reconciliation then applies what it
+has but disables no one (someone missing from a broken listing has not left).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from bot.wecom import NoPrivilege, NotFound, WeComError
+
+from . import records as R
+
+log = logging.getLogger("wqbot.sync")
+
+FALLBACK_ERRCODES = (48009, 60011)  # the 2022 restrictions: switch to list_id
+LIST_ID_PAGE = 10000
+DETAIL_THREADS = 8  # concurrent user/get calls; the client's rate limiter paces them
+
+
+class ModeRefused(Exception):
+    """list mode is not allowed here (48009/60011): use list_id."""
+
+    def __init__(self, error: WeComError):
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass
+class Listing:
+    mode: str
+    departments: dict = field(default_factory=dict)  # id -> department record (name only if known)
+    users: dict = field(default_factory=dict)  # userid -> full user record (list mode, or user/get)
+    members: dict = field(default_factory=dict)  # userid -> tuple of department ids (list_id mode)
+    complete: bool = True
+    errors: list = field(default_factory=list)
+    calls: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, api: str, n: int = 1) -> None:
+        with self._lock:
+            self.calls[api] += n
+
+    def fail(self, what: str, error: Exception) -> None:
+        self.complete = False
+        self.errors.append(f"{what}: {error}")
+        log.warning("directory listing incomplete", extra={"what": what, "error": str(error)})
+
+
+def _refused(e: WeComError) -> bool:
+    return isinstance(e, NoPrivilege) and getattr(e, "errcode", None) in FALLBACK_ERRCODES
+
+
+def top_departments(departments: dict) -> list[int]:
+    """Departments whose parent is not in the listing: the roots of the visible forest."""
+    return sorted(i for i, d in departments.items() if d.get("parent_id") not in departments)
+
+
+def fetch_list(client, progress=None) -> Listing:
+    out = Listing(mode="list")
+    try:
+        out.count("department/list")
+        for d in client.department_list(creds="contacts"):
+            rec = R.department_from_api(d)
+            out.departments[rec["id"]] = rec
+    except WeComError as e:
+        if _refused(e):
+            raise ModeRefused(e) from None
+        raise
+    tops = top_departments(out.departments)
+    for n, top in enumerate(tops):
+        try:
+            out.count("user/list")
+            rows = client.user_list(top, fetch_child=True, creds="contacts")
+        except WeComError as e:
+            if n == 0 and _refused(e):
+                raise ModeRefused(e) from None
+            out.fail(f"user/list department {top}", e)
+            continue
+        # pop as we go: the raw answer for a whole corp is the biggest thing this process holds
+        rows.reverse()
+        while rows:
+            u = rows.pop()
+            uid = u.get("userid")
+            if uid and uid not in out.users:
+                out.users[uid] = R.user_from_api(u)
+        if progress:
+            progress("users", len(out.users), None)
+    return out
+
+
+def fetch_list_id(client, progress=None) -> Listing:
+    out = Listing(mode="list_id")
+    out.count("department/simplelist")
+    for d in client.department_simplelist(creds="contacts"):
+        rec = R.department_from_api(d)
+        out.departments[rec["id"]] = rec
+    members: dict[str, list[int]] = defaultdict(list)
+    cursor = ""
+    try:
+        while True:
+            body = {"limit": LIST_ID_PAGE, **({"cursor": cursor} if cursor else {})}
+            out.count("user/list_id")
+            data = client.call("POST", "/cgi-bin/user/list_id", creds="contacts", json=body)
+            for row in data.get("dept_user") or ():
+                members[str(row["userid"])].append(int(row["department"]))
+            if progress:
+                progress("membership", len(members), None)
+            cursor = data.get("next_cursor") or ""
+            if not cursor:
+                break
+    except WeComError as e:
+        out.fail("user/list_id", e)
+    out.members = {uid: tuple(sorted(set(ds))) for uid, ds in members.items()}
+    return out
+
+
+def fetch_user_details(client, listing: Listing, userids: list[str], progress=None) -> dict:
+    """user/get (app token) for each userid, DETAIL_THREADS at a time; returns the outcome counts.
+
+    A member the app may not see (60011/60111/50002…) keeps the membership list_id gave; the
+    run reports how many, so the operator can widen the app's 可见范围."""
+    stats = Counter()
+    lock = threading.Lock()
+    done = [0]
+
+    def one(uid: str):
+        try:
+            listing.count("user/get")
+            rec = R.user_from_api(client.user_get(uid))
+        except NotFound:
+            with lock:
+                stats["not_found"] += 1
+            return
+        except NoPrivilege:
+            with lock:
+                stats["no_privilege"] += 1
+            return
+        except WeComError as e:
+            with lock:
+                stats["failed"] += 1
+                if stats["failed"] <= 5:
+                    listing.errors.append(f"user/get {uid}: {e}")
+            return
+        with lock:
+            listing.users[uid] = rec
+            stats["fetched"] += 1
+            done[0] += 1
+            if progress and done[0] % 200 == 0:
+                progress("details", done[0], len(userids))
+
+    if userids:
+        with ThreadPoolExecutor(max_workers=min(DETAIL_THREADS, len(userids)), thread_name_prefix="sync-get") as pool:
+            list(pool.map(one, userids))
+        if progress:
+            progress("details", len(userids), len(userids))
+    return stats
+
+
+def fetch_department_details(client, listing: Listing, ids: list[int]) -> dict:
+    stats = Counter()
+    for i in ids:
+        try:
+            listing.count("department/get")
+            d = R.department_from_api(client.department_get(i))
+        except (NotFound, NoPrivilege):
+            stats["unavailable"] += 1
+            continue
+        except WeComError as e:
+            stats["failed"] += 1
+            if stats["failed"] <= 5:
+                listing.errors.append(f"department/get {i}: {e}")
+            continue
+        listing.departments[i] = {**listing.departments.get(i, {}), **d}
+        stats["fetched"] += 1
+    return stats

@@ -1,0 +1,186 @@
+"""The directory: departments, users, memberships, the change feed, and sync bookkeeping.
+
+Names other capabilities depend on (issue 5): `User`, `Department`, `UserDepartment`, `Change`
+(the feed behind `/api/v1/org/changes`), and `record_change()` / `record_changes()`, which
+append feed rows inside the caller's transaction.
+
+Feed ordering. A reader polls `seq > after`; it must never miss a row that commits later with
+a smaller seq. So seq is taken from the one `FeedCounter` row with `UPDATE … RETURNING`: the row
+lock is held until the writer commits, so the next writer gets its seqs only after the previous
+one's rows are visible (PostgreSQL), and SQLite runs one writer at a time anyway. A rolled-back
+transaction rolls its counter bump back too, so there are no holes either.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import peewee as pw
+
+from .migrations import step
+from .models import Model, db, now
+
+
+class Department(Model):
+    id = pw.IntegerField(primary_key=True)
+    name = pw.CharField(max_length=255, default="")
+    parent_id = pw.IntegerField(null=True, index=True)
+    order = pw.BigIntegerField(default=0)
+    active = pw.BooleanField(default=True)
+    # sha1 of what the directory last said about it (name, parent, order): unchanged → no write
+    content_hash = pw.CharField(max_length=40, default="")
+    details_at = pw.FloatField(default=0.0)  # last time the name came from department/list|get
+    updated_at = pw.FloatField(default=now)
+
+
+class User(Model):
+    userid = pw.CharField(primary_key=True, max_length=64)
+    name = pw.CharField(max_length=255, default="")
+    mobile = pw.CharField(max_length=40, null=True)
+    email = pw.CharField(max_length=255, null=True)
+    position = pw.CharField(max_length=255, null=True)
+    alias = pw.CharField(max_length=255, null=True)
+    status = pw.SmallIntegerField(null=True)  # WeCom: 1 active, 2 disabled, 4 not activated, 5 left
+    active = pw.BooleanField(default=True, index=True)
+    account = pw.CharField(max_length=255, null=True, index=True)  # linked 微签 account key
+    main_department = pw.IntegerField(null=True)
+    mobile_source = pw.CharField(max_length=16, null=True)  # "directory" | "oauth"
+    email_source = pw.CharField(max_length=16, null=True)
+    # Content hashes of what the directory last said: details (user/get|list fields, incl. the
+    # per-department order and leader flags) and the bare department set (user/list_id).
+    detail_hash = pw.CharField(max_length=40, default="")
+    dept_hash = pw.CharField(max_length=40, default="")
+    details_at = pw.FloatField(default=0.0, index=True)  # when details last came from the API
+    created_at = pw.FloatField(default=now)
+    updated_at = pw.FloatField(default=now)
+
+
+class UserDepartment(Model):
+    userid = pw.CharField(max_length=64)
+    department_id = pw.IntegerField(index=True)
+    order = pw.BigIntegerField(default=0)
+    is_leader = pw.BooleanField(default=False)
+
+    class Meta:
+        primary_key = pw.CompositeKey("userid", "department_id")
+
+
+class FeedCounter(Model):
+    """One row (id=1): the last seq handed out. Locked by each feed writer until it commits."""
+
+    id = pw.IntegerField(primary_key=True)
+    last = pw.BigIntegerField(default=0)
+
+
+class Change(Model):
+    """The append-only change feed (CONTRACT §2 `/api/v1/org/changes`)."""
+
+    seq = pw.BigIntegerField(primary_key=True)
+    kind = pw.CharField(max_length=32)
+    ref = pw.CharField(max_length=64, column_name="ref_id")  # the userid or department id
+    data = pw.TextField()
+    at = pw.FloatField(default=now)
+
+    class Meta:
+        table_name = "directory_change"
+
+
+class SyncRun(Model):
+    """One reconciliation run: what it did and why (issue 5 "Record")."""
+
+    id = pw.AutoField()
+    trigger = pw.CharField(max_length=16)  # periodic | cli | test
+    full = pw.BooleanField(default=False)
+    forced = pw.BooleanField(default=False)
+    mode = pw.CharField(max_length=16, default="")  # list | list_id
+    status = pw.CharField(max_length=16, default="running")  # running | ok | partial | held | failed
+    started_at = pw.FloatField(default=now, index=True)
+    finished_at = pw.FloatField(null=True)
+    users_seen = pw.IntegerField(default=0)
+    departments_seen = pw.IntegerField(default=0)
+    created = pw.IntegerField(default=0)
+    updated = pw.IntegerField(default=0)
+    renamed = pw.IntegerField(default=0)
+    disabled = pw.IntegerField(default=0)
+    reactivated = pw.IntegerField(default=0)
+    departments_created = pw.IntegerField(default=0)
+    departments_updated = pw.IntegerField(default=0)
+    departments_disabled = pw.IntegerField(default=0)
+    held_disables = pw.IntegerField(default=0)  # disables the guards kept back
+    rows_written = pw.IntegerField(default=0)  # user + department rows inserted or changed
+    details_fetched = pw.IntegerField(default=0)  # user/get calls (list_id mode)
+    api_calls = pw.TextField(default="{}")  # JSON {path: count}
+    errors = pw.TextField(default="[]")  # JSON list of strings
+    warnings = pw.TextField(default="[]")
+    reason = pw.TextField(null=True)  # why disables were held, or why the run failed
+
+    def as_dict(self) -> dict:
+        out = {f: getattr(self, f) for f in self._meta.sorted_field_names}
+        for f in ("api_calls", "errors", "warnings"):
+            out[f] = json.loads(out[f] or "null")
+        return out
+
+
+class SyncState(Model):
+    """Small sync facts that outlive a run: the fetch mode, the run lease."""
+
+    key = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField(default="")
+    holder = pw.CharField(max_length=64, null=True)
+    expires_at = pw.FloatField(null=True)
+    updated_at = pw.FloatField(default=now)
+
+
+# -- the feed -----------------------------------------------------------------------------------
+CHANGE_KINDS = ("user.created", "user.updated", "user.renamed", "user.deleted",
+                "department.created", "department.updated", "department.deleted")
+
+
+def _bump(n: int):
+    table = FeedCounter._meta.table_name
+    sql = f'UPDATE "{table}" SET "last" = "last" + {db.param} WHERE "id" = 1 RETURNING "last"'
+    return db.execute_sql(sql, (n,)).fetchone()
+
+
+def _allocate(n: int) -> int:
+    """Reserve n seqs; returns the last one. Must run inside the caller's transaction."""
+    row = _bump(n)
+    if row is None:  # the migration creates the row; recreate it past the feed if it was deleted
+        last = Change.select(pw.fn.COALESCE(pw.fn.MAX(Change.seq), 0)).scalar()
+        FeedCounter.insert(id=1, last=last).on_conflict_ignore().execute()
+        row = _bump(n)
+    return int(row[0])
+
+
+def record_changes(changes: list[tuple[str, str, dict]]) -> list[int]:
+    """Append feed rows `(kind, id, data)` in the open transaction; returns their seqs.
+
+    Call inside `db.atomic()` with the store writes they describe, so both commit or neither."""
+    if not changes:
+        return []
+    if not db.in_transaction():
+        raise RuntimeError("record_changes() must run inside the transaction that makes the change")
+    last = _allocate(len(changes))
+    first = last - len(changes) + 1
+    at = time.time()
+    rows = []
+    for i, (kind, ref, data) in enumerate(changes):
+        if kind not in CHANGE_KINDS:
+            raise ValueError(f"unknown change kind {kind!r}")
+        rows.append({"seq": first + i, "kind": kind, "ref": str(ref),
+                     "data": json.dumps(data, ensure_ascii=False, sort_keys=True), "at": at})
+    for batch in pw.chunked(rows, 500):
+        Change.insert_many(batch).execute()
+    return list(range(first, last + 1))
+
+
+def record_change(kind: str, ref, data: dict) -> int:
+    """Append one feed row in the open transaction; returns its seq."""
+    return record_changes([(kind, str(ref), data)])[0]
+
+
+# -- migrations -----------------------------------------------------------------------------------
+@step("0201_directory")
+def _create(database: pw.Database) -> None:
+    database.create_tables([Department, User, UserDepartment, FeedCounter, Change, SyncRun, SyncState])
+    FeedCounter.insert(id=1, last=0).on_conflict_ignore().execute()
