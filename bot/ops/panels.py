@@ -59,8 +59,10 @@ def _sync_panel() -> dict:
 
 def status(settings) -> dict:
     masked = settings.masked()
+    masked["ADMIN_USERIDS"] = ", ".join(settings.admin_userids)
+    rows = sorted((name, value if value != "" else "（未设置）") for name, value in masked.items())
     return {
-        "settings_rows": sorted(masked.items()),
+        "settings_rows": rows,
         "sync": _sync_panel(),
         "queue": st.queue_depth(),
         "errors": st.recent_errors(20),

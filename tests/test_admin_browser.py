@@ -1,0 +1,215 @@
+"""The admin console in headless Chromium (Debian's `chromium`, driven over the DevTools protocol):
+log in with ADMIN_PASSWORD, press 立即同步, and check what the status page shows, with a
+screenshot. Real processes on 127.0.0.1: the WeCom emulator (`wqbot sim`), `wqbot serve` (plus
+`wqbot worker` on the PostgreSQL + Redis backend). Skipped, with the reason, only where Chromium
+is not installed."""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import BACKEND, TEST_ENV
+
+PASSWORD = "first-setup-password-42"
+SIM_USERS = 30
+TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chromium() -> str | None:
+    return os.environ.get("WQBOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Page:
+    """One headless Chromium tab over CDP (websockets' sync client)."""
+
+    def __init__(self, binary: str):
+        from websockets.sync.client import connect
+
+        self.profile = tempfile.mkdtemp(prefix="wqbot-admin-chromium-")
+        self.proc = subprocess.Popen(
+            [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--disable-extensions", "--disable-sync", "--disable-background-networking", "--lang=zh-CN",
+             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "--window-size=1280,1800",
+             f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + TIMEOUT
+        while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                pytest.fail(f"{binary} did not start")
+            time.sleep(0.05)
+        port = int(port_file.read_text().splitlines()[0])
+        target = next(p for p in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json() if p["type"] == "page")
+        self.connection = connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=5)
+        self.ws = self.connection.__enter__()
+        self.ids = itertools.count(1)
+        self.send("Page.enable")
+
+    def send(self, method: str, **params):
+        n = next(self.ids)
+        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if msg.get("id") == n:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def js(self, expression: str):
+        r = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        return None if "exceptionDetails" in r else r.get("result", {}).get("value")
+
+    def goto(self, url: str) -> None:
+        self.send("Page.navigate", url=url)
+        self.wait(f"location.href.startsWith({json.dumps(url.split('?')[0])}) || document.readyState", "navigation")
+
+    def wait(self, expression: str, what: str, timeout: float = TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(f"document.readyState === 'complete' && !!({expression})")
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what} at {self.js('location.href')!r}: "
+                             f"{(self.js('document.body && document.body.innerText') or '')[:600]!r}")
+
+    def text(self, selector: str) -> str | None:
+        return self.js(f"(e => e && e.innerText)(document.querySelector({json.dumps(selector)}))")
+
+    def click(self, selector: str) -> None:
+        assert self.js(f"(e => (e && (e.click(), true)))(document.querySelector({json.dumps(selector)}))"), selector
+
+    def screenshot(self, path: Path) -> bytes:
+        data = base64.b64decode(self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
+        path.write_bytes(data)
+        return data
+
+    def close(self) -> None:
+        try:
+            self.connection.__exit__(None, None, None)
+        except Exception:
+            pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def start(args: list[str], env: dict, cwd: Path, ready_url: str) -> subprocess.Popen:
+    log = open(cwd / f"{args[0]}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd, stdout=log,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            if httpx.get(ready_url, timeout=2).status_code < 500:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"wqbot {args[0]} did not start: {(cwd / f'{args[0]}.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (.ci/install-extras installs Debian's)")
+def test_log_in_sync_now_and_see_the_result(tmp_path):
+    sim_port, web_port = free_port(), free_port()
+    sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "PROMETHEUS_", "ADMIN_"))}
+    env = {**base, **TEST_ENV, "WECOM_API_BASE": sim_url, "WECOM_OAUTH_BASE": sim_url, "WECOM_SSO_BASE": sim_url,
+           "PUBLIC_URL": web_url, "ADMIN_PASSWORD": PASSWORD, "WQBOT_QUEUE_NAME": f"wqbot-admin-browser-{web_port}"}
+    if BACKEND == "sqlite":
+        env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'wqbot.db'}", QUEUE_URL=f"sqlite:///{tmp_path / 'queue.db'}")
+    procs = []
+    page = None
+    try:
+        procs.append(start(["sim", "--port", str(sim_port), "--users", str(SIM_USERS), "--departments", "6",
+                            "--seed", "7"], env, tmp_path, f"{sim_url}/cgi-bin/gettoken"))
+        procs.append(start(["serve", "--port", str(web_port)], env, tmp_path, f"{web_url}/healthz"))
+        if BACKEND == "pg":  # the scale-out shape: the web process does not consume the Redis queue
+            procs.append(subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--workers", "1"], env=env,
+                                          cwd=tmp_path, stdout=open(tmp_path / "worker.log", "w"),
+                                          stderr=subprocess.STDOUT))
+        assert httpx.get(f"{web_url}/readyz").status_code == 503  # nothing synced yet
+
+        page = Page(chromium())
+        page.goto(f"{web_url}/admin")
+        page.wait("location.pathname === '/admin/login' && document.querySelector('#password-login')", "the login page")
+        assert page.text("h1") == "管理员登录"
+        page.js(f"document.querySelector('input[name=password]').value = {json.dumps(PASSWORD)}")
+        page.click("#password-login button")
+        page.wait("location.pathname === '/admin' && document.querySelector('#sync-now')", "the status page")
+        assert page.text("#sync-status") == "尚未同步过。"
+        page.click("#sync-now button")
+        page.wait("document.querySelector('#notice')", "the action's notice")
+        assert "已加入同步队列" in page.text("#notice")
+
+        deadline = time.monotonic() + TIMEOUT
+        while page.text("#sync-status") != "成功" and time.monotonic() < deadline:
+            time.sleep(0.3)
+            page.goto(f"{web_url}/admin")
+            page.wait("document.querySelector('#sync')", "the status page")
+        shot = page.screenshot(tmp_path / "admin-status.png")
+        keep = os.environ.get("WQBOT_SCREENSHOT_DIR")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            (Path(keep) / "admin-status.png").write_bytes(shot)
+        assert page.text("#sync-status") == "成功", (tmp_path / "serve.log").read_text()[-2000:]
+        counts = page.text("#sync-counts")
+        header, values = [line.split("\t") for line in counts.strip().splitlines()[:2]]
+        shown = dict(zip(header, values))
+        assert shown["成员总数"] == str(SIM_USERS) and int(shown["新增成员"]) == SIM_USERS
+        assert int(shown["部门总数"]) >= 6
+        assert page.text("#queue-outbox") is not None
+        settings_text = page.text("#settings")
+        assert "WECOM_APP_SECRET" in settings_text and TEST_ENV["WECOM_APP_SECRET"] not in settings_text
+        assert PASSWORD not in page.js("document.documentElement.outerHTML")
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000
+        width, height = int.from_bytes(shot[16:20], "big"), int.from_bytes(shot[20:24], "big")
+        assert width >= 1000 and height >= 600
+
+        page.goto(f"{web_url}/admin/directory")
+        page.wait("document.querySelector('#directory-summary')", "the directory page")
+        assert re.search(rf"{SIM_USERS} 名成员", page.text("#directory-summary"))
+        assert page.js("document.querySelectorAll('#tree ul.members li').length") >= 1
+        assert httpx.get(f"{web_url}/readyz").status_code == 200
+    finally:
+        if page is not None:
+            page.close()
+        for p in reversed(procs):
+            stop(p)
