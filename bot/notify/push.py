@@ -112,28 +112,25 @@ def _ensure_recipients(n: Notification) -> None:
     mapping, unknown = recipients.resolve(keys)
     unknown = set(unknown)
     task_id = n.task_id if n.kind in ("approve", "sign") else None
-    rows, seen, valid = [], set(), []
+    rows, card_rows, seen, valid = [], [], set(), 0
     t = now()
-    for key in keys:
+    for key in keys:  # in 微签's order; a member named twice (userid and account key) gets one card
         userid = mapping.get(key)
-        if key in unknown or not userid:
-            if key not in seen:
-                seen.add(key)
-                rows.append(dict(notification=n.id, task_id=task_id, key=key, userid=key, status="invalid",
-                                 reason="unknown or disabled in the directory", round=n.round, updated_at=t))
+        row = dict(notification=n.id, task_id=task_id, key=key, userid=key, status="invalid",
+                   reason="unknown or disabled in the directory", card=None, round=n.round, updated_at=t)
+        if key not in unknown and userid:
+            if userid.lower() in seen:
+                continue
+            batch = valid // cards.BATCH
+            cid = cards.card_id(n.id, n.task_id, batch)
+            if valid % cards.BATCH == 0:
+                card_rows.append(dict(card_id=cid, notification=n.id, task_id=task_id, batch=batch, round=n.round))
+            valid += 1
+            row.update(userid=userid, status="queued", reason=None, card=cid)
+        elif key.lower() in seen:
             continue
-        if userid.lower() in seen:
-            continue
-        seen.add(userid.lower())
-        valid.append((key, userid))
-    card_rows = []
-    for i, (key, userid) in enumerate(valid):
-        batch = i // cards.BATCH
-        cid = cards.card_id(n.id, n.task_id, batch)
-        if i % cards.BATCH == 0:
-            card_rows.append(dict(card_id=cid, notification=n.id, task_id=task_id, batch=batch, round=n.round))
-        rows.append(dict(notification=n.id, task_id=task_id, key=key, userid=userid, status="queued", card=cid,
-                         round=n.round, updated_at=t))
+        seen.add(row["userid"].lower())
+        rows.append(row)
     with db.atomic():
         for chunk in chunked(card_rows, 200):
             NotifyCard.insert_many(chunk).on_conflict_ignore().execute()
