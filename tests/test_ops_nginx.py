@@ -85,11 +85,16 @@ def test_sample_nginx_config_serves_wqbot_over_https(tmp_path):
                             "-e", str(tmp_path / "error.log")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
+    # WeCom is the emulator: /oauth/h5 asks agent/get for the 可信域名 (it derives it from PUBLIC_URL)
+    sim_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_",))}
     env.update(TEST_ENV)
-    env.update(PUBLIC_URL=PUBLIC, ADMIN_PASSWORD="x" * 20, WQBOT_QUEUE_NAME=f"wqbot-nginx-{app}")
+    env.update(PUBLIC_URL=PUBLIC, ADMIN_PASSWORD="x" * 20, WQBOT_QUEUE_NAME=f"wqbot-nginx-{app}",
+               WECOM_API_BASE=f"http://127.0.0.1:{sim_port}")
     if BACKEND == "sqlite":
         env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'wqbot.db'}", QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}")
+    sim = subprocess.Popen([sys.executable, "-m", "bot.cli", "sim", "--port", str(sim_port), "--users", "5"],
+                           env=env, cwd=tmp_path, stdout=open(tmp_path / "sim.log", "w"), stderr=subprocess.STDOUT)
     web = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(app), "--no-worker",
                             "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"],
                            env=env, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
@@ -97,6 +102,7 @@ def test_sample_nginx_config_serves_wqbot_over_https(tmp_path):
                               "-e", str(tmp_path / "error.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     https = f"https://127.0.0.1:{tls}"
     try:
+        wait_for(f"http://127.0.0.1:{sim_port}/cgi-bin/gettoken", sim, tmp_path / "sim.log")
         wait_for(f"http://127.0.0.1:{app}/healthz", web, tmp_path / "serve.log")
         trust = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
         wait_for(f"{https}/healthz", proxy, tmp_path / "error.log", verify=trust)
@@ -133,7 +139,7 @@ def test_sample_nginx_config_serves_wqbot_over_https(tmp_path):
         assert r.status_code == 301 and r.headers["location"] == "https://127.0.0.1/admin?x=1"
         assert httpx.get(f"http://127.0.0.1:{plain}/WW_verify_Ab12Cd34.txt").text == "Ab12Cd34"
     finally:
-        for p in (proxy, web):
+        for p in (proxy, web, sim):
             if p.poll() is None:
                 p.terminate()
                 try:
