@@ -14,8 +14,8 @@ PENDING_KIND = {"approve": "待审批", "sign": "待签署"}
 PENDING_KIND_OTHER = "待处理"
 PENDING_TITLE = "【{kind}】{title}"
 PENDING_UNTITLED = "任务 {task_id}"
-PENDING_DESC = "{initiator}发起 · {when}"
-PENDING_DESC_NO_INITIATOR = "{when}"
+PENDING_DESC = "{initiator} 发起"
+PENDING_DESC_WHEN = "{desc} · {when}"
 PENDING_MORE_TITLE = "还有 {n} 项待办，点此查看全部"
 PENDING_MORE_DESC = "共 {total} 项待办，在微签中查看全部"
 

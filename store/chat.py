@@ -15,7 +15,7 @@ from .models import Model, now
 class Greeting(Model):
     userid = pw.CharField(primary_key=True, max_length=64)
     day = pw.CharField(max_length=10)  # YYYY-MM-DD in China Standard Time
-    greeted_at = pw.FloatField(default=now)
+    greeted_at = pw.DoubleField(default=now)  # FloatField is REAL (float4) on PostgreSQL: minutes off
 
     class Meta:
         table_name = "chat_greeting"

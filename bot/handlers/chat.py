@@ -66,13 +66,15 @@ def _when(value) -> str:
     return dt.astimezone(CST).strftime("%m-%d %H:%M")
 
 
-def _article(task, settings) -> dict:
+def _article(task, settings, names: dict) -> dict:
     kind = texts.PENDING_KIND.get(_field(task, "type"), texts.PENDING_KIND_OTHER)
     title = _field(task, "title") or texts.PENDING_UNTITLED.format(task_id=_field(task, "task_id"))
     when = _when(_field(task, "created_at"))
     initiator = _field(task, "initiator")
-    desc = (texts.PENDING_DESC.format(initiator=initiator, when=when) if initiator
-            else texts.PENDING_DESC_NO_INITIATOR.format(when=when))
+    # 微签's own description ("张三 发起了审批，请处理") reads best; else who started it, by name.
+    desc = _field(task, "description") or (texts.PENDING_DESC.format(initiator=names.get(initiator, initiator))
+                                           if initiator else "")
+    desc = texts.PENDING_DESC_WHEN.format(desc=desc, when=when) if desc and when else (desc or when)
     # A task without its own H5 page (or with something that is not a path) opens the task
     # list, still logged in: /oauth/h5 would refuse anything but a path anyway.
     path = _field(task, "url")
@@ -80,7 +82,7 @@ def _article(task, settings) -> dict:
         path = TASK_LIST
     return {
         "title": texts.PENDING_TITLE.format(kind=kind, title=title),
-        "description": desc.strip(" ·"),
+        "description": desc,
         "url": h5_entry(settings, path),
     }
 
@@ -91,6 +93,7 @@ def pending_reply(userid: str, settings):
     WeCom shows at most 8 articles: with more tasks, 7 are listed and the 8th says
     "还有 N 项" and opens the H5 task list."""
     from bot.notify import pending_tasks
+    from bot.notify.recipients import names as directory_names
 
     limit = replies.NEWS_LIMIT
     tasks, total = pending_tasks(userid, limit)
@@ -102,7 +105,8 @@ def pending_reply(userid: str, settings):
     else:
         shown = tasks[: limit - 1]
         more = total - len(shown)
-    articles = [_article(t, settings) for t in shown]
+    names = directory_names(_field(t, "initiator") for t in shown if not _field(t, "description"))
+    articles = [_article(t, settings, names) for t in shown]
     if more:
         articles.append({
             "title": texts.PENDING_MORE_TITLE.format(n=more),
