@@ -32,6 +32,16 @@ def _core(db: pw.Database) -> None:
     db.create_tables([m.Delivery, m.Outbox, m.KeyValue])
 
 
+@step("0002_core_double_timestamps")
+def _core_double(db: pw.Database) -> None:
+    # 0001 created these as REAL on PostgreSQL (float4: Unix times rounded to 128 s).
+    if isinstance(db, pw.PostgresqlDatabase):
+        for table, cols in (("schema_migration", ("applied_at",)), ("delivery", ("received_at",)),
+                            ("outbox", ("created_at", "enqueued_at")), ("key_value", ("expires_at",))):
+            for col in cols:
+                db.execute_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{col}" TYPE double precision')
+
+
 def _lock(db: pw.Database):
     """Serialise concurrent start-ups: several web/worker processes may boot at once."""
     if isinstance(db, pw.PostgresqlDatabase):

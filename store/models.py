@@ -15,6 +15,8 @@ def now() -> float:
     return time.time()
 
 
+# Timestamps are DoubleField: peewee's FloatField is REAL (float4) on PostgreSQL, which rounds a
+# Unix time to the nearest 128 seconds.
 class Model(pw.Model):
     class Meta:
         database = db
@@ -23,7 +25,7 @@ class Model(pw.Model):
 
 class SchemaMigration(Model):
     id = pw.CharField(primary_key=True, max_length=100)
-    applied_at = pw.FloatField(default=now)
+    applied_at = pw.DoubleField(default=now)
 
 
 # -- callbacks ---------------------------------------------------------------------------------
@@ -34,7 +36,7 @@ class Delivery(Model):
 
     key = pw.CharField(primary_key=True, max_length=64)
     kind = pw.CharField(max_length=64)
-    received_at = pw.FloatField(default=now, index=True)
+    received_at = pw.DoubleField(default=now, index=True)
     reply = pw.TextField(null=True)
 
 
@@ -47,8 +49,8 @@ class Outbox(Model):
     id = pw.BigAutoField()
     task = pw.CharField(max_length=100)
     payload = pw.TextField()
-    created_at = pw.FloatField(default=now, index=True)
-    enqueued_at = pw.FloatField(default=now)
+    created_at = pw.DoubleField(default=now, index=True)
+    enqueued_at = pw.DoubleField(default=now)
     attempts = pw.IntegerField(default=0)
     trace_id = pw.CharField(max_length=40, null=True)
 
@@ -58,7 +60,7 @@ class KeyValue(Model):
 
     key = pw.CharField(primary_key=True, max_length=200)
     value = pw.TextField()
-    expires_at = pw.FloatField(null=True)
+    expires_at = pw.DoubleField(null=True)
 
 
 # Capability tables. Each module registers its migration steps with store.migrations.step.
