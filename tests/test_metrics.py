@@ -135,3 +135,32 @@ def test_prepare_multiprocess_for_several_workers(monkeypatch, tmp_path):
     assert d and os.path.isdir(d) and os.environ["PROMETHEUS_MULTIPROC_DIR"] == d
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "given"))
     assert metrics.prepare_multiprocess(3) == str(tmp_path / "given") and (tmp_path / "given").is_dir()
+
+
+def test_wecom_client_calls_and_token_refreshes_are_counted(client, settings):
+    import httpx
+    import respx
+
+    from bot.wecom import WeComClient
+
+    api = settings.wecom_api_base
+    before = client.get("/metrics").text
+    with respx.mock(assert_all_called=False) as router:
+        router.get(f"{api}/cgi-bin/gettoken").mock(return_value=httpx.Response(
+            200, json={"errcode": 0, "access_token": "T", "expires_in": 7200}))
+        router.get(f"{api}/cgi-bin/user/get").mock(return_value=httpx.Response(
+            200, json={"errcode": 60111, "errmsg": "userid not found"}))
+        wecom = WeComClient(settings, sleep=lambda s: None)
+        try:
+            wecom.user_get("ghost")
+        except Exception as e:
+            assert getattr(e, "errcode", None) == 60111
+    after = client.get("/metrics").text
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("wqbot_wecom_api_calls_total", path="/cgi-bin/user/get", errcode="60111") == 1
+    assert delta("wqbot_wecom_api_calls_total", path="/cgi-bin/gettoken", errcode="0") == 1
+    assert delta("wqbot_wecom_token_refreshes_total", creds="app", outcome="ok") == 1
+    assert delta("wqbot_wecom_api_seconds_count", path="/cgi-bin/user/get") == 1

@@ -20,6 +20,8 @@ import re
 import tempfile
 import threading
 
+import httpx
+
 log = logging.getLogger("wqbot.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -178,6 +180,65 @@ def webhook_delivery(outcome: str, attempt: int = 1) -> None:
             m.webhook_retries.inc()
     except Exception:
         pass
+
+
+class WeComTransport(httpx.BaseTransport):
+    """An httpx transport that times each request to the WeCom API and counts it by path and
+    errcode (or "transport" / "http_NNN"). Wraps the real transport, so tests' respx mocks and
+    the client's own retries work unchanged: every attempt is one observation."""
+
+    def __init__(self, inner=None):
+        self.inner = inner or httpx.HTTPTransport()
+
+    def handle_request(self, request):
+        import time
+
+        started = time.perf_counter()
+        path = request.url.path
+        try:
+            response = self.inner.handle_request(request)
+        except Exception:
+            wecom_call(path, "transport", time.perf_counter() - started)
+            raise
+        try:
+            response.read()
+            code = _errcode(response)
+        except Exception:
+            code = "transport"
+        wecom_call(path, code, time.perf_counter() - started)
+        return response
+
+    def close(self):
+        self.inner.close()
+
+    def __enter__(self):
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.inner.__exit__(*exc)
+
+
+def _errcode(response) -> str:
+    if response.status_code != 200:
+        return f"http_{response.status_code}"
+    try:
+        import json
+
+        data = json.loads(response.content)
+        return str(int(data.get("errcode", 0) or 0)) if isinstance(data, dict) else "not_json"
+    except (ValueError, TypeError):
+        return "not_json"
+
+
+def wecom_transport(**kwargs):
+    """The transport for the WeCom client's httpx.Client (kwargs go to httpx.HTTPTransport)."""
+    import httpx
+
+    try:
+        return WeComTransport(httpx.HTTPTransport(**kwargs))
+    except Exception:  # never let metrics stop the client from being built
+        return httpx.HTTPTransport(**kwargs)
 
 
 # -- exposition ------------------------------------------------------------------------------------

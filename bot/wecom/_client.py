@@ -25,6 +25,12 @@ from ._errors import (
 from ._ratelimit import Limits, LocalRateLimiter, RedisRateLimiter
 from ._tokens import LocalTokenStore, RedisBackend, SQLBackend, TokenStore
 
+
+def _metrics():
+    from bot.ops import metrics  # lazy: the client must not depend on the ops package at import
+
+    return metrics
+
 log = logging.getLogger("wqbot.wecom")
 _redact.install()
 
@@ -59,7 +65,8 @@ class WeComClient:
                  rate_max_wait: float = RATE_MAX_WAIT):
         self.settings = settings
         self.base = settings.wecom_api_base.rstrip("/")
-        self.http = http or httpx.Client(timeout=timeout, limits=LIMITS, headers={"User-Agent": "wqbot"})
+        self.http = http or httpx.Client(timeout=timeout, headers={"User-Agent": "wqbot"},
+                                         transport=_metrics().wecom_transport(limits=LIMITS))
         self.timeout = timeout
         self.tokens = tokens or LocalTokenStore()
         self.limiter = limiter or LocalRateLimiter(Limits.from_settings(settings))
@@ -99,6 +106,7 @@ class WeComClient:
         token = data.get("access_token")
         if not token:
             raise TransportError("/cgi-bin/gettoken", "the answer has no access_token: is WECOM_API_BASE right?")
+        _metrics().token_refresh(creds)
         return token, float(data.get("expires_in", 7200))
 
     # -- the one request path ------------------------------------------------------------------
