@@ -129,7 +129,7 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path, store):
 
 
 def test_prepare_multiprocess_for_several_workers(monkeypatch, tmp_path):
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # empty is unset; teardown also undoes what prepare sets
     assert metrics.prepare_multiprocess(1) is None
     d = metrics.prepare_multiprocess(3)
     assert d and os.path.isdir(d) and os.environ["PROMETHEUS_MULTIPROC_DIR"] == d
