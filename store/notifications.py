@@ -10,6 +10,9 @@ task each approve/sign card belongs to, and the webhooks owed back to 微签.
 - `CardResponseCode` the latest ResponseCode a member's own tap/menu callback carried (single use)
 - `WebhookDelivery`  one row per webhook owed to 微签; its id is the X-Wqbot-Delivery uuid
 - `WebhookAttempt`   every try of a delivery (status code or error, duration)
+
+Times are epoch seconds in DoubleField: peewee's FloatField is a 4-byte REAL on PostgreSQL,
+which rounds today's epoch to 128 s.
 """
 from __future__ import annotations
 
@@ -27,10 +30,10 @@ class Notification(Model):
     fingerprint = pw.CharField(max_length=64)  # sha256 of the raw request, to log a reused id
     status = pw.CharField(max_length=16, default="queued")  # queued|sending|sent|partial|failed|done
     error = pw.TextField(null=True)
-    created_at = pw.FloatField(default=now)
-    sent_at = pw.FloatField(null=True)
+    created_at = pw.DoubleField(default=now)
+    sent_at = pw.DoubleField(null=True)
     push_attempts = pw.IntegerField(default=0)
-    lease_until = pw.FloatField(null=True)  # a worker is pushing it until then
+    lease_until = pw.DoubleField(null=True)  # a worker is pushing it until then
     round = pw.IntegerField(default=1)  # NotifyTask.round this notification belongs to
 
 
@@ -47,13 +50,13 @@ class NotifyTask(Model):
     description = pw.TextField(null=True)
     initiator = pw.CharField(max_length=200, null=True)
     url = pw.TextField(null=True)
-    deadline = pw.FloatField(null=True, index=True)
+    deadline = pw.DoubleField(null=True, index=True)
     notification = pw.CharField(max_length=128)  # the first notification of this task
-    created_at = pw.FloatField(default=now)
-    updated_at = pw.FloatField(default=now)
+    created_at = pw.DoubleField(default=now)
+    updated_at = pw.DoubleField(default=now)
     decided_by = pw.CharField(max_length=128, null=True)
     decided_action = pw.CharField(max_length=16, null=True)  # approve | reject (chat decisions)
-    decided_at = pw.FloatField(null=True)
+    decided_at = pw.DoubleField(null=True)
     decided_notification = pw.CharField(max_length=128, null=True)
 
 
@@ -67,7 +70,7 @@ class NotifyRecipient(Model):
     reason = pw.TextField(null=True)
     card = pw.CharField(max_length=128, null=True)  # NotifyCard.card_id of its batch
     round = pw.IntegerField(default=1)
-    updated_at = pw.FloatField(default=now)
+    updated_at = pw.DoubleField(default=now)
 
     class Meta:
         indexes = (
@@ -86,11 +89,11 @@ class NotifyCard(Model):
     status = pw.CharField(max_length=16, default="queued")  # queued | sent | failed
     msgid = pw.CharField(max_length=200, null=True)
     response_code = pw.TextField(null=True)
-    code_at = pw.FloatField(null=True)
-    code_claimed_at = pw.FloatField(null=True)
-    code_used_at = pw.FloatField(null=True)
+    code_at = pw.DoubleField(null=True)
+    code_claimed_at = pw.DoubleField(null=True)
+    code_used_at = pw.DoubleField(null=True)
     applied_revision = pw.IntegerField(default=0)  # the task revision its recipients' cards show
-    sent_at = pw.FloatField(null=True)
+    sent_at = pw.DoubleField(null=True)
     error = pw.TextField(null=True)
 
 
@@ -99,9 +102,9 @@ class CardResponseCode(Model):
     userid = pw.CharField(max_length=200)
     task_id = pw.CharField(max_length=128, null=True, index=True)
     response_code = pw.TextField()
-    received_at = pw.FloatField(default=now)
-    claimed_at = pw.FloatField(null=True)
-    used_at = pw.FloatField(null=True)
+    received_at = pw.DoubleField(default=now)
+    claimed_at = pw.DoubleField(null=True)
+    used_at = pw.DoubleField(null=True)
     applied_revision = pw.IntegerField(default=0)
     error = pw.TextField(null=True)
 
@@ -117,21 +120,21 @@ class WebhookDelivery(Model):
     body = pw.TextField()  # the exact bytes signed and sent, kept so every retry is identical
     status = pw.CharField(max_length=16, default="pending", index=True)  # pending | delivered | failed
     attempts = pw.IntegerField(default=0)
-    created_at = pw.FloatField(default=now)
-    next_attempt_at = pw.FloatField(default=now, index=True)
-    lease_until = pw.FloatField(null=True)
+    created_at = pw.DoubleField(default=now)
+    next_attempt_at = pw.DoubleField(default=now, index=True)
+    lease_until = pw.DoubleField(null=True)
     last_status = pw.IntegerField(null=True)
     last_error = pw.TextField(null=True)
-    finished_at = pw.FloatField(null=True)
+    finished_at = pw.DoubleField(null=True)
 
 
 class WebhookAttempt(Model):
     id = pw.BigAutoField()
     delivery = pw.CharField(max_length=36, index=True)
-    at = pw.FloatField(default=now)
+    at = pw.DoubleField(default=now)
     status_code = pw.IntegerField(null=True)
     error = pw.TextField(null=True)
-    duration_ms = pw.FloatField(null=True)
+    duration_ms = pw.DoubleField(null=True)
 
 
 TABLES = [Notification, NotifyTask, NotifyRecipient, NotifyCard, CardResponseCode, WebhookDelivery, WebhookAttempt]

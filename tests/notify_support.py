@@ -43,10 +43,11 @@ class FakeWeCom:
         self.fail_updates: list = []
         self._n = itertools.count(1)
         self.lock = threading.Lock()
-        mock.get("/cgi-bin/gettoken").mock(return_value=Response(200, json={
+        mock.get(API + "/cgi-bin/gettoken").mock(return_value=Response(200, json={
             "errcode": 0, "errmsg": "ok", "access_token": "ACCESS_TOKEN_FOR_TESTS", "expires_in": 7200}))
-        mock.post("/cgi-bin/message/send").mock(side_effect=self._send)
-        mock.post("/cgi-bin/message/update_template_card").mock(side_effect=self._update)
+        mock.post(API + "/cgi-bin/message/send").mock(side_effect=self._send)
+        mock.post(API + "/cgi-bin/message/update_template_card").mock(side_effect=self._update)
+        mock.route(host="127.0.0.1").pass_through()  # the local webhook receiver is real
 
     def _send(self, request):
         body = json.loads(request.content)
@@ -83,7 +84,7 @@ def wecom():
     from bot.wecom import reset_clients
 
     reset_clients()
-    with respx.mock(base_url=API, assert_all_called=False) as mock:
+    with respx.mock(assert_all_called=False) as mock:
         yield FakeWeCom(mock)
     reset_clients()
 
