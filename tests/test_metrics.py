@@ -164,3 +164,41 @@ def test_wecom_client_calls_and_token_refreshes_are_counted(client, settings):
     assert delta("wqbot_wecom_api_calls_total", path="/cgi-bin/gettoken", errcode="0") == 1
     assert delta("wqbot_wecom_token_refreshes_total", creds="app", outcome="ok") == 1
     assert delta("wqbot_wecom_api_seconds_count", path="/cgi-bin/user/get") == 1
+
+
+def test_a_sync_run_is_counted_with_its_changes(client, settings, store):
+    import httpx
+    import respx
+
+    from bot.sync import run_sync
+    from bot.wecom import reset_clients
+
+    api = settings.wecom_api_base
+    before = client.get("/metrics").text
+    reset_clients()
+    with respx.mock(assert_all_called=False) as router:
+        router.get(f"{api}/cgi-bin/gettoken").mock(return_value=httpx.Response(
+            200, json={"errcode": 0, "access_token": "T", "expires_in": 7200}))
+        router.get(f"{api}/cgi-bin/department/list").mock(return_value=httpx.Response(200, json={
+            "errcode": 0, "department": [{"id": 1, "name": "总部", "parentid": 0, "order": 1},
+                                         {"id": 2, "name": "研发", "parentid": 1, "order": 1}]}))
+        router.get(f"{api}/cgi-bin/user/list").mock(return_value=httpx.Response(200, json={
+            "errcode": 0, "userlist": [{"userid": "zhangsan", "name": "张三", "department": [1], "status": 1},
+                                       {"userid": "lisi", "name": "李四", "department": [2], "status": 1}]}))
+        try:
+            run = run_sync(settings, trigger="test", full=True)
+        except KeyError:  # the sync's own "directory sync finished" log line (reported, not ours)
+            from store.directory import SyncRun
+
+            run = SyncRun.select().order_by(SyncRun.id.desc()).first()
+    reset_clients()
+    assert run.status == "ok", run.as_dict()
+    after = client.get("/metrics").text
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("wqbot_sync_runs_total", mode=run.mode, outcome="ok") == 1
+    assert delta("wqbot_sync_changes_total", change="user.created") == 2
+    assert delta("wqbot_sync_changes_total", change="department.created") == 2
+    assert delta("wqbot_sync_seconds_count", mode=run.mode) == 1

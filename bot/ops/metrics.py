@@ -159,6 +159,22 @@ def sync_run(mode: str, outcome: str, changes: dict | None = None, seconds: floa
         pass
 
 
+_SYNC_CHANGES = {"created": "user.created", "updated": "user.updated", "renamed": "user.renamed",
+                 "disabled": "user.disabled", "reactivated": "user.reactivated",
+                 "departments_created": "department.created", "departments_updated": "department.updated",
+                 "departments_disabled": "department.disabled", "held_disables": "user.disable_held"}
+
+
+def sync_finished(run) -> None:
+    """sync_run() from a finished store.directory.SyncRun row."""
+    try:
+        changes = {label: int(getattr(run, field, 0) or 0) for field, label in _SYNC_CHANGES.items()}
+        seconds = (run.finished_at - run.started_at) if run.finished_at and run.started_at else None
+        sync_run(run.mode or "unknown", run.status, changes, seconds)
+    except Exception:
+        pass
+
+
 def push(status: str, count: int = 1) -> None:
     """Notification recipients reached a status (sent, invalid, failed…)."""
     m = _get()

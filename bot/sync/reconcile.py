@@ -464,6 +464,9 @@ class Run:
         r.warnings = json.dumps(self.warnings, ensure_ascii=False)
         r.reason = "\n".join(self.reasons) or None
         r.save()
+        from bot.ops import metrics
+
+        metrics.sync_finished(r)
         for w in self.warnings:
             log.warning(w)
         log.info("directory sync finished", extra={"run": r.id, "status": status, "mode": r.mode,
