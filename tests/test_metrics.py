@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import subprocess
 import sys
 import textwrap
@@ -202,3 +203,40 @@ def test_a_sync_run_is_counted_with_its_changes(client, settings, store):
     assert delta("wqbot_sync_changes_total", change="user.created") == 2
     assert delta("wqbot_sync_changes_total", change="department.created") == 2
     assert delta("wqbot_sync_seconds_count", mode=run.mode) == 1
+
+
+def test_pushes_and_webhook_attempts_are_counted(client, store):
+    import httpx
+    import respx
+
+    import settings as settings_mod
+    from bot.notify import push as push_mod
+    from bot.notify import webhook
+    from store.notifications import Notification, NotifyRecipient, WebhookDelivery
+    from tests.conftest import TEST_ENV
+
+    before = client.get("/metrics").text
+    Notification.create(id="wq-m-1", kind="notice", body="{}", fingerprint="f", status="sending")
+    NotifyRecipient.insert_many([{"notification": "wq-m-1", "key": k, "userid": k, "status": s}
+                                 for k, s in (("a", "sent"), ("b", "sent"), ("c", "invalid"))]).execute()
+    assert push_mod._finish("wq-m-1") == "partial"
+
+    s = settings_mod.load(env={**TEST_ENV, "WEIQIAN_WEBHOOK_URL": "https://sign.example.com/hook",
+                               "WEIQIAN_WEBHOOK_SECRET": "hook-secret-0123456789"}, dotenv=None)
+    WebhookDelivery.create(id="00000000-0000-4000-8000-0000000000aa", event="task.action", body="{}",
+                           next_attempt_at=0)
+    with respx.mock() as router:
+        router.post("https://sign.example.com/hook").mock(side_effect=[httpx.Response(503), httpx.Response(204)])
+        assert webhook.attempt("00000000-0000-4000-8000-0000000000aa", s, clock=time.time, schedule=False) == "retry"
+        WebhookDelivery.update(next_attempt_at=0).execute()
+        assert webhook.attempt("00000000-0000-4000-8000-0000000000aa", s, clock=time.time, schedule=False) \
+            == "delivered"
+    after = client.get("/metrics").text
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("wqbot_pushes_total", status="sent") == 2 and delta("wqbot_pushes_total", status="invalid") == 1
+    assert delta("wqbot_webhook_deliveries_total", outcome="http_5xx") == 1
+    assert delta("wqbot_webhook_deliveries_total", outcome="delivered") == 1
+    assert delta("wqbot_webhook_retries_total") == 1

@@ -191,6 +191,9 @@ def _finish(notification_id: str) -> str:
     status = "sent" if sent and not others else "partial" if sent else "failed"
     Notification.update(status=status, sent_at=now(), lease_until=None).where(
         Notification.id == notification_id).execute()
+    from bot.ops import metrics
+
+    metrics.pushes(counts)
     log.info("notification pushed", extra={"notification": notification_id, "status": status, **{
         f"recipients_{k}": v for k, v in counts.items()}})
     return status

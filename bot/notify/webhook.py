@@ -125,6 +125,9 @@ def attempt(delivery_id: str, settings, clock=time.time, schedule: bool = True) 
         error = f"connection failed ({type(e).__name__})"
     WebhookAttempt.create(delivery=row.id, at=t, status_code=status, error=error,
                           duration_ms=round((time.perf_counter() - started) * 1000, 1))
+    from bot.ops import metrics
+
+    metrics.webhook_attempt(status, row.attempts)
     if status is not None and 200 <= status < 300:
         _finish(row, "delivered", status, None, clock())
         log.info("webhook delivered", extra={"delivery": row.id, "attempts": row.attempts})

@@ -185,6 +185,23 @@ def push(status: str, count: int = 1) -> None:
             pass
 
 
+def pushes(counts: dict) -> None:
+    """A notification's push finished: {recipient status: count}."""
+    for status, n in (counts or {}).items():
+        push(status, n)
+
+
+def webhook_attempt(status_code: int | None, attempt: int = 1) -> None:
+    """One webhook POST answered with `status_code` (None: no answer: timeout, refused)."""
+    if status_code is None:
+        outcome = "no_answer"
+    elif 200 <= status_code < 300:
+        outcome = "delivered"
+    else:
+        outcome = f"http_{status_code // 100}xx"
+    webhook_delivery(outcome, attempt)
+
+
 def webhook_delivery(outcome: str, attempt: int = 1) -> None:
     """One POST to WEIQIAN_WEBHOOK_URL. outcome: delivered, retrying, failed. attempt counts from 1."""
     m = _get()
