@@ -281,6 +281,8 @@ class WeComClient:
 
     def _ticket(self, path: str, params: dict) -> tuple[str, float]:
         data = self.call("GET", path, params=params)
+        if not data.get("ticket"):
+            raise TransportError(path, "the answer has no ticket: is WECOM_API_BASE right?")
         return data["ticket"], float(data.get("expires_in", 7200))
 
 

@@ -9,6 +9,17 @@ class WeComError(Exception):
     #: True when trying the same call again later can succeed (busy, quota, network).
     retryable = False
 
+    def __reduce__(self):
+        # copy/pickle keep the attributes (the subclasses' __init__ take other arguments than args)
+        return _rebuild, (type(self), self.args, self.__dict__.copy())
+
+
+def _rebuild(cls, args, state):
+    e = cls.__new__(cls)
+    Exception.__init__(e, *args)
+    e.__dict__.update(state)
+    return e
+
 
 class TransportError(WeComError):
     retryable = True

@@ -24,6 +24,7 @@ of calling gettoken per request.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import secrets
@@ -186,7 +187,7 @@ class LocalTokenStore:
             if failed is not None and failed[1] > now:
                 if ok:
                     return e.value
-                raise failed[0]
+                raise _again(failed[0])
             flight = self._flights.get(key)
             leader = flight is None
             if leader:
@@ -197,7 +198,7 @@ class LocalTokenStore:
             if not flight.done.wait(WAIT_MAX):
                 raise TransportError("gettoken", "timed out waiting for another thread's token refresh")
             if flight.error is not None:
-                raise flight.error
+                raise _again(flight.error)
             return flight.entry.value
         try:
             entry = self._obtain(key, fetch, stale, ahead, since, e if ok else None)
@@ -306,6 +307,17 @@ class LocalTokenStore:
                 was, self._down = self._down, False
             if was:
                 log.info("shared token cache is back")
+
+
+def _again(err: BaseException) -> BaseException:
+    """A copy to raise once more: re-raising one instance from many threads would keep growing
+    (and mixing) its traceback."""
+    try:
+        fresh = copy.copy(err)
+    except Exception:
+        return err
+    fresh.__traceback__ = None
+    return fresh
 
 
 def _public(key: str) -> str:

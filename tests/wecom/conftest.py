@@ -12,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from tests.conftest import BACKEND, DATABASE_URL, REDIS_URL
+from tests.conftest import DATABASE_URL, REDIS_URL
 
 BASE = "http://wecom.test"
 

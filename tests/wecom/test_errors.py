@@ -128,3 +128,13 @@ def test_unexpected_http_status_is_not_retried(make_client, wecom, sleeps):
     with pytest.raises(APIError) as e:
         make_client().agent_get()
     assert e.value.errcode == -2 and "WECOM_API_BASE" in e.value.hint and route.call_count == 1 and sleeps == []
+
+
+def test_errors_copy_and_pickle_with_their_attributes():
+    import copy
+    import pickle
+
+    for err in (from_response(60020, IP_MSG, "/cgi-bin/user/get"), from_response(45009, "x"),
+                from_response(40001, "bad", "/cgi-bin/gettoken", gettoken=True), TransportError("/p", "timed out")):
+        for again in (copy.copy(err), pickle.loads(pickle.dumps(err))):
+            assert type(again) is type(err) and vars(again) == vars(err) and str(again) == str(err)

@@ -271,3 +271,25 @@ def test_two_processes_over_an_expired_token_cause_one_gettoken(settings, store,
     assert sum(o["ok"] for o in outs) == 50
     assert counting_wecom.gettoken_calls == 1
     assert counting_wecom.api_calls == 50
+
+
+def test_a_remembered_failure_is_raised_afresh_each_time():
+    import traceback
+
+    store = LocalTokenStore()
+    calls = []
+
+    def refuse():
+        calls.append(1)
+        from bot.wecom._errors import from_response
+
+        raise from_response(40013, "invalid corpid", "/cgi-bin/gettoken", gettoken=True)
+
+    seen = []
+    for _ in range(30):
+        with pytest.raises(BadCredentials) as e:
+            store.get_or_fetch("k", refuse)
+        seen.append(e.value)
+    assert len(calls) == 1
+    assert len(traceback.extract_tb(seen[-1].__traceback__)) <= len(traceback.extract_tb(seen[1].__traceback__))
+    assert seen[-1].errcode == 40013 and "WECOM_CORP_ID" in seen[-1].hint
