@@ -102,6 +102,10 @@ def serve(args) -> int:
     if args.workers > 1 and s.queue_is_embedded:
         print("wqbot: --workers > 1 needs QUEUE_URL=redis://… (the embedded queue is one process)", file=sys.stderr)
         return 2
+    from bot import logs
+    from bot.ops.metrics import prepare_multiprocess
+
+    prepare_multiprocess(args.workers)  # several processes: /metrics sums them (PROMETHEUS_MULTIPROC_DIR)
     consumer = None
     if s.queue_is_embedded and not args.no_worker:
         consumer = start_consumer()
@@ -116,6 +120,7 @@ def serve(args) -> int:
             forwarded_allow_ips=args.forwarded_allow_ips,
             log_level="warning",
             access_log=False,
+            log_config=logs.uvicorn_log_config(),  # uvicorn's own lines: same format, same redaction
         )
     finally:
         if consumer is not None:
