@@ -333,3 +333,20 @@ def test_readyz_without_wecom(store):
     with TestClient(create_app(make_settings(WECOM_ENABLED="false"), init_store=False)) as c:
         r = c.get("/readyz")
         assert r.status_code == 200 and r.json()["checks"]["sync"].startswith("off")
+
+
+def test_a_failing_task_is_remembered_with_its_hint(store, immediate_queue):
+    from bot.ops.status import recent_errors
+    from bot.tasks import huey
+    from bot.wecom import IPNotAllowed
+
+    @huey.task(name="tests.admin.failing")
+    def failing():
+        raise IPNotAllowed(60020, "not allow to access from your ip, from ip: 203.0.113.9", "add 203.0.113.9 to 企业可信IP",
+                           "/cgi-bin/message/send", ip="203.0.113.9")
+
+    failing()
+    failing()
+    [e] = recent_errors()
+    assert e.source == "tests.admin.failing" and "60020" in e.message and e.hint == "add 203.0.113.9 to 企业可信IP"
+    assert e.count == 2 and e.trace_id

@@ -100,7 +100,7 @@ def test_everything_right_passes_and_exits_zero(settings, store, app_http, capsy
     assert set(checks) >= {"settings", "store", "queue", "https", "gettoken (WECOM_APP_SECRET)",
                            "gettoken (WECOM_CONTACTS_SECRET)", "可信域名", "directory", "callback",
                            "contacts callback", "clock"}
-    assert "sync mode full" in checks["directory"].detail
+    assert "sync uses mode list (department/list" in checks["directory"].detail
     for c in d.checks:
         assert c.line().startswith("✓ ")
     text = "\n".join(c.line() for c in d.checks)
@@ -253,7 +253,7 @@ def test_contacts_secret_48009_reports_the_ids_mode(settings, store, app_http):
         fake_wecom(router, dept_contacts={"errcode": 48009, "errmsg": "api forbidden for new ip"})
         d = run(settings, app_http)
     c = by_name(d)["directory"]
-    assert c.ok and "48009" in c.detail and "user/list_id" in c.detail and "2 departments" in c.detail
+    assert c.ok and "48009" in c.detail and "mode list_id" in c.detail and "2 departments" in c.detail
 
 
 def test_without_contacts_secret_sync_reads_the_visible_range(store, app_http):
@@ -263,7 +263,7 @@ def test_without_contacts_secret_sync_reads_the_visible_range(store, app_http):
         d = run(s, app_http)
     names = by_name(d)
     assert "gettoken (WECOM_CONTACTS_SECRET)" not in names
-    assert names["directory"].ok and "sync mode app" in names["directory"].detail
+    assert names["directory"].ok and "mode list with the app secret" in names["directory"].detail
 
 
 def test_empty_visible_range_fails(store, app_http):

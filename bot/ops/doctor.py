@@ -251,7 +251,8 @@ class Doctor:
             try:
                 depts = client.department_list(creds="contacts")
                 self.add("directory", True,
-                         f"WECOM_CONTACTS_SECRET reads the whole directory ({len(depts)} departments): sync mode full")
+                         f"WECOM_CONTACTS_SECRET reads the whole directory ({len(depts)} departments): sync uses mode "
+                         "list (department/list + user/list)")
                 return
             except IPNotAllowed as e:
                 self.add("directory", False, _describe(e), wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"))
@@ -272,8 +273,8 @@ class Doctor:
             detail = self._app_range(client)
             self.add("directory", True,
                      f"WECOM_CONTACTS_SECRET may not read details from this IP (48009, the 2022-08-15 rule): sync uses "
-                     f"IDs mode (department/simplelist {len(ids)} departments + user/list_id), names and fields through "
-                     f"the app secret within its 可见范围{detail}")
+                     f"mode list_id (department/simplelist: {len(ids)} departments, user/list_id), names and fields "
+                     f"through the app secret within its 可见范围{detail}")
             return
         if not self.token_ok.get("app"):
             self.add("directory", False, "skipped: no token for WECOM_APP_SECRET", "fix the gettoken line above first")
@@ -290,7 +291,8 @@ class Doctor:
                      "add the departments to sync to 应用管理 → 自建应用 → 可见范围, or set WECOM_CONTACTS_SECRET")
             return
         why = "no WECOM_CONTACTS_SECRET" if not s.wecom_contacts_secret else "WECOM_CONTACTS_SECRET has no token"
-        self.add("directory", True, f"{why}: sync mode app (reads the {len(depts)} departments in the app's 可见范围)")
+        self.add("directory", True, f"{why}: sync uses mode list with the app secret, which reads the "
+                                        f"{len(depts)} departments in the app's 可见范围")
 
     def _app_range(self, client) -> str:
         try:
