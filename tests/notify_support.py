@@ -119,7 +119,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/wqbot/webhook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def accepted(self) -> list[dict]:
@@ -188,7 +188,8 @@ def drain(huey, limit: int = 1000) -> int:
     """Run every task waiting in the queue (and those they enqueue) in this thread."""
     n = 0
     while n < limit:
-        task = huey.dequeue()
+        # ask first: a Redis dequeue on an empty queue blocks for a second
+        task = huey.dequeue() if huey.pending_count() else None
         if task is None:
             return n
         huey.execute(task)
