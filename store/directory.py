@@ -18,6 +18,7 @@ import time
 import peewee as pw
 
 from .migrations import step
+from .db import is_postgres
 from .models import Model, db, now
 
 
@@ -29,8 +30,8 @@ class Department(Model):
     active = pw.BooleanField(default=True)
     # sha1 of what the directory last said about it (name, parent, order): unchanged → no write
     content_hash = pw.CharField(max_length=40, default="")
-    details_at = pw.FloatField(default=0.0)  # last time the name came from department/list|get
-    updated_at = pw.FloatField(default=now)
+    details_at = pw.DoubleField(default=0.0)  # last time the name came from department/list|get
+    updated_at = pw.DoubleField(default=now)
 
 
 class User(Model):
@@ -50,9 +51,9 @@ class User(Model):
     # per-department order and leader flags) and the bare department set (user/list_id).
     detail_hash = pw.CharField(max_length=40, default="")
     dept_hash = pw.CharField(max_length=40, default="")
-    details_at = pw.FloatField(default=0.0, index=True)  # when details last came from the API
-    created_at = pw.FloatField(default=now)
-    updated_at = pw.FloatField(default=now)
+    details_at = pw.DoubleField(default=0.0, index=True)  # when details last came from the API
+    created_at = pw.DoubleField(default=now)
+    updated_at = pw.DoubleField(default=now)
 
 
 class UserDepartment(Model):
@@ -79,7 +80,7 @@ class Change(Model):
     kind = pw.CharField(max_length=32)
     ref = pw.CharField(max_length=64, column_name="ref_id")  # the userid or department id
     data = pw.TextField()
-    at = pw.FloatField(default=now)
+    at = pw.DoubleField(default=now)
 
     class Meta:
         table_name = "directory_change"
@@ -94,8 +95,8 @@ class SyncRun(Model):
     forced = pw.BooleanField(default=False)
     mode = pw.CharField(max_length=16, default="")  # list | list_id
     status = pw.CharField(max_length=16, default="running")  # running | ok | partial | held | failed
-    started_at = pw.FloatField(default=now, index=True)
-    finished_at = pw.FloatField(null=True)
+    started_at = pw.DoubleField(default=now, index=True)
+    finished_at = pw.DoubleField(null=True)
     users_seen = pw.IntegerField(default=0)
     departments_seen = pw.IntegerField(default=0)
     created = pw.IntegerField(default=0)
@@ -127,8 +128,8 @@ class SyncState(Model):
     key = pw.CharField(primary_key=True, max_length=64)
     value = pw.TextField(default="")
     holder = pw.CharField(max_length=64, null=True)
-    expires_at = pw.FloatField(null=True)
-    updated_at = pw.FloatField(default=now)
+    expires_at = pw.DoubleField(null=True)
+    updated_at = pw.DoubleField(default=now)
 
 
 # -- the feed -----------------------------------------------------------------------------------
@@ -184,3 +185,16 @@ def record_change(kind: str, ref, data: dict) -> int:
 def _create(database: pw.Database) -> None:
     database.create_tables([Department, User, UserDepartment, FeedCounter, Change, SyncRun, SyncState])
     FeedCounter.insert(id=1, last=0).on_conflict_ignore().execute()
+
+
+@step("0202_directory_double_timestamps")
+def _double(database: pw.Database) -> None:
+    """Timestamps as double precision: PostgreSQL's REAL (peewee's FloatField) keeps ~7 digits,
+    which rounds epoch seconds to about two minutes. (SQLite's REAL is already a double.)"""
+    if not is_postgres(database):
+        return
+    for model in (Department, User, Change, SyncRun, SyncState):
+        for f in model._meta.sorted_fields:
+            if isinstance(f, pw.DoubleField):
+                database.execute_sql(f'ALTER TABLE "{model._meta.table_name}" ALTER COLUMN "{f.column_name}" '
+                                     "TYPE double precision")

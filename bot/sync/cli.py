@@ -76,7 +76,7 @@ def summary(run) -> str:
 
 def main(args) -> int:
     from settings import get_settings
-    from store import init_store
+    from store import db, init_store
 
     from .lease import Busy
     from .reconcile import SyncDisabled, run_sync
@@ -86,7 +86,8 @@ def main(args) -> int:
         print("wqbot sync: --force only goes with --full (wqbot sync --full --force)", file=sys.stderr)
         return 2
     s = get_settings()
-    init_store(s.database_url)
+    if db.obj is None:  # (already bound when called in-process, e.g. by tests)
+        init_store(s.database_url)
     progress = Progress()
     try:
         run = run_sync(s, trigger="cli", full=full, force=force, progress=progress)

@@ -469,9 +469,10 @@ class Run:
         metrics.sync_finished(r)
         for w in self.warnings:
             log.warning(w)
-        log.info("directory sync finished", extra={"run": r.id, "status": status, "mode": r.mode,
-                                                   "created": r.created, "updated": r.updated,
-                                                   "disabled": r.disabled, "seconds": round(r.finished_at - r.started_at, 2)})
+        log.info("directory sync finished", extra={
+            "sync_run": r.id, "status": status, "mode": r.mode, "users_created": r.created,
+            "users_updated": r.updated, "users_disabled": r.disabled,
+            "seconds": round(r.finished_at - r.started_at, 2)})
 
 
 def run_sync(settings, *, trigger: str = "cli", full: bool = False, force: bool = False, progress=None,

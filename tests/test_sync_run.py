@@ -1,0 +1,157 @@
+"""The lease (one run at a time), the periodic task and its schedule, `wqbot sync`."""
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from datetime import datetime
+
+import pytest
+
+from bot.sync.lease import Busy, Lease, LeaseLost
+from bot.sync.tasks import due, reconcile
+from bot.wecom import reset_clients
+from store import db
+from store.directory import SyncRun, User
+from tests.test_sync_fakes import FakeWeCom
+
+
+@pytest.fixture
+def fake(settings, store):
+    reset_clients()
+    f = FakeWeCom(settings).standard()
+    with f.mounted():
+        yield f
+    reset_clients()
+
+
+def test_two_workers_racing_the_periodic_task_one_runs(settings, fake):
+    fake.delay = 0.15  # each WeCom call takes a while, so the two runs overlap
+    start = threading.Barrier(2)
+    results = []
+
+    def worker():
+        start.wait()
+        try:
+            results.append(reconcile.call_local())
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results, key=lambda r: r is None) [1] is None
+    ran = [r for r in results if r is not None]
+    assert len(ran) == 1 and SyncRun.select().count() == 1
+    assert SyncRun.get_by_id(ran[0]).status == "ok" and User.select().count() == 5
+    assert fake.api_calls() == {"department/list": 1, "user/list": 1}
+
+
+def test_the_lease_excludes_and_lapses_when_its_holder_dies(store):
+    a = Lease(ttl=0.3).acquire()
+    with pytest.raises(Busy, match="another directory sync is running"):
+        Lease().acquire()
+    time.sleep(0.4)  # a never renews: it "crashed"
+    b = Lease().acquire()
+    with pytest.raises(LeaseLost):
+        a.renew(force=True)
+    b.release()
+    Lease().acquire().release()
+
+
+def test_the_lease_is_released_after_a_run(settings, fake):
+    reconcile.call_local()
+    reconcile.call_local()
+    assert SyncRun.select().count() == 2
+
+
+@pytest.mark.parametrize("minutes, at, expected", [
+    (10, "2026-01-01 10:20", True), (10, "2026-01-01 10:25", False), (10, "2026-01-01 00:00", True),
+    (15, "2026-01-01 10:45", True), (7, "2026-01-01 10:20", None), (90, "2026-01-01 01:30", None),
+])
+def test_the_schedule(settings, monkeypatch, minutes, at, expected):
+    import dataclasses
+
+    import settings as settings_mod
+
+    monkeypatch.setattr(settings_mod, "_current", dataclasses.replace(settings, sync_interval_minutes=minutes))
+    dt = datetime.strptime(at, "%Y-%m-%d %H:%M")
+    if expected is not None:
+        assert due(dt) is expected
+    # any interval: exactly one due minute in every `minutes` consecutive minutes
+    base = datetime(2026, 3, 1).timestamp() // 60
+    hits = [m for m in range(int(base), int(base) + minutes * 5)
+            if due(datetime.utcfromtimestamp(m * 60))]
+    assert len(hits) == 5 and all(b - a == minutes for a, b in zip(hits, hits[1:]))
+
+
+def test_the_periodic_task_does_nothing_when_wecom_is_off(settings, fake, monkeypatch):
+    import dataclasses
+
+    import settings as settings_mod
+
+    monkeypatch.setattr(settings_mod, "_current", dataclasses.replace(settings, wecom_enabled=False))
+    assert reconcile.call_local() is None and fake.api_calls() == {}
+
+
+# -- wqbot sync ---------------------------------------------------------------------------------------
+def cli(*argv):
+    from bot.cli import build_parser
+    from bot.sync.cli import main
+
+    return main(build_parser().parse_args(["sync", *argv]))
+
+
+def test_wqbot_sync_prints_progress_and_a_summary(fake, capsys):
+    assert cli() == 0
+    out, err = capsys.readouterr()
+    assert "directory sync #" in out and ": ok in" in out and "5 created" in out
+    assert "API calls 2 (department/list 1, user/list 1)" in out
+    assert "users" in err  # the progress lines
+
+
+def test_wqbot_sync_force_needs_full(fake, capsys):
+    assert cli("--force") == 2
+    assert "--force only goes with --full" in capsys.readouterr().err
+
+
+def test_wqbot_sync_says_why_disables_were_held_and_exits_3(fake, capsys):
+    cli()
+    for uid in ("u000", "u001", "u002"):
+        del fake.users[uid]
+    assert cli() == 3
+    out = capsys.readouterr().out
+    assert "held back    3 disables" in out and "wqbot sync --full --force" in out
+    assert cli("--full", "--force") == 0
+    assert "3 disabled" in capsys.readouterr().out
+
+
+def test_wqbot_sync_when_another_run_holds_the_lease(fake, capsys):
+    lease = Lease().acquire()
+    try:
+        assert cli() == 1
+        assert "another directory sync is running" in capsys.readouterr().err
+    finally:
+        lease.release()
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from bot.sync.cli import Progress
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    s = TTY()
+    p = Progress(s)
+    p("users", 10, None)
+    p("writing", 50, 100)
+    p("writing", 100, 100)
+    p.close()
+    text = s.getvalue()
+    assert "\r" in text and "[" + "█" * 28 + "] 100/100" in text and text.endswith("\n")
+    assert argparse  # noqa: the parser is wqbot's own (bot.cli)
