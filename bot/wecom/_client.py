@@ -35,7 +35,7 @@ log = logging.getLogger("wqbot.wecom")
 _redact.install()
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)  # no reconnect churn at full concurrency
 MAX_RETRIES = 3  # for -1, HTTP 5xx, timeouts and connection errors
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 8.0
 RATE_BACKOFF = 15.0  # 45009/45033: the API is held back this long (+ up to 50 % jitter) before the one retry
