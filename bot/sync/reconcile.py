@@ -225,7 +225,9 @@ class Run:
                 st = stored.get(uid)
                 if st is None:
                     new.append(uid)
-                elif not st[0] or R.dept_hash(depts) != st[2]:
+                elif R.dept_hash(depts) != st[2] or (not st[0] and R.is_active(st[4])):
+                    # re-membered, or back after leaving (a member WeCom lists as disabled stays
+                    # inactive and is re-read with the rotation only)
                     moved.append(uid)
                 elif st[3] == 0:
                     pending.append(uid)
@@ -299,9 +301,10 @@ class Run:
                 if len(its) == 1 and len(old_keys.get(k, ())) == 1]
 
     def apply_users(self, listing: Listing) -> None:
-        stored = {uid: (bool(a), dh, mh, dat) for uid, a, dh, mh, dat in
-                  User.select(User.userid, User.active, User.detail_hash, User.dept_hash, User.details_at)
-                  .tuples().iterator()}
+        # userid -> (active, detail_hash, dept_hash, details_at, status): the whole store, one query
+        stored = {uid: (bool(a), dh, mh, dat, st) for uid, a, dh, mh, dat, st in
+                  User.select(User.userid, User.active, User.detail_hash, User.dept_hash, User.details_at,
+                              User.status).tuples().iterator()}
         if listing.mode == "list_id":
             self.user_plan(listing, stored)
         items, gone = self.diff_users(listing, stored)
