@@ -155,6 +155,10 @@ class WeComClient:
                     data = None
                 if not isinstance(data, dict):
                     raise TransportError(path, "answer is not a WeCom JSON object: is WECOM_API_BASE right?")
+                try:
+                    code = int(data.get("errcode", 0) or 0)
+                except (TypeError, ValueError):
+                    raise TransportError(path, "answer has no numeric errcode: is WECOM_API_BASE right?") from None
             except httpx.TimeoutException as e:
                 may_have_arrived = not isinstance(e, _UNSENT)
                 err: Exception = TransportError(path, f"timed out ({type(e).__name__})")
@@ -164,7 +168,6 @@ class WeComClient:
             except TransportError as e:
                 err = e
             else:
-                code = int(data.get("errcode", 0) or 0)
                 if code == 0:
                     return data
                 err = from_response(code, scrub(str(data.get("errmsg", "")), secrets), path, gettoken=gettoken)

@@ -138,3 +138,10 @@ def test_errors_copy_and_pickle_with_their_attributes():
                 from_response(40001, "bad", "/cgi-bin/gettoken", gettoken=True), TransportError("/p", "timed out")):
         for again in (copy.copy(err), pickle.loads(pickle.dumps(err))):
             assert type(again) is type(err) and vars(again) == vars(err) and str(again) == str(err)
+
+
+def test_an_answer_without_a_numeric_errcode_is_a_transport_error(make_client, wecom, sleeps):
+    wecom.router.get(f"{BASE}/cgi-bin/agent/get").respond(json={"errcode": "oops"})
+    with pytest.raises(TransportError) as e:
+        make_client().agent_get()
+    assert "WECOM_API_BASE" in str(e.value)
