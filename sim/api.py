@@ -78,7 +78,7 @@ async def handle(request: Request) -> Response:
         if fault:
             entry["fault"] = fault
         entry["ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        sim.current_call = None
+        sim.end_call(entry)
         return response
 
     latency, action = sim.faults.pick(name)

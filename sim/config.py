@@ -97,7 +97,7 @@ class SimConfig:
 
     # -- bookkeeping -------------------------------------------------------------------
     max_hold_seconds: float = 60.0  # the longest a "timeout" fault holds a request
-    call_log_max: int = 200_000
+    call_log_max: int = 50_000  # the newest calls kept in full; per-API counts stay exact
 
     def __post_init__(self):
         self.agent_id = int(self.agent_id)

@@ -474,7 +474,7 @@ async def quotas(request: Request, sim: Sim):
 @endpoint
 async def calls(request: Request, sim: Sim):
     if request.method == "DELETE":
-        sim.calls.clear()
+        sim.clear_calls()
         return {"cleared": True, "total": sim.call_seq}
     return sim.calls_view(request.query_params.get("api") or request.query_params.get("path"),
                           _int_arg(request, "since", 0), _int_arg(request, "limit", 1000),

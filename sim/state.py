@@ -61,6 +61,7 @@ class Sim:
         self._clear_session_state()
         self.calls: deque[dict] = deque(maxlen=self.cfg.call_log_max)
         self.call_seq = 0
+        self.api_counts: dict[str, dict] = {}  # exact per-API counts, even after the log has rotated
         self.current_call: dict | None = None
         self._visible: set[int] | None | bool = False  # False: not computed yet
 
@@ -90,7 +91,7 @@ class Sim:
         self.callbacks.reset()
         self.quotas.reset()
         self.faults.clear()
-        self.calls.clear()
+        self.clear_calls()
         self.call_seq = 0
         self.clock.offset = 0.0
         self.invalidate_visibility()
@@ -228,6 +229,27 @@ class Sim:
         self.current_call = entry
         return entry
 
+    def end_call(self, entry: dict) -> None:
+        s = self.api_counts.get(entry["api"])
+        if s is None:
+            s = self.api_counts[entry["api"]] = {"calls": 0, "errors": {}, "faults": 0}
+        s["calls"] += 1
+        key = None
+        if entry["errcode"] not in (0, None):
+            key = str(entry["errcode"])
+        elif entry["status"] not in (200, None):
+            key = f"http {entry['status']}"
+        if key:
+            s["errors"][key] = s["errors"].get(key, 0) + 1
+        if entry["fault"]:
+            s["faults"] += 1
+        if self.current_call is entry:
+            self.current_call = None
+
+    def clear_calls(self) -> None:
+        self.calls.clear()
+        self.api_counts.clear()
+
     def annotate(self, **fields) -> None:
         if self.current_call is not None:
             self.current_call.update(fields)
@@ -247,19 +269,7 @@ class Sim:
                 "next_since": out[-1]["seq"] if out else since}
 
     def calls_summary(self) -> dict:
-        per: dict[str, dict] = {}
-        for c in self.calls:
-            s = per.setdefault(c["api"], {"calls": 0, "errors": {}, "faults": 0})
-            s["calls"] += 1
-            if c["errcode"] not in (0, None):
-                key = str(c["errcode"])
-                s["errors"][key] = s["errors"].get(key, 0) + 1
-            elif c["status"] not in (200, None):
-                key = f"http {c['status']}"
-                s["errors"][key] = s["errors"].get(key, 0) + 1
-            if c["fault"]:
-                s["faults"] += 1
-        return {"total": self.call_seq, "apis": per}
+        return {"total": sum(s["calls"] for s in self.api_counts.values()), "apis": self.api_counts}
 
 
 def _log_body(body):

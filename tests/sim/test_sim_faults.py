@@ -142,3 +142,16 @@ def test_call_log_masks_secrets_and_resets(client, sim, wx):
     assert client.get("/sim/calls").json()["calls"] == []
     since = client.get("/sim/calls", params={"since": 1}).json()
     assert since["total"] == 2
+
+
+def test_the_call_log_rotates_but_counts_stay_exact():
+    from starlette.testclient import TestClient
+
+    cfg = make_config(call_log_max=5)
+    with TestClient(create_app(cfg)) as c:
+        for _ in range(8):
+            c.get("/cgi-bin/gettoken", params={"corpid": cfg.corp_id, "corpsecret": "wrong"})
+        log = c.get("/sim/calls").json()
+        assert log["kept"] == 5 and log["total"] == 8 and [x["seq"] for x in log["calls"]] == [4, 5, 6, 7, 8]
+        assert c.get("/sim/calls/summary").json() == {
+            "total": 8, "apis": {"gettoken": {"calls": 8, "errors": {"40001": 8}, "faults": 0}}}
