@@ -9,16 +9,9 @@ from httpx import Response
 import settings as settings_mod
 from store import login as login_store
 from tests.conftest import TEST_ENV
-from tests.login_support import (  # noqa: F401  (fixtures)
-    PUBLIC,
-    add_member,
-    login_client,
-    query,
-    start,
-    ticket_of,
-    userinfo,
-    wecom,
-)
+from tests.login_helpers import PUBLIC, add_member, query, start, ticket_of, userinfo
+
+pytest_plugins = ["tests.login_support"]  # fixtures: wecom, login_client
 
 AUTH = {"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]}
 

@@ -8,7 +8,8 @@ from httpx import Response
 
 from bot.api.jssdk import sign, signature
 from tests.conftest import TEST_ENV
-from tests.login_support import wecom  # noqa: F401  (fixture)
+
+pytest_plugins = ["tests.login_support"]  # fixture: wecom
 
 AUTH = {"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]}
 CORP_TICKET = "corp-jsapi-ticket-0001"
@@ -28,7 +29,7 @@ def test_protocol_2_6_literal():
 
 
 @pytest.fixture
-def tickets(wecom):  # noqa: F811
+def tickets(wecom):
     corp = wecom.get("/cgi-bin/get_jsapi_ticket").mock(return_value=Response(200, json={
         "errcode": 0, "errmsg": "ok", "ticket": CORP_TICKET, "expires_in": 7200}))
     agent = wecom.get("/cgi-bin/ticket/get", params={"type": "agent_config"}).mock(return_value=Response(200, json={
@@ -104,7 +105,7 @@ def test_needs_the_bearer_token(client, tickets, store):
     assert client.post("/api/v1/jssdk/signature", json={"url": "https://wqbot.example.com/"}).status_code == 401
 
 
-def test_wecom_refusing_a_ticket_is_a_clear_json_error(client, wecom, store):  # noqa: F811
+def test_wecom_refusing_a_ticket_is_a_clear_json_error(client, wecom, store):
     wecom.get("/cgi-bin/get_jsapi_ticket").mock(return_value=Response(200, json={"errcode": 48002, "errmsg": "no"}))
     r = client.post("/api/v1/jssdk/signature", json={"url": "https://wqbot.example.com/"}, headers=AUTH)
     assert r.status_code == 502 and r.json()["error"] == "wecom_unavailable" and "48002" in r.json()["message"]

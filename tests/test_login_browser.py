@@ -27,7 +27,7 @@ import pytest
 
 import settings as settings_mod
 from tests.conftest import TEST_ENV
-from tests.login_support import add_member
+from tests.login_helpers import add_member
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 START_TIMEOUT = 20.0

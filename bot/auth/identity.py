@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from peewee import fn
 
-from store import db
 
 log = logging.getLogger("wqbot.auth")
 
