@@ -155,4 +155,4 @@ def load_task_modules() -> None:
 
 
 # Feature packages that declare tasks; each is imported by workers and by `wqbot serve`.
-_TASK_MODULES = ("bot.wecom", "bot.sync", "bot.notify", "bot.auth", "bot.menus", "bot.ops")
+_TASK_MODULES = ("bot.wecom", "bot.sync", "bot.notify", "bot.auth", "bot.menus", "bot.ops.tasks")

@@ -337,8 +337,10 @@ def test_readyz_without_wecom(store):
 
 def test_a_failing_task_is_remembered_with_its_hint(store, immediate_queue):
     from bot.ops.status import recent_errors
-    from bot.tasks import huey
+    from bot.tasks import huey, load_task_modules
     from bot.wecom import IPNotAllowed
+
+    load_task_modules()  # as a worker does: registers the failure hook
 
     @huey.task(name="tests.admin.failing")
     def failing():

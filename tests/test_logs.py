@@ -12,7 +12,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from bot import logs
-from bot.tasks import defer, outbox_task
+from bot.tasks import defer, load_task_modules, outbox_task
 from tests.conftest import TEST_ENV
 from tests.support import app_crypto, message, signed
 
@@ -109,6 +109,7 @@ def test_uvicorn_logs_go_through_the_same_filter(captured, settings):
 
 
 # -- trace ids -------------------------------------------------------------------------------------
+load_task_modules()  # what a worker does first: registers bot.ops.tasks' queue hooks
 seen: list[dict] = []
 
 

@@ -3,11 +3,14 @@
 Other modules feed metrics through `bot.ops.metrics` (tiny hooks that never raise)."""
 from __future__ import annotations
 
-from bot.ops import jobs, tracing  # noqa: F401  (registers queue hooks and tasks wherever tasks are loaded)
+# No imports with side effects here: the WeCom client imports bot.ops.metrics in processes that
+# have no queue (wqbot menu, doctor). Queue hooks and jobs live in bot.ops.tasks.
 
 
 def routes(settings) -> list:
     from starlette.routing import Route
+
+    from bot.ops import tasks  # noqa: F401  (the console enqueues its jobs from this process)
 
     from bot.health import readyz
     from bot.ops.admin import admin_routes

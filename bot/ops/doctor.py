@@ -343,7 +343,8 @@ class Doctor:
         s = self.settings
         https_pages = [v for v, u in (("H5_URL", s.h5_url), ("PC_URL", s.pc_url)) if u.startswith("https://")]
         if https_pages and not s.public_url.startswith("https://"):
-            self.add("https", False, f"{' and '.join(https_pages)} use https but PUBLIC_URL is {s.public_url}",
+            self.add("https", False, f"{' and '.join(https_pages)} {'use' if len(https_pages) > 1 else 'uses'} https "
+                                     f"but PUBLIC_URL is {s.public_url}",
                      "serve wqbot behind nginx with TLS (docs/deploy.md) and set PUBLIC_URL to https://…; "
                      "run `wqbot serve --proxy-headers` so redirect URLs come out https")
         elif s.public_url.startswith("https://"):
