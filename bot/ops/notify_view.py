@@ -18,6 +18,15 @@ def _title(body: str) -> str:
         return ""
 
 
+def action_available(name: str) -> bool:
+    """Whether bot.notify offers the public function an action calls (see bot.ops.actions)."""
+    try:
+        import bot.notify as notify
+    except ImportError:
+        return False
+    return callable(getattr(notify, name, None))
+
+
 def notifications(limit: int = 50) -> dict:
     rows = list(Notification.select().order_by(Notification.created_at.desc()).limit(limit))
     ids = [n.id for n in rows]
@@ -37,7 +46,7 @@ def notifications(limit: int = 50) -> dict:
             "created_at": n.created_at, "error": n.error or "", "recipients": rs,
             "can_resend": n.status in ("failed", "partial") or any(r["status"] == "failed" for r in rs),
         })
-    return {"available": True, "items": items}
+    return {"available": True, "items": items, "resend_available": action_available("resend")}
 
 
 def webhooks(limit: int = 50) -> dict:
@@ -50,4 +59,4 @@ def webhooks(limit: int = 50) -> dict:
             "last_error": w.last_error or (f"HTTP {w.last_status}" if w.last_status else ""),
             "can_retry": w.status == "failed",
         })
-    return {"available": True, "items": items}
+    return {"available": True, "items": items, "retry_available": action_available("retry_webhook")}
