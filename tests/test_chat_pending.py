@@ -146,3 +146,11 @@ def test_greeting_says_how_many_tasks_wait(settings, store, immediate_queue, wec
         reply = ask(c, s, message(FromUserName="lisi", MsgType="event", Event="enter_agent", EventKey="",
                                   AgentID=1000002))
     assert reply["MsgType"] == "text" and "你现在有 2 项待办" in reply["Content"]
+
+
+def test_long_titles_are_cut_to_wecoms_news_limits(api, settings):
+    create_task(api, 1, description="说明" * 200)
+    NotifyTask.update(title="很长的合同名" * 30).where(NotifyTask.task_id == "T-1").execute()
+    (a,) = articles(ask(api, settings, click("pending")))
+    assert len(a["Title"].encode()) <= 128 and a["Title"].startswith("【待审批】很长的合同名") and a["Title"].endswith("…")
+    assert len(a["Description"].encode()) <= 512 and a["Description"].endswith("…")

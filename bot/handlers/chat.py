@@ -81,10 +81,18 @@ def _article(task, settings, names: dict) -> dict:
     if not (isinstance(path, str) and path.startswith("/") and not path.startswith("//")):
         path = TASK_LIST
     return {
-        "title": texts.PENDING_TITLE.format(kind=kind, title=title),
-        "description": desc,
+        "title": _clip(texts.PENDING_TITLE.format(kind=kind, title=title), TITLE_BYTES),
+        "description": _clip(desc, DESC_BYTES),
         "url": h5_entry(settings, path),
     }
+
+
+TITLE_BYTES, DESC_BYTES = 128, 512  # WeCom's news article limits (message/send, PROTOCOL §5.5)
+
+
+def _clip(s: str, limit: int) -> str:
+    raw = s.encode("utf-8")
+    return s if len(raw) <= limit else raw[: limit - 3].decode("utf-8", "ignore") + "…"
 
 
 def pending_reply(userid: str, settings):
@@ -161,9 +169,7 @@ def on_enter_agent(msg, ctx):
 
 
 def _pending_line(userid: str) -> str:
-    try:
-        from bot.notify import pending_tasks
-    except ModuleNotFoundError:  # notifications not in this build: greet without the count
-        return ""
+    from bot.notify import pending_tasks
+
     _, total = pending_tasks(userid, 0)
     return texts.GREETING_PENDING.format(n=total) if total else ""
