@@ -366,3 +366,16 @@ def test_sync_is_off_when_wecom_is_disabled(settings, fake):
     with pytest.raises(SyncDisabled):
         sync(with_(settings, wecom_enabled=False))
     assert fake.api_calls() == {}
+
+
+def test_a_big_directory_is_listed_per_first_level_branch(settings, fake, monkeypatch):
+    import bot.sync.fetch as fetch
+
+    monkeypatch.setattr(fetch, "SPLIT_OVER", 2)  # the fake has 3 departments
+    fake.dept(4, "销售部", 1).user("both", "两处", (3, 4))
+    run = sync(settings)
+    assert fake.calls["user/list"] == 3  # the root's own members, then branches 2 and 4
+    assert run.created == 6 and run.status == "ok"
+    assert sorted(m.department_id for m in UserDepartment.select().where(UserDepartment.userid == "both")) == [3, 4]
+    assert fetch.branches({1: {"parent_id": None}, 2: {"parent_id": 1}, 3: {"parent_id": 2}, 5: {"parent_id": 1}},
+                          [1]) == [(1, False), (2, True), (5, True)]

@@ -2,7 +2,9 @@
 
 list      department/list + user/list(fetch_child=1) on each top department (the root, or each
           department whose parent is outside the visible range): every user arrives once, with
-          details, in a handful of calls. Never one call per department.
+          details, in a handful of calls. Never one call per department. A directory of more
+          than SPLIT_OVER departments is read per first-level branch (top's own members, then each
+          child subtree) to bound memory: ~20 calls instead of 1.
 list_id   what WeCom still allows a 通讯录同步 secret on a server IP first used after
           2022-08-15 (48009) or outside the visible range (60011): department/simplelist and
           user/list_id (IDs and membership, every run), plus user/get and department/get with
@@ -27,6 +29,10 @@ log = logging.getLogger("wqbot.sync")
 
 FALLBACK_ERRCODES = (48009, 60011)  # the 2022 restrictions: switch to list_id
 LIST_ID_PAGE = 10000
+# Above this many departments, user/list goes per first-level branch instead of once on the root:
+# WeCom answers user/list in one piece, and 100,000 members parse into ~420 MB of Python objects
+# (measured with the emulator's fields); per branch the biggest answer is one branch's members.
+SPLIT_OVER = 200
 DETAIL_THREADS = 8  # concurrent user/get calls; the client's rate limiter paces them
 
 
@@ -68,6 +74,20 @@ def top_departments(departments: dict) -> list[int]:
     return sorted(i for i, d in departments.items() if d.get("parent_id") not in departments)
 
 
+def branches(departments: dict, tops: list[int]) -> list[tuple[int, bool]]:
+    """(department, fetch_child) calls that cover every top department's subtree one level down:
+    each top's own members, then each child's whole subtree. A member of several branches comes
+    once per branch (and is kept once)."""
+    children = defaultdict(list)
+    for i, d in departments.items():
+        children[d.get("parent_id")].append(i)
+    out = []
+    for t in tops:
+        out.append((t, False))
+        out.extend((c, True) for c in sorted(children.get(t, ())) if c != t)
+    return out
+
+
 def fetch_list(client, progress=None) -> Listing:
     out = Listing(mode="list")
     try:
@@ -79,11 +99,13 @@ def fetch_list(client, progress=None) -> Listing:
         if _refused(e):
             raise ModeRefused(e) from None
         raise
-    tops = top_departments(out.departments)
-    for n, top in enumerate(tops):
+    calls = [(top, True) for top in top_departments(out.departments)]
+    if len(out.departments) > SPLIT_OVER:
+        calls = branches(out.departments, [t for t, _ in calls])
+    for n, (top, child) in enumerate(calls):
         try:
             out.count("user/list")
-            rows = client.user_list(top, fetch_child=True, creds="contacts")
+            rows = client.user_list(top, fetch_child=child, creds="contacts")
         except WeComError as e:
             if n == 0 and _refused(e):
                 raise ModeRefused(e) from None
