@@ -1,0 +1,183 @@
+"""Group commit in /wecom/callback: deliveries that arrive together share one transaction, and
+every guarantee of a lone delivery still holds for each of them: 200 only after its own commit,
+a retry or a twin applied once, a failing handler failing only its own delivery."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from urllib.parse import urlencode
+
+from bot import replies
+from bot.callbacks import CallbackEndpoint
+from bot.router import Router
+from bot.tasks import defer
+from bot.xml import parse
+from store.models import Delivery, Outbox
+from tests.conftest import BACKEND, DATABASE_URL
+from tests.support import app_crypto, click, decrypt_reply, signed
+
+
+async def post(app, params: dict, body: str, on_start=None) -> tuple[int, str]:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/wecom/callback", "raw_path": b"/wecom/callback",
+             "query_string": urlencode(params).encode(), "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    sent, status, out = False, 0, []
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body.encode(), "more_body": False}
+
+    async def send(message):
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            if on_start:
+                on_start()
+        else:
+            out.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(out).decode()
+
+
+def together(app, requests, on_start=None):
+    """Send all requests at once on one event loop (so they form groups)."""
+    async def main():
+        return await asyncio.gather(*(post(app, p, b, on_start) for p, b in requests))
+    return asyncio.run(main())
+
+
+def committed_keys() -> set[str]:
+    """Delivery keys visible to another connection, i.e. committed."""
+    if BACKEND == "pg":
+        import psycopg2
+
+        conn = psycopg2.connect(DATABASE_URL)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT key FROM delivery")
+            return {r[0] for r in cur.fetchall()}
+        finally:
+            conn.close()
+    import sqlite3
+
+    conn = sqlite3.connect(DATABASE_URL[len("sqlite:///"):])
+    try:
+        return {r[0] for r in conn.execute("SELECT key FROM delivery")}
+    finally:
+        conn.close()
+
+
+def key_of(plaintext: str) -> str:
+    return "a" + hashlib.sha1(plaintext.encode()).hexdigest()
+
+
+def endpoint(settings, router):
+    return CallbackEndpoint(app_crypto(settings), router, settings, "app")
+
+
+def test_many_at_once_each_applied_and_answered_after_its_commit(settings, store):
+    router = Router()
+    calls = []
+
+    @router.event("click", key="who")
+    def who(msg, ctx):
+        calls.append(msg.sender)
+        defer("test.noop", user=msg.sender)
+        return replies.text(f"你好 {msg.sender}")
+
+    app = endpoint(settings, router)
+    crypto = app_crypto(settings)
+    plains = [click("who", user=f"user{i}") for i in range(40)]
+    answered_after_commit = []
+    requests = [signed(crypto, p) for p in plains]
+    results = together(app, requests, on_start=lambda: answered_after_commit.append(committed_keys()))
+    assert [status for status, _ in results] == [200] * 40
+    for i, (_, body) in enumerate(results):
+        assert parse(decrypt_reply(crypto, body))["Content"] == f"你好 user{i}"
+    assert sorted(calls) == sorted(f"user{i}" for i in range(40))
+    assert Delivery.select().count() == 40 and Outbox.select().count() == 40
+    # each response started only when its delivery key was already committed
+    assert len(answered_after_commit) == 40
+    all_keys = {key_of(p) for p in plains}
+    assert all(seen & all_keys for seen in answered_after_commit)
+    assert set.union(*answered_after_commit) == all_keys
+
+
+def test_twins_and_retries_in_one_group_are_applied_once(settings, store):
+    router = Router()
+    calls = []
+
+    @router.event("click", key="count")
+    def count(msg, ctx):
+        calls.append(msg.sender)
+        defer("test.noop", user=msg.sender)
+        return replies.text(f"第{len(calls)}次 {msg.sender}")
+
+    app = endpoint(settings, router)
+    crypto = app_crypto(settings)
+    earlier = click("count", user="old", CreateTime=1700000000)
+    assert together(app, [signed(crypto, earlier)])[0][0] == 200
+    first_reply = Delivery.get(Delivery.key == key_of(earlier)).reply
+    twin = click("count", user="twin", CreateTime=1700000001)
+    fresh = [click("count", user=f"new{i}", CreateTime=1700000002) for i in range(5)]
+    # WeCom re-encrypts a retry: same plaintext, new ciphertext and signature
+    batch = [signed(crypto, earlier), signed(crypto, twin), *map(lambda p: signed(crypto, p), fresh),
+             signed(crypto, twin), signed(crypto, earlier)]
+    results = together(app, batch)
+    assert [s for s, _ in results] == [200] * len(batch)
+    contents = [parse(decrypt_reply(crypto, body))["Content"] for _, body in results]
+    assert contents[0] == contents[-1] == parse(first_reply)["Content"]  # the stored answer again
+    assert contents[1] == contents[-2]  # twins share one outcome
+    # Each delivery's effects are committed once. (A handler may run again for a retry, as it did
+    # before group commit; its second run is rolled back.)
+    import json
+
+    users = sorted(json.loads(r.payload)["user"] for r in Outbox.select())
+    assert users == sorted(["old", "twin"] + [f"new{i}" for i in range(5)])
+    assert Delivery.select().count() == 7
+
+
+def test_a_failing_handler_fails_only_its_own_delivery(settings, store):
+    router = Router()
+
+    @router.event("click", key="maybe")
+    def maybe(msg, ctx):
+        defer("test.noop", user=msg.sender)
+        if msg.sender == "bad":
+            raise RuntimeError("boom")
+        return replies.text("ok " + msg.sender)
+
+    app = endpoint(settings, router)
+    crypto = app_crypto(settings)
+    users = ["a", "b", "bad", "c", "d"]
+    plains = [click("maybe", user=u) for u in users]
+    results = together(app, [signed(crypto, p) for p in plains])
+    assert [s for s, _ in results] == [200, 200, 500, 200, 200]
+    assert "retried" in results[2][1]
+    assert committed_keys() == {key_of(p) for u, p in zip(users, plains) if u != "bad"}
+    assert Outbox.select().count() == 4  # the failed delivery's deferred work was rolled back
+    # WeCom retries the failed one later; once the handler works it is applied
+    assert together(app, [signed(crypto, click("maybe", user="fine"))])[0][0] == 200
+
+
+def test_a_handler_breaking_a_constraint_fails_alone(settings, store):
+    """A store error inside the group (not a duplicate delivery) is the handler's own failure."""
+    router = Router()
+
+    @router.event("click", key="clash")
+    def clash(msg, ctx):
+        if msg.sender == "clasher":  # a row whose key collides with an existing delivery
+            Delivery.insert(key="x" * 41, kind="k").execute()
+        return replies.text("ok")
+
+    Delivery.insert(key="x" * 41, kind="k").execute()
+    app = endpoint(settings, router)
+    crypto = app_crypto(settings)
+    results = together(app, [signed(crypto, click("clash", user=u)) for u in ("p", "clasher", "q")])
+    assert [s for s, _ in results] == [200, 500, 200]
+    assert Delivery.select().count() == 3  # the pre-existing row, p and q
