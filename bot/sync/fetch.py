@@ -156,7 +156,6 @@ def fetch_user_details(client, listing: Listing, userids: list[str], progress=No
     run reports how many, so the operator can widen the app's 可见范围."""
     stats = Counter()
     lock = threading.Lock()
-    done = [0]
 
     def one(uid: str):
         try:
@@ -179,15 +178,14 @@ def fetch_user_details(client, listing: Listing, userids: list[str], progress=No
         with lock:
             listing.users[uid] = rec
             stats["fetched"] += 1
-            done[0] += 1
-            if progress and done[0] % 200 == 0:
-                progress("details", done[0], len(userids))
 
     if userids:
+        # progress (which renews the lease in the store) is reported from this thread only: the
+        # pool's threads touch nothing but the WeCom client
         with ThreadPoolExecutor(max_workers=min(DETAIL_THREADS, len(userids)), thread_name_prefix="sync-get") as pool:
-            list(pool.map(one, userids))
-        if progress:
-            progress("details", len(userids), len(userids))
+            for i, _ in enumerate(pool.map(one, userids), 1):
+                if progress and (i % 200 == 0 or i == len(userids)):
+                    progress("details", i, len(userids))
     return stats
 
 
