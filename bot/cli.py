@@ -87,7 +87,10 @@ def start_consumer(workers: int = 2):
     from bot.tasks import huey, load_task_modules
 
     load_task_modules()
-    consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=True, check_worker_health=True)
+    # The embedded (SQLite) queue is polled, and huey's idle backoff grows to 10 s by default:
+    # a card tap's updates and webhook would wait that long. Poll at most every 0.1 s instead.
+    consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=True, check_worker_health=True,
+                                    max_delay=0.1)
     consumer.start()
     return consumer
 

@@ -72,16 +72,16 @@ def expire(task_id: str, at: float | None = None) -> int | None:
     from .updates import update_cards
 
     t = at or now()
-    task = NotifyTask.get_or_none(NotifyTask.task_id == task_id)
-    if task is None or task.state != PENDING or task.deadline is None or task.deadline > t:
-        return None
+    # the conditional UPDATE first (no read before the write: see updates.run on SQLite snapshots)
     changed = (NotifyTask.update(state="expired", state_via="deadline", revision=NotifyTask.revision + 1, updated_at=t)
-               .where(NotifyTask.task_id == task_id, NotifyTask.state == PENDING, NotifyTask.revision == task.revision)
+               .where(NotifyTask.task_id == task_id, NotifyTask.state == PENDING, NotifyTask.deadline.is_null(False),
+                      NotifyTask.deadline <= t)
                .execute())
     if not changed:
         return None
-    defer(update_cards, task_id=task_id, revision=task.revision + 1, exclude=[])
-    return task.revision + 1
+    revision = NotifyTask.get(NotifyTask.task_id == task_id).revision
+    defer(update_cards, task_id=task_id, revision=revision, exclude=[])
+    return revision
 
 
 def due_for_expiry(at: float, limit: int = 500) -> list[str]:

@@ -12,6 +12,7 @@ pushing the same notification at once.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from peewee import chunked, fn
@@ -78,14 +79,15 @@ def _push(n: Notification, settings, client) -> str:
     _ensure_recipients(n)
     batches = list(NotifyCard.select().where(NotifyCard.notification == n.id, NotifyCard.status == "queued")
                    .order_by(NotifyCard.batch))
+    base = content.for_notification(n, "") if batches else None  # the same text on every batch
     for card in batches:
-        userids = [r.userid for r in NotifyRecipient.select(NotifyRecipient.userid)
+        userids = [u for u, in NotifyRecipient.select(NotifyRecipient.userid)
                    .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued")
-                   .order_by(NotifyRecipient.id)]
+                   .order_by(NotifyRecipient.id).tuples()]
         if not userids:
             NotifyCard.update(status="sent").where(NotifyCard.card_id == card.card_id).execute()
             continue
-        body = cards.send_body(userids, cards.build(settings, content.for_notification(n, card.card_id)))
+        body = cards.send_body(userids, cards.build(settings, dataclasses.replace(base, card_id=card.card_id)))
         try:
             answer = client.message_send(body)
         except (TransportError, RateLimited) as e:
@@ -132,10 +134,26 @@ def _ensure_recipients(n: Notification) -> None:
         seen.add(row["userid"].lower())
         rows.append(row)
     with db.atomic():
-        for chunk in chunked(card_rows, 200):
+        for chunk in chunked(card_rows, 100):
             NotifyCard.insert_many(chunk).on_conflict_ignore().execute()
-        for chunk in chunked(rows, 500):
-            NotifyRecipient.insert_many(chunk).on_conflict_ignore().execute()
+        insert_ignore(NotifyRecipient, rows)
+
+
+def insert_ignore(model, rows: list[dict], chunk: int = 500) -> None:
+    """Multi-row INSERT … ON CONFLICT DO NOTHING of complete rows (no Python-side defaults are
+    applied). peewee spends ~0.2 ms per row building such a statement (a second for 5,000
+    recipients); here the SQL is only placeholders."""
+    if not rows:
+        return
+    fields = [model._meta.fields[name] for name in rows[0]]
+    cols = ", ".join(f'"{f.column_name}"' for f in fields)
+    param = model._meta.database.param
+    for part in chunked(rows, chunk):
+        one = "(" + ", ".join([param] * len(fields)) + ")"
+        sql = (f'INSERT INTO "{model._meta.table_name}" ({cols}) VALUES ' + ", ".join([one] * len(part))
+               + " ON CONFLICT DO NOTHING")
+        params = [f.db_value(row[f.name]) for row in part for f in fields]
+        model._meta.database.execute_sql(sql, params)
 
 
 def _split(value) -> set[str]:

@@ -57,16 +57,18 @@ def run(task_id: str, revision: int, exclude: list[str], settings, client=None) 
     text = label(task)
     skip = {u.lower() for u in exclude}
     calls = 0
-    batches = NotifyCard.select().where(NotifyCard.task_id == task_id, NotifyCard.round == task.round,
-                                        NotifyCard.status == "sent", NotifyCard.applied_revision < revision)
+    # Read lists up front: writing while a SELECT cursor is open keeps an old SQLite snapshot,
+    # and upgrading it to a write fails at once ("database is locked") if another worker wrote.
+    batches = list(NotifyCard.select().where(NotifyCard.task_id == task_id, NotifyCard.round == task.round,
+                                             NotifyCard.status == "sent", NotifyCard.applied_revision < revision))
     for card in batches:
         n = Notification.get_or_none(Notification.id == card.notification)
         if n is None:
             continue
         payload = _payload_builder(settings, n, card, text)
-        targets = [r.userid for r in NotifyRecipient.select(NotifyRecipient.userid)
-                   .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "sent")
-                   if r.userid.lower() not in skip]
+        targets = [u for u, in NotifyRecipient.select(NotifyRecipient.userid)
+                   .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "sent").tuples()
+                   if u.lower() not in skip]
         if targets:
             done, c = _with_send_code(client, card, targets, payload)
             calls += c
@@ -121,9 +123,9 @@ def _with_member_codes(client, card: NotifyCard, targets: list[str], payload, re
     wanted = {u.lower() for u in targets}
     t = now()
     calls = 0
-    codes = CardResponseCode.select().where(CardResponseCode.card == card.card_id, CardResponseCode.used_at.is_null(),
+    codes = list(CardResponseCode.select().where(CardResponseCode.card == card.card_id, CardResponseCode.used_at.is_null(),
                                             CardResponseCode.received_at > t - CODE_TTL,
-                                            CardResponseCode.applied_revision < revision)
+                                            CardResponseCode.applied_revision < revision))
     for rc in codes:
         if rc.userid.lower() not in wanted:
             continue
