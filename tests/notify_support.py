@@ -2,8 +2,8 @@
 a real webhook receiver on 127.0.0.1 that verifies signatures as 微签 would, taps as WeCom sends
 them, and a way to drain the huey queue by hand.
 
-Import the fixtures into a test module:
-`from tests.notify_support import wecom, receiver, hook_settings  # noqa: F401`.
+Fixtures (a test module sets `pytest_plugins = ["tests.notify_support"]`): `fake_wecom`,
+`webhook_receiver`, `hook_settings`.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ class FakeWeCom:
 
 
 @pytest.fixture
-def wecom():
+def fake_wecom():
     from bot.wecom import reset_clients
 
     reset_clients()
@@ -131,18 +131,18 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def webhook_receiver():
     r = Receiver()
     yield r
     r.close()
 
 
 @pytest.fixture
-def hook_settings(settings, receiver):
+def hook_settings(settings, webhook_receiver):
     """Settings with WEIQIAN_WEBHOOK_URL pointing at the receiver; `get_settings()` returns them."""
     import settings as settings_mod
 
-    s = settings_mod.load(env={**TEST_ENV, "WEIQIAN_WEBHOOK_URL": receiver.url,
+    s = settings_mod.load(env={**TEST_ENV, "WEIQIAN_WEBHOOK_URL": webhook_receiver.url,
                                "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET}, dotenv=None)
     settings_mod.override(s)
     yield s

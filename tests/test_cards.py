@@ -7,9 +7,10 @@ import json
 
 from bot.xml import parse
 from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyTask, WebhookDelivery
-from tests.notify_support import (AUTH, add_member, app_client, first_card_id, hook_settings, menu_xml,  # noqa: F401
-                                  notification, receiver, tap_xml, wecom)
+from tests.notify_support import AUTH, add_member, app_client, first_card_id, menu_xml, notification, tap_xml
 from tests.support import app_crypto, decrypt_reply, signed
+
+pytest_plugins = ["tests.notify_support"]  # fixtures: fake_wecom, webhook_receiver, hook_settings
 
 
 def deliver(c, s, plaintext: str):
@@ -27,7 +28,7 @@ def setup_task(c, recipients=("lisi", "wangwu", "zhaoliu"), **fields):
     return first_card_id()
 
 
-def test_first_tap_wins_others_updated_webhook_signed(hook_settings, store, immediate_queue, wecom, receiver):
+def test_first_tap_wins_others_updated_webhook_signed(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     with app_client(hook_settings) as c:
         card = setup_task(c)
         reply = deliver(c, hook_settings, tap_xml("wangwu", card, "approve", code="RC-wangwu-1"))
@@ -37,11 +38,11 @@ def test_first_tap_wins_others_updated_webhook_signed(hook_settings, store, imme
         task = NotifyTask.get()
         assert (task.state, task.decided_by, task.decided_action, task.state_via) == ("approved", "wangwu", "approve", "chat")
         # every other recipient's card, with the batch's send-time code, the winner left out
-        (u,) = wecom.updates
+        (u,) = fake_wecom.updates
         assert u == {"agentid": 1000002, "userids": ["lisi", "zhaoliu"], "response_code": "RC-send-1",
                      "button": {"replace_name": "已由 王五 同意"}}
         # the webhook, signed, as 微签 receives it
-        (d,) = receiver.deliveries
+        (d,) = webhook_receiver.deliveries
         assert d["signature_ok"] and d["status"] == 200
         assert d["headers"]["X-Wqbot-Event"] == "task.action"
         assert d["headers"]["Content-Type"] == "application/json"
@@ -59,43 +60,43 @@ def test_first_tap_wins_others_updated_webhook_signed(hook_settings, store, imme
         # a later tap changes nothing and is told so
         late = deliver(c, hook_settings, tap_xml("lisi", card, "reject", code="RC-lisi-1"))
         assert late["MsgType"] == "update_button" and late["Button"]["ReplaceName"] == "已处理"
-        assert NotifyTask.get().decided_by == "wangwu" and len(receiver.deliveries) == 1
-        assert len(wecom.updates) == 1
+        assert NotifyTask.get().decided_by == "wangwu" and len(webhook_receiver.deliveries) == 1
+        assert len(fake_wecom.updates) == 1
 
 
-def test_reject_shows_who_rejected(hook_settings, store, immediate_queue, wecom, receiver):
+def test_reject_shows_who_rejected(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     with app_client(hook_settings) as c:
         card = setup_task(c)
         reply = deliver(c, hook_settings, tap_xml("lisi", card, "reject"))
         assert reply["Button"]["ReplaceName"] == "已拒绝"
-        assert wecom.updates[0]["button"] == {"replace_name": "已由 李四 拒绝"}
-        assert json.loads(receiver.deliveries[0]["raw"])["action"] == "reject"
+        assert fake_wecom.updates[0]["button"] == {"replace_name": "已由 李四 拒绝"}
+        assert json.loads(webhook_receiver.deliveries[0]["raw"])["action"] == "reject"
         assert NotifyTask.get().state == "rejected"
 
 
-def test_a_non_recipient_is_refused(hook_settings, store, immediate_queue, wecom, receiver):
+def test_a_non_recipient_is_refused(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     with app_client(hook_settings) as c:
         card = setup_task(c, recipients=("lisi", "wangwu"))
         reply = deliver(c, hook_settings, tap_xml("zhaoliu", card, "approve"))
         assert reply["MsgType"] == "text" and "不是发给你的" in reply["Content"]
         assert NotifyTask.get().state == "pending"
         assert CardResponseCode.select().count() == 0
-        assert wecom.updates == [] and receiver.deliveries == []
+        assert fake_wecom.updates == [] and webhook_receiver.deliveries == []
         # the recipients still decide
         assert deliver(c, hook_settings, tap_xml("lisi", card))["Button"]["ReplaceName"] == "已同意"
 
 
-def test_a_redelivered_tap_is_applied_once(hook_settings, store, immediate_queue, wecom, receiver):
+def test_a_redelivered_tap_is_applied_once(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     with app_client(hook_settings) as c:
         card = setup_task(c)
         xml = tap_xml("lisi", card, create_time=1764000000)
         first = deliver(c, hook_settings, xml)
         again = deliver(c, hook_settings, xml)  # WeCom's retry: same plaintext
         assert first["Button"] == again["Button"] == {"ReplaceName": "已同意"}
-        assert len(receiver.deliveries) == 1 and len(wecom.updates) == 1
+        assert len(webhook_receiver.deliveries) == 1 and len(fake_wecom.updates) == 1
 
 
-def test_unknown_card_and_other_buttons(hook_settings, store, immediate_queue, wecom):
+def test_unknown_card_and_other_buttons(hook_settings, store, immediate_queue, fake_wecom):
     with app_client(hook_settings) as c:
         setup_task(c)
         reply = deliver(c, hook_settings, tap_xml("lisi", "no-such-card", "approve"))
@@ -104,17 +105,17 @@ def test_unknown_card_and_other_buttons(hook_settings, store, immediate_queue, w
         assert NotifyTask.get().state == "pending"
 
 
-def test_tap_after_the_deadline_expires_the_task(hook_settings, store, immediate_queue, wecom, receiver):
+def test_tap_after_the_deadline_expires_the_task(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     with app_client(hook_settings) as c:
         card = setup_task(c, deadline="2020-01-01T00:00:00+08:00")
         reply = deliver(c, hook_settings, tap_xml("lisi", card))
         assert reply["Button"]["ReplaceName"] == "已过期"
-        assert NotifyTask.get().state == "expired" and receiver.deliveries == []
-        assert [u["button"]["replace_name"] for u in wecom.updates] == ["已过期"]
-        assert wecom.updates[0]["userids"] == ["lisi", "wangwu", "zhaoliu"]
+        assert NotifyTask.get().state == "expired" and webhook_receiver.deliveries == []
+        assert [u["button"]["replace_name"] for u in fake_wecom.updates] == ["已过期"]
+        assert fake_wecom.updates[0]["userids"] == ["lisi", "wangwu", "zhaoliu"]
 
 
-def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immediate_queue, wecom, receiver):
+def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     """The send code updates the batch once (the decision); a later close reaches the winner's
     card through the code of their own tap, and nobody else's (their codes are spent)."""
     with app_client(hook_settings) as c:
@@ -128,7 +129,7 @@ def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immedia
         r = c.post("/api/v1/notifications", json={"id": "c1", "type": "close", "task_id": "T-1001",
                                                    "result": "withdrawn"}, headers=AUTH)
         assert r.status_code == 202
-        assert [(u["userids"], u["response_code"], u["button"]["replace_name"]) for u in wecom.updates] == [
+        assert [(u["userids"], u["response_code"], u["button"]["replace_name"]) for u in fake_wecom.updates] == [
             (["wangwu", "zhaoliu"], "RC-send-1", "已由 李四 同意"),
             (["lisi"], "RC-lisi-new", "已撤销"),
         ]
@@ -137,19 +138,19 @@ def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immedia
         assert deliver(c, hook_settings, tap_xml("wangwu", card))["Button"]["ReplaceName"] == "已撤销"
 
 
-def test_2500_recipients_one_tap_three_update_calls(hook_settings, store, immediate_queue, wecom, receiver):
+def test_2500_recipients_one_tap_three_update_calls(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     people = [f"user{i:04d}" for i in range(2500)]
     with app_client(hook_settings) as c:
         c.post("/api/v1/notifications", json=notification(recipients=people), headers=AUTH)
-        cards = [s["template_card"]["task_id"] for s in wecom.sends]
+        cards = [s["template_card"]["task_id"] for s in fake_wecom.sends]
         deliver(c, hook_settings, tap_xml("user1500", cards[1]))
-    sizes = sorted((u["response_code"], len(u["userids"])) for u in wecom.updates)
+    sizes = sorted((u["response_code"], len(u["userids"])) for u in fake_wecom.updates)
     assert sizes == [("RC-send-1", 1000), ("RC-send-2", 999), ("RC-send-3", 500)]
-    assert all("user1500" not in u["userids"] for u in wecom.updates)
-    assert len(receiver.accepted()) == 1
+    assert all("user1500" not in u["userids"] for u in fake_wecom.updates)
+    assert len(webhook_receiver.accepted()) == 1
 
 
-def test_sign_card_menu_answers_with_the_link_and_keeps_the_code(hook_settings, store, immediate_queue, wecom):
+def test_sign_card_menu_answers_with_the_link_and_keeps_the_code(hook_settings, store, immediate_queue, fake_wecom):
     with app_client(hook_settings) as c:
         c.post("/api/v1/notifications", json=notification(type="sign", url="/pages/sign/sign?id=T-1001"),
                headers=AUTH)
@@ -164,7 +165,7 @@ def test_sign_card_menu_answers_with_the_link_and_keeps_the_code(hook_settings, 
         assert NotifyTask.get().state == "pending"
 
 
-def test_without_a_webhook_url_actions_are_only_stored(client, settings, store, immediate_queue, wecom):
+def test_without_a_webhook_url_actions_are_only_stored(client, settings, store, immediate_queue, fake_wecom):
     card = setup_task(client)
     deliver(client, settings, tap_xml("lisi", card))
     assert NotifyTask.get().state == "approved" and WebhookDelivery.select().count() == 0

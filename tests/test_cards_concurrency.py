@@ -14,9 +14,10 @@ from bot.xml import parse
 from store import db
 from store.notifications import NotifyCard, NotifyTask, WebhookDelivery
 from tests.conftest import BACKEND
-from tests.notify_support import (AUTH, add_member, app_client, drain, hook_settings, notification,  # noqa: F401
-                                  receiver, tap_xml, wecom)
+from tests.notify_support import AUTH, add_member, app_client, drain, notification, tap_xml
 from tests.support import app_crypto, decrypt_reply, signed
+
+pytest_plugins = ["tests.notify_support"]  # fixtures: fake_wecom, webhook_receiver, hook_settings
 
 
 def endpoint(s):
@@ -61,7 +62,7 @@ def push(c, queue, n: int):
 
 
 @pytest.mark.skipif(BACKEND != "pg", reason="row locks between two connections: PostgreSQL")
-def test_second_tap_waits_on_the_row_lock_and_loses(hook_settings, store, queue, wecom, receiver, monkeypatch):
+def test_second_tap_waits_on_the_row_lock_and_loses(hook_settings, store, queue, fake_wecom, webhook_receiver, monkeypatch):
     """Worker A has decided but not committed; worker B's tap is blocked on the task row; when A
     commits, B's conditional UPDATE matches no row and B answers 已处理."""
     import bot.notify.webhook as webhook
@@ -103,12 +104,12 @@ def test_second_tap_waits_on_the_row_lock_and_loses(hook_settings, store, queue,
     assert (task.state, task.decided_by, task.revision) == ("approved", "lisi", 1)
     assert WebhookDelivery.select().count() == 1
     drain(queue)
-    assert len(receiver.accepted()) == 1
-    (u,) = wecom.updates
+    assert len(webhook_receiver.accepted()) == 1
+    (u,) = fake_wecom.updates
     assert u["userids"] == ["wangwu", "zhaoliu"] and u["button"]["replace_name"] == "已由 李四 同意"
 
 
-def test_simultaneous_taps_on_two_workers_decide_once(hook_settings, store, queue, wecom, receiver):
+def test_simultaneous_taps_on_two_workers_decide_once(hook_settings, store, queue, fake_wecom, webhook_receiver):
     rounds = 8
     with app_client(hook_settings) as c:
         cards = push(c, queue, rounds)
@@ -130,5 +131,5 @@ def test_simultaneous_taps_on_two_workers_decide_once(hook_settings, store, queu
     assert all(t.state in ("approved", "rejected") and t.revision == 1 for t in tasks)
     assert WebhookDelivery.select().count() == rounds
     drain(queue)
-    assert len(receiver.accepted()) == rounds
-    assert len({d["headers"]["X-Wqbot-Delivery"] for d in receiver.deliveries}) == rounds
+    assert len(webhook_receiver.accepted()) == rounds
+    assert len({d["headers"]["X-Wqbot-Delivery"] for d in webhook_receiver.deliveries}) == rounds

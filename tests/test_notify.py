@@ -8,7 +8,9 @@ import pytest
 
 from store.models import Outbox
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
-from tests.notify_support import AUTH, add_member, notification, wecom  # noqa: F401
+from tests.notify_support import AUTH, add_member, notification
+
+pytest_plugins = ["tests.notify_support"]  # fixtures: fake_wecom, webhook_receiver, hook_settings
 
 TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]+$")
 
@@ -116,13 +118,13 @@ def test_stored_and_queued_before_the_202(client, store, queue):
     assert got["recipients"] == [{"userid": "lisi", "status": "queued"}, {"userid": "wangwu", "status": "queued"}]
 
 
-def test_the_same_id_again_answers_the_first_result_and_sends_nothing(client, store, immediate_queue, wecom):
+def test_the_same_id_again_answers_the_first_result_and_sends_nothing(client, store, immediate_queue, fake_wecom):
     first = post(client, notification())
-    assert first.status_code == 202 and len(wecom.sends) == 1
+    assert first.status_code == 202 and len(fake_wecom.sends) == 1
     again = post(client, notification(title="另一个标题", recipients=["zhaoliu"]))
     assert again.status_code == 202
     assert again.json() == {"id": "wq-evt-000123", "status": "sent"}
-    assert len(wecom.sends) == 1 and Notification.select().count() == 1
+    assert len(fake_wecom.sends) == 1 and Notification.select().count() == 1
     assert Outbox.select().count() == 0
     assert NotifyRecipient.select().count() == 2
 
@@ -133,12 +135,12 @@ def test_get_unknown_is_404(client, store):
 
 
 # -- card JSON ------------------------------------------------------------------------------------
-def test_approve_card(client, store, immediate_queue, wecom, settings):
+def test_approve_card(client, store, immediate_queue, fake_wecom, settings):
     add_member("lisi", "李四")
     add_member("wangwu", "王五")
     add_member("zhangsan", "张三")
     assert post(client, notification()).status_code == 202
-    (send,) = wecom.sends
+    (send,) = fake_wecom.sends
     check_send(send)
     assert send["touser"] == "lisi|wangwu"
     card = send["template_card"]
@@ -154,10 +156,10 @@ def test_approve_card(client, store, immediate_queue, wecom, settings):
     assert card["task_id"] == NotifyCard.get().card_id and card["task_id"].startswith("T-1001-")
 
 
-def test_sign_card_opens_the_h5_through_oauth(client, store, immediate_queue, wecom):
+def test_sign_card_opens_the_h5_through_oauth(client, store, immediate_queue, fake_wecom):
     post(client, notification(id="wq-sign-1", type="sign", task_id="T-2002", title="劳动合同", description=None,
                               initiator=None, deadline=None, url="/pages/sign/sign?id=T-2002"))
-    (send,) = wecom.sends
+    (send,) = fake_wecom.sends
     check_send(send)
     card = send["template_card"]
     link = "https://wqbot.example.com/oauth/h5?next=%2Fpages%2Fsign%2Fsign%3Fid%3DT-2002"
@@ -169,11 +171,11 @@ def test_sign_card_opens_the_h5_through_oauth(client, store, immediate_queue, we
     assert "horizontal_content_list" not in card
 
 
-def test_notice_card_is_information_only(client, store, immediate_queue, wecom):
+def test_notice_card_is_information_only(client, store, immediate_queue, fake_wecom):
     long_text = "合同已由全部签署方完成签署，" * 20
     post(client, notification(id="wq-notice-1", type="notice", task_id=None, title="合同已完成", description=long_text,
                               url=None, deadline=None, initiator="王五"))
-    (send,) = wecom.sends
+    (send,) = fake_wecom.sends
     check_send(send)
     card = send["template_card"]
     assert card["card_type"] == "text_notice" and "button_list" not in card and "action_menu" not in card
@@ -184,21 +186,21 @@ def test_notice_card_is_information_only(client, store, immediate_queue, wecom):
     assert card["task_id"].startswith("notice-")
 
 
-def test_a_long_title_is_cut_for_the_card(client, store, immediate_queue, wecom):
+def test_a_long_title_is_cut_for_the_card(client, store, immediate_queue, fake_wecom):
     post(client, notification(title="很" * 60))
-    title = wecom.sends[0]["template_card"]["main_title"]["title"]
+    title = fake_wecom.sends[0]["template_card"]["main_title"]["title"]
     assert len(title) == 36 and title.endswith("…")
 
 
 # -- fan-out --------------------------------------------------------------------------------------
-def test_2500_recipients_go_out_in_3_calls(client, store, immediate_queue, wecom):
+def test_2500_recipients_go_out_in_3_calls(client, store, immediate_queue, fake_wecom):
     people = [f"user{i:04d}" for i in range(2500)]
     assert post(client, notification(recipients=people)).status_code == 202
-    assert [len(s["touser"].split("|")) for s in wecom.sends] == [1000, 1000, 500]
-    assert wecom.recipients_of_sends() == people
-    card_ids = [s["template_card"]["task_id"] for s in wecom.sends]
+    assert [len(s["touser"].split("|")) for s in fake_wecom.sends] == [1000, 1000, 500]
+    assert fake_wecom.recipients_of_sends() == people
+    card_ids = [s["template_card"]["task_id"] for s in fake_wecom.sends]
     assert len(set(card_ids)) == 3  # one WeCom task_id per batch (unique per app)
-    for s in wecom.sends:
+    for s in fake_wecom.sends:
         check_send(s)
     got = client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()
     assert got["status"] == "sent" and len(got["recipients"]) == 2500
@@ -207,14 +209,14 @@ def test_2500_recipients_go_out_in_3_calls(client, store, immediate_queue, wecom
         ["RC-send-1", "RC-send-2", "RC-send-3"]
 
 
-def test_invaliduser_and_unknown_recipients_are_reported_not_fatal(client, store, immediate_queue, wecom):
+def test_invaliduser_and_unknown_recipients_are_reported_not_fatal(client, store, immediate_queue, fake_wecom):
     add_member("lisi", "李四")
     add_member("wangwu", "王五")
     add_member("gone", "离职", active=False)
     add_member("Zhaoliu", "赵六")
-    wecom.invalid = {"zhaoliu"}  # known here, but WeCom says no (e.g. outside the app's 可见范围)
+    fake_wecom.invalid = {"zhaoliu"}  # known here, but WeCom says no (e.g. outside the app's 可见范围)
     post(client, notification(recipients=["lisi", "wangwu", "gone", "nobody", "Zhaoliu"]))
-    (send,) = wecom.sends
+    (send,) = fake_wecom.sends
     assert send["touser"] == "lisi|wangwu|Zhaoliu"
     got = client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()
     assert got["status"] == "partial"
@@ -222,60 +224,60 @@ def test_invaliduser_and_unknown_recipients_are_reported_not_fatal(client, store
     assert by == {"lisi": "sent", "wangwu": "sent", "gone": "invalid", "nobody": "invalid", "Zhaoliu": "invalid"}
 
 
-def test_all_invalid_is_failed(client, store, immediate_queue, wecom):
-    wecom.invalid = {"lisi", "wangwu"}
+def test_all_invalid_is_failed(client, store, immediate_queue, fake_wecom):
+    fake_wecom.invalid = {"lisi", "wangwu"}
     post(client, notification())
     got = client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()
     assert got["status"] == "failed" and {r["status"] for r in got["recipients"]} == {"invalid"}
 
 
-def test_account_keys_map_to_userids(client, store, immediate_queue, wecom):
+def test_account_keys_map_to_userids(client, store, immediate_queue, fake_wecom):
     add_member("lisi", "李四", account="13800000001")
     add_member("wangwu", "王五")
     post(client, notification(recipients=["13800000001", "wangwu"]))
-    assert wecom.sends[0]["touser"] == "lisi|wangwu"
+    assert fake_wecom.sends[0]["touser"] == "lisi|wangwu"
     got = client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()
     assert got["recipients"][0] == {"userid": "lisi", "status": "sent", "account": "13800000001"}
 
 
-def test_a_config_error_fails_the_rest_with_the_reason(client, store, immediate_queue, wecom):
-    wecom.fail_sends = [{"errcode": 40056, "errmsg": "invalid agentid"}]
+def test_a_config_error_fails_the_rest_with_the_reason(client, store, immediate_queue, fake_wecom):
+    fake_wecom.fail_sends = [{"errcode": 40056, "errmsg": "invalid agentid"}]
     post(client, notification(recipients=[f"u{i}" for i in range(1500)]))
-    assert len(wecom.sends) == 1  # the second batch would fail the same way: not tried
+    assert len(fake_wecom.sends) == 1  # the second batch would fail the same way: not tried
     got = client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()
     assert got["status"] == "failed" and "40056" in got["error"] and "WECOM_AGENT_ID" in got["error"]
 
 
-def test_a_transient_failure_is_retried_and_resumes_after_the_sent_batches(store, queue, wecom, settings):
+def test_a_transient_failure_is_retried_and_resumes_after_the_sent_batches(store, queue, fake_wecom, settings):
     from bot.notify import intake, push
     from bot.notify.request import parse
 
     intake.accept(parse(notification(recipients=[f"u{i}" for i in range(1500)])))
     # batch 1 goes out, batch 2 gets a 502 (the client does not retry a send that may have arrived)
-    wecom.fail_sends = [None, 502]
+    fake_wecom.fail_sends = [None, 502]
     with pytest.raises(push.Transient):
         push.run("wq-evt-000123", settings)
     n = Notification.get_by_id("wq-evt-000123")
     assert n.push_attempts == 1 and n.lease_until is None and n.status == "sending"
     assert NotifyRecipient.select().where(NotifyRecipient.status == "sent").count() == 1000
     assert push.run("wq-evt-000123", settings) == "sent"
-    sizes = [len(s["touser"].split("|")) for s in wecom.sends]
+    sizes = [len(s["touser"].split("|")) for s in fake_wecom.sends]
     assert sizes == [1000, 500, 500]  # batch 1 was not sent again; batch 2 twice, the same message
-    assert wecom.sends[1] == wecom.sends[2] and wecom.sends[1]["enable_duplicate_check"] == 1
+    assert fake_wecom.sends[1] == fake_wecom.sends[2] and fake_wecom.sends[1]["enable_duplicate_check"] == 1
 
 
-def test_a_task_closed_before_the_push_sends_nothing(store, queue, wecom, settings):
+def test_a_task_closed_before_the_push_sends_nothing(store, queue, fake_wecom, settings):
     from bot.notify import intake, push
     from bot.notify.request import parse
 
     intake.accept(parse(notification()))
     intake.accept(parse({"id": "wq-close-1", "type": "close", "task_id": "T-1001", "result": "withdrawn"}))
     assert push.run("wq-evt-000123", settings) == "failed"
-    assert wecom.sends == []
+    assert fake_wecom.sends == []
     assert {r.reason for r in NotifyRecipient.select()} == {"not sent: the task was already withdrawn"}
 
 
-def test_wecom_disabled_stores_but_does_not_push(store, queue, wecom, settings):
+def test_wecom_disabled_stores_but_does_not_push(store, queue, fake_wecom, settings):
     import dataclasses
 
     from bot.notify import intake, push
@@ -283,11 +285,11 @@ def test_wecom_disabled_stores_but_does_not_push(store, queue, wecom, settings):
 
     intake.accept(parse(notification()))
     assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "failed"
-    assert wecom.sends == [] and "WECOM_ENABLED" in Notification.get().error
+    assert fake_wecom.sends == [] and "WECOM_ENABLED" in Notification.get().error
 
 
 # -- close, deadlines, pending --------------------------------------------------------------------
-def test_close_updates_every_card_and_leaves_pending(client, store, immediate_queue, wecom):
+def test_close_updates_every_card_and_leaves_pending(client, store, immediate_queue, fake_wecom):
     from bot.notify import pending_tasks
 
     post(client, notification(recipients=[f"u{i}" for i in range(1200)]))
@@ -295,23 +297,23 @@ def test_close_updates_every_card_and_leaves_pending(client, store, immediate_qu
     r = post(client, {"id": "wq-close-1", "type": "close", "task_id": "T-1001", "result": "signed"})
     assert r.status_code == 202 and r.json() == {"id": "wq-close-1", "status": "done"}
     assert pending_tasks("u7", 10) == ([], 0)
-    assert [(len(u["userids"]), u["response_code"], u["button"]) for u in wecom.updates] == [
+    assert [(len(u["userids"]), u["response_code"], u["button"]) for u in fake_wecom.updates] == [
         (1000, "RC-send-1", {"replace_name": "已签署"}), (200, "RC-send-2", {"replace_name": "已签署"})]
     assert client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()["status"] == "done"
     # the same close again changes nothing
     post(client, {"id": "wq-close-2", "type": "close", "task_id": "T-1001", "result": "signed"})
-    assert len(wecom.updates) == 2
+    assert len(fake_wecom.updates) == 2
 
 
-def test_close_of_a_sign_task_replaces_the_card(client, store, immediate_queue, wecom):
+def test_close_of_a_sign_task_replaces_the_card(client, store, immediate_queue, fake_wecom):
     post(client, notification(id="wq-sign-1", type="sign", task_id="T-2002", title="劳动合同"))
     post(client, {"id": "wq-close-1", "type": "close", "task_id": "T-2002", "result": "withdrawn"})
-    (u,) = wecom.updates
+    (u,) = fake_wecom.updates
     assert u["userids"] == ["lisi", "wangwu"] and u["response_code"] == "RC-send-1"
     card = u["template_card"]
     check_card(card)
     assert card["card_type"] == "text_notice" and card["emphasis_content"] == {"title": "已撤销"}
-    assert card["task_id"] == wecom.sends[0]["template_card"]["task_id"] and "jump_list" not in card
+    assert card["task_id"] == fake_wecom.sends[0]["template_card"]["task_id"] and "jump_list" not in card
 
 
 def test_close_of_an_unknown_task_is_accepted(client, store, queue):
@@ -319,7 +321,7 @@ def test_close_of_an_unknown_task_is_accepted(client, store, queue):
     assert r.status_code == 202 and r.json()["status"] == "done"
 
 
-def test_deadline_expiry(client, store, immediate_queue, wecom, settings):
+def test_deadline_expiry(client, store, immediate_queue, fake_wecom, settings):
     import time
 
     from bot.notify import pending_tasks, sweep
@@ -328,11 +330,11 @@ def test_deadline_expiry(client, store, immediate_queue, wecom, settings):
     assert pending_tasks("lisi", 5) == ([], 0)  # past its deadline: not open any more
     assert sweep.expire_due(time.time()) == 1
     assert NotifyTask.get().state == "expired"
-    assert [u["button"]["replace_name"] for u in wecom.updates] == ["已过期"]
+    assert [u["button"]["replace_name"] for u in fake_wecom.updates] == ["已过期"]
     assert sweep.expire_due(time.time()) == 0
 
 
-def test_pending_tasks_contract(client, store, immediate_queue, wecom):
+def test_pending_tasks_contract(client, store, immediate_queue, fake_wecom):
     from bot.notify import pending_tasks
 
     post(client, notification(id="n1", task_id="T-1", title="一", recipients=["lisi"]))
@@ -351,7 +353,7 @@ def test_pending_tasks_contract(client, store, immediate_queue, wecom):
     assert pending_tasks("nobody", 5) == ([], 0)
 
 
-def test_pending_tasks_query_count_does_not_grow(client, store, immediate_queue, wecom):
+def test_pending_tasks_query_count_does_not_grow(client, store, immediate_queue, fake_wecom):
     from bot.notify import pending_tasks
     from tests.test_sync_fakes import count_queries
 
@@ -363,7 +365,7 @@ def test_pending_tasks_query_count_does_not_grow(client, store, immediate_queue,
     assert len(q) <= 2
 
 
-def test_a_new_approve_reopens_a_task_that_was_over(client, store, immediate_queue, wecom):
+def test_a_new_approve_reopens_a_task_that_was_over(client, store, immediate_queue, fake_wecom):
     from bot.notify import pending_tasks
 
     post(client, notification(recipients=["lisi"]))

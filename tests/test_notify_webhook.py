@@ -13,9 +13,10 @@ import pytest
 from bot.notify import webhook
 from store.models import Outbox
 from store.notifications import NotifyTask, WebhookAttempt, WebhookDelivery
-from tests.notify_support import (AUTH, WEBHOOK_SECRET, app_client, drain, first_card_id, hook_settings,  # noqa: F401
-                                  notification, receiver, tap_xml, wecom)
+from tests.notify_support import AUTH, WEBHOOK_SECRET, app_client, drain, first_card_id, notification, tap_xml
 from tests.support import app_crypto, signed
+
+pytest_plugins = ["tests.notify_support"]  # fixtures: fake_wecom, webhook_receiver, hook_settings
 
 
 def owe(s, **kw) -> str:
@@ -44,10 +45,10 @@ def test_signature_is_hex_hmac_sha256_of_the_raw_body():
     assert webhook.signature("s3cret", body) == "sha256=" + expected
 
 
-def test_delivery_as_the_receiver_sees_it(hook_settings, store, queue, receiver):
+def test_delivery_as_the_receiver_sees_it(hook_settings, store, queue, webhook_receiver):
     did = owe(hook_settings, account="13800000001", at=1764064800.0)
     assert webhook.attempt(did, hook_settings, clock=Clock(1764064801.0), schedule=False) == "delivered"
-    (d,) = receiver.deliveries
+    (d,) = webhook_receiver.deliveries
     assert d["signature_ok"]
     h = d["headers"]
     assert (h["X-Wqbot-Event"], h["X-Wqbot-Delivery"], h["Content-Type"]) == ("task.action", did, "application/json")
@@ -58,23 +59,23 @@ def test_delivery_as_the_receiver_sees_it(hook_settings, store, queue, receiver)
     row = WebhookDelivery.get_by_id(did)
     assert (row.status, row.attempts, row.last_status) == ("delivered", 1, 200)
     assert webhook.attempt(did, hook_settings, clock=Clock(1764064900.0), schedule=False) == "skipped"  # done
-    assert len(receiver.deliveries) == 1
+    assert len(webhook_receiver.deliveries) == 1
 
 
-def test_a_receiver_with_another_secret_refuses_and_that_is_final(hook_settings, store, queue, receiver):
+def test_a_receiver_with_another_secret_refuses_and_that_is_final(hook_settings, store, queue, webhook_receiver):
     import dataclasses
 
     did = owe(hook_settings)
     wrong = dataclasses.replace(hook_settings, weiqian_webhook_secret="not-the-shared-secret")
     assert webhook.attempt(did, wrong, schedule=False) == "failed"
-    (d,) = receiver.deliveries
+    (d,) = webhook_receiver.deliveries
     assert not d["signature_ok"] and d["status"] == 401
     row = WebhookDelivery.get_by_id(did)
     assert row.status == "failed" and row.last_status == 401 and "final" in row.last_error
 
 
-def test_retried_with_backoff_until_success_with_the_same_delivery_id(hook_settings, store, queue, receiver):
-    receiver.statuses = [503, 500, 429, 408]
+def test_retried_with_backoff_until_success_with_the_same_delivery_id(hook_settings, store, queue, webhook_receiver):
+    webhook_receiver.statuses = [503, 500, 429, 408]
     did = owe(hook_settings)
     clock = Clock(WebhookDelivery.get_by_id(did).created_at)
     outcomes, waits = [], []
@@ -89,16 +90,16 @@ def test_retried_with_backoff_until_success_with_the_same_delivery_id(hook_setti
         assert webhook.attempt(did, hook_settings, clock=clock, schedule=False) == "skipped"
         clock.t = row.next_attempt_at
     assert outcomes == ["retry", "retry", "retry", "retry", "delivered"]
-    assert all(b > a for a, b in zip(waits, waits[1:])), waits  # exponential
+    assert all(b > a for a, b in zip(waits, waits[1:], strict=False)), waits  # exponential
     assert 4 <= waits[0] <= 6
-    ids = {d["headers"]["X-Wqbot-Delivery"] for d in receiver.deliveries}
-    assert ids == {did} and len({d["raw"] for d in receiver.deliveries}) == 1
-    assert [d["status"] for d in receiver.deliveries] == [503, 500, 429, 408, 200]
+    ids = {d["headers"]["X-Wqbot-Delivery"] for d in webhook_receiver.deliveries}
+    assert ids == {did} and len({d["raw"] for d in webhook_receiver.deliveries}) == 1
+    assert [d["status"] for d in webhook_receiver.deliveries] == [503, 500, 429, 408, 200]
     assert [a.status_code for a in WebhookAttempt.select().order_by(WebhookAttempt.id)] == [503, 500, 429, 408, 200]
     assert WebhookDelivery.get_by_id(did).status == "delivered"
 
 
-def test_connection_errors_are_retried(hook_settings, store, queue, receiver):
+def test_connection_errors_are_retried(hook_settings, store, queue, webhook_receiver):
     import dataclasses
 
     did = owe(hook_settings)
@@ -109,8 +110,8 @@ def test_connection_errors_are_retried(hook_settings, store, queue, receiver):
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
-def test_other_4xx_are_final_and_recorded(hook_settings, store, queue, receiver, status):
-    receiver.statuses = [status]
+def test_other_4xx_are_final_and_recorded(hook_settings, store, queue, webhook_receiver, status):
+    webhook_receiver.statuses = [status]
     did = owe(hook_settings)
     assert webhook.attempt(did, hook_settings, schedule=False) == "failed"
     row = WebhookDelivery.get_by_id(did)
@@ -118,8 +119,8 @@ def test_other_4xx_are_final_and_recorded(hook_settings, store, queue, receiver,
     assert WebhookAttempt.select().count() == 1
 
 
-def test_given_up_after_24_hours(hook_settings, store, queue, receiver):
-    receiver.statuses = [503] * 100
+def test_given_up_after_24_hours(hook_settings, store, queue, webhook_receiver):
+    webhook_receiver.statuses = [503] * 100
     did = owe(hook_settings)
     start = WebhookDelivery.get_by_id(did).created_at
     clock = Clock(start)
@@ -133,15 +134,15 @@ def test_given_up_after_24_hours(hook_settings, store, queue, receiver):
     assert "24 h" in WebhookDelivery.get_by_id(did).last_error
 
 
-def test_a_failed_try_schedules_the_next_in_huey(hook_settings, store, queue, receiver):
-    receiver.statuses = [502]
+def test_a_failed_try_schedules_the_next_in_huey(hook_settings, store, queue, webhook_receiver):
+    webhook_receiver.statuses = [502]
     did = owe(hook_settings)
     queue.storage.flush_all()  # only the retry should be in huey below
     assert webhook.attempt(did, hook_settings) == "retry"
     (retry,) = queue.pending()
     assert retry.name == "notify.webhook" and retry.args == (None, {"delivery_id": did}) and retry.eta
     drain(queue)  # a worker takes it and, not due yet, puts it on the schedule
-    assert [t.id for t in queue.scheduled()] == [retry.id] and len(receiver.deliveries) == 1
+    assert [t.id for t in queue.scheduled()] == [retry.id] and len(webhook_receiver.deliveries) == 1
 
 
 def _decide(c, s) -> None:
@@ -152,7 +153,7 @@ def _decide(c, s) -> None:
     assert r.status_code == 200 and "已同意" in decrypt_reply(app_crypto(s), r.text)
 
 
-def test_worker_dies_between_commit_and_send_then_exactly_once(hook_settings, store, queue, wecom, receiver):
+def test_worker_dies_between_commit_and_send_then_exactly_once(hook_settings, store, queue, fake_wecom, webhook_receiver):
     """The decision committed its outbox rows; the worker that took the tasks died (the queue
     is flushed: huey had already dropped them). After a restart the sweeper re-enqueues the
     rows, and 微签 gets the webhook exactly once, however often the sweepers run."""
@@ -166,13 +167,13 @@ def test_worker_dies_between_commit_and_send_then_exactly_once(hook_settings, st
     assert NotifyTask.get().state == "approved"
     assert sorted(o.task for o in Outbox.select()) == ["notify.update_cards", "notify.webhook"]
     queue.storage.flush_all()  # the worker died with the tasks it had taken
-    assert receiver.deliveries == [] and wecom.updates == []
+    assert webhook_receiver.deliveries == [] and fake_wecom.updates == []
 
     # the restarted worker's sweeper: rows older than STALE_AFTER are handed to huey again
     Outbox.update(enqueued_at=Outbox.enqueued_at - STALE_AFTER - 1).execute()
     assert sweep_outbox.call_local() == 2
     drain(queue)
-    assert len(receiver.accepted()) == 1 and len(wecom.updates) == 1
+    assert len(webhook_receiver.accepted()) == 1 and len(fake_wecom.updates) == 1
     assert Outbox.select().count() == 0 and WebhookDelivery.get().status == "delivered"
 
     for _ in range(3):  # more sweeps, later: nothing is sent again
@@ -180,13 +181,13 @@ def test_worker_dies_between_commit_and_send_then_exactly_once(hook_settings, st
         sweep_outbox.call_local()
         sweep.sweep.call_local()
         drain(queue)
-    assert len(receiver.deliveries) == 1 and len(wecom.updates) == 1
+    assert len(webhook_receiver.deliveries) == 1 and len(fake_wecom.updates) == 1
 
 
-def test_a_lost_scheduled_retry_is_found_by_the_notify_sweep(hook_settings, store, queue, receiver):
+def test_a_lost_scheduled_retry_is_found_by_the_notify_sweep(hook_settings, store, queue, webhook_receiver):
     from bot.notify import sweep
 
-    receiver.statuses = [503]
+    webhook_receiver.statuses = [503]
     did = owe(hook_settings)
     drain(queue)  # first try: 503, retry scheduled in huey
     assert WebhookDelivery.get_by_id(did).status == "pending" and Outbox.select().count() == 0
@@ -194,6 +195,6 @@ def test_a_lost_scheduled_retry_is_found_by_the_notify_sweep(hook_settings, stor
     WebhookDelivery.update(next_attempt_at=WebhookDelivery.next_attempt_at - 600).execute()  # ten minutes on
     assert sweep.sweep.call_local()["webhooks"] == 1
     drain(queue)
-    assert [d["status"] for d in receiver.deliveries] == [503, 200]
+    assert [d["status"] for d in webhook_receiver.deliveries] == [503, 200]
     assert WebhookDelivery.get_by_id(did).status == "delivered"
     assert sweep.sweep.call_local()["webhooks"] == 0
