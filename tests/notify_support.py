@@ -2,8 +2,11 @@
 a real webhook receiver on 127.0.0.1 that verifies signatures as 微签 would, taps as WeCom sends
 them, and a way to drain the huey queue by hand.
 
-Fixtures (a test module sets `pytest_plugins = ["tests.notify_support"]`): `fake_wecom`,
-`webhook_receiver`, `hook_settings`.
+Fixtures: `fake_wecom`, `webhook_receiver`, `hook_settings` (needs `webhook_receiver` beside it).
+Bind them in a test module with `fake_wecom = notify_support.fake_wecom` (pytest registers a
+fixture under the module attribute's name; an assignment, unlike an import, does not trip F811
+when a test takes it as a parameter). `wecom` and `receiver` are the same fixtures under their
+first names, for modules that import them.
 """
 from __future__ import annotations
 
@@ -207,3 +210,7 @@ def first_card_id() -> str:
     from store.notifications import NotifyCard
 
     return NotifyCard.select().order_by(NotifyCard.batch).first().card_id
+
+
+wecom = fake_wecom  # the first names, kept for modules that import them
+receiver = webhook_receiver

@@ -14,10 +14,12 @@ from bot.xml import parse
 from store import db
 from store.notifications import NotifyCard, NotifyTask, WebhookDelivery
 from tests.conftest import BACKEND
+from tests import notify_support as ns
 from tests.notify_support import AUTH, add_member, app_client, drain, notification, tap_xml
 from tests.support import app_crypto, decrypt_reply, signed
 
-pytest_plugins = ["tests.notify_support"]  # fixtures: fake_wecom, webhook_receiver, hook_settings
+# fixtures from tests/notify_support.py
+fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
 
 
 def endpoint(s):

@@ -8,9 +8,11 @@ import pytest
 
 from store.models import Outbox
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
+from tests import notify_support as ns
 from tests.notify_support import AUTH, add_member, notification
 
-pytest_plugins = ["tests.notify_support"]  # fixtures: fake_wecom, webhook_receiver, hook_settings
+# fixtures from tests/notify_support.py
+fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
 
 TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]+$")
 

@@ -13,10 +13,12 @@ import pytest
 from bot.notify import webhook
 from store.models import Outbox
 from store.notifications import NotifyTask, WebhookAttempt, WebhookDelivery
+from tests import notify_support as ns
 from tests.notify_support import AUTH, WEBHOOK_SECRET, app_client, drain, first_card_id, notification, tap_xml
 from tests.support import app_crypto, signed
 
-pytest_plugins = ["tests.notify_support"]  # fixtures: fake_wecom, webhook_receiver, hook_settings
+# fixtures from tests/notify_support.py
+fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
 
 
 def owe(s, **kw) -> str:
