@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ANSWER = json.dumps({"errcode": 0, "errmsg": "ok", "agentid": 1000002, "name": "bench"}).encode()
+ERRORS: dict[str, int] = {}  # sporadic transport errors under load (e.g. a reused socket reset)
 TOKEN = json.dumps({"errcode": 0, "errmsg": "ok", "access_token": "BENCH-TOKEN", "expires_in": 7200}).encode()
 
 
@@ -56,7 +57,9 @@ def free_port() -> int:
 
 def start_server(port: int) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.api_client:noop_wecom", "--host", "127.0.0.1",
-                          "--port", str(port), "--log-level", "warning", "--no-access-log"], cwd=ROOT)
+                          "--port", str(port), "--log-level", "warning", "--no-access-log",
+                          # keep idle pooled connections open between phases (no reset on reuse)
+                          "--timeout-keep-alive", "600", "--backlog", "4096"], cwd=ROOT)
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -86,11 +89,11 @@ def on_threads(fn, calls: int, concurrency: int) -> tuple[float, float]:
 
     def work():
         gate.wait()
-        try:
-            for _ in range(per):
+        for _ in range(per):
+            try:
                 fn()
-        except Exception as e:
-            errors.append(e)
+            except Exception as e:  # counted, not fatal: see ERRORS in the report
+                errors.append(e)
 
     threads = [threading.Thread(target=work) for _ in range(concurrency)]
     for t in threads:
@@ -100,8 +103,10 @@ def on_threads(fn, calls: int, concurrency: int) -> tuple[float, float]:
     for t in threads:
         t.join()
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if errors:
+    if len(errors) > calls // 100:
         raise errors[0]
+    for e in errors:
+        ERRORS[type(e).__name__] = ERRORS.get(type(e).__name__, 0) + 1
     return elapsed / (per * concurrency), cpu / (per * concurrency)
 
 
@@ -192,10 +197,13 @@ def main() -> int:
             on_threads(fn, args.concurrency * 2, args.concurrency)
 
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in [*variants, "bare-async"]}
+        names = [*variants, "bare-async"]
         for r in range(args.rounds):
-            for name, fn in variants.items():
-                results[name].append(on_threads(fn, args.calls, args.concurrency))
-            results["bare-async"].append(on_coroutines(url, params, args.calls, args.concurrency, LIMITS, TIMEOUT))
+            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no variant always goes first
+                if name == "bare-async":
+                    results[name].append(on_coroutines(url, params, args.calls, args.concurrency, LIMITS, TIMEOUT))
+                else:
+                    results[name].append(on_threads(variants[name], args.calls, args.concurrency))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1][0] * 1e6:.0f} µs" for k, v in results.items()),
                   flush=True)
         seq_bare, seq_ours = sequential([lambda: bare.get(url, params=params).json(), ours.agent_get])
@@ -222,6 +230,8 @@ def main() -> int:
             print(f"  {a + ' / ' + b:<24} {wall[a] / wall[b]:.2f}×; {cpu[a] / cpu[b]:.2f}×   {note}")
     print(f"\nsequential single call: ours {seq_ours * 1e6:.0f} µs, bare {seq_bare * 1e6:.0f} µs "
           f"({seq_ours / seq_bare:.2f}×)")
+    if ERRORS:
+        print(f"transport errors tolerated (≤1 % of a phase): {ERRORS}")
     print(f"rate limiter acquire: in-process {local_cost * 1e6:.2f} µs"
           + (f", Redis (batched) {redis_cost * 1e6:.2f} µs" if redis_cost is not None else ""))
     return 0
