@@ -319,8 +319,12 @@ def test_close_of_a_sign_task_replaces_the_card(client, store, immediate_queue, 
 
 
 def test_close_of_an_unknown_task_is_accepted(client, store, queue):
-    r = post(client, {"id": "wq-close-x", "type": "close", "task_id": "T-404", "result": "approved"})
+    r = post(client, {"id": "wq-close-x", "type": "close", "task_id": "T-404", "result": "approved",
+                      "recipients": ["lisi"]})
     assert r.status_code == 202 and r.json()["status"] == "done"
+    got = client.get("/api/v1/notifications/wq-close-x", headers=AUTH).json()
+    assert got == {"id": "wq-close-x", "type": "close", "status": "done", "task_id": "T-404", "recipients": [],
+                   "action": None}
 
 
 def test_deadline_expiry(client, store, immediate_queue, fake_wecom, settings):

@@ -155,7 +155,7 @@ def tap(settings, card_id: str, userid: str, action: str, response_code: str = "
     if not won:  # someone else's tap committed first
         task = NotifyTask.get(NotifyTask.task_id == task.task_id)
         return replies.update_button(result_label(task))
-    revision = task.revision + 1
+    revision = NotifyTask.select(NotifyTask.revision).where(NotifyTask.task_id == task.task_id).scalar()
     defer(update_cards, task_id=task.task_id, revision=revision, exclude=[recipient.userid])
     owe_action(settings, notification_id=card.notification, task_id=task.task_id, action=action,
                userid=recipient.userid, account=recipient.key, at=t)

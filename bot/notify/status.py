@@ -33,6 +33,8 @@ def describe(notification_id: str) -> dict | None:
             if r.reason and r.status != "sent":
                 item["reason"] = r.reason
             recipients.append(item)
+    elif n.kind == "close":  # sends nothing: the cards of its task are updated
+        recipients = []
     else:  # not pushed yet
         recipients = [{"userid": k, "status": "queued"} for k in request_of(n).get("recipients") or []]
     action = None
