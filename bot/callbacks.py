@@ -362,7 +362,7 @@ class _GroupCommit:
             self.busy = False
             return
         if is_postgres():
-            f = self.loop.run_in_executor(_store_thread(), self.endpoint._apply_group, group)
+            f = self.loop.run_in_executor(_store_thread(), _on_usable_connection, self.endpoint._apply_group, group)
             f.add_done_callback(lambda f: self._settle(group, f))
         else:
             try:
@@ -397,6 +397,19 @@ def _store_thread() -> ThreadPoolExecutor:
             if _executor is None:
                 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wqbot-callback-store")
     return _executor
+
+
+def _on_usable_connection(fn, *args):
+    """Run fn on the store thread's connection, first replacing it if it broke (PostgreSQL was
+    restarted, the connection was cut): the group that met the break failed and will be
+    retried by WeCom; the next one reconnects instead of failing for good."""
+    database = db.obj
+    if not database.is_closed() and not database.is_connection_usable():
+        try:
+            database.close()
+        except Exception:  # already unusable: drop it anyway
+            database._state.reset()
+    return fn(*args)
 
 
 # -- the delivery table, in as few statements as possible ---------------------------------------

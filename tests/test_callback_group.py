@@ -181,3 +181,28 @@ def test_a_handler_breaking_a_constraint_fails_alone(settings, store):
     results = together(app, [signed(crypto, click("clash", user=u)) for u in ("p", "clasher", "q")])
     assert [s for s, _ in results] == [200, 500, 200]
     assert Delivery.select().count() == 3  # the pre-existing row, p and q
+
+
+def test_store_thread_reconnects_after_losing_postgres(settings, store):
+    """PostgreSQL restarted (or the connection dropped): a callback may fail once (WeCom retries
+    it), then callbacks are applied again without restarting wqbot."""
+    import pytest
+
+    if BACKEND != "pg":
+        pytest.skip("PostgreSQL only: SQLite has no connection to lose")
+    from store import db
+
+    router = Router()
+
+    @router.event("click", key="ping")
+    def ping(msg, ctx):
+        return replies.text("pong")
+
+    app = endpoint(settings, router)
+    crypto = app_crypto(settings)
+    assert together(app, [signed(crypto, click("ping", user="before"))])[0][0] == 200
+    own = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    db.execute_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE datname = current_database() AND pid <> %s", (own,))
+    statuses = [together(app, [signed(crypto, click("ping", user=f"after{i}"))])[0][0] for i in range(3)]
+    assert statuses[1:] == [200, 200] and statuses[0] in (200, 500)
