@@ -103,7 +103,8 @@ def _available(module: str) -> str:
 
 
 def asgi_app():
-    """uvicorn's app factory, run in every web process: `bot.asgi:app`, with the heap frozen.
+    """uvicorn's app factory, run in every web process: `bot.asgi:app` behind the callback fast
+    path (bot.callbacks.CallbackFastPath), with the heap frozen.
 
     gc.freeze() moves the ~60,000 long-lived objects of the imported modules out of the cyclic
     collector's sight. Under load a full collection otherwise scanned them every few seconds and
@@ -111,10 +112,11 @@ def asgi_app():
     import gc
 
     from bot.asgi import app
+    from bot.callbacks import CallbackFastPath
 
     gc.collect()
     gc.freeze()
-    return app
+    return CallbackFastPath(app)
 
 
 def serve(args) -> int:
