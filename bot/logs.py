@@ -15,7 +15,7 @@ import logging
 import re
 import sys
 import time
-import uuid
+import os
 from contextvars import ContextVar
 
 _CRED_PARAM = re.compile(
@@ -33,7 +33,7 @@ _trace: ContextVar[str | None] = ContextVar("wqbot_trace_id", default=None)
 # -- trace ids -------------------------------------------------------------------------------------
 def new_trace_id() -> str:
     """Start a trace for this request/delivery: returns the id and makes it current."""
-    tid = uuid.uuid4().hex[:16]
+    tid = os.urandom(8).hex()  # 16 hex characters; a fifth of uuid4()'s cost (bench/callback.py)
     _trace.set(tid)
     return tid
 
