@@ -281,6 +281,7 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
     """(tag, app, label) for the stored change event: always a tiny app built here with
     CallbackEndpoint and a handler that upserts one row (the endpoint's own cost), and the real
     contacts handler through create_app() once bot/handlers/contacts.py routes update_user."""
+    import peewee as pw
     from starlette.applications import Starlette
     from starlette.routing import Route
 
@@ -289,18 +290,41 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
     from bot.handlers import contacts_router
     from bot.router import Inbound, Router
 
-    router = Router()
+    from store import db
 
-    @router.event("change_contact", change_type="update_user")
-    def on_update_user(msg, ctx):
-        row = {"userid": msg.get_str("UserID"), "new_userid": msg.get_str("NewUserID"), "name": msg.get_str("Name"),
-               "department": msg.get_str("Department"), "status": int(msg.get_str("Status") or 0)}
+    def row_of(msg):
+        return {"userid": msg.get_str("UserID"), "new_userid": msg.get_str("NewUserID"), "name": msg.get_str("Name"),
+                "department": msg.get_str("Department"), "status": int(msg.get_str("Status") or 0)}
+
+    peewee_router, sql_router = Router(), Router()
+
+    @peewee_router.event("change_contact", change_type="update_user")
+    def upsert_with_peewee(msg, ctx):
+        row = row_of(msg)
         BenchContact.insert(row).on_conflict(conflict_target=[BenchContact.userid], update=row).execute()
 
+    sql_cache = {}
+
+    @sql_router.event("change_contact", change_type="update_user")
+    def upsert_with_sql(msg, ctx):
+        # the same statement, built by peewee once and reused (what bot/callbacks.py does for Delivery)
+        row = row_of(msg)
+        if "sql" not in sql_cache:
+            q = BenchContact.insert(row).on_conflict(conflict_target=[BenchContact.userid],
+                                                     update={f: pw.EXCLUDED[f] for f in row if f != "userid"})
+            sql, params = q.sql()
+            assert params == list(row.values()), "peewee ordered the columns differently"
+            sql_cache["sql"] = sql
+        db.execute_sql(sql_cache["sql"], list(row.values()))
+
     crypto = WeComCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id)
-    endpoint = CallbackEndpoint(crypto, router, settings, "app")
-    apps = [("row", CallbackFastPath(Starlette(routes=[Route("/wecom/callback", endpoint, methods=["GET", "POST"])])),
-             "inline app: CallbackEndpoint + a bench handler that upserts one row (peewee)")]
+
+    def inline(router):
+        endpoint = CallbackEndpoint(crypto, router, settings, "app")
+        return CallbackFastPath(Starlette(routes=[Route("/wecom/callback", endpoint, methods=["GET", "POST"])]))
+
+    apps = [("row", inline(peewee_router), "inline app: CallbackEndpoint + a handler that upserts one row with peewee"),
+            ("rowsql", inline(sql_router), "inline app: the same upsert as one prepared statement (peewee builds it once)")]
     probe = Inbound(MsgType="event", Event="change_contact", ChangeType="update_user")
     if contacts_router.resolve(probe) is not None:
         from bot.app import create_app
@@ -352,7 +376,7 @@ def inprocess(n: int, repeats: int, pg_url: str | None) -> dict:
                 stored = Delivery.select().count() - before
                 if stored != 100 + k * repeats:
                     raise SystemExit(f"bench: {stored} deliveries stored, expected {100 + k * repeats}")
-                if tag == "row" and BenchContact.select().count() - rows != stored:
+                if tag.startswith("row") and BenchContact.select().count() - rows != stored:
                     raise SystemExit("bench: the change handler did not store one row per delivery")
         database.close()
     return out
@@ -631,8 +655,8 @@ def report(crypto: dict | None, inproc: dict | None, loop: dict | None, args) ->
     if inproc:
         bare = inproc["bare"]
         floor = crypto["ours"] if crypto else None
-        names = {"click": "help click → encrypted reply", "row": "change_contact → one row stored",
-                 "contacts": "change_contact → contacts.py"}
+        names = {"click": "help click → encrypted reply", "row": "change_contact → one row (peewee)",
+                 "rowsql": "change_contact → one row (prepared SQL)", "contacts": "change_contact → contacts.py"}
         lines += ["2. in-process: POST /wecom/callback through the ASGI app (no HTTP), µs per callback, "
                   "incl. the durable dedupe write; median of passes", ""]
         lines += [f"   {names[tag]}: {label}" for tag, label in inproc["labels"].items()]
