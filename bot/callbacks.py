@@ -380,8 +380,7 @@ class _GroupCommit:
         self.endpoint = endpoint
         self.loop = loop
         self.waiting: list[_Delivery] = []
-        self.postgres = is_postgres()
-        self.free = PG_LANES if self.postgres else 1  # lanes not running a group
+        self.free = PG_LANES if is_postgres() else 1  # lanes not running a group
 
     def apply(self, d: _Delivery) -> asyncio.Future:
         d.future = self.loop.create_future()
@@ -397,7 +396,7 @@ class _GroupCommit:
         if not group:
             self.free += 1
             return
-        if self.postgres:
+        if is_postgres():
             f = self.loop.run_in_executor(_store_threads(), _on_usable_connection, self.endpoint._apply_group, group)
             f.add_done_callback(lambda f: self._settle(group, f))
         else:
