@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -454,28 +455,32 @@ def _names() -> tuple[str, list[str]]:
     return meta.table_name, [meta.fields[f].column_name for f in ("key", "kind", "received_at", "reply")]
 
 
-@lru_cache(maxsize=2 * MAX_GROUP)
-def _insert_sql(postgres: bool, n: int) -> str:
+# One statement per group, its RETURNING naming the keys it inserted. SQLite has RETURNING from
+# 3.35; with an older library each row is its own statement, its rowcount saying the same.
+SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+
+
+@lru_cache(maxsize=4 * MAX_GROUP)
+def _insert_sql(postgres: bool, n: int, returning: bool = True) -> str:
     table, cols = _names()
     param = "%s" if postgres else "?"
     rows = ", ".join(["(" + ", ".join([param] * 4) + ")"] * n)
     sql = (f'INSERT INTO "{table}" (' + ", ".join(f'"{c}"' for c in cols) + f") VALUES {rows} "
            f'ON CONFLICT ("{cols[0]}") DO NOTHING')
-    return sql + f' RETURNING "{cols[0]}"' if postgres else sql
+    return sql + f' RETURNING "{cols[0]}"' if returning else sql
 
 
 def _record(todo: list[_Delivery]) -> set[str]:
     """Insert the delivery keys (with their replies) unless present; the keys inserted."""
     database = db.obj
     now = time.time()
-    if is_postgres(database):
+    postgres = is_postgres(database)
+    if postgres or SQLITE_RETURNING:
         params = []
         for d in todo:
             params += (d.key, d.kind[:64], now, d.reply)
-        return {row[0] for row in database.execute_sql(_insert_sql(True, len(todo)), params).fetchall()}
-    # SQLite: a statement per row is microseconds in-process, and rowcount needs no RETURNING
-    # (SQLite 3.35+), so any SQLite Python links works.
-    sql, fresh = _insert_sql(False, 1), set()
+        return {row[0] for row in database.execute_sql(_insert_sql(postgres, len(todo)), params).fetchall()}
+    sql, fresh = _insert_sql(False, 1, returning=False), set()
     for d in todo:
         if database.execute_sql(sql, (d.key, d.kind[:64], now, d.reply)).rowcount == 1:
             fresh.add(d.key)

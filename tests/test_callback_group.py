@@ -206,3 +206,19 @@ def test_store_thread_reconnects_after_losing_postgres(settings, store):
                    "WHERE datname = current_database() AND pid <> %s", (own,))
     statuses = [together(app, [signed(crypto, click("ping", user=f"after{i}"))])[0][0] for i in range(3)]
     assert statuses[1:] == [200, 200] and statuses[0] in (200, 500)
+
+
+def test_sqlite_without_returning_records_row_by_row(settings, store, monkeypatch):
+    """SQLite older than 3.35 has no RETURNING: each key is its own statement, same outcome."""
+    import pytest
+
+    import bot.callbacks
+
+    if BACKEND != "sqlite":
+        pytest.skip("SQLite only")
+    from tests.conftest import truncate_all
+
+    monkeypatch.setattr(bot.callbacks, "SQLITE_RETURNING", False)
+    test_twins_and_retries_in_one_group_are_applied_once(settings, store)
+    truncate_all(store)
+    test_a_failing_handler_fails_only_its_own_delivery(settings, store)
