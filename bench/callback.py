@@ -451,6 +451,9 @@ class Server:
             cmd = [str(BIN / "uvicorn"), "bench.ref_starlette:app", "--host", host[0], "--port", host[1],
                    "--workers", "2", "--http", "httptools", "--loop", "uvloop", "--log-level", "warning",
                    "--no-access-log"]
+        elif self.kind == "noop":
+            cmd = [str(BIN / "uvicorn"), "bench.ref_noop:app", "--host", host[0], "--port", host[1],
+                   "--http", "httptools", "--loop", "uvloop", "--log-level", "warning", "--no-access-log"]
         elif self.kind == "ours-embedded":
             env.update(DATABASE_URL=f"sqlite:///{self.workdir / 'wqbot.db'}",
                        QUEUE_URL=f"sqlite:///{self.workdir / 'wqbot-queue.db'}")
@@ -486,6 +489,8 @@ class Server:
                 if self.proc.poll() is not None or time.time() > deadline:
                     raise SystemExit(f"bench: {self.name} did not start:\n" + (self.workdir / "server.log").read_text())
                 time.sleep(0.1)
+        if self.kind == "noop":
+            return
         env = parse(r.content)
         reply = parse(crypto.decrypt_message(env["MsgSignature"], env["TimeStamp"], env["Nonce"], env["Encrypt"]))
         if r.status_code != 200 or reply.get("Content") != HELP:
@@ -599,7 +604,7 @@ def wrk(port: int, requests_file: Path, duration: float, connections: int) -> di
 
 
 def loopback(duration: float, warmup: float, connections: int, repeat: int, with_pg: bool,
-             max_rate: int) -> dict:
+             max_rate: int, http_floor: bool = True) -> dict:
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (apt-get install wrk)")
     servers = [Server("Flask + gunicorn, 2 sync workers (wechatpy, no store)", "flask"),
@@ -607,6 +612,8 @@ def loopback(duration: float, warmup: float, connections: int, repeat: int, with
                Server("wqbot serve, embedded: SQLite + huey SQLite, 1 process", "ours-embedded")]
     if with_pg:
         servers.append(Server("wqbot serve --workers 2: PostgreSQL + Redis", "ours-pg"))
+    if http_floor:
+        servers.append(Server("HTTP floor: uvicorn[standard], 1 worker, a no-op ASGI app", "noop"))
     print(f"  generating {int(max_rate * (duration + warmup)):,} unique signed callbacks…", file=sys.stderr)
     warm_file, main_file = TMP / "warmup.tsv", TMP / "requests.tsv"
     write_requests(warm_file, make_requests(int(max_rate * warmup)))
@@ -690,7 +697,7 @@ def report(crypto: dict | None, inproc: dict | None, loop: dict | None, args) ->
             flags = ""
             if any(r["non2xx"] or r["socket_errors"] for r in loop[name]):
                 flags += " (errors!)"
-            if any(r["wrapped"] for r in loop[name]):
+            if any(r["wrapped"] for r in loop[name]) and "no-op" not in name:
                 flags += " (request file wrapped!)"
             if any(r.get("stored_ok") is False for r in loop[name]):
                 flags += " (fewer deliveries stored than answered!)"
@@ -713,6 +720,7 @@ def main(argv=None) -> int:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--max-rate", type=int, default=22000, help="unique requests generated per second of wrk run")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL + Redis rows")
+    p.add_argument("--no-http-floor", action="store_true", help="skip the no-op uvicorn row")
     p.add_argument("--json", help="also write the raw figures here")
     args = p.parse_args(argv)
     only = set(args.only.split(","))
@@ -732,7 +740,8 @@ def main(argv=None) -> int:
             inproc = inprocess(args.n, args.repeats, pg_url)
         if "loopback" in only:
             print("3. loopback…", file=sys.stderr)
-            loop = loopback(args.duration, args.warmup, args.connections, args.repeat, with_pg, args.max_rate)
+            loop = loopback(args.duration, args.warmup, args.connections, args.repeat, with_pg, args.max_rate,
+                            not args.no_http_floor)
         print(report(crypto, inproc, loop, args))
         if args.json:
             Path(args.json).write_text(json.dumps({"crypto": crypto, "inproc": inproc, "loopback": loop}, indent=1))
