@@ -487,7 +487,7 @@ class Server:
                 break
             except httpx.TransportError:
                 if self.proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"bench: {self.name} did not start:\n" + (self.workdir / "server.log").read_text())
+                    raise SystemExit(f"bench: {self.name} did not start:\n" + (self.workdir / "server.log").read_text()) from None
                 time.sleep(0.1)
         if self.kind == "noop":
             return

@@ -412,7 +412,7 @@ class _GroupCommit:
         self._resolve(group, [(False, e)] * len(group) if e else f.result())
 
     def _resolve(self, group: list[_Delivery], outcomes: list[tuple[bool, object]]) -> None:
-        for d, (ok, value) in zip(group, outcomes):
+        for d, (ok, value) in zip(group, outcomes, strict=True):
             if not d.future.done():
                 if ok:
                     d.future.set_result(value)

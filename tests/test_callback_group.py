@@ -159,7 +159,7 @@ def test_a_failing_handler_fails_only_its_own_delivery(settings, store):
     results = together(app, [signed(crypto, p) for p in plains])
     assert [s for s, _ in results] == [200, 200, 500, 200, 200]
     assert "retried" in results[2][1]
-    assert committed_keys() == {key_of(p) for u, p in zip(users, plains) if u != "bad"}
+    assert committed_keys() == {key_of(p) for u, p in zip(users, plains, strict=True) if u != "bad"}
     assert Outbox.select().count() == 4  # the failed delivery's deferred work was rolled back
     # WeCom retries the failed one later; once the handler works it is applied
     assert together(app, [signed(crypto, click("maybe", user="fine"))])[0][0] == 200
