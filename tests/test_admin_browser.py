@@ -5,22 +5,19 @@ screenshot. Real processes on 127.0.0.1: the WeCom emulator (`wqbot sim`), `wqbo
 is not installed."""
 from __future__ import annotations
 
-import base64
-import itertools
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.browser import Browser, chromium_path
 from tests.conftest import BACKEND, TEST_ENV
 
 PASSWORD = "first-setup-password-42"
@@ -32,91 +29,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def chromium() -> str | None:
-    return os.environ.get("WQBOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-class Page:
-    """One headless Chromium tab over CDP (websockets' sync client)."""
-
-    def __init__(self, binary: str):
-        from websockets.sync.client import connect
-
-        self.profile = tempfile.mkdtemp(prefix="wqbot-admin-chromium-")
-        self.proc = subprocess.Popen(
-            [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-             "--disable-extensions", "--disable-sync", "--disable-background-networking", "--lang=zh-CN",
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "--window-size=1280,1800",
-             f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + TIMEOUT
-        while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                pytest.fail(f"{binary} did not start")
-            time.sleep(0.05)
-        port = int(port_file.read_text().splitlines()[0])
-        target = next(p for p in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json() if p["type"] == "page")
-        self.connection = connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=5)
-        self.ws = self.connection.__enter__()
-        self.ids = itertools.count(1)
-        self.send("Page.enable")
-
-    def send(self, method: str, **params):
-        n = next(self.ids)
-        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if msg.get("id") == n:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def js(self, expression: str):
-        r = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        return None if "exceptionDetails" in r else r.get("result", {}).get("value")
-
-    def goto(self, url: str) -> None:
-        self.send("Page.navigate", url=url)
-        self.wait(f"location.href.startsWith({json.dumps(url.split('?')[0])}) || document.readyState", "navigation")
-
-    def wait(self, expression: str, what: str, timeout: float = TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.js(f"document.readyState === 'complete' && !!({expression})")
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what} at {self.js('location.href')!r}: "
-                             f"{(self.js('document.body && document.body.innerText') or '')[:600]!r}")
-
-    def text(self, selector: str) -> str | None:
-        return self.js(f"(e => e && e.innerText)(document.querySelector({json.dumps(selector)}))")
-
-    def click(self, selector: str) -> None:
-        assert self.js(f"(e => (e && (e.click(), true)))(document.querySelector({json.dumps(selector)}))"), selector
-
-    def screenshot(self, path: Path) -> bytes:
-        data = base64.b64decode(self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
-        path.write_bytes(data)
-        return data
-
-    def close(self) -> None:
-        try:
-            self.connection.__exit__(None, None, None)
-        except Exception:
-            pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 def start(args: list[str], env: dict, cwd: Path, ready_url: str) -> subprocess.Popen:
@@ -145,7 +57,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
-@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (.ci/install-extras installs Debian's)")
+@pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed (.ci/install-extras installs Debian's)")
 def test_log_in_sync_now_and_see_the_result(tmp_path):
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
@@ -167,23 +79,23 @@ def test_log_in_sync_now_and_see_the_result(tmp_path):
                                           stderr=subprocess.STDOUT))
         assert httpx.get(f"{web_url}/readyz").status_code == 503  # nothing synced yet
 
-        page = Page(chromium())
+        page = Browser(chromium_path())
         page.goto(f"{web_url}/admin")
-        page.wait("location.pathname === '/admin/login' && document.querySelector('#password-login')", "the login page")
+        page.wait_for("location.pathname === '/admin/login' && document.querySelector('#password-login')", "the login page")
         assert page.text("h1") == "管理员登录"
-        page.js(f"document.querySelector('input[name=password]').value = {json.dumps(PASSWORD)}")
+        page.evaluate(f"document.querySelector('input[name=password]').value = {json.dumps(PASSWORD)}")
         page.click("#password-login button")
-        page.wait("location.pathname === '/admin' && document.querySelector('#sync-now')", "the status page")
+        page.wait_for("location.pathname === '/admin' && document.querySelector('#sync-now')", "the status page")
         assert page.text("#sync-status") == "尚未同步过。"
         page.click("#sync-now button")
-        page.wait("document.querySelector('#notice')", "the action's notice")
+        page.wait_for("document.querySelector('#notice')", "the action's notice")
         assert "已加入同步队列" in page.text("#notice")
 
         deadline = time.monotonic() + TIMEOUT
         while page.text("#sync-status") != "成功" and time.monotonic() < deadline:
             time.sleep(0.3)
             page.goto(f"{web_url}/admin")
-            page.wait("document.querySelector('#sync')", "the status page")
+            page.wait_for("document.querySelector('#sync')", "the status page")
         shot = page.screenshot(tmp_path / "admin-status.png")
         keep = os.environ.get("WQBOT_SCREENSHOT_DIR")
         if keep:
@@ -192,21 +104,21 @@ def test_log_in_sync_now_and_see_the_result(tmp_path):
         assert page.text("#sync-status") == "成功", (tmp_path / "serve.log").read_text()[-2000:]
         counts = page.text("#sync-counts")
         header, values = [line.split("\t") for line in counts.strip().splitlines()[:2]]
-        shown = dict(zip(header, values))
+        shown = dict(zip(header, values, strict=True))
         assert shown["成员总数"] == str(SIM_USERS) and int(shown["新增成员"]) == SIM_USERS
         assert int(shown["部门总数"]) >= 6
         assert page.text("#queue-outbox") is not None
         settings_text = page.text("#settings")
         assert "WECOM_APP_SECRET" in settings_text and TEST_ENV["WECOM_APP_SECRET"] not in settings_text
-        assert PASSWORD not in page.js("document.documentElement.outerHTML")
+        assert PASSWORD not in page.evaluate("document.documentElement.outerHTML")
         assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000
         width, height = int.from_bytes(shot[16:20], "big"), int.from_bytes(shot[20:24], "big")
         assert width >= 1000 and height >= 600
 
         page.goto(f"{web_url}/admin/directory")
-        page.wait("document.querySelector('#directory-summary')", "the directory page")
+        page.wait_for("document.querySelector('#directory-summary')", "the directory page")
         assert re.search(rf"{SIM_USERS} 名成员", page.text("#directory-summary"))
-        assert page.js("document.querySelectorAll('#tree ul.members li').length") >= 1
+        assert page.evaluate("document.querySelectorAll('#tree ul.members li').length") >= 1
         assert httpx.get(f"{web_url}/readyz").status_code == 200
     finally:
         if page is not None:
