@@ -45,3 +45,24 @@ def decrypt_reply(crypto: WeComCrypto, body: str) -> str:
 
     env = parse(body)
     return crypto.decrypt_message(env["MsgSignature"], env["TimeStamp"], env["Nonce"], env["Encrypt"])
+
+
+def wait_until_serving(url: str, proc, log_path=None, timeout: float = 20.0, **httpx_kwargs):
+    """GET `url` until a process we started answers it; fail with its log tail if it dies or
+    never answers. Returns the first response."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2, **httpx_kwargs)
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is None:
+                    proc.kill()
+                tail = ""
+                if log_path is not None and os.path.exists(log_path):
+                    with open(log_path, encoding="utf-8", errors="replace") as f:
+                        tail = f.read()[-2000:]
+                raise AssertionError(f"{url} never answered; log tail: {tail}") from None
+            time.sleep(0.1)

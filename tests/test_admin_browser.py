@@ -19,6 +19,7 @@ import pytest
 
 from tests.browser import Browser, chromium_path
 from tests.conftest import BACKEND, TEST_ENV
+from tests.support import wait_until_serving
 
 PASSWORD = "first-setup-password-42"
 SIM_USERS = 30
@@ -35,17 +36,8 @@ def start(args: list[str], env: dict, cwd: Path, ready_url: str) -> subprocess.P
     log = open(cwd / f"{args[0]}.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd, stdout=log,
                             stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            if httpx.get(ready_url, timeout=2).status_code < 500:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"wqbot {args[0]} did not start: {(cwd / f'{args[0]}.log').read_text()[-2000:]}")
-        time.sleep(0.1)
+    wait_until_serving(ready_url, proc, cwd / f"{args[0]}.log", timeout=TIMEOUT)
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -10,11 +10,12 @@ import ssl
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support import wait_until_serving
 
 from tests.conftest import BACKEND, TEST_ENV
 
@@ -55,18 +56,6 @@ def localise(conf: str, tmp: Path, tls: int, plain: int, app: int) -> str:
     return conf
 
 
-def wait_for(url: str, proc: subprocess.Popen, log: Path, **kw) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(url, timeout=2, **kw)
-            return
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"did not start: {log.read_text()[-2000:] if log.exists() else ''}")
-            time.sleep(0.1)
-
-
 def test_sample_nginx_config_serves_wqbot_over_https(tmp_path):
     tls, plain, app = free_port(), free_port(), free_port()
     subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -102,10 +91,10 @@ def test_sample_nginx_config_serves_wqbot_over_https(tmp_path):
                               "-e", str(tmp_path / "error.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     https = f"https://127.0.0.1:{tls}"
     try:
-        wait_for(f"http://127.0.0.1:{sim_port}/cgi-bin/gettoken", sim, tmp_path / "sim.log")
-        wait_for(f"http://127.0.0.1:{app}/healthz", web, tmp_path / "serve.log")
+        wait_until_serving(f"http://127.0.0.1:{sim_port}/cgi-bin/gettoken", sim, tmp_path / "sim.log")
+        wait_until_serving(f"http://127.0.0.1:{app}/healthz", web, tmp_path / "serve.log")
         trust = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
-        wait_for(f"{https}/healthz", proxy, tmp_path / "error.log", verify=trust)
+        wait_until_serving(f"{https}/healthz", proxy, tmp_path / "error.log", verify=trust)
         with httpx.Client(verify=trust, timeout=5) as c:
             assert c.get(f"{https}/healthz").json() == {"status": "ok"}
 

@@ -5,12 +5,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import BACKEND, TEST_ENV
+from tests.support import wait_until_serving
 
 
 def free_port() -> int:
@@ -32,20 +32,13 @@ def test_serve_answers_the_official_url_verification_vector(tmp_path, vectors):
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env_file.items()))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_"))}
+    log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}/wecom/callback?msg_signature={get['msg_signature']}" \
               f"&timestamp={get['timestamp']}&nonce={get['nonce']}&echostr={get['echostr_in_url']}"
-        deadline = time.time() + 20
-        while True:
-            try:
-                r = httpx.get(url, timeout=2)
-                break
-            except httpx.TransportError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError("serve did not start: " + (proc.stdout.read() if proc.poll() is not None else ""))
-                time.sleep(0.1)
+        r = wait_until_serving(url, proc, tmp_path / "serve.log")
         assert r.status_code == 200 and r.text == get["expect_plaintext"]
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
         if BACKEND == "sqlite":
@@ -53,3 +46,4 @@ def test_serve_answers_the_official_url_verification_vector(tmp_path, vectors):
     finally:
         proc.terminate()
         proc.wait(10)
+        log.close()
