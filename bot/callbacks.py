@@ -39,7 +39,7 @@ from bot.ops import metrics
 from bot.router import Context, Inbound, Router
 from bot.xml import MAX_BODY, XMLError, parse
 from store import db
-from store.db import is_postgres
+from store.db import is_postgres, write_transaction
 from store.models import Delivery
 
 log = logging.getLogger("wqbot.callback")
@@ -267,7 +267,7 @@ class CallbackEndpoint:
         retry (or a racing twin) hits the primary key, rolls back whatever the handler did, and
         answers with the reply stored by the first delivery."""
         try:
-            with db.atomic():
+            with write_transaction():
                 reply = handler(msg, ctx)
                 reply_xml = reply.to_xml(msg.sender, self.settings.wecom_corp_id) if reply is not None else None
                 Delivery.insert(key=key, kind=kind[:64], reply=reply_xml).execute()
@@ -323,7 +323,7 @@ class CallbackEndpoint:
         """One transaction for `todo`: None once committed; if some were delivered before, the
         transaction is rolled back and their stored replies are returned."""
         try:
-            with db.atomic():
+            with write_transaction():
                 for d in todo:
                     d.context.run(self._run_handler, d)
                 fresh = _record(todo)

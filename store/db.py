@@ -51,3 +51,14 @@ def init_store(url: str, migrate: bool = True) -> peewee.Database:
 def is_postgres(database: peewee.Database | None = None) -> bool:
     d = database or db.obj
     return isinstance(d, peewee.PostgresqlDatabase)
+
+
+def write_transaction(database: peewee.Database | None = None):
+    """A transaction that will write. On SQLite it takes the write lock up front (BEGIN
+    IMMEDIATE, waiting up to busy_timeout): a deferred transaction that reads and then writes
+    fails at once with SQLITE_BUSY if another connection committed in between, and the busy
+    timeout cannot help it. PostgreSQL needs nothing special. Nested, it is a savepoint."""
+    d = database or db.obj
+    if is_postgres(d) or d.in_transaction():
+        return d.atomic()
+    return d.atomic(lock_type="IMMEDIATE")

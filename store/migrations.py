@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import peewee as pw
 
+from .db import write_transaction
+
 STEPS: list[tuple[str, callable]] = []
 
 
@@ -46,7 +48,7 @@ def _lock(db: pw.Database):
     """Serialise concurrent start-ups: several web/worker processes may boot at once."""
     if isinstance(db, pw.PostgresqlDatabase):
         db.execute_sql("SELECT pg_advisory_xact_lock(72947301)")
-    # SQLite: migrate() opens its transaction IMMEDIATE, which takes the write lock up front.
+    # SQLite: migrate()'s write_transaction() takes the write lock up front.
 
 
 def migrate(db: pw.Database) -> list[str]:
@@ -55,8 +57,7 @@ def migrate(db: pw.Database) -> list[str]:
 
     applied = []
     db.create_tables([m.SchemaMigration], safe=True)
-    txn = db.atomic(lock_type="IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()
-    with txn:
+    with write_transaction(db):
         _lock(db)
         done = {r.id for r in m.SchemaMigration.select(m.SchemaMigration.id)}
         for sid, fn in sorted(STEPS, key=lambda s: s[0]):

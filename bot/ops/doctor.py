@@ -7,7 +7,6 @@ blocks an IP for an hour after repeated wrong secrets, so nothing here loops on 
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets as _secrets
 import sys
 import time

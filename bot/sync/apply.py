@@ -20,7 +20,7 @@ import time
 from store.directory import Department, User, UserDepartment, record_change, record_changes
 
 from . import records as R
-from .lease import write_txn
+from store.db import write_transaction
 
 log = logging.getLogger("wqbot.sync")
 
@@ -126,7 +126,7 @@ def apply_user(rec: dict, settings, *, partial: bool, reactivate: bool = False) 
     a bare update_user for a departed user (events arrive in any order) does not revive them."""
     userid = rec["userid"]
     at = time.time()
-    with write_txn():
+    with write_transaction():
         existing = User.get_or_none(User.userid == userid)
         old_mems = _memberships(userid) if existing else ()
         if existing is None:
@@ -158,7 +158,7 @@ def apply_user(rec: dict, settings, *, partial: bool, reactivate: bool = False) 
 
 def rename_user(old: str, new: str, rec: dict, settings) -> str | None:
     """update_user with NewUserID: one `user.renamed`, never a delete plus a create."""
-    with write_txn():
+    with write_transaction():
         src = User.get_or_none(User.userid == old)
         dst = User.get_or_none(User.userid == new)
         if src is None:
@@ -186,7 +186,7 @@ def rename_user(old: str, new: str, rec: dict, settings) -> str | None:
 
 def disable_user(userid: str) -> str | None:
     """delete_user: a soft delete (memberships are kept as the last known ones)."""
-    with write_txn():
+    with write_transaction():
         u = User.get_or_none(User.userid == userid)
         if u is None or not u.active:
             return None
@@ -208,7 +208,7 @@ def link_account(user: User | str, settings=None) -> str | None:
 
         settings = get_settings()
     userid = user.userid if isinstance(user, User) else user
-    with write_txn():
+    with write_transaction():
         u = User.get_or_none(User.userid == userid)
         if u is None:
             return None
@@ -229,7 +229,7 @@ def apply_oauth_contact(userid: str, settings=None, *, mobile: str | None = None
 
     A value the directory gives wins over OAuth; OAuth fills only what the directory hides.
     Sync never nulls an OAuth-sourced value. Returns the account key."""
-    with write_txn():
+    with write_transaction():
         u = User.get_or_none(User.userid == userid)
         if u is None:
             return None
@@ -248,7 +248,7 @@ def apply_oauth_contact(userid: str, settings=None, *, mobile: str | None = None
 def apply_department(rec: dict, *, partial: bool, reactivate: bool = False) -> str | None:
     """Upsert one department; returns the feed kind written or None."""
     at = time.time()
-    with write_txn():
+    with write_transaction():
         existing = Department.get_or_none(Department.id == rec["id"])
         if existing is None:
             merged = {"name": "", "parent_id": None, "order": 0, **{k: v for k, v in rec.items()}}
@@ -274,7 +274,7 @@ def delete_department(dept_id: int) -> list[str]:
     """delete_party: soft-delete it and drop its memberships. Returns the userids that were still
     members (their new departments are fetched by the caller: WeCom moves members before it
     deletes a department, but the events may arrive in any order)."""
-    with write_txn():
+    with write_transaction():
         d = Department.get_or_none(Department.id == dept_id)
         members = [r[0] for r in UserDepartment.select(UserDepartment.userid)
                    .where(UserDepartment.department_id == dept_id).tuples()]

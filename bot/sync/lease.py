@@ -15,8 +15,7 @@ import uuid
 
 import peewee as pw
 
-from store import db
-from store.db import is_postgres
+from store.db import write_transaction
 from store.directory import SyncState
 
 KEY = "lease"
@@ -34,14 +33,6 @@ class LeaseLost(Exception):
     pass
 
 
-def write_txn():
-    """A write transaction that takes SQLite's write lock up front (a read-then-write
-    transaction would otherwise fail with SQLITE_BUSY when another writer commits between)."""
-    if is_postgres():
-        return db.atomic()
-    return db.atomic(lock_type="IMMEDIATE") if not db.in_transaction() else db.atomic()
-
-
 class Lease:
     def __init__(self, ttl: float = TTL):
         self.ttl = ttl
@@ -50,7 +41,7 @@ class Lease:
 
     def acquire(self) -> "Lease":
         now = time.time()
-        with write_txn():
+        with write_transaction():
             SyncState.insert(key=KEY, value="", expires_at=0.0).on_conflict_ignore().execute()
             won = (SyncState.update(holder=self.holder, expires_at=now + self.ttl, value=str(now), updated_at=now)
                    .where((SyncState.key == KEY)
@@ -67,7 +58,7 @@ class Lease:
         now = time.time()
         if not force and now - self.renewed_at < self.ttl / 5:
             return
-        with write_txn():
+        with write_transaction():
             n = (SyncState.update(expires_at=now + self.ttl, updated_at=now)
                  .where((SyncState.key == KEY) & (SyncState.holder == self.holder)).execute())
         if not n:
@@ -76,7 +67,7 @@ class Lease:
 
     def release(self) -> None:
         try:
-            with write_txn():
+            with write_transaction():
                 (SyncState.update(holder=None, expires_at=0.0, updated_at=time.time())
                  .where((SyncState.key == KEY) & (SyncState.holder == self.holder)).execute())
         except pw.PeeweeException:

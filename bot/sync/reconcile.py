@@ -44,7 +44,9 @@ from .fetch import (
     fetch_list_id,
     fetch_user_details,
 )
-from .lease import Lease, write_txn
+from store.db import write_transaction
+
+from .lease import Lease
 
 log = logging.getLogger("wqbot.sync")
 
@@ -160,7 +162,7 @@ class Run:
             else:
                 self.counts["held_disables"] += len(gone)
         for batch in pw.chunked(writes, CHUNK):
-            with write_txn():
+            with write_transaction():
                 rows, changes = [], []
                 for rec, h, st in batch:
                     row = {"id": rec["id"], "name": rec.get("name") or "", "parent_id": rec.get("parent_id"),
@@ -177,7 +179,7 @@ class Run:
                 record_changes(changes)
                 self.counts["rows_written"] += len(rows)
         for batch in pw.chunked(disables, CHUNK):
-            with write_txn():
+            with write_transaction():
                 Department.update(active=False, updated_at=at).where(Department.id.in_(batch)).execute()
                 changes = [("department.deleted", d.id, department_payload(d))
                            for d in Department.select().where(Department.id.in_(batch))]
@@ -338,7 +340,7 @@ class Run:
         at = time.time()
         mf = self.s.sync_match_field
         ids = [it.uid for it in batch]
-        with write_txn():
+        with write_transaction():
             q = User.select().where(User.userid.in_(ids))
             if is_postgres():
                 q = q.for_update()
@@ -394,7 +396,7 @@ class Run:
 
     def disable_users(self, ids: list[str]) -> None:
         at = time.time()
-        with write_txn():
+        with write_transaction():
             User.update(active=False, updated_at=at).where(User.userid.in_(ids) & User.active).execute()
             mems = defaultdict(list)
             for uid, d in (UserDepartment.select(UserDepartment.userid, UserDepartment.department_id)
