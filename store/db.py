@@ -31,7 +31,6 @@ def connect(url: str) -> peewee.Database:
             password=unquote(parts.password) if parts.password else None,
             host=parts.hostname,
             port=parts.port,
-            autorollback=True,
             autoconnect=True,
         )
     raise ValueError(f"DATABASE_URL: unsupported scheme {parts.scheme!r}")

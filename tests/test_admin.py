@@ -223,12 +223,6 @@ def test_notifications_and_webhooks_pages(console, monkeypatch):
     login(console)
     html = console.get("/admin/notifications").text
     assert "采购合同" in html and "部分发送" in html
-    if not hasattr(bot.notify, "resend"):  # bot.notify offers no resend() yet: the panel says so
-        assert "重新发送暂不可用" in html and 'action="/admin/actions/resend"' not in html
-    if not hasattr(bot.notify, "retry_webhook"):
-        assert "重新投递暂不可用" in console.get("/admin/webhooks").text
-    monkeypatch.setattr(bot.notify, "resend", lambda nid: "queued", raising=False)
-    monkeypatch.setattr(bot.notify, "retry_webhook", lambda did: "queued", raising=False)
     html = console.get("/admin/notifications").text
     assert "lisi：已送达" in html and "ghost：无效接收人" in html and "wangwu：失败" in html
     assert 'action="/admin/actions/resend"' in html and 'value="wq-evt-1"' in html
@@ -247,12 +241,16 @@ def test_notifications_and_webhooks_pages(console, monkeypatch):
     assert "未设置 WEIQIAN_WEBHOOK_URL" in r.text and len(calls) == 1
 
 
-def test_an_action_whose_module_is_missing_says_so(console, monkeypatch):
-    monkeypatch.setattr("bot.ops.actions.retry_webhook", lambda s, t: (False, "unavailable", "not built"))
+def test_an_action_that_does_not_apply_says_why(console):
+    from store.notifications import Notification
+
+    Notification.create(id="wq-sent", kind="notice", body="{}", fingerprint="x", status="sent")
     login(console)
     token = csrf_of(console.get("/admin").text)
-    r = console.post("/admin/actions/retry-webhook", data={"csrf": token, "id": "x"})
-    assert "此功能尚未提供" in r.text
+    r = console.post("/admin/actions/resend", data={"csrf": token, "id": "wq-nope"})
+    assert "找不到该记录" in r.text
+    r = console.post("/admin/actions/resend", data={"csrf": token, "id": "wq-sent"})
+    assert "无需重试" in r.text
 
 
 def test_sync_now_runs_the_directory_sync(console, immediate_queue, monkeypatch):

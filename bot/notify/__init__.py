@@ -9,11 +9,13 @@
     huey notify.sweep (every minute) ─▶ deadlines, lost webhook retries, stuck pushes
 
 Modules: request (validation), intake, push, cards (JSON), content, recipients, decisions
-(the state machine), updates, webhook, status (GET), pending (待我处理), sweep.
+(the state machine), updates, webhook, status (GET), pending (待我处理), sweep, retry (the
+admin console's 重新发送 / 重新投递).
 """
 from __future__ import annotations
 
 from . import push, sweep, updates, webhook  # noqa: F401  (declare the huey tasks)
 from .pending import pending_tasks
+from .retry import Refused, resend, retry_webhook
 
-__all__ = ["pending_tasks"]
+__all__ = ["Refused", "pending_tasks", "resend", "retry_webhook"]

@@ -11,9 +11,13 @@ log = logging.getLogger("wqbot.admin")
 
 
 def run(settings, name: str, target: str) -> tuple[bool, str, str]:
+    from bot.notify import Refused
+
     fn = {"sync": sync_now, "resend": resend_notification, "retry-webhook": retry_webhook}[name]
     try:
         return fn(settings, target)
+    except Refused as e:  # the record is not in a state the action applies to: the page says why
+        return False, e.code, str(e)
     except Exception as e:
         from bot.ops.status import record_error
 
@@ -27,10 +31,6 @@ def sync_now(settings, target: str = "") -> tuple[bool, str, str]:
     longer than a web request may."""
     if not settings.wecom_enabled:
         return False, "disabled", "WECOM_ENABLED=false"
-    try:
-        import bot.sync  # noqa: F401
-    except ImportError:
-        return False, "unavailable", "bot.sync is not built"
     from bot.ops.jobs import sync_now as job
 
     job(full=True)  # a run already in progress makes this one a no-op (the sync lease)
@@ -38,26 +38,16 @@ def sync_now(settings, target: str = "") -> tuple[bool, str, str]:
 
 
 def resend_notification(settings, target: str) -> tuple[bool, str, str]:
-    try:
-        import bot.notify as notify
-    except ImportError:
-        return False, "unavailable", "bot.notify is not built"
-    fn = getattr(notify, "resend", None)
-    if fn is None:
-        return False, "unavailable", "bot.notify has no resend()"
-    result = fn(target)
-    return True, "resent", str(result)
+    if not settings.wecom_enabled:
+        return False, "disabled", "WECOM_ENABLED=false"
+    import bot.notify
+
+    return True, "resent", bot.notify.resend(target)
 
 
 def retry_webhook(settings, target: str) -> tuple[bool, str, str]:
     if not settings.weiqian_webhook_url:
         return False, "no_webhook", "WEIQIAN_WEBHOOK_URL is empty"
-    try:
-        import bot.notify as notify
-    except ImportError:
-        return False, "unavailable", "bot.notify is not built"
-    fn = getattr(notify, "retry_webhook", None)
-    if fn is None:
-        return False, "unavailable", "bot.notify has no retry_webhook()"
-    result = fn(target)
-    return True, "webhook_retried", str(result)
+    import bot.notify
+
+    return True, "webhook_retried", bot.notify.retry_webhook(target)

@@ -18,15 +18,6 @@ def _title(body: str) -> str:
         return ""
 
 
-def action_available(name: str) -> bool:
-    """Whether bot.notify offers the public function an action calls (see bot.ops.actions)."""
-    try:
-        import bot.notify as notify
-    except ImportError:
-        return False
-    return callable(getattr(notify, name, None))
-
-
 def notifications(limit: int = 50) -> dict:
     rows = list(Notification.select().order_by(Notification.created_at.desc()).limit(limit))
     ids = [n.id for n in rows]
@@ -44,9 +35,11 @@ def notifications(limit: int = 50) -> dict:
             "id": n.id, "type": n.kind, "task_id": n.task_id or "", "title": _title(n.body),
             "status": n.status, "status_text": NOTIFICATION_STATUS.get(n.status, n.status),
             "created_at": n.created_at, "error": n.error or "", "recipients": rs,
-            "can_resend": n.status in ("failed", "partial") or any(r["status"] == "failed" for r in rs),
+            # what bot.notify.resend takes: failed (or invalid) recipients of a notification at rest
+            "can_resend": n.kind != "close" and n.status in ("failed", "partial")
+            and any(r["status"] in ("failed", "invalid") for r in rs),
         })
-    return {"available": True, "items": items, "resend_available": action_available("resend")}
+    return {"available": True, "items": items}
 
 
 def webhooks(limit: int = 50) -> dict:
@@ -59,4 +52,4 @@ def webhooks(limit: int = 50) -> dict:
             "last_error": w.last_error or (f"HTTP {w.last_status}" if w.last_status else ""),
             "can_retry": w.status == "failed",
         })
-    return {"available": True, "items": items, "retry_available": action_available("retry_webhook")}
+    return {"available": True, "items": items}

@@ -11,9 +11,9 @@ from bot.ops import status as st
 SYNC_STATUS = {"running": "进行中", "ok": "成功", "partial": "部分成功", "held": "已暂停（删除过多）",
                "failed": "失败"}
 ACTION_ERRORS = {
-    "unavailable": "此功能尚未提供（对应模块未安装）。",
     "not_found": "找不到该记录，可能已被清理。",
     "not_failed": "该记录不是失败状态，无需重试。",
+    "task_over": "该任务已处理或已结束，无需重新发送。",
     "disabled": "企业微信对接已关闭（WECOM_ENABLED=false）。",
     "no_webhook": "未设置 WEIQIAN_WEBHOOK_URL，无法投递。",
     "busy": "已有同步正在进行，请稍后再试。",
