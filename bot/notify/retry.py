@@ -33,12 +33,17 @@ class Refused(ValueError):
         self.code = code
 
 
+def _find(model, key: str, what: str):
+    row = model.get_or_none(model._meta.primary_key == key)
+    if row is None:
+        raise Refused("not_found", f"no {what} with id {key!r}")
+    return row
+
+
 def resend(notification_id: str) -> str:
     """Queue a notification's failed recipients again. Returns what was queued, in words."""
     with write_transaction():
-        n = Notification.get_or_none(Notification.id == notification_id)
-        if n is None:
-            raise Refused("not_found", f"no notification with id {notification_id!r}")
+        n = _find(Notification, notification_id, "notification")
         if n.kind == "close":
             raise Refused("not_failed", "a close notification sends nothing: it only updates cards")
         if n.status in ("queued", "sending"):
@@ -101,9 +106,7 @@ def _new_batches(n: Notification, userids: list[str]) -> None:
 def retry_webhook(delivery_id: str) -> str:
     """Try a failed webhook delivery again now."""
     with write_transaction():
-        row = WebhookDelivery.get_or_none(WebhookDelivery.id == delivery_id)
-        if row is None:
-            raise Refused("not_found", f"no webhook delivery with id {delivery_id!r}")
+        row = _find(WebhookDelivery, delivery_id, "webhook delivery")
         if row.status == "pending":
             return "already pending"
         if row.status != "failed":
