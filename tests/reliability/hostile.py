@@ -1,0 +1,122 @@
+"""What the hostile-input tests (issue 10 §4) share: the whole store and queue as one comparable
+snapshot, a seeded store for them to aim at, WeCom faked at its HTTP edge, and the sizes.
+
+"No state change" is measured on content, not counts: every row of every table (the migration
+ledger aside) goes into a digest, so an UPDATE (a state marked used, a ticket redeemed) shows as
+well as an INSERT or a DELETE. The huey queue's pending and scheduled counts are part of it."""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import respx
+from httpx import Response
+
+from tests.conftest import TEST_ENV
+from tests.support import CORP
+
+SCALE = os.environ.get("WQBOT_RELIABILITY_SCALE", "short")
+API = TEST_ENV["WECOM_API_BASE"]
+PUBLIC = TEST_ENV["PUBLIC_URL"]
+TOKEN = TEST_ENV["WEIQIAN_API_TOKEN"]
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+USERS = ("lisi", "wangwu", "zhangsan")
+
+
+def examples(short: int, long: int) -> int:
+    """hypothesis max_examples for this run's scale (WQBOT_RELIABILITY_SCALE)."""
+    return long if SCALE == "long" else short
+
+
+def models() -> list:
+    from store.models import Model, SchemaMigration
+
+    def walk(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from walk(sub)
+
+    return sorted({m for m in walk(Model) if m is not SchemaMigration}, key=lambda m: m._meta.table_name)
+
+
+def table_digests() -> dict[str, tuple[int, str]]:
+    """table name -> (rows, digest of every row's content, order-independent)."""
+    from store import db
+
+    out = {}
+    for m in models():
+        rows = sorted(repr(r) for r in db.obj.execute_sql(f'SELECT * FROM "{m._meta.table_name}"').fetchall())
+        out[m._meta.table_name] = (len(rows), hashlib.sha1("\n".join(rows).encode()).hexdigest())
+    return out
+
+
+def snapshot() -> dict:
+    from bot.tasks import huey
+
+    return {"tables": table_digests(), "queue": (huey.pending_count(), huey.scheduled_count())}
+
+
+def changes(before: dict, after: dict) -> dict:
+    """What differs: {table or "queue": (before, after)}."""
+    out = {t: (v, after["tables"].get(t)) for t, v in before["tables"].items() if after["tables"].get(t) != v}
+    if before["queue"] != after["queue"]:
+        out["queue"] = (before["queue"], after["queue"])
+    return out
+
+
+def fake_wecom(mock: respx.MockRouter) -> respx.MockRouter:
+    """WeCom as far as the login and JS-SDK routes reach it: tokens and tickets are issued, the
+    app's 可信域名 is PUBLIC_URL's host, and every login code is refused (40029), since a hostile
+    request has no code WeCom issued. Anything else answers a WeCom error, never a transport
+    failure."""
+    ok = {"errcode": 0, "errmsg": "ok"}
+    mock.get(API + "/cgi-bin/gettoken").mock(return_value=Response(200, json={
+        **ok, "access_token": "ACCESS_TOKEN_FOR_TESTS", "expires_in": 7200}))
+    mock.get(API + "/cgi-bin/agent/get").mock(return_value=Response(200, json={
+        **ok, "agentid": 1000002, "name": "微签", "redirect_domain": PUBLIC.split("://", 1)[1]}))
+    mock.get(API + "/cgi-bin/get_jsapi_ticket").mock(return_value=Response(200, json={
+        **ok, "ticket": "corp-jsapi-ticket", "expires_in": 7200}))
+    mock.get(API + "/cgi-bin/ticket/get").mock(return_value=Response(200, json={
+        **ok, "ticket": "agent-config-ticket", "expires_in": 7200}))
+    mock.route(host=API.split("://", 1)[1], path__regex=r"/cgi-bin/(auth/getuserinfo|user/getuserinfo)").mock(
+        return_value=Response(200, json={"errcode": 40029, "errmsg": "invalid code"}))
+    mock.route(host=API.split("://", 1)[1]).mock(
+        return_value=Response(200, json={"errcode": 60011, "errmsg": "no privilege to access/modify contact"}))
+    return mock
+
+
+def seed(client) -> None:
+    """Rows for hostile requests to aim at: a directory, a notification with its cards queued,
+    a delivered callback, login states and an unredeemed ticket."""
+    from settings import get_settings
+    from store import login as login_store
+    from store.directory import Department, User, UserDepartment
+    from tests.support import app_crypto, click, signed
+
+    s = get_settings()
+    Department.create(id=1, name="总部", parent_id=0)
+    for uid in USERS:
+        User.create(userid=uid, name=uid, main_department=1, account=uid + "@example.com")
+        UserDepartment.create(userid=uid, department_id=1)
+    r = client.post("/api/v1/notifications", headers=AUTH, json={
+        "id": "wq-evt-hostile-1", "type": "approve", "task_id": "T-1", "title": "采购合同",
+        "recipients": list(USERS), "url": "/pages/task/task_detail?id=T-1"})
+    assert r.status_code == 202, r.text
+    params, body = signed(app_crypto(s), click("help"))
+    assert client.post("/wecom/callback", params=params, content=body).status_code == 200
+    login_store.create_state(s.secret_key, "h5", "/pages/index", "b" * 32)
+    # A login started for real also caches the access token (key_value): a cache filled by a
+    # later request is the only write a start may add besides its state row.
+    assert client.get("/oauth/h5", follow_redirects=False).status_code == 302
+    login_store.issue_ticket(s.secret_key, "lisi", "h5")
+
+
+def post_signed(client, crypto, plaintext: str, path: str = "/wecom/callback"):
+    from tests.support import signed
+
+    params, body = signed(crypto, plaintext, timestamp=str(int(time.time())))
+    return client.post(path, params=params, content=body)
+
+
+__all__ = ["AUTH", "CORP", "PUBLIC", "SCALE", "USERS", "changes", "examples", "fake_wecom", "seed", "snapshot"]

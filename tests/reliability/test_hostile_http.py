@@ -1,0 +1,288 @@
+"""Issue 10 §4: hypothesis-generated requests against every outside-facing route, through the
+real ASGI stack (the Starlette app, and CallbackFastPath as `wqbot serve` runs it).
+
+Two properties:
+- without a valid signature, bearer token or login state, a request never gets a 5xx and
+  changes nothing: every row of every table and the queue are compared before and after
+  (the one exception: /oauth/h5 and /wx/qrlogin start a login for anyone, which is one new
+  state row and nothing else);
+- with a valid signature or token, whatever else is garbage, never a 5xx.
+"""
+from __future__ import annotations
+
+import json
+import string
+from urllib.parse import quote, urlencode, urlsplit
+
+import pytest
+import respx
+from hypothesis import HealthCheck, event, given, settings as hsettings, strategies as st
+from starlette.testclient import TestClient
+
+from bot.callbacks import CallbackFastPath
+from tests.conftest import TEST_ENV
+from tests.reliability.hostile import AUTH, CORP, PUBLIC, USERS, changes, examples, fake_wecom, seed, snapshot
+from tests.support import app_crypto, contacts_crypto, signed
+
+TOKEN = TEST_ENV["WEIQIAN_API_TOKEN"]
+FUZZ = hsettings(max_examples=examples(150, 2000), deadline=None, derandomize=False,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                        HealthCheck.data_too_large])
+
+
+@pytest.fixture
+def clients(settings, store, queue):
+    """(the app, the app behind CallbackFastPath), over a seeded store, WeCom faked."""
+    from bot.app import create_app
+    from bot.auth import domain
+    from bot.wecom import reset_clients
+
+    reset_clients()
+    domain.forget()
+    app = create_app(settings, init_store=False)
+    with respx.mock(assert_all_called=False) as mock:
+        fake_wecom(mock)
+        with TestClient(app, base_url=PUBLIC, follow_redirects=False) as plain, \
+                TestClient(CallbackFastPath(app), base_url=PUBLIC, follow_redirects=False) as fast:
+            seed(plain)
+            yield {"app": plain, "fast": fast}
+    reset_clients()
+    domain.forget()
+
+
+# -- strategies ---------------------------------------------------------------------------------
+_TCHAR = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
+_VISIBLE = st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f")
+_NASTY = ["", "0", "-1", "+1", "1e9", "99999999999999999999999", "%zz", "%", "%00", "+", "a b", "\x00",
+          "//evil.example", "https://evil.example/x", "/\\evil.example", "javascript:alert(1)", "..%2f..%2f",
+          "A" * 300, "9" * 40, "null", "[]", "{}", "<xml/>", "]]>", "&amp;", "🙂", "\u202e", "中文"]
+_QUERY_KEYS = ["msg_signature", "timestamp", "nonce", "echostr", "code", "state", "next", "cursor", "limit",
+               "after", "id", "url", "ticket", "appid", "redirect_uri"]
+
+text_or_nasty = st.one_of(st.text(max_size=60), st.sampled_from(_NASTY))
+query_pairs = st.lists(st.tuples(st.one_of(st.sampled_from(_QUERY_KEYS), st.text(max_size=12)), text_or_nasty),
+                       max_size=6).map(urlencode)
+raw_query = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"), max_size=80)
+query = st.one_of(query_pairs, raw_query)
+
+
+def _near_miss(token: str):
+    """Tokens one edit away from the real one (never whitespace: the check strips it)."""
+    i = st.integers(0, len(token) - 1)
+    ch = st.sampled_from(string.ascii_letters + string.digits + "-_")
+    return st.one_of(
+        i.map(lambda k: token[:k] + token[k + 1:]),
+        st.tuples(i, ch).map(lambda a: token[:a[0]] + a[1] + token[a[0]:]),
+        st.tuples(i, ch).filter(lambda a: token[a[0]] != a[1]).map(lambda a: token[:a[0]] + a[1] + token[a[0] + 1:]),
+        st.just(token.upper()), st.just(token[::-1]),
+    )
+
+
+bad_authorization = st.one_of(
+    st.text(_VISIBLE, max_size=80),
+    _near_miss(TOKEN).map(lambda t: "Bearer " + t),
+    st.sampled_from(["", "Bearer", "Bearer ", "Basic " + TOKEN, TOKEN, "Token " + TOKEN, "Bearer\t" + TOKEN[:-1]]),
+)
+_HEADER_NAMES = ["content-type", "content-length", "transfer-encoding", "cookie", "host", "user-agent", "accept",
+                 "x-forwarded-for", "x-forwarded-proto", "expect", "connection", "content-encoding", "origin",
+                 "referer", "x-real-ip", "accept-encoding"]
+header_value = st.one_of(
+    st.text(_VISIBLE, max_size=80),
+    st.sampled_from(["-1", "0", "1", "99999999999999999999", "abc", "chunked", "gzip", "100-continue", "close",
+                     "application/json", "application/xml", "text/xml; charset=gbk", "multipart/form-data",
+                     "wxwork/4.1 MicroMessenger", "wqbot_login=" + "a" * 32, "wqbot_login=../../x"]),
+)
+headers = st.lists(st.tuples(st.one_of(st.sampled_from(_HEADER_NAMES), st.text(_TCHAR, min_size=1, max_size=24)),
+                             header_value), max_size=5)
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text_or_nasty)
+json_value = st.recursive(_json_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+                          max_leaves=12)
+_API_FIELDS = ["id", "type", "task_id", "title", "description", "initiator", "recipients", "url", "deadline",
+               "result", "ticket"]
+api_object = st.dictionaries(st.sampled_from(_API_FIELDS),
+                             st.one_of(json_value, st.sampled_from(["approve", "sign", "notice", "close", "approved"]),
+                                       st.lists(st.sampled_from(USERS + ("nobody", "")), max_size=4),
+                                       st.just("https://sign.example.com/h5/#/x"), st.just(PUBLIC + "/page")),
+                             max_size=9)
+xmlish = st.builds(
+    lambda enc, extra: f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt>{extra}</xml>",
+    st.one_of(st.text(max_size=80), st.binary(min_size=1, max_size=96).map(lambda b: __import__("base64").b64encode(b).decode())),
+    st.sampled_from(["", "<AgentID>1</AgentID>", "<Encrypt>x</Encrypt>", "<Encrypt/>", "<!-- c -->", "<a><b/></a>"]),
+)
+body = st.one_of(
+    st.binary(max_size=400),
+    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    xmlish.map(str.encode),
+    json_value.map(lambda v: json.dumps(v).encode()),
+    api_object.map(lambda v: json.dumps(v, ensure_ascii=False).encode()),
+)
+method = st.sampled_from(["GET", "GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+any_text = st.text(max_size=40).map(lambda t: quote(t, safe=""))
+
+CALLBACK_PATHS = st.sampled_from(["/wecom/callback", "/wecom/contacts/callback"])
+
+
+def routes(real: list[tuple[str, str]], other_paths) -> st.SearchStrategy[tuple[str, str]]:
+    """(method, path): three times in four a route as declared, else any method on any path."""
+    declared = st.sampled_from(real)
+    return st.one_of(declared, declared, declared,
+                     st.tuples(method, st.one_of(st.sampled_from([p for _, p in real]), other_paths)))
+
+
+API_ROUTES = routes(
+    [("POST", "/api/v1/notifications"), ("GET", "/api/v1/notifications/wq-evt-hostile-1"),
+     ("GET", "/api/v1/org/departments"), ("GET", "/api/v1/org/users"), ("GET", "/api/v1/org/changes"),
+     ("POST", "/api/v1/tickets/validate"), ("POST", "/api/v1/jssdk/signature")],
+    st.one_of(any_text.map(lambda t: "/api/v1/notifications/" + t), any_text.map(lambda t: "/api/v1/" + t)))
+LOGIN_ROUTES = routes([("GET", p) for p in ("/oauth/h5", "/oauth/h5/callback", "/wx/qrlogin", "/wx/login", "/login")],
+                      any_text.map(lambda t: "/oauth/" + t))
+CALLBACK_ROUTES = routes([(m, p) for m in ("GET", "POST") for p in ("/wecom/callback", "/wecom/contacts/callback")],
+                         st.nothing())
+_STARTS = {"/oauth/h5", "/wx/qrlogin"}
+
+
+def send(client, method: str, path: str, query: str, headers: list, body: bytes, extra_headers=()):
+    url = path + ("?" + query if query else "")
+    hs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in [*headers, *extra_headers]]  # as raw as HTTP/1.1
+    return client.request(method, url, headers=hs, content=body if method not in ("GET", "HEAD") or body else None)
+
+
+def assert_unchanged(before, r, what):
+    event(f"status {r.status_code}")
+    after = snapshot()
+    assert r.status_code < 500, f"{what}: {r.status_code} {r.text[:300]}"
+    diff = changes(before, after)
+    assert not diff, f"{what}: {r.status_code} changed {diff}"
+
+
+def _allowed_origins(settings) -> set[str]:
+    def origin(u):
+        p = urlsplit(u)
+        return f"{p.scheme}://{p.netloc}"
+
+    return {origin(u) for u in (settings.public_url, settings.h5_url, settings.pc_url, settings.wecom_oauth_base,
+                                settings.wecom_sso_base) if u}
+
+
+# -- without credentials: nothing changes --------------------------------------------------------
+@pytest.mark.parametrize("via", ["app", "fast"])
+@FUZZ
+@given(route=CALLBACK_ROUTES, query=query, headers=headers, body=body)
+def test_unsigned_callbacks_change_nothing(clients, via, route, query, headers, body):
+    method, path = route
+    before = snapshot()
+    r = send(clients[via], method, path, query, headers, body)
+    assert 400 <= r.status_code < 500, f"{method} {path}?{query}: {r.status_code} {r.text[:200]}"
+    assert_unchanged(before, r, f"{method} {path}?{query}")
+
+
+@FUZZ
+@given(path=CALLBACK_PATHS, enc=st.one_of(st.text(max_size=120), st.binary(max_size=200).map(
+    lambda b: __import__("base64").b64encode(b).decode())), extra=st.sampled_from(["", "<AgentID>1</AgentID>"]))
+def test_signed_garbage_changes_nothing(clients, settings, path, enc, extra):
+    """A valid msg_signature over an Encrypt that is not ours: refused before anything is applied."""
+    crypto = app_crypto(settings) if path == "/wecom/callback" else contacts_crypto(settings)
+    params = {"msg_signature": crypto.sign("1700000000", "n1", enc), "timestamp": "1700000000", "nonce": "n1"}
+    body = f"<xml><Encrypt><![CDATA[{enc}]]></Encrypt>{extra}</xml>".encode()
+    before = snapshot()
+    r = clients["fast"].post(path, params=params, content=body)
+    assert 400 <= r.status_code < 500, f"{enc!r}: {r.status_code} {r.text[:200]}"
+    assert_unchanged(before, r, repr(enc))
+
+
+@FUZZ
+@given(route=API_ROUTES, query=query, headers=headers, body=body, authorization=st.one_of(st.none(), bad_authorization))
+def test_api_without_token_changes_nothing(clients, route, query, headers, body, authorization):
+    method, path = route
+    headers = [h for h in headers if h[0].lower() != "authorization"]
+    extra = [("authorization", authorization)] if authorization is not None else []
+    before = snapshot()
+    r = send(clients["app"], method, path, query, headers, body, extra)
+    assert r.status_code in (401, 404, 405), f"{method} {path} auth={authorization!r}: {r.status_code} {r.text[:200]}"
+    if r.status_code == 401 and method != "HEAD":
+        assert r.json()["error"] == "unauthorized"
+    assert_unchanged(before, r, f"{method} {path}?{query} auth={authorization!r}")
+
+
+@FUZZ
+@given(route=LOGIN_ROUTES, query=query, headers=headers, body=body)
+def test_login_routes_change_nothing_but_a_new_login(clients, settings, route, query, headers, body):
+    method, path = route
+    before = snapshot()
+    r = send(clients["app"], method, path, query, headers, body)
+    what = f"{method} {path}?{query} {headers}"
+    event(f"status {r.status_code}")
+    assert r.status_code < 500, f"{what}: {r.status_code} {r.text[:300]}"
+    diff = changes(before, snapshot())
+    if path in _STARTS and method in ("GET", "HEAD") and "login_oauth_state" in diff:
+        (n0, _), (n1, _) = diff.pop("login_oauth_state")
+        assert n1 == n0 + 1, what  # one new login started, nothing else touched
+    assert not diff, f"{what}: {r.status_code} changed {diff}"
+    if 300 <= r.status_code < 400:
+        location = r.headers["location"]
+        assert any(location.startswith(o + "/") for o in _allowed_origins(settings)), f"{what} → {location}"
+
+
+# -- with credentials: garbage still never gets a 5xx --------------------------------------------
+@FUZZ
+@given(route=API_ROUTES, query=query, headers=headers, body=body)
+def test_api_with_token_and_garbage_never_5xx(clients, route, query, headers, body):
+    method, path = route
+    headers = [h for h in headers if h[0].lower() != "authorization"]
+    r = send(clients["app"], method, path, query, headers, body, AUTH.items())
+    event(f"status {r.status_code}")
+    assert r.status_code < 500, f"{method} {path}?{query} {body[:200]!r}: {r.status_code} {r.text[:300]}"
+    if r.status_code >= 400 and method != "HEAD" and r.status_code not in (404, 405):
+        assert set(r.json()) == {"error", "message"} and r.json()["message"]
+
+
+# WeCom message fields, with values a hostile (or broken) sender could put in them.
+_FIELDS = ["MsgType", "Event", "EventKey", "ChangeType", "UserID", "NewUserID", "Name", "Department", "MainDepartment",
+           "Id", "ParentId", "Order", "Content", "MsgId", "AgentID", "TaskId", "CardType", "ResponseCode",
+           "SelectedItems", "FromUserName", "CreateTime", "Status", "IsLeaderInDept", "Mobile", "Email", "Position"]
+_VALUES = ["text", "event", "click", "view", "enter_agent", "template_card_event", "change_contact", "create_user",
+           "update_user", "delete_user", "create_party", "update_party", "delete_party", "update_tag", "pending",
+           "help", "approve", "reject", "待办", "帮助", "lisi", "nobody", "1", "0", "-1", "1,2,3", "99999999999999999999",
+           "button_interaction"]
+# Characters XML can carry (WeCom's own XML is well-formed): what reaches the handlers.
+xml_text = st.one_of(st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=60),
+                     st.sampled_from([v for v in _NASTY if v != "\x00"]))
+field_value = st.one_of(st.sampled_from(_VALUES), xml_text, st.integers(),
+                        st.dictionaries(st.sampled_from(["SelectedItem", "QuestionKey", "OptionIds", "OptionId", "Key"]),
+                                        st.one_of(xml_text, st.lists(xml_text, max_size=3)), max_size=3))
+inner_fields = st.dictionaries(st.sampled_from(_FIELDS), field_value, max_size=10)
+
+
+@pytest.mark.parametrize("via", ["app", "fast"])
+@FUZZ
+@given(path=CALLBACK_PATHS, fields=inner_fields, sender=st.sampled_from(USERS + ("nobody", "")))
+def test_signed_callbacks_with_garbage_inside_never_5xx(clients, settings, via, path, fields, sender):
+    """Correctly signed and encrypted, for our corp, with any fields inside: never a 5xx (a 5xx
+    makes WeCom retry the same delivery for ever)."""
+    from bot.xml import document
+
+    crypto = app_crypto(settings) if path == "/wecom/callback" else contacts_crypto(settings)
+    plaintext = document({"ToUserName": CORP, "FromUserName": sender, "CreateTime": 1700000000, **fields})
+    params, envelope = signed(crypto, plaintext)
+    r = clients[via].post(path, params=params, content=envelope)
+    event(f"status {r.status_code}")
+    assert r.status_code < 500, f"{plaintext}: {r.status_code} {r.text[:300]}"
+
+
+@FUZZ
+@given(flow=st.sampled_from([("/oauth/h5", "/oauth/h5/callback"), ("/wx/qrlogin", "/wx/login")]),
+       code=text_or_nasty, headers=headers)
+def test_a_real_login_state_with_a_hostile_code_never_5xx(clients, flow, code, headers):
+    from store.login import LoginTicket
+
+    client = clients["app"]
+    start = client.get(flow[0], params={"next": "/pages/index"})
+    assert start.status_code == 302, start.text
+    state = dict(p.split("=", 1) for p in urlsplit(start.headers["location"]).query.split("&") if "=" in p)["state"]
+    tickets = LoginTicket.select().count()
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers if k.lower() != "cookie"]
+    r = client.get(flow[1], params={"code": code, "state": state}, headers=headers)
+    event(f"status {r.status_code}")
+    assert r.status_code < 500, f"{code!r}: {r.status_code} {r.text[:300]}"
+    assert LoginTicket.select().count() == tickets  # WeCom issued no such code: nobody is logged in
