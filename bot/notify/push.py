@@ -93,6 +93,8 @@ def _push(n: Notification, settings, client) -> str:
         except (TransportError, RateLimited) as e:
             raise Transient(str(e)) from e
         except APIError as e:
+            if e.retryable:  # -1 past the client's retries, a token rejected after its refresh
+                raise Transient(str(e)) from e
             if e.errcode == ALL_INVALID:
                 _record_batch(card, userids, {"invaliduser": "|".join(userids)})
                 continue

@@ -95,6 +95,8 @@ def _call(client, body: dict) -> str | None:
     except (TransportError, RateLimited):
         raise
     except APIError as e:
+        if e.retryable:  # -1 past the client's retries, a token rejected after its refresh: the code is unspent
+            raise
         return str(e)
 
 

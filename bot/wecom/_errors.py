@@ -46,7 +46,11 @@ class APIError(WeComError):
 
 
 class TokenInvalid(APIError):
-    pass
+    @property
+    def retryable(self) -> bool:
+        # raised only after the one refresh also met a rejected token (another expiry in between,
+        # or a refresh that raced it): a later try with the then-current token can succeed
+        return True
 
 
 class BadCredentials(APIError):
