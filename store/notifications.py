@@ -86,7 +86,7 @@ class NotifyCard(Model):
     task_id = pw.CharField(max_length=128, null=True, index=True)
     batch = pw.IntegerField()
     round = pw.IntegerField(default=1)
-    status = pw.CharField(max_length=16, default="queued")  # queued | sent | failed
+    status = pw.CharField(max_length=16, default="queued")  # queued | sending (maybe delivered) | sent | failed
     msgid = pw.CharField(max_length=200, null=True)
     response_code = pw.TextField(null=True)
     code_at = pw.DoubleField(null=True)

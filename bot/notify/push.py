@@ -73,12 +73,41 @@ def _push(n: Notification, settings, client) -> str:
         task = NotifyTask.get_or_none(NotifyTask.task_id == n.task_id)
         if task is None or task.round != n.round or task.state != "pending":
             _ensure_recipients(n)
+            if task is not None and task.round == n.round:
+                _settle_cut_off(n, task, settings, client)
             state = task.state if task is not None and task.round == n.round else "replaced by a newer notification"
             _fail_remaining(n.id, f"not sent: the task was already {state}")
             return _finish(n.id)
     _ensure_recipients(n)
-    batches = list(NotifyCard.select().where(NotifyCard.notification == n.id, NotifyCard.status == "queued")
+    batches = list(NotifyCard.select().where(NotifyCard.notification == n.id,
+                                             NotifyCard.status.in_(("queued", "sending")))
                    .order_by(NotifyCard.batch))
+    _send_batches(n, settings, client, batches)
+    return _finish(n.id)
+
+
+def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None:
+    """The task ended while a batch's send was cut off (the worker died between WeCom's answer and
+    recording it): its members may hold the card, and may even have decided with it. Send that
+    batch again byte for byte — WeCom's duplicate check answers with the first send's result
+    instead of delivering a second card — so it is recorded as sent and, with its send code,
+    updated to show the result like every other card of the task."""
+    from bot.tasks import defer, enqueue_outbox
+
+    from .updates import update_cards
+
+    cut_off = list(NotifyCard.select().where(NotifyCard.notification == n.id, NotifyCard.status == "sending")
+                   .order_by(NotifyCard.batch))
+    if not cut_off:
+        return
+    _send_batches(n, settings, client, cut_off)
+    exclude = [task.decided_by] if task.state_via == "chat" and task.decided_by else []
+    with db.atomic():
+        defer(update_cards, task_id=task.task_id, revision=task.revision, exclude=exclude)
+    enqueue_outbox()
+
+
+def _send_batches(n: Notification, settings, client, batches: list[NotifyCard]) -> None:
     base = content.for_notification(n, "") if batches else None  # the same text on every batch
     for card in batches:
         userids = [u for u, in NotifyRecipient.select(NotifyRecipient.userid)
@@ -88,6 +117,9 @@ def _push(n: Notification, settings, client) -> str:
             NotifyCard.update(status="sent").where(NotifyCard.card_id == card.card_id).execute()
             continue
         body = cards.send_body(userids, cards.build(settings, dataclasses.replace(base, card_id=card.card_id)))
+        # from here until _record_batch the batch may have reached its members: if the worker dies
+        # in between, the retry knows to settle it (see _settle_cut_off) rather than call it failed
+        NotifyCard.update(status="sending").where(NotifyCard.card_id == card.card_id).execute()
         try:
             answer = client.message_send(body)
         except (TransportError, RateLimited) as e:
@@ -105,7 +137,6 @@ def _push(n: Notification, settings, client) -> str:
             break
         _record_batch(card, userids, answer)
         Notification.update(lease_until=now() + LEASE).where(Notification.id == n.id).execute()
-    return _finish(n.id)
 
 
 def _ensure_recipients(n: Notification) -> None:
@@ -198,7 +229,7 @@ def _fail_remaining(notification_id: str, reason: str) -> None:
         NotifyRecipient.update(status="failed", reason=reason, updated_at=t).where(
             NotifyRecipient.notification == notification_id, NotifyRecipient.status == "queued").execute()
         NotifyCard.update(status="failed", error=reason).where(
-            NotifyCard.notification == notification_id, NotifyCard.status == "queued").execute()
+            NotifyCard.notification == notification_id, NotifyCard.status.in_(("queued", "sending"))).execute()
         Notification.update(error=reason).where(Notification.id == notification_id).execute()
 
 
