@@ -31,6 +31,8 @@ log = logging.getLogger("wqbot.notify")
 
 CODE_TTL = 72 * 3600  # WeCom's current validity (older docs: 24 h; an expired code just fails)
 CLAIM_TTL = 60.0  # a claimed code not marked used within this is free again (the worker died)
+# NotifyCard.error of a send code whose last attempt may have reached WeCom but got no answer
+UNKNOWN = "outcome unknown: "
 
 
 @outbox_task("notify.update_cards")
@@ -112,9 +114,16 @@ def _with_send_code(client, card: NotifyCard, targets: list[str], payload) -> tu
         return False, 0
     try:
         error = _call(client, payload(targets[: cards.BATCH], card.response_code))
-    except Exception:
-        NotifyCard.update(code_claimed_at=None).where(NotifyCard.card_id == card.card_id).execute()
+    except Exception as e:
+        unknown = UNKNOWN + str(e) if isinstance(e, TransportError) else card.error
+        NotifyCard.update(code_claimed_at=None, error=unknown).where(NotifyCard.card_id == card.card_id).execute()
         raise
+    if error and (card.error or "").startswith(UNKNOWN):
+        # The code is single use and only this card's claimant holds it: refused now, it was spent
+        # by the earlier attempt whose answer was lost, so every copy already shows the update.
+        # Falling back to member codes would update those members' copies a second time.
+        log.info("send code already spent by an attempt whose answer was lost", extra={"card": card.card_id})
+        error = None
     NotifyCard.update(code_used_at=now(), error=error).where(NotifyCard.card_id == card.card_id).execute()
     if error:
         log.warning("update_template_card with the send code refused: %s", error, extra={"card": card.card_id})

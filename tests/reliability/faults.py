@@ -82,13 +82,14 @@ def fired(ctl: httpx.Client) -> dict:
 
 
 class LostAnswers:
-    """ASGI wrapper around the emulator: every `every`-th call to one of `apis` is handed to the
-    emulator (WeCom acts on it), then the answer is held for `hold` seconds and replaced by a
-    504, so the caller times out not knowing it went through."""
+    """ASGI wrapper around the emulator: the `at`-th call to each of `apis`, and every `every`-th
+    after it (0: only that one), is handed to the emulator (WeCom acts on it), then the answer is
+    held for `hold` seconds and replaced by a 504, so the caller times out not knowing it went
+    through."""
 
-    def __init__(self, app, apis=("message/send", "message/update_template_card"), every: int = 4,
+    def __init__(self, app, apis=("message/send", "message/update_template_card"), at: int = 2, every: int = 4,
                  hold: float = HOLD_SECONDS):
-        self.app, self.apis, self.every, self.hold = app, tuple(apis), every, hold
+        self.app, self.apis, self.at, self.every, self.hold = app, tuple(apis), at, every, hold
         self.state = app.state
         self.seen: Counter = Counter()
         self.lost: Counter = Counter()  # answers withheld for calls the emulator applied (errcode 0)
@@ -100,7 +101,8 @@ class LostAnswers:
         if api not in self.apis:
             return await self.app(scope, receive, send)
         self.seen[api] += 1
-        if self.seen[api] % self.every != 2 % self.every:
+        n = self.seen[api] - self.at
+        if n < 0 or (n % self.every if self.every else n):
             return await self.app(scope, receive, send)
         answer = {"body": b""}
 

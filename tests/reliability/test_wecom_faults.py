@@ -190,7 +190,7 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
             check_deliveries(w, notes)
 
             # one recipient of each approve card taps 同意; each sign task is closed by 微签
-            tappers = {}
+            tappers, menus = {}, 0
             for nid, body in notes.items():
                 if body["type"] == "approve":
                     card = NotifyCard.select().where(NotifyCard.notification == nid).order_by(NotifyCard.batch).first()
@@ -201,6 +201,16 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
                     assert answer["status"] == 200 and "已同意" in (answer["effect"] or ""), answer
                     tappers[nid] = userid
                 elif body["type"] == "sign":
+                    # a recipient of each batch opens the card's "…" menu first: wqbot keeps the
+                    # ResponseCode that came with it (a second way to update that member's card)
+                    for card in NotifyCard.select().where(NotifyCard.notification == nid):
+                        userid = next((u for u, in NotifyRecipient.select(NotifyRecipient.userid).where(
+                            NotifyRecipient.card == card.card_id).tuples()
+                            if w.sim.directory.user(u).status == 1), None)
+                        if userid:
+                            answer = tap(w, userid, card.card_id, key="open")
+                            assert answer["status"] == 200 and "news" in (answer["effect"] or ""), answer
+                            menus += 1
                     r = client.post("/api/v1/notifications", headers=AUTH, json={
                         "id": f"{nid}-close", "type": "close", "task_id": body["task_id"], "result": "signed"})
                     assert r.status_code == 202, r.text
@@ -212,7 +222,7 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
         sends = w.calls("message/send")
         updates = w.calls("message/update_template_card")
         REPORT[f"push/{'lost' if lost else 'faults'}"] = {
-            "notifications": len(notes), "batches": NotifyCard.select().count(),
+            "notifications": len(notes), "batches": NotifyCard.select().count(), "menu taps": menus,
             "recipients": NotifyRecipient.select().count(),
             "message/send calls": len(sends), "accepted": sum(1 for c in sends if c["errcode"] == 0),
             "absorbed by duplicate check": sum(1 for c in sends if c.get("duplicate_of")),
@@ -347,3 +357,33 @@ def test_a_transient_refusal_of_a_card_update_is_retried_not_given_up(fault, set
         assert [(c.userid, c.updates, c.updated_by) for c in copies.values() if c.userid != members[0]] == \
             [(m, 1, "api") for m in members[1:]]
         assert NotifyCard.get().error is None
+
+
+def test_a_lost_answer_to_a_card_update_is_not_applied_twice(settings, store, queue):
+    """update_template_card with a batch's send code reaches WeCom, the answer is lost; the retry
+    is refused (the code is single use). That refusal means the first attempt went through: wqbot
+    must not fall back to the member's own ResponseCode and update that copy a second time."""
+    from store.notifications import NotifyCard
+    from tests.notify_support import app_client
+
+    lost = {"apis": ("message/update_template_card",), "at": 1, "every": 0}
+    with F.World(settings, lost_answers=lost, users=20, departments=3) as w:
+        members = [u for u in seed_directory(w) if w.sim.directory.user(u).status == 1][:3]
+        with app_client(w.settings) as client:
+            r = client.post("/api/v1/notifications", headers=AUTH, json={
+                "id": "rel-lost", "type": "sign", "task_id": "T-LOST", "title": "合同", "recipients": members,
+                "deadline": deadline_iso()})
+            assert r.status_code == 202, r.text
+            F.drain(queue)
+            card_id = NotifyCard.get().card_id
+            tap(w, members[0], card_id, key="open")  # wqbot now also holds members[0]'s own code
+            r = client.post("/api/v1/notifications", headers=AUTH, json={
+                "id": "rel-lost-close", "type": "close", "task_id": "T-LOST", "result": "signed"})
+            assert r.status_code == 202, r.text
+            F.drain(queue)
+        assert w.lost.lost["message/update_template_card"] == 1
+        copies = w.sim.messaging.cards[card_id].copies.values()
+        assert sorted((c.userid, c.updates, c.state) for c in copies) == \
+            sorted((m, 1, "card_replaced") for m in members)
+        card = NotifyCard.get()
+        assert card.code_used_at is not None and card.error is None
