@@ -61,8 +61,10 @@ def test_the_lease_excludes_and_lapses_when_its_holder_dies(store):
 
 
 def test_the_lease_is_released_after_a_run(settings, fake):
-    reconcile.call_local()
-    reconcile.call_local()
+    from bot.sync import run_sync
+
+    run_sync(settings, trigger="periodic")
+    run_sync(settings, trigger="periodic")
     assert SyncRun.select().count() == 2
 
 

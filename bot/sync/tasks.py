@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import calendar
 import logging
+import time
 
 from bot.tasks import huey, outbox_task
 from bot.wecom import NoPrivilege, NotFound, client_for
 from settings import get_settings
+from store.db import write_transaction
+from store.directory import SyncState
 
 from . import records as R
 from .apply import apply_department, apply_user
@@ -57,10 +60,33 @@ def due(dt) -> bool:
     return (calendar.timegm(dt.timetuple()) // 60) % max(1, n) == 0
 
 
+PERIODIC_KEY = "periodic_interval"
+
+
+def claim_interval(settings, at: float | None = None) -> bool:
+    """Take the current SYNC_INTERVAL_MINUTES interval for the periodic run; False if a run already
+    took it. Every worker's scheduler enqueues the periodic task for the same due minute, each at
+    its own second, and a restarted worker enqueues it again: the lease only keeps two copies from
+    running at once, so a copy that starts after the first one finished would sync again. One
+    conditional UPDATE (zero-padded interval numbers compare as text on SQLite and PostgreSQL)."""
+    n = max(1, settings.sync_interval_minutes)
+    interval = f"{int((at if at is not None else time.time()) // 60) // n:012d}"
+    t = time.time()
+    with write_transaction():
+        SyncState.insert(key=PERIODIC_KEY, value="", updated_at=t).on_conflict_ignore().execute()
+        return bool(SyncState.update(value=interval, updated_at=t)
+                    .where((SyncState.key == PERIODIC_KEY) & (SyncState.value < interval)).execute())
+
+
 @huey.periodic_task(due, name="sync.reconcile")
 def reconcile() -> int | None:
-    """The periodic reconciliation. Every worker schedules it; the lease lets one run."""
+    """The periodic reconciliation: once per interval, however many workers schedule it."""
     s = get_settings()
+    if not s.wecom_enabled:
+        return None
+    if not claim_interval(s):
+        log.info("periodic sync skipped: this interval's run already started")
+        return None
     try:
         run = run_sync(s, trigger="periodic")
     except Busy as e:
