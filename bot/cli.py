@@ -104,7 +104,8 @@ def _available(module: str) -> str:
 
 def asgi_app():
     """uvicorn's app factory, run in every web process: `bot.asgi:app` behind the callback fast
-    path (bot.callbacks.CallbackFastPath), with the heap frozen.
+    path (bot.callbacks.CallbackFastPath), both behind the request body time limit
+    (bot.body_timeout: uvicorn has none), with the heap frozen.
 
     gc.freeze() moves the ~60,000 long-lived objects of the imported modules out of the cyclic
     collector's sight. Under load a full collection otherwise scanned them every few seconds and
@@ -112,11 +113,12 @@ def asgi_app():
     import gc
 
     from bot.asgi import app
+    from bot.body_timeout import BodyTimeout
     from bot.callbacks import CallbackFastPath
 
     gc.collect()
     gc.freeze()
-    return CallbackFastPath(app)
+    return BodyTimeout(CallbackFastPath(app))
 
 
 def serve(args) -> int:
