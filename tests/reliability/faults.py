@@ -357,11 +357,14 @@ class Mutator:
         renamed = rng.choice([i for i in depts if i != 1])
         self._ok(ctl.patch(f"/sim/departments/{renamed}", params=q, json={"name": f"{d.departments[renamed].name}·{self.n}"}))
         self.log["department renamed"] += 1
-        movable = [i for i in depts if i != 1 and new["id"] not in d.subtree(i)]
-        mover = rng.choice(movable)
-        parents = [i for i in d.departments if i not in d.subtree(mover)]
-        self._ok(ctl.patch(f"/sim/departments/{mover}", params=q, json={"parentid": rng.choice(parents)}))
-        self.log["department moved"] += 1
+        mover = rng.choice([i for i in depts if i != 1])
+        parents = [i for i in d.departments if i not in d.subtree(mover) and i != d.departments[mover].parentid]
+        for parent in rng.sample(parents, min(5, len(parents))):
+            r = ctl.patch(f"/sim/departments/{mover}", params=q, json={"parentid": parent})
+            if r.status_code != 409:  # 409: the new parent has a sub-department of that name
+                self._ok(r)
+                self.log["department moved"] += 1
+                break
         leaves = [i for i in d.departments if i not in (1, new["id"]) and not d.children.get(i)]
         if leaves:
             gone = rng.choice(leaves)
@@ -380,6 +383,10 @@ class Mutator:
         for u in rng.sample(self._users(), k):
             self._ok(ctl.patch(f"/sim/users/{u.userid}", params=q, json={"department": rng.sample(depts, 2)}))
             self.log["user moved"] += 1
+        u = rng.choice([u for u in self._users() if u.mobile])
+        # an admin changes the userid (allowed once in WeCom); the event is missed, the sync sees it
+        self._ok(ctl.patch(f"/sim/users/{u.userid}", params=q, json={"new_userid": f"{u.userid}r{self.n}"}))
+        self.log["userid changed"] += 1
         u = rng.choice(self._users())
         self._ok(ctl.patch(f"/sim/users/{u.userid}", params=q, json={"status": 2 if u.status == 1 else 1}))
         self.log["user status flipped"] += 1

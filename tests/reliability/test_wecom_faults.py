@@ -72,7 +72,7 @@ def sync_until_converged(w: F.World) -> tuple[int, list[str]]:
 @pytest.mark.parametrize("mode", ["list", "list_id"])
 def test_full_syncs_converge_to_the_emulator_under_faults(mode, settings, store, monkeypatch):
     from bot.sync import fetch
-    from store.directory import SyncRun
+    from store.directory import Change, SyncRun
 
     # list mode reads per first-level branch above SPLIT_OVER departments: lowered, one run is a
     # dozen calls instead of two, so faults land inside a listing and leave it incomplete
@@ -93,9 +93,10 @@ def test_full_syncs_converge_to_the_emulator_under_faults(mode, settings, store,
         if calls["total"] >= 300:  # the mix really is about a fifth of the calls (the draws are random)
             assert 0.12 < faulted / calls["total"] < 0.28, (faulted, calls["total"])
         check_gettoken(w, secrets=2)
+        feed = Counter(k for k, in Change.select(Change.kind).tuples())
         REPORT[f"sync/{mode}"] = {"runs per round": [len(s) for s in runs], "statuses": runs,
                                   "api calls": calls["total"], "faults fired": faulted,
-                                  "changes": dict(mutator.log)}
+                                  "emulator changes": dict(mutator.log), "feed": dict(feed)}
 
 
 def check_gettoken(w: F.World, secrets: int) -> dict:
