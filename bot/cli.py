@@ -143,7 +143,9 @@ def serve(args) -> int:
         uvicorn.run(
             "bot.cli:asgi_app",
             factory=True,
-            http=_available("httptools"),
+            # httptools with a time limit on request headers (bot.header_timeout); without
+            # httptools, uvicorn's default, which has none.
+            http="bot.header_timeout:HeaderTimeoutProtocol" if _available("httptools") != "auto" else "auto",
             loop=_available("uvloop"),
             host=args.host,
             port=args.port,

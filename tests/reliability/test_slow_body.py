@@ -6,8 +6,10 @@ after the app starts reading it. In-process with a short limit, then once at a r
 serve` with the real one, while other clients are served meanwhile.
 
 Headers: uvicorn (0.54, httptools and h11 alike) arms no timer before a request's headers are
-complete, so a client trickling its header lines is held as long as it keeps sending. The last
-test shows what `wqbot serve` does guarantee then: everyone else is still served."""
+complete, so a client trickling its header lines (or sending nothing) was held as long as it
+liked. `wqbot serve` runs bot.header_timeout.HeaderTimeoutProtocol (httptools with a limit):
+408 and closed HEADER_TIMEOUT (10) seconds after the request's first byte. In-process on a
+uvicorn server with a short limit, then at a real `wqbot serve`."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +24,7 @@ import httpx
 import pytest
 
 from bot.body_timeout import BODY_TIMEOUT, BodyTimeout
+from bot.header_timeout import HEADER_TIMEOUT
 from tests.conftest import BACKEND, TEST_ENV
 from tests.reliability.hostile import AUTH, changes, snapshot
 from tests.support import app_crypto, click, signed, wait_until_serving
@@ -306,15 +309,105 @@ def test_serve_cuts_off_a_trickled_body_and_serves_everyone_else(server, setting
     assert sent >= 20 and ok == sent  # everyone else was served meanwhile
 
 
-def test_serve_with_trickled_headers_still_serves_everyone_else(server, settings):
-    """uvicorn gives headers no time limit (see the module doc): a client sending a header byte
-    a second holds its own connection, and only that. Checked for 6 s."""
-    port, _ = server
-    head = b"POST /wecom/callback HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    slow = Trickle(port, head, b"X-Slow: " + b"a" * 60, gap=1.0)
+def test_serve_cuts_off_trickled_headers_and_serves_everyone_else(server, settings):
+    port, log_path = server
+    slow = Trickle(port, b"POST /wecom/callback HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Slow: " + b"a" * 60, gap=1.0)
     slow.start()
-    started = time.monotonic()
-    sent, ok = _keep_serving(port, settings, until=lambda: time.monotonic() - started > 6)
-    print(f"trickled headers: {slow.sent_bytes} header bytes in 6 s, unanswered; meanwhile {ok}/{sent} answered 200")
-    assert sent >= 10 and ok == sent
-    assert slow.is_alive() and slow.answer == b""  # still connected, still unanswered: uvicorn's behaviour
+    sent, ok = _keep_serving(port, settings, until=lambda: not slow.is_alive() or time.monotonic() - slow.t0 > 40)
+    slow.join(5)
+    print(f"trickled headers: 408 after {slow.answered_at:.1f} s, {slow.sent_bytes} header bytes sent; "
+          f"meanwhile {ok}/{sent} other requests answered 200")
+    assert slow.answer.startswith(b"HTTP/1.1 408"), (slow.answer[:200], open(log_path).read()[-1500:])
+    assert b"not complete within 10 seconds" in slow.answer
+    assert HEADER_TIMEOUT - 0.5 <= slow.answered_at <= HEADER_TIMEOUT + 6, slow.answered_at
+    assert slow.closed_at is not None and slow.closed_at - slow.answered_at < 3
+    assert sent >= 20 and ok == sent
+
+
+# -- the header limit, in-process on uvicorn ----------------------------------------------------------
+@pytest.fixture
+def short_header_limit(monkeypatch):
+    from bot import header_timeout
+
+    monkeypatch.setattr(header_timeout, "HEADER_TIMEOUT", LIMIT)
+    return LIMIT
+
+
+@pytest.fixture
+def uvicorn_port(short_header_limit):
+    """A uvicorn server (httptools with the header limit) on a thread, answering "ok"."""
+    import uvicorn
+
+    from bot.header_timeout import HeaderTimeoutProtocol
+
+    async def app(sc, receive, send):
+        if sc["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=HeaderTimeoutProtocol,
+                                           loop="asyncio", lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_trickled_headers_get_408_after_the_limit(uvicorn_port):
+    slow = Trickle(uvicorn_port, b"GET / HTTP/1.1\r\nHost: x\r\n", b"X-Slow: " + b"a" * 40, gap=0.1)
+    slow.run()
+    assert slow.answer.startswith(b"HTTP/1.1 408") and b"connection: close" in slow.answer
+    assert LIMIT <= slow.answered_at < LIMIT + 3 and slow.closed_at is not None
+    assert slow.sent_bytes < 40
+
+
+def test_a_connection_that_sends_nothing_is_closed(uvicorn_port):
+    with socket.create_connection(("127.0.0.1", uvicorn_port)) as s:
+        s.settimeout(10)
+        t0 = time.monotonic()
+        data = s.recv(4096)
+        while (more := s.recv(4096)):
+            data += more
+        waited = time.monotonic() - t0
+    assert data.startswith(b"HTTP/1.1 408") and LIMIT <= waited < LIMIT + 3
+
+
+def test_each_request_on_a_kept_alive_connection_gets_its_own_period(uvicorn_port):
+    """Requests whose headers arrive at once are never cut off, however long the connection
+    lives; the limit is per request. Then a trickled one on the same connection is."""
+    with socket.create_connection(("127.0.0.1", uvicorn_port)) as s:
+        s.settimeout(5)
+        t0 = time.monotonic()
+        answers = 0
+        while time.monotonic() - t0 < LIMIT * 3:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"ok"):
+                data += s.recv(4096)
+            answers += data.startswith(b"HTTP/1.1 200")
+            time.sleep(LIMIT / 4)
+        assert answers >= 6
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        t1 = time.monotonic()
+        data = b""
+        while True:
+            try:
+                s.sendall(b"X")
+            except OSError:
+                break
+            try:
+                more = s.recv(4096)
+            except TimeoutError:
+                continue
+            if not more:
+                break
+            data += more
+            time.sleep(0.1)
+        assert data.startswith(b"HTTP/1.1 408") and time.monotonic() - t1 < LIMIT + 3
