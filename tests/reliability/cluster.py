@@ -220,7 +220,8 @@ class Cluster:
         r = subprocess.run([sys.executable, "-m", "tests.reliability.cluster", *args], cwd=self.workdir,
                            env=self.env, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
-            raise AssertionError(f"wqbot {' '.join(args)} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+            raise AssertionError(f"wqbot {' '.join(args)} exited {r.returncode}:\n"
+                                 f"{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
         return r.stdout + r.stderr
 
     def stop(self) -> None:

@@ -279,7 +279,7 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
             if not times:
                 pushes_lost += 1
                 problems.append(f"notification {nid}: {u} never got a message/send")
-            for first, again in zip(times, times[1:]):
+            for first, again in zip(times, times[1:], strict=False):
                 (explained if killed_near(kills, runners, first[0], first[1], WINDOW) else unexplained).append(
                     (nid, u, round(again[0] - first[0], 1), first[2] == again[2]))
         statuses = {r.userid: r.status for r in NotifyRecipient.select().where(NotifyRecipient.notification == nid)}
@@ -318,7 +318,7 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
     for d in cluster.receiver.accepted():
         received[d["headers"].get("X-Wqbot-Delivery")].append((d["started"], d["at"]))
     hooks_lost, hook_dups_explained, hook_dups_unexplained = [], [], []
-    for tid, t in decided.items():
+    for tid in decided:
         rows = deliveries.get(tid, [])
         if len(rows) != 1:
             problems.append(f"task {tid} decided once but owes {len(rows)} webhooks")
@@ -327,7 +327,7 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
         got = sorted(received.get(d.id, []))
         if d.status != "delivered" or not got:
             hooks_lost.append((tid, d.status, len(got)))
-        for first, again in zip(got, got[1:]):
+        for first, again in zip(got, got[1:], strict=False):
             (hook_dups_explained if killed_near(kills, runners, *first, WINDOW) else hook_dups_unexplained).append(
                 (tid, d.id, first, again))
     stray = set(received) - {d.id for rows in deliveries.values() for d in rows}

@@ -99,6 +99,38 @@ def push_approvals(cluster: Cluster, http, n: int, recipients: int, tag: str) ->
     return out
 
 
+# -- regression (both backends; first, before the module's cluster starts) ---------------------------
+def test_a_second_copy_of_the_periodic_sync_in_the_same_interval_does_not_sync_again(settings, store, monkeypatch):
+    """Each worker's scheduler enqueues the periodic sync for the same due minute, at its own
+    second. The lease only kept two copies from overlapping: a copy that started after the first
+    had finished synced again (twice per interval with two workers, three times with three)."""
+    import dataclasses
+
+    import settings as settings_mod
+    from bot.sync.tasks import reconcile
+    from bot.wecom import reset_clients
+    from store.directory import SyncRun
+    from tests.test_sync_fakes import FakeWeCom
+
+    s = dataclasses.replace(settings, sync_interval_minutes=10)
+    monkeypatch.setattr(settings_mod, "_current", s)
+    reset_clients()
+    fake = FakeWeCom(s).standard()
+    with fake.mounted():
+        first = reconcile.call_local()
+        assert first is not None and SyncRun.get_by_id(first).status == "ok"
+        assert reconcile.call_local() is None  # the other worker's copy
+        assert reconcile.call_local() is None  # a restarted worker's
+    reset_clients()
+    assert SyncRun.select().count() == 1
+    assert fake.api_calls() == {"department/list": 1, "user/list": 1}
+    # the claim is per interval: the next one runs again, an earlier one (a late copy) does not
+    from bot.sync.tasks import claim_interval
+
+    now = time.time()
+    assert claim_interval(s, now + 600) and not claim_interval(s, now + 600) and not claim_interval(s, now)
+
+
 # -- (a) the periodic sync: once per interval ---------------------------------------------------------------
 @scaled_out
 def test_the_periodic_sync_runs_once_per_interval_not_once_per_worker(cluster):
@@ -341,35 +373,3 @@ def test_the_periodic_sync_runs_once_a_minute_on_two_real_schedulers(cluster):
                                                           "runs_per_minute": sorted(per_minute.values())})
     assert len(runs) >= minutes and max(per_minute.values()) == 1, sorted(per_minute.items())
     assert skipped >= minutes - 1, cluster.logs()
-
-
-# -- regressions (both backends) ------------------------------------------------------------------------
-def test_a_second_copy_of_the_periodic_sync_in_the_same_interval_does_not_sync_again(settings, store, monkeypatch):
-    """Each worker's scheduler enqueues the periodic sync for the same due minute, at its own
-    second. The lease only kept two copies from overlapping: a copy that started after the first
-    had finished synced again (twice per interval with two workers, three times with three)."""
-    import dataclasses
-
-    import settings as settings_mod
-    from bot.sync.tasks import reconcile
-    from bot.wecom import reset_clients
-    from store.directory import SyncRun
-    from tests.test_sync_fakes import FakeWeCom
-
-    s = dataclasses.replace(settings, sync_interval_minutes=10)
-    monkeypatch.setattr(settings_mod, "_current", s)
-    reset_clients()
-    fake = FakeWeCom(s).standard()
-    with fake.mounted():
-        first = reconcile.call_local()
-        assert first is not None and SyncRun.get_by_id(first).status == "ok"
-        assert reconcile.call_local() is None  # the other worker's copy
-        assert reconcile.call_local() is None  # a restarted worker's
-    reset_clients()
-    assert SyncRun.select().count() == 1
-    assert fake.api_calls() == {"department/list": 1, "user/list": 1}
-    # the claim is per interval: the next one runs again, an earlier one (a late copy) does not
-    from bot.sync.tasks import claim_interval
-
-    now = time.time()
-    assert claim_interval(s, now + 600) and not claim_interval(s, now + 600) and not claim_interval(s, now)
