@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 import respx
 from httpx import Response
 
-from tests.conftest import TEST_ENV
-from tests.support import CORP
+from tests.conftest import BACKEND, TEST_ENV
+from tests.support import CORP, wait_until_serving
 
 SCALE = os.environ.get("WQBOT_RELIABILITY_SCALE", "short")
 API = TEST_ENV["WECOM_API_BASE"]
@@ -119,4 +123,35 @@ def post_signed(client, crypto, plaintext: str, path: str = "/wecom/callback"):
     return client.post(path, params=params, content=body)
 
 
-__all__ = ["AUTH", "CORP", "PUBLIC", "SCALE", "USERS", "changes", "examples", "fake_wecom", "seed", "snapshot"]
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def wqbot_serve(directory):
+    """`wqbot serve --no-worker` on a free loopback port, run from `directory` with a .env of the
+    test settings (the test's PostgreSQL and Redis with WQBOT_TEST_BACKEND=pg, else its own
+    SQLite files there). Yields (port, log path)."""
+    keys = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY", "SECRET_KEY",
+            "WEIQIAN_API_TOKEN", "WECOM_API_BASE", "WECOM_CONTACTS_TOKEN", "WECOM_CONTACTS_AES_KEY")
+    env_file = {k: TEST_ENV[k] for k in keys}
+    if BACKEND == "pg":
+        env_file.update(DATABASE_URL=TEST_ENV["DATABASE_URL"], QUEUE_URL=TEST_ENV["QUEUE_URL"])
+    (directory / ".env").write_text("".join(f"{k}={v}\n" for k, v in env_file.items()))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_"))}
+    log_path = directory / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--no-worker"],
+                                cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc, log_path)
+            yield port, log_path
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+__all__ = ["AUTH", "CORP", "PUBLIC", "SCALE", "USERS", "changes", "examples", "fake_wecom", "seed", "snapshot", "wqbot_serve"]

@@ -286,3 +286,130 @@ def test_a_real_login_state_with_a_hostile_code_never_5xx(clients, flow, code, h
     event(f"status {r.status_code}")
     assert r.status_code < 500, f"{code!r}: {r.status_code} {r.text[:300]}"
     assert LoginTicket.select().count() == tickets  # WeCom issued no such code: nobody is logged in
+
+
+# -- raw bytes at a real `wqbot serve` --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from tests.reliability.hostile import wqbot_serve
+
+    with wqbot_serve(tmp_path_factory.mktemp("serve")) as running:
+        yield running
+
+
+_RAW_TARGETS = ["/wecom/callback", "/wecom/contacts/callback", "/api/v1/notifications", "/api/v1/org/users",
+                "/api/v1/tickets/validate", "/oauth/h5", "/oauth/h5/callback", "/wx/login", "/login", "/healthz",
+                "/metrics", "/admin", "/admin/login", "*", "http://evil.example/", "//x", "/%", "/%00", "/\x7f"]
+_HTTP_METHOD = st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS", "CONNECT", "TRACE", "PRI"])
+_HTTP_VERSION = st.sampled_from(["HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.1x", "", "http/1.1"])
+_ANY_TARGET = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF), min_size=1, max_size=30)
+_SANE_LINE = st.tuples(st.sampled_from(["GET", "POST"]), st.sampled_from(_RAW_TARGETS[:14]), query, st.just("HTTP/1.1"))
+_WILD_LINE = st.one_of(
+    st.tuples(st.one_of(_HTTP_METHOD, st.text(_TCHAR, min_size=1, max_size=8)),
+              st.one_of(st.sampled_from(_RAW_TARGETS), _ANY_TARGET), st.one_of(query, st.just("")),
+              st.one_of(_HTTP_VERSION, st.just("HTTP/1.1"))),
+)
+_SANE_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+_SANE_HEADER = st.one_of(st.tuples(st.sampled_from(_HEADER_NAMES + ["authorization"]), st.one_of(_SANE_VALUE, header_value)),
+                         st.tuples(st.text(_TCHAR, min_size=1, max_size=16), _SANE_VALUE))
+_WILD_HEADER = st.one_of(
+    _SANE_HEADER,
+    st.tuples(st.text(st.characters(min_codepoint=0x01, max_codepoint=0xFF), max_size=16),
+              st.text(st.characters(min_codepoint=0x01, max_codepoint=0xFF), max_size=30)),
+)
+
+
+@st.composite
+def raw_requests(draw) -> bytes:
+    """One request in four anything goes (uvicorn refuses most); the rest parse, so the app is
+    reached, with hostile targets, queries, headers, framing and bodies."""
+    wild = draw(st.integers(0, 3)) == 0
+    method, target, q, version = draw(_WILD_LINE if wild else _SANE_LINE)
+    payload = draw(body)
+    lines = [f"{method} {target}{'?' + q if q and '?' not in target else q} {version}".encode("latin-1")]
+    lines.append(b"Host: 127.0.0.1")
+    for name, value in draw(st.lists(_WILD_HEADER if wild else _SANE_HEADER, max_size=5)):
+        lines.append(f"{name}: {value}".encode("latin-1"))
+    framing = draw(st.sampled_from(["length", "length", "length", "chunked", "bad chunked", "none", "lying length"]))
+    if framing == "length":
+        lines.append(b"Content-Length: %d" % len(payload))
+    elif framing == "chunked":
+        lines.append(b"Transfer-Encoding: chunked")
+        payload = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)) if payload else b"0\r\n\r\n"
+    elif framing == "bad chunked":
+        lines.append(b"Transfer-Encoding: chunked")
+        payload = draw(st.sampled_from([b"zz\r\nabc\r\n0\r\n\r\n", b"5\r\nabc\r\n", b"-1\r\n\r\n",
+                                        b"ffffffffffffffffff\r\nx\r\n", b"0\r\nX-Trailer: 1\r\n\r\n"]))
+    elif framing == "lying length":
+        lines.append(b"Content-Length: %d" % draw(st.sampled_from([-1, 0, 1, 2**63, 10**30])))
+    eol = b"\n" if wild and draw(st.booleans()) else b"\r\n"
+    return eol.join(lines) + eol + eol + payload
+
+
+def _exchange(port: int, request: bytes, wait: float = 1.5) -> bytes:
+    """Send `request` on a new connection; whatever comes back within `wait` seconds."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        try:
+            s.sendall(request)
+        except OSError:
+            pass
+        s.settimeout(wait)
+        data, until = b"", time.monotonic() + wait
+        while time.monotonic() < until:
+            try:
+                more = s.recv(65536)
+            except (TimeoutError, OSError):
+                break
+            if not more:
+                break
+            data += more
+            if b"\r\n\r\n" in data:
+                break
+        return data
+
+
+@hsettings(max_examples=examples(100, 2000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=raw_requests())
+def test_raw_http_at_wqbot_serve_never_5xx(served, request):
+    port, log_path = served
+    answer = _exchange(port, request)
+    status = answer[:12].decode("latin-1")
+    event(f"answer {status[9:12] or 'none'}" + (" (uvicorn: invalid HTTP)" if b"Invalid HTTP request" in answer else ""))
+    assert not status.startswith(("HTTP/1.1 5", "HTTP/1.0 5")), (request[:300], answer[:300])
+
+
+def test_wqbot_serve_is_unharmed_by_the_raw_requests(served, settings):
+    """After the raw-bytes test (the same server, the next test in this file): it still answers
+    and applies a delivery, and logged no unhandled exception."""
+    import httpx
+
+    port, log_path = served
+    params, envelope = signed(app_crypto(settings), __import__("tests.support", fromlist=["click"]).click("help"))
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    r = httpx.post(f"http://127.0.0.1:{port}/wecom/callback", params=params, content=envelope, timeout=5)
+    assert r.status_code == 200 and r.text.startswith("<xml>")
+    log = log_path.read_text()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+
+
+def test_the_snapshot_sees_every_kind_of_change(clients, settings):
+    """The no-change assertions above can fail: an insert, an update of one column, a delete
+    and a queued task each show."""
+    from bot.tasks import huey
+    from store.directory import User
+    from store.login import OAuthState
+
+    steps = [
+        ("user", lambda: User.create(userid="mallory", name="m")),
+        ("user", lambda: User.update(position="x").where(User.userid == "lisi").execute()),
+        ("login_oauth_state", lambda: OAuthState.update(used_at=1.0).execute()),
+        ("user", lambda: User.delete().where(User.userid == "mallory").execute()),
+        ("queue", lambda: huey.enqueue(huey.task()(lambda: None).s())),
+    ]
+    for name, change in steps:
+        before = snapshot()
+        change()
+        assert set(changes(before, snapshot())) == {name}, name

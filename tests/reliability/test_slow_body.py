@@ -13,10 +13,7 @@ uvicorn server with a short limit, then at a real `wqbot serve`."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -25,9 +22,8 @@ import pytest
 
 from bot.body_timeout import BODY_TIMEOUT, BodyTimeout
 from bot.header_timeout import HEADER_TIMEOUT
-from tests.conftest import BACKEND, TEST_ENV
-from tests.reliability.hostile import AUTH, changes, snapshot
-from tests.support import app_crypto, click, signed, wait_until_serving
+from tests.reliability.hostile import AUTH, changes, free_port, snapshot, wqbot_serve
+from tests.support import app_crypto, click, signed
 
 LIMIT = 0.5  # the in-process tests' limit, seconds
 
@@ -199,32 +195,10 @@ def test_slow_clients_do_not_hold_up_the_rest(settings, store, queue):
 
 
 # -- at a real `wqbot serve` ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path, store):
-    keys = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY", "SECRET_KEY",
-            "WEIQIAN_API_TOKEN", "WECOM_API_BASE")
-    env_file = {k: TEST_ENV[k] for k in keys}
-    if BACKEND == "pg":
-        env_file.update(DATABASE_URL=TEST_ENV["DATABASE_URL"], QUEUE_URL=TEST_ENV["QUEUE_URL"])
-    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env_file.items()))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_"))}
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--no-worker"],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc, tmp_path / "serve.log")
-        yield port, tmp_path / "serve.log"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    with wqbot_serve(tmp_path) as running:
+        yield running
 
 
 class Trickle(threading.Thread):
