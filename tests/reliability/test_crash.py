@@ -360,12 +360,26 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
         "webhooks_lost": len(hooks_lost), "webhook_duplicates_in_kill_window": len(hook_dups_explained),
         "webhook_duplicates_unexplained": len(hook_dups_unexplained), "cards_not_updated": len(stale_cards),
     }
+    report["recovery"] = recovered(cluster)
     lat = sorted(traffic.latencies)
     if lat:
         report["latency_ms"] = {"p50": round(lat[len(lat) // 2] * 1000, 1),
                                 "p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1)}
     report["problems"] = problems
     return report
+
+
+def recovered(cluster: Cluster) -> dict:
+    """What the sweepers picked up (from the task runners' logs): outbox rows whose queue entry
+    was lost or late, pushes and webhooks whose worker died."""
+    import re
+
+    text = "".join(p.tail(50_000_000) for p in cluster.task_runners)
+    out = {"outbox_rows_requeued": sum(int(n) for n in re.findall(r"re-enqueued (\d+) outbox rows", text))}
+    for key in ("pushes", "webhooks"):
+        out[f"{key}_requeued"] = sum(int(n) for n in re.findall(
+            rf'"msg": "notification sweep"[^\n]*"{key}": (\d+)', text))
+    return out
 
 
 def publish(report: dict) -> None:
