@@ -77,6 +77,9 @@ def test_full_syncs_converge_to_the_emulator_under_faults(mode, settings, store,
     # list mode reads per first-level branch above SPLIT_OVER departments: lowered, one run is a
     # dozen calls instead of two, so faults land inside a listing and leave it incomplete
     monkeypatch.setattr(fetch, "SPLIT_OVER", 3)
+    # and list_id mode reads user/list_id in four pages: a fault on a later page must not look
+    # like departures
+    monkeypatch.setattr(fetch, "LIST_ID_PAGE", USERS // 3)
     with F.World(settings, users=USERS, departments=DEPARTMENTS, contacts_new_ip=mode == "list_id") as w:
         w.faults_on()
         mutator = F.Mutator(w, seed=7 if mode == "list" else 8)
