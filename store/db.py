@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import threading
+from collections import deque
+from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit
 
 import peewee
@@ -56,8 +59,59 @@ def write_transaction(database: peewee.Database | None = None):
     """A transaction that will write. On SQLite it takes the write lock up front (BEGIN
     IMMEDIATE, waiting up to busy_timeout): a deferred transaction that reads and then writes
     fails at once with SQLITE_BUSY if another connection committed in between, and the busy
-    timeout cannot help it. PostgreSQL needs nothing special. Nested, it is a savepoint."""
+    timeout cannot help it. PostgreSQL needs nothing special. Nested, it is a savepoint.
+
+    SQLite's busy wait is no queue: a waiter sleeps (up to 100 ms at a time) and retries, so a
+    thread that commits and begins again at once keeps the lock for as long as it likes. A
+    sync writing 100,000 members in back-to-back chunks on the embedded worker's thread held
+    every callback commit (on the event loop) until busy_timeout ran out (bench/soak.py). So the
+    writers of this process also queue for it, first come first served (_WriterQueue)."""
     d = database or db.obj
     if is_postgres(d) or d.in_transaction():
         return d.atomic()
-    return d.atomic(lock_type="IMMEDIATE")
+    return _sqlite_write(d)
+
+
+class _WriterQueue:
+    """One SQLite file's writers in this process, let in one at a time in the order they came.
+    A waiter gives up its place after `timeout` and goes on to SQLite's own busy wait, so no
+    wait is longer than before."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._waiting: deque = deque()
+        self._held = False
+
+    def acquire(self, timeout: float) -> bool:
+        me = object()
+        with self._cond:
+            self._waiting.append(me)
+            ok = self._cond.wait_for(lambda: not self._held and self._waiting[0] is me, timeout)
+            self._waiting.remove(me)
+            if ok:
+                self._held = True
+            else:
+                self._cond.notify_all()  # the one behind may be first now
+            return ok
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+
+_writer_queues: dict[str, _WriterQueue] = {}
+_writer_queues_guard = threading.Lock()
+
+
+@contextmanager
+def _sqlite_write(d: peewee.Database):
+    with _writer_queues_guard:
+        queue = _writer_queues.setdefault(d.database, _WriterQueue())
+    queued = queue.acquire(SQLITE_PRAGMAS["busy_timeout"] / 1000)
+    try:
+        with d.atomic(lock_type="IMMEDIATE"):
+            yield
+    finally:
+        if queued:
+            queue.release()
