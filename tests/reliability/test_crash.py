@@ -327,6 +327,8 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
         got = sorted(received.get(d.id, []))
         if d.status != "delivered" or not got:
             hooks_lost.append((tid, d.status, len(got)))
+        # 微签 answering 2xx to an attempt and seeing another can only follow a worker dying before
+        # it recorded the delivery (the attempt row and the delivered status come after the 2xx)
         for first, again in zip(got, got[1:], strict=False):
             (hook_dups_explained if killed_near(kills, runners, *first, WINDOW) else hook_dups_unexplained).append(
                 (tid, d.id, first, again))
