@@ -317,6 +317,8 @@ def uvicorn_port(short_header_limit):
     async def app(sc, receive, send):
         if sc["type"] != "http":
             return
+        while (await receive()).get("more_body"):  # the whole body, as an endpoint reads it
+            pass
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -385,3 +387,61 @@ def test_each_request_on_a_kept_alive_connection_gets_its_own_period(uvicorn_por
             data += more
             time.sleep(0.1)
         assert data.startswith(b"HTTP/1.1 408") and time.monotonic() - t1 < LIMIT + 3
+
+
+def _one_request(port: int, request: bytes) -> tuple[bytes, float]:
+    """Send `request`; the whole answer (until the server closes or 5 s pass) and how long it took."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(5)
+        t0 = time.monotonic()
+        try:
+            s.sendall(request)
+        except OSError:  # the server closed while we were still sending: read its answer
+            pass
+        data = b""
+        try:
+            while (more := s.recv(65536)):
+                data += more
+                if data.endswith(b"ok"):
+                    break
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return data, time.monotonic() - t0
+
+
+def test_headers_larger_than_the_limit_get_431(uvicorn_port):
+    from bot.header_timeout import MAX_HEADER_BYTES
+
+    big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (4 * MAX_HEADER_BYTES) + b"\r\n\r\n"
+    data, took = _one_request(uvicorn_port, big)
+    assert data.startswith(b"HTTP/1.1 431") and b"larger than 65536 bytes" in data and took < 3
+    long_url = b"GET /" + b"a" * (2 * MAX_HEADER_BYTES) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert _one_request(uvicorn_port, long_url)[0].startswith(b"HTTP/1.1 431")
+
+
+def test_headers_within_the_limit_and_large_bodies_are_served(uvicorn_port):
+    """The limit counts the request line and headers only: a 1 MiB body sent in the same write
+    is the body's business."""
+    from bot.header_timeout import MAX_HEADER_BYTES
+
+    near = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES - 200) + b"\r\n\r\n"
+    assert _one_request(uvicorn_port, near)[0].startswith(b"HTTP/1.1 200")
+    body = b"x" * (1024 * 1024)
+    post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    assert _one_request(uvicorn_port, post)[0].startswith(b"HTTP/1.1 200")
+    chunks = [post[i:i + 100_000] for i in range(0, len(post), 100_000)]
+    with socket.create_connection(("127.0.0.1", uvicorn_port)) as s:
+        s.settimeout(5)
+        for c in chunks:
+            s.sendall(c)
+        data = b""
+        while not data.endswith(b"ok"):
+            data += s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 200")
+
+
+def test_serve_refuses_huge_headers_and_keeps_serving(server, settings):
+    port, _ = server
+    data, took = _one_request(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 << 20) + b"\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 431") and took < 5
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
