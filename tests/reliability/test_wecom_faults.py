@@ -26,8 +26,6 @@ import pytest
 from tests.notify_support import AUTH
 from tests.reliability import faults as F
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 USERS, DEPARTMENTS = (2000, 60) if F.LONG else (120, 12)
 ROUNDS = 6 if F.LONG else 2  # directory changes after the first convergence
 CHANGES = 20 if F.LONG else 3  # users added / renamed / moved / deleted per round
