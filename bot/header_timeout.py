@@ -6,7 +6,8 @@ sends nothing, or one header byte a second, is held for as long as it likes, and
 use up the process's file descriptors. nginx in front (docs/deploy.md) has client_header_timeout;
 `wqbot serve` facing clients itself had nothing. This is uvicorn's httptools protocol with two
 rules added: a request's headers must be complete `HEADER_TIMEOUT` seconds after its first byte
-(or after the connection opened, for its first request), else 408; and they must fit in
+(or after the connection opened, for its first request), else 408 (or, if nothing at all came,
+the connection is just closed); and they must fit in
 `MAX_HEADER_BYTES`, else 431. Either way the connection is closed. Idle keep-alive connections
 stay uvicorn's business (timeout_keep_alive).
 
@@ -51,6 +52,7 @@ def _sweep_now(loop) -> None:
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     header_bytes = 0  # received while this request's headers are incomplete (about: see data_received)
+    headers_parsed = 0  # requests on this connection whose headers were complete
 
     def _start_waiting(self) -> None:
         global _sweep
@@ -70,6 +72,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         _waiting.pop(self, None)
         self.header_bytes = 0
+        self.headers_parsed += 1
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
@@ -78,12 +81,13 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             if len(data) > room:
                 # Feed what fits: if the headers end within it, the rest is body (or the next
                 # request) and goes on as usual; if not, they are too large.
+                parsed = self.headers_parsed
                 if room > 0:
                     super().data_received(data[:room])
                     data = data[room:]
                 if self.transport.is_closing():
                     return
-                if self in _waiting:
+                if self.headers_parsed == parsed:
                     _waiting.pop(self, None)
                     self._refuse(431, "Request Header Fields Too Large",
                                  f"request line and headers larger than {MAX_HEADER_BYTES} bytes")
@@ -91,6 +95,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             else:
                 self.header_bytes += len(data)
         super().data_received(data)
+        if self in _waiting and not self.header_bytes:
+            self.header_bytes = 1  # a request began in this chunk (its share of it is not counted)
 
     def connection_lost(self, exc) -> None:
         _waiting.pop(self, None)
@@ -103,6 +109,12 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             # A request is still being answered (its pipelined successor's headers are the slow
             # ones): answer that first, and give the successor another period.
             self._start_waiting()
+            return
+        if not self.header_bytes:
+            # Nothing sent at all (a browser's preconnect, say): close quietly, as for an idle
+            # keep-alive connection; an unasked-for 408 could be read as the answer to a request
+            # the client is just sending.
+            self.transport.close()
             return
         self._refuse(408, "Request Timeout", f"request headers not complete within {HEADER_TIMEOUT:g} seconds")
 
