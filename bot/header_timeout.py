@@ -45,62 +45,74 @@ def _sweep_now(loop) -> None:
         if deadline > now:
             break
         del _waiting[conn]
+        conn.waiting = False
         conn.headers_too_slow()
     if _waiting:
         _sweep = (loop, loop.call_later(_tick(), _sweep_now, loop))
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    header_bytes = 0  # received while this request's headers are incomplete (about: see data_received)
+    # Base methods are called by name, not through super(), and membership of `_waiting` is
+    # mirrored in `waiting`: this runs for every request (~2 µs over plain httptools measured
+    # with super() calls, of a ~24 µs no-op request).
+    waiting = False  # in `_waiting`: this request's headers are incomplete
+    header_bytes = 0  # received while they are incomplete (about: see data_received)
     headers_parsed = 0  # requests on this connection whose headers were complete
 
     def _start_waiting(self) -> None:
         global _sweep
-        if self not in _waiting:
-            _waiting[self] = self.loop.time() + HEADER_TIMEOUT
-            if _sweep is None or _sweep[0] is not self.loop:
-                _sweep = (self.loop, self.loop.call_later(_tick(), _sweep_now, self.loop))
+        if not self.waiting:
+            self.waiting = True
+            loop = self.loop
+            _waiting[self] = loop.time() + HEADER_TIMEOUT
+            if _sweep is None or _sweep[0] is not loop:
+                _sweep = (loop, loop.call_later(_tick(), _sweep_now, loop))
+
+    def _stop_waiting(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            _waiting.pop(self, None)
 
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        HttpToolsProtocol.connection_made(self, transport)
         self._start_waiting()
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._start_waiting()
 
     def on_headers_complete(self) -> None:
-        _waiting.pop(self, None)
+        self._stop_waiting()
         self.header_bytes = 0
         self.headers_parsed += 1
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def data_received(self, data: bytes) -> None:
-        if self in _waiting:
+        if self.waiting:
             room = MAX_HEADER_BYTES - self.header_bytes
             if len(data) > room:
                 # Feed what fits: if the headers end within it, the rest is body (or the next
                 # request) and goes on as usual; if not, they are too large.
                 parsed = self.headers_parsed
                 if room > 0:
-                    super().data_received(data[:room])
+                    HttpToolsProtocol.data_received(self, data[:room])
                     data = data[room:]
                 if self.transport.is_closing():
                     return
                 if self.headers_parsed == parsed:
-                    _waiting.pop(self, None)
+                    self._stop_waiting()
                     self._refuse(431, "Request Header Fields Too Large",
                                  f"request line and headers larger than {MAX_HEADER_BYTES} bytes")
                     return
             else:
                 self.header_bytes += len(data)
-        super().data_received(data)
-        if self in _waiting and not self.header_bytes:
+        HttpToolsProtocol.data_received(self, data)
+        if self.waiting and not self.header_bytes:
             self.header_bytes = 1  # a request began in this chunk (its share of it is not counted)
 
     def connection_lost(self, exc) -> None:
-        _waiting.pop(self, None)
-        super().connection_lost(exc)
+        self._stop_waiting()
+        HttpToolsProtocol.connection_lost(self, exc)
 
     def headers_too_slow(self) -> None:
         if self.transport.is_closing():
