@@ -52,9 +52,9 @@ def _sweep_now(loop) -> None:
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    # Base methods are called by name, not through super(), and membership of `_waiting` is
-    # mirrored in `waiting`: this runs for every request (~2 µs over plain httptools measured
-    # with super() calls, of a ~24 µs no-op request).
+    # This runs for every request: ~1.5-2 µs of CPU over plain httptools, whose no-op request
+    # costs ~24 µs (wrk, keep-alive). Hence base methods called by name rather than through
+    # super(), and membership of `_waiting` mirrored in `waiting`.
     waiting = False  # in `_waiting`: this request's headers are incomplete
     header_bytes = 0  # received while they are incomplete (about: see data_received)
     headers_parsed = 0  # requests on this connection whose headers were complete
