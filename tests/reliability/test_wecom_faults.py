@@ -37,7 +37,7 @@ REPORT: dict = {}
 @pytest.fixture(scope="module", autouse=True)
 def report():
     """The scenarios' counts, written to $WQBOT_RELIABILITY_REPORT/wecom_faults.json when set
-    (bench.soak and the figures in docs/reliability.md)."""
+    (for bench.soak and the issue's report table)."""
     yield REPORT
     out = os.environ.get("WQBOT_RELIABILITY_REPORT")
     if out and REPORT:
@@ -85,7 +85,7 @@ def test_full_syncs_converge_to_the_emulator_under_faults(mode, settings, store,
         for r in range(ROUNDS + 1):
             if r:
                 mutator.round(CHANGES)
-            n, statuses = sync_until_converged(w)
+            _, statuses = sync_until_converged(w)
             runs.append(statuses)
         assert {r.mode for r in SyncRun.select()} == {mode}
         calls = w.sim.calls_summary()
@@ -93,14 +93,14 @@ def test_full_syncs_converge_to_the_emulator_under_faults(mode, settings, store,
         assert faulted > 0
         if calls["total"] >= 300:  # the mix really is about a fifth of the calls (the draws are random)
             assert 0.12 < faulted / calls["total"] < 0.28, (faulted, calls["total"])
-        check_gettoken(w, secrets=2)
+        check_gettoken(w, secrets=2, label=f"sync/{mode}")
         feed = Counter(k for k, in Change.select(Change.kind).tuples())
         REPORT[f"sync/{mode}"] = {"runs per round": [len(s) for s in runs], "statuses": runs,
                                   "api calls": calls["total"], "faults fired": faulted,
                                   "emulator changes": dict(mutator.log), "feed": dict(feed)}
 
 
-def check_gettoken(w: F.World, secrets: int) -> dict:
+def check_gettoken(w: F.World, secrets: int, label: str) -> dict:
     """gettoken answered with a token no more than once per secret, once per forced refresh (a
     42001 fault fired) and a small constant; failed gettoken calls only as the faults on gettoken."""
     calls = w.calls("gettoken")
@@ -110,7 +110,7 @@ def check_gettoken(w: F.World, secrets: int) -> dict:
     assert issued <= limit, (issued, fired)
     failed = len(calls) - issued
     assert failed <= fired.get("gettoken", 0), (failed, fired)
-    out = {"gettoken ok": issued, "gettoken failed": failed, "expired-token faults": fired.get("expired", 0),
+    out = {"scenario": label, "gettoken ok": issued, "gettoken failed": failed, "expired-token faults": fired.get("expired", 0),
            "bound": limit}
     REPORT.setdefault("gettoken", []).append(out)
     return out
@@ -224,7 +224,7 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
             assert card.error is None, (card.card_id, card.error)
             assert (card.code_used_at is not None) == (notes[card.notification]["type"] != "notice"), card.card_id
         fired = F.fired(w.ctl)
-        check_gettoken(w, secrets=2)
+        check_gettoken(w, secrets=2, label=f"push/{'lost' if lost else 'faults'}")
         sends = w.calls("message/send")
         updates = w.calls("message/update_template_card")
         REPORT[f"push/{'lost' if lost else 'faults'}"] = {
