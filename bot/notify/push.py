@@ -83,7 +83,26 @@ def _push(n: Notification, settings, client) -> str:
                                              NotifyCard.status.in_(("queued", "sending")))
                    .order_by(NotifyCard.batch))
     _send_batches(n, settings, client, batches)
+    if n.kind in ("approve", "sign") and batches:
+        # A member who got the card may have decided before its batch was recorded here; that
+        # decision's card update found no sent batch then, so it is this push's to ask for.
+        task = NotifyTask.get_or_none(NotifyTask.task_id == n.task_id)
+        if task is not None and task.round == n.round and task.state != "pending":
+            _update_cards_of(task)
     return _finish(n.id)
+
+
+def _update_cards_of(task: NotifyTask) -> None:
+    """Queue the card update of the task's current state (idempotent: batches that already show
+    it are skipped)."""
+    from bot.tasks import defer, enqueue_outbox
+
+    from .updates import update_cards
+
+    exclude = [task.decided_by] if task.state_via == "chat" and task.decided_by else []
+    with db.atomic():
+        defer(update_cards, task_id=task.task_id, revision=task.revision, exclude=exclude)
+    enqueue_outbox()
 
 
 def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None:
@@ -92,19 +111,12 @@ def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None
     batch again byte for byte — WeCom's duplicate check answers with the first send's result
     instead of delivering a second card — so it is recorded as sent and, with its send code,
     updated to show the result like every other card of the task."""
-    from bot.tasks import defer, enqueue_outbox
-
-    from .updates import update_cards
-
     cut_off = list(NotifyCard.select().where(NotifyCard.notification == n.id, NotifyCard.status == "sending")
                    .order_by(NotifyCard.batch))
     if not cut_off:
         return
     _send_batches(n, settings, client, cut_off)
-    exclude = [task.decided_by] if task.state_via == "chat" and task.decided_by else []
-    with db.atomic():
-        defer(update_cards, task_id=task.task_id, revision=task.revision, exclude=exclude)
-    enqueue_outbox()
+    _update_cards_of(task)
 
 
 def _send_batches(n: Notification, settings, client, batches: list[NotifyCard]) -> None:

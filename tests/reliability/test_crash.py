@@ -490,3 +490,37 @@ def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_dec
     (update,) = fake_wecom.updates
     assert sorted(update["userids"]) == ["lisi", "zhaoliu"] and update["button"]["replace_name"] == "已由 王五 同意"
     assert len(webhook_receiver.accepted()) == 1
+
+
+def test_a_tap_decided_before_the_push_recorded_its_batch_still_gets_the_other_cards_updated(
+        hook_settings, store, queue, fake_wecom, webhook_receiver, monkeypatch):
+    """WeCom delivered the card; before the push recorded the batch, a member tapped it and the
+    decision's card update ran — and found no sent batch to update. The push then recorded the
+    batch, and the other members' cards kept their buttons for good (found by the long chaos run;
+    a stalled worker is enough, no kill needed)."""
+    from bot.notify import push
+    from store.notifications import NotifyTask
+
+    for u, name in (("lisi", "李四"), ("wangwu", "王五"), ("zhaoliu", "赵六")):
+        ns.add_member(u, name)
+    record = push._record_batch
+    with ns.app_client(hook_settings) as c:
+        r = c.post("/api/v1/notifications", json=ns.notification(recipients=["lisi", "wangwu", "zhaoliu"]),
+                   headers=ns.AUTH)
+        assert r.status_code == 202
+
+        def tap_first(card, userids, answer):
+            params, body = signed(app_crypto(hook_settings), ns.tap_xml("wangwu", card.card_id, "approve"))
+            r = c.post("/wecom/callback", params=params, content=body.encode(), headers={"content-type": "text/xml"})
+            assert r.status_code == 200 and NotifyTask.get().state == "approved"
+            ns.drain(queue)  # the decision's card update and webhook run now, before the batch is recorded
+            record(card, userids, answer)
+
+        monkeypatch.setattr(push, "_record_batch", tap_first)
+        ns.drain(queue)  # the push
+        monkeypatch.setattr(push, "_record_batch", record)
+        ns.drain(queue)
+    assert len(fake_wecom.sends) == 1
+    (update,) = fake_wecom.updates
+    assert sorted(update["userids"]) == ["lisi", "zhaoliu"] and update["button"]["replace_name"] == "已由 王五 同意"
+    assert len(webhook_receiver.accepted()) == 1
