@@ -267,7 +267,13 @@ class Cluster:
         return sorted(u.userid for u in self.sim.directory.users.values() if u.status == 1)
 
     def calls(self, api: str) -> list[dict]:
-        return [c for c in list(self.sim.calls) if c["api"] == api]
+        for _ in range(50):
+            try:
+                log = list(self.sim.calls)  # the emulator's thread may be appending to it
+                break
+            except RuntimeError:
+                time.sleep(0.01)
+        return [c for c in log if c["api"] == api]
 
 
 # -- 微签's webhook endpoint ----------------------------------------------------------------------------
