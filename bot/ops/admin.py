@@ -144,7 +144,8 @@ class Console:
         s = self.settings
         form = await _form(request)
         pre = sess.unsign(s.secret_key, "login", request.cookies.get(sess.STATE_COOKIE))
-        if pre is None or not secrets.compare_digest(str(pre.get("n", "")), form.get("login_nonce", "")):
+        # As bytes: compare_digest raises TypeError on a str with non-ASCII characters.
+        if pre is None or not secrets.compare_digest(str(pre.get("n", "")).encode(), form.get("login_nonce", "").encode()):
             return self._login_page(request, "登录页面已过期，请重新输入密码。", status=400)
         if not s.admin_password:
             return self._login_page(request, "未设置 ADMIN_PASSWORD，不能用密码登录。请设置后重启，或使用企业微信扫码登录。",
@@ -184,7 +185,8 @@ class Console:
         s = self.settings
         q = request.query_params
         pre = sess.unsign(s.secret_key, "login", request.cookies.get(sess.STATE_COOKIE))
-        if pre is None or not q.get("state") or not secrets.compare_digest(str(pre.get("state", "")), q["state"]):
+        if pre is None or not q.get("state") or not secrets.compare_digest(str(pre.get("state", "")).encode(),
+                                                                           q["state"].encode()):
             return self._login_page(request, "登录已过期或不是从本页面发起的，请重新扫码。", status=403)
         if not q.get("code"):
             return self._login_page(request, "已取消扫码登录。", status=400)

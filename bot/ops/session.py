@@ -45,7 +45,7 @@ def unsign(secret_key: str, purpose: str, value: str | None) -> dict | None:
         return None
     body, mac = value.split(".")
     want = _b64(hmac.new(_key(secret_key, purpose), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(mac, want):
+    if not hmac.compare_digest(mac.encode(), want.encode()):  # bytes: a str with non-ASCII raises TypeError
         return None
     try:
         payload = json.loads(_unb64(body))

@@ -140,6 +140,14 @@ LOGIN_ROUTES = routes([("GET", p) for p in ("/oauth/h5", "/oauth/h5/callback", "
 CALLBACK_ROUTES = routes([(m, p) for m in ("GET", "POST") for p in ("/wecom/callback", "/wecom/contacts/callback")],
                          st.nothing())
 _STARTS = {"/oauth/h5", "/wx/qrlogin"}
+ADMIN_ROUTES = routes(
+    [("GET", p) for p in ("/admin", "/admin/", "/admin/directory", "/admin/notifications", "/admin/webhooks",
+                          "/admin/login", "/admin/login/wecom", "/admin/login/wecom/callback",
+                          "/admin/static/admin.css")]
+    + [("POST", p) for p in ("/admin/login", "/admin/logout", "/admin/actions/sync", "/admin/actions/resend",
+                             "/admin/actions/redeliver")],
+    any_text.map(lambda t: "/admin/actions/" + t))
+
 
 
 def send(client, method: str, path: str, query: str, headers: list, body: bytes, extra_headers=()):
@@ -222,6 +230,42 @@ def test_login_routes_change_nothing_but_a_new_login(clients, settings, route, q
     if 300 <= r.status_code < 400:
         location = r.headers["location"]
         assert any(location.startswith(o + "/") for o in _allowed_origins(settings)), f"{what} → {location}"
+
+
+@FUZZ
+@given(route=ADMIN_ROUTES, query=query, headers=headers, body=body,
+       form=st.dictionaries(st.sampled_from(["password", "login_nonce", "csrf", "notification_id", "delivery_id",
+                                             "userid", "next"]), text_or_nasty, max_size=4))
+def test_admin_without_a_session_changes_nothing(clients, route, query, headers, body, form):
+    """The operators' console is outside-facing too: without a session nothing changes."""
+    method, path = route
+    if form and method == "POST":
+        headers = [h for h in headers if h[0].lower() not in ("content-type", "content-length", "transfer-encoding")]
+        headers.append(("content-type", "application/x-www-form-urlencoded"))
+        body = urlencode(form).encode()
+    before = snapshot()
+    r = send(clients["app"], method, path, query, headers, body)
+    assert_unchanged(before, r, f"{method} {path}?{query} {headers} {body[:100]!r}")
+    assert r.status_code != 200 or path in ("/admin/login", "/admin/static/admin.css"), (path, r.status_code)
+
+
+@pytest.mark.parametrize("case", ["form nonce", "QR login state", "session cookie", "login cookie"])
+def test_admin_non_ascii_input_is_refused_not_500(clients, settings, case):
+    """Found by the test above: hmac/secrets.compare_digest raises TypeError on str with
+    non-ASCII characters, so the login form, the QR login return and a forged cookie
+    answered 500."""
+    client = clients["app"]
+    assert client.get("/admin/login").status_code == 200  # sets the login-state cookie
+    if case == "form nonce":
+        r = client.post("/admin/login", data={"login_nonce": "é", "password": "x"})
+    elif case == "QR login state":
+        r = client.get("/admin/login/wecom/callback", params={"code": "c", "state": "é"})
+    else:
+        name = "wqbot_admin" if case == "session cookie" else "wqbot_admin_login"
+        client.cookies.clear()
+        r = client.request("POST" if case == "login cookie" else "GET", "/admin/login" if case == "login cookie" else "/admin",
+                           headers=[(b"cookie", name.encode() + b"=e30.\xe9\xe9")], data={"login_nonce": "x"})
+    assert 400 <= r.status_code < 500 or r.status_code in (302, 303), (r.status_code, r.text[:200])
 
 
 # -- with credentials: garbage still never gets a 5xx --------------------------------------------
