@@ -92,8 +92,16 @@ header_value = st.one_of(
                      "application/json", "application/xml", "text/xml; charset=gbk", "multipart/form-data",
                      "wxwork/4.1 MicroMessenger", "wqbot_login=" + "a" * 32, "wqbot_login=../../x"]),
 )
-headers = st.lists(st.tuples(st.one_of(st.sampled_from(_HEADER_NAMES), st.text(_TCHAR, min_size=1, max_size=24)),
-                             header_value), max_size=5)
+# Our own cookies, forged: signed-looking "payload.mac" values and junk, in any characters a
+# header carries.
+cookie_header = st.tuples(st.just("cookie"), st.builds(
+    lambda name, a, b, dot: f"{name}={a}{'.' if dot else ''}{b}",
+    st.sampled_from(["wqbot_admin", "wqbot_admin_login", "wqbot_login"]),
+    st.one_of(st.text(_VISIBLE.filter(lambda c: c not in ";,"), max_size=30), st.just("e30")),
+    st.text(_VISIBLE.filter(lambda c: c not in ";,"), max_size=50), st.booleans()))
+headers = st.lists(st.one_of(
+    st.tuples(st.one_of(st.sampled_from(_HEADER_NAMES), st.text(_TCHAR, min_size=1, max_size=24)), header_value),
+    cookie_header), max_size=5)
 
 _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text_or_nasty)
 json_value = st.recursive(_json_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
