@@ -426,7 +426,7 @@ def test_atheris_over_crypto_and_xml(tmp_path):
     for i, seed_ in enumerate([b"\0" + enc.encode(), b"\1" + layout(VALID.encode()), b"\2" + envelope(enc).encode(),
                                b"\3" + VALID.encode(), b"\2" + BOMB.encode()]):
         (seeds / f"seed{i}").write_bytes(seed_)
-    runs = str(examples(50_000, 5_000_000))
+    runs = str(examples(50_000, 2_000_000))
     r = subprocess.run([sys.executable, "-c", ATHERIS_HARNESS, *APP[:2], CORP, runs, str(seeds)], cwd=tmp_path,
                        capture_output=True, text=True, timeout=examples(300, 7200))
     stats = [line for line in r.stderr.splitlines() if line.startswith(("stat::number_of_executed_units", "Done"))]
