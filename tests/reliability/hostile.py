@@ -11,9 +11,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 
+import pytest
 import respx
 from httpx import Response
 
@@ -116,11 +116,29 @@ def seed(client) -> None:
     login_store.issue_ticket(s.secret_key, "lisi", "h5")
 
 
-def post_signed(client, crypto, plaintext: str, path: str = "/wecom/callback"):
-    from tests.support import signed
+@pytest.fixture
+def clients(settings, store, queue):
+    """{"app": TestClient of the app, "fast": of the app behind CallbackFastPath (what `wqbot
+    serve` serves)}, over a seeded store, WeCom faked. Bind it in a test module with
+    `clients = hostile.clients`."""
+    from starlette.testclient import TestClient
 
-    params, body = signed(crypto, plaintext, timestamp=str(int(time.time())))
-    return client.post(path, params=params, content=body)
+    from bot.app import create_app
+    from bot.auth import domain
+    from bot.callbacks import CallbackFastPath
+    from bot.wecom import reset_clients
+
+    reset_clients()
+    domain.forget()
+    app = create_app(settings, init_store=False)
+    with respx.mock(assert_all_called=False) as mock:
+        fake_wecom(mock)
+        with TestClient(app, base_url=PUBLIC, follow_redirects=False) as plain, \
+                TestClient(CallbackFastPath(app), base_url=PUBLIC, follow_redirects=False) as fast:
+            seed(plain)
+            yield {"app": plain, "fast": fast}
+    reset_clients()
+    domain.forget()
 
 
 def free_port() -> int:
@@ -154,4 +172,5 @@ def wqbot_serve(directory):
             proc.wait(10)
 
 
-__all__ = ["AUTH", "CORP", "PUBLIC", "SCALE", "USERS", "changes", "examples", "fake_wecom", "seed", "snapshot", "wqbot_serve"]
+__all__ = ["AUTH", "CORP", "PUBLIC", "SCALE", "USERS", "changes", "clients", "examples", "fake_wecom", "seed", "snapshot",
+           "wqbot_serve"]

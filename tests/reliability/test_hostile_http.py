@@ -15,39 +15,19 @@ import string
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
-import respx
 from hypothesis import HealthCheck, event, given, settings as hsettings, strategies as st
-from starlette.testclient import TestClient
 
-from bot.callbacks import CallbackFastPath
 from tests.conftest import TEST_ENV
-from tests.reliability.hostile import AUTH, CORP, PUBLIC, USERS, changes, examples, fake_wecom, seed, snapshot
+from tests.reliability.hostile import AUTH, CORP, PUBLIC, USERS, changes, examples, snapshot
+from tests.reliability import hostile
 from tests.support import app_crypto, contacts_crypto, signed
+
+clients = hostile.clients  # fixture
 
 TOKEN = TEST_ENV["WEIQIAN_API_TOKEN"]
 FUZZ = hsettings(max_examples=examples(150, 2000), deadline=None, derandomize=False,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                         HealthCheck.data_too_large])
-
-
-@pytest.fixture
-def clients(settings, store, queue):
-    """(the app, the app behind CallbackFastPath), over a seeded store, WeCom faked."""
-    from bot.app import create_app
-    from bot.auth import domain
-    from bot.wecom import reset_clients
-
-    reset_clients()
-    domain.forget()
-    app = create_app(settings, init_store=False)
-    with respx.mock(assert_all_called=False) as mock:
-        fake_wecom(mock)
-        with TestClient(app, base_url=PUBLIC, follow_redirects=False) as plain, \
-                TestClient(CallbackFastPath(app), base_url=PUBLIC, follow_redirects=False) as fast:
-            seed(plain)
-            yield {"app": plain, "fast": fast}
-    reset_clients()
-    domain.forget()
 
 
 # -- strategies ---------------------------------------------------------------------------------

@@ -12,16 +12,16 @@ import base64
 import struct
 
 import pytest
-import respx
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-from starlette.testclient import TestClient
 
-from bot.callbacks import CallbackFastPath
 from bot.crypto import CryptoError, WeComCrypto, decode_aes_key
 from bot.xml import XMLError, document, parse
 from tests.conftest import TEST_ENV
-from tests.reliability.hostile import PUBLIC, changes, examples, fake_wecom, seed, snapshot
+from tests.reliability.hostile import changes, examples, snapshot
+from tests.reliability import hostile
 from tests.support import CORP, message
+
+clients = hostile.clients  # fixture
 
 TS, NONCE = "1700000000", "corpus"
 PREFIX = b"0123456789abcdef"
@@ -188,24 +188,6 @@ def corpus(token: str, aes_key: str, other_aes_key: str) -> dict[str, tuple[int,
 APP = (TEST_ENV["WECOM_TOKEN"], TEST_ENV["WECOM_AES_KEY"], TEST_ENV["WECOM_CONTACTS_AES_KEY"])
 CONTACTS = (TEST_ENV["WECOM_CONTACTS_TOKEN"], TEST_ENV["WECOM_CONTACTS_AES_KEY"], TEST_ENV["WECOM_AES_KEY"])
 URLS = {"/wecom/callback": APP, "/wecom/contacts/callback": CONTACTS}
-
-
-@pytest.fixture
-def clients(settings, store, queue):
-    from bot.app import create_app
-    from bot.auth import domain
-    from bot.wecom import reset_clients
-
-    reset_clients()
-    domain.forget()
-    app = create_app(settings, init_store=False)
-    with respx.mock(assert_all_called=False) as mock:
-        fake_wecom(mock)
-        with TestClient(app, base_url=PUBLIC) as plain, TestClient(CallbackFastPath(app), base_url=PUBLIC) as fast:
-            seed(plain)
-            yield {"app": plain, "fast": fast}
-    reset_clients()
-    domain.forget()
 
 
 def test_the_corpus_starts_from_a_payload_that_is_applied(clients, settings):

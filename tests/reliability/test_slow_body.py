@@ -8,8 +8,9 @@ serve` with the real one, while other clients are served meanwhile.
 Headers: uvicorn (0.54, httptools and h11 alike) arms no timer before a request's headers are
 complete, so a client trickling its header lines (or sending nothing) was held as long as it
 liked. `wqbot serve` runs bot.header_timeout.HeaderTimeoutProtocol (httptools with a limit):
-408 and closed HEADER_TIMEOUT (10) seconds after the request's first byte. In-process on a
-uvicorn server with a short limit, then at a real `wqbot serve`."""
+408 and closed HEADER_TIMEOUT (10) seconds after the request's first byte, and 431 past
+MAX_HEADER_BYTES (64 KiB: httptools has no size limit either). In-process on a uvicorn server
+with a short limit, then at a real `wqbot serve`."""
 from __future__ import annotations
 
 import asyncio
