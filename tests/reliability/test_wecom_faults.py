@@ -29,7 +29,11 @@ from tests.reliability import faults as F
 USERS, DEPARTMENTS = (2000, 60) if F.LONG else (120, 12)
 ROUNDS = 6 if F.LONG else 2  # directory changes after the first convergence
 CHANGES = 20 if F.LONG else 3  # users added / renamed / moved / deleted per round
-MAX_RUNS = 5  # runs a round may need before it must match the emulator exactly
+# Runs a round may need before it must match the emulator exactly. Under this mix about one
+# user/get in twelve fails even after the client's retries (mostly 42001 twice: 8 threads share a
+# token that a fault expires every ~25 calls), and a member's details stay behind until one run
+# reads them: the chance that some member of 2,000 misses 5 runs in a row is ~1 %, so long gets 6.
+MAX_RUNS = 6 if F.LONG else 5
 NOTIFICATIONS = 60 if F.LONG else 12
 REPORT: dict = {}
 
