@@ -401,3 +401,46 @@ def test_a_lost_answer_to_a_card_update_is_not_applied_twice(settings, store, qu
             sorted((m, 1, "card_replaced") for m in members)
         card = NotifyCard.get()
         assert card.code_used_at is not None and card.error is None
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_message_send_that_times_out_before_or_after_wecom_acts_is_delivered_once(when, settings, store, queue):
+    """The client never retries message/send once it may have arrived; the push task sends the
+    batch again, byte for byte with the same task_id. Timed out before WeCom acted (the
+    emulator's own timeout fault), that second call is the delivery; timed out after (the answer
+    was lost), WeCom's duplicate check answers it with the first send's msgid and response code,
+    and the card reaches each member once and can still be updated."""
+    from store.notifications import Notification, NotifyCard
+    from tests.notify_support import app_client
+
+    lost = {"apis": ("message/send",), "at": 1, "every": 0} if when == "after" else None
+    with F.World(settings, lost_answers=lost, users=20, departments=3) as w:
+        members = [u for u in seed_directory(w) if w.sim.directory.user(u).status == 1][:3]
+        if when == "before":
+            F.add_faults(w.ctl, [{"path": "message/send", "kind": "timeout", "hold_seconds": F.HOLD_SECONDS,
+                                  "count": 1}])
+        with app_client(w.settings) as client:
+            r = client.post("/api/v1/notifications", headers=AUTH, json={
+                "id": "rel-timeout", "type": "approve", "task_id": "T-TO", "title": "合同", "recipients": members,
+                "deadline": deadline_iso()})
+            assert r.status_code == 202, r.text
+            F.drain(queue)
+            assert Notification.get().status == "sent"
+            card_id = NotifyCard.get().card_id
+            (message,) = [m for m in w.sim.messaging.messages.values() if m["task_id"] == card_id]
+            assert sorted(message["delivered"]) == sorted(members)
+            # the held call is logged once its hold ends, after the client gave up on it
+            F.wait_for(lambda: all(c["status"] for c in w.calls("message/send")), what="the held call to end")
+            first, second = w.calls("message/send")
+            assert w.spy.unknown[card_id] == 1 and w.spy.ok[card_id] == 1
+            if when == "before":
+                assert (first["fault"], first["errcode"], second["errcode"], second.get("duplicate_of")) == \
+                    ("timeout", None, 0, None)
+            else:
+                assert (first["fault"], first["errcode"], second["errcode"], second.get("duplicate_of")) == \
+                    (None, 0, 0, message["msgid"])
+                assert w.lost.lost["message/send"] == 1
+            tap(w, members[0], card_id)
+            F.drain(queue)
+        copies = w.sim.messaging.cards[card_id].copies
+        assert sorted((c.userid, c.updates) for c in copies.values()) == sorted((m, 1) for m in members)
