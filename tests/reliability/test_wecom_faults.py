@@ -231,6 +231,7 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
         check_gettoken(w, secrets=2, label=f"push/{'lost' if lost else 'faults'}")
         sends = w.calls("message/send")
         updates = w.calls("message/update_template_card")
+        waits = sorted(n.sent_at - n.created_at for n in Notification.select().where(Notification.kind != "close"))
         REPORT[f"push/{'lost' if lost else 'faults'}"] = {
             "notifications": len(notes), "batches": NotifyCard.select().count(), "menu taps": menus,
             "recipients": NotifyRecipient.select().count(),
@@ -238,7 +239,8 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
             "absorbed by duplicate check": sum(1 for c in sends if c.get("duplicate_of")),
             "update calls": len(updates), "updates accepted": sum(1 for c in updates if c["errcode"] == 0),
             "answers lost": dict(w.lost.lost) if w.lost else {}, "unknown outcomes (send)": sum(w.spy.unknown.values()),
-            "faults": fired, "queue": {"push": pushed, "update": updated}, "seconds": round(time.monotonic() - t0, 1)}
+            "faults": fired, "queue": {"push": pushed, "update": updated}, "seconds": round(time.monotonic() - t0, 1),
+            "accepted → sent (s)": {"p50": round(waits[len(waits) // 2], 2), "max": round(waits[-1], 2)}}
         if lost:
             # the lost answers did happen, on both APIs, after the emulator had acted, and each
             # lost send was followed by one resend that the duplicate check answered (more only if
