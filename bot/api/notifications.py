@@ -36,6 +36,8 @@ async def get_notification(request, settings):
     from bot.notify.status import describe
 
     nid = request.path_params["id"]
+    if any(c < " " or c == "\x7f" for c in nid):  # never in an accepted id; PostgreSQL refuses NUL outright
+        raise APIError(400, "invalid_id", "id must not contain control characters")
     info = await run_in_threadpool(describe, nid)
     if info is None:
         raise APIError(404, "not_found", f"no notification with id {nid!r}")

@@ -47,7 +47,7 @@ def decode_cursor(cursor: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         after = json.loads(raw)["after"]
-        if not isinstance(after, str):
+        if not isinstance(after, str) or "\x00" in after:  # no userid holds NUL; PostgreSQL refuses it
             raise ValueError
         return after
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):

@@ -269,6 +269,21 @@ def test_api_with_token_and_garbage_never_5xx(clients, route, query, headers, bo
         assert set(r.json()) == {"error", "message"} and r.json()["message"]
 
 
+@pytest.mark.parametrize("case", ["notification id", "users cursor"])
+def test_a_nul_character_gets_400_not_500(clients, case):
+    """Found by the test above on PostgreSQL (SQLite stores NUL; psycopg2 refuses a string with
+    one, ValueError, so these answered 500)."""
+    import base64
+
+    if case == "notification id":
+        r = clients["app"].get("/api/v1/notifications/wq%00evt", headers=AUTH)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_id", r.text
+    else:
+        cursor = base64.urlsafe_b64encode(json.dumps({"after": "li\u0000si"}).encode()).decode().rstrip("=")
+        r = clients["app"].get("/api/v1/org/users", params={"cursor": cursor}, headers=AUTH)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_cursor", r.text
+
+
 # WeCom message fields, with values a hostile (or broken) sender could put in them.
 _FIELDS = ["MsgType", "Event", "EventKey", "ChangeType", "UserID", "NewUserID", "Name", "Department", "MainDepartment",
            "Id", "ParentId", "Order", "Content", "MsgId", "AgentID", "TaskId", "CardType", "ResponseCode",
