@@ -15,8 +15,8 @@ load   (issue 10 §5) per setup: embedded (`wqbot serve`: SQLite + huey SQLite, 
           loopback load, -c64, 10 s after a 3 s warm-up);
        3. sustained: unique signed callbacks at --fraction (50 %) of that capacity for --duration
           (300 s), open loop (bench/soak_load.py: latency from each callback's intended send time),
-          while full syncs of the directory run in the setup's own worker (queued as the console's
-          立即同步 does: `ops.sync_now`), one after another until the load ends;
+          while a full sync of the directory runs in the setup's own worker (queued as the console's
+          立即同步 does: `ops.sync_now`); `--sync loop` queues the next as each ends;
        4. RSS of every wqbot process every --rss-interval seconds;
        5. afterwards, every delivery key the load sent is looked up in the store: a 200 whose key is
           missing is lost; the synced members are counted against the emulator's.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import bisect
 import json
 import math
 import os
@@ -57,6 +58,7 @@ CREDENTIALS = {k: ENV[k] for k in ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP
                                    "WECOM_AES_KEY", "WECOM_CONTACTS_TOKEN", "WECOM_CONTACTS_AES_KEY")}
 CREDENTIALS["WECOM_CONTACTS_SECRET"] = "bench-contacts-secret"
 LEAK_GROWTH = 0.10
+WECOM_DEADLINE = 5.0  # seconds: WeCom's wait for a callback's answer (PROTOCOL.md)
 
 
 def log(msg: str) -> None:
@@ -349,7 +351,7 @@ def percentile(sorted_xs, q: float) -> float | None:
 
 def run_setup(kind: str, emulator: Emulator, files: dict, args, workdir: Path) -> dict:
     setup = Setup(kind, emulator, workdir)
-    result: dict = {"setup": kind, "name": setup.name}
+    result: dict = {"setup": kind, "name": setup.name, "sync_mode": args.sync}
     sampler = None
     try:
         log(f"{kind}: starting")
@@ -361,7 +363,8 @@ def run_setup(kind: str, emulator: Emulator, files: dict, args, workdir: Path) -
         result["rate"] = rate
         log(f"{kind}: capacity {probe['rps']:,.0f}/s (p50 {probe['p50']:.1f} ms, p99 {probe['p99']:.1f} ms"
             + (", REQUEST FILE WRAPPED" if probe["wrapped"] else "") + f"); sustained load at {rate:,.0f}/s "
-            f"for {args.duration:g} s" + (", full syncs one after another" if args.sync != "off" else ""))
+            f"for {args.duration:g} s"
+            + {"once": ", one full sync", "loop": ", full syncs one after another", "off": ", no sync"}[args.sync])
 
         out = workdir / "load"
         gen = subprocess.Popen([PY, "-m", "bench.soak_load", "--port", str(setup.port), "--rate", f"{rate:.1f}",
@@ -446,6 +449,9 @@ def analyse_load(out: Path, setup: Setup, runs: list[dict], load_start: float) -
         elif here and status[i] != OK:
             applied_unacked += 1
     ok = sorted(lat[i] for i in range(total) if status[i] == OK)
+    # WeCom gives up on a callback after 5 s and sends it again: answered later than that counts
+    # from when it was due, whatever the connection it waited for
+    late = len(ok) - bisect.bisect_right(ok, WECOM_DEADLINE)
     ok_svc = sorted(svc[i] for i in range(total) if status[i] == OK)
     spans = [(r["started_at"], r["finished_at"] or float("inf")) for r in runs]
     in_sync = sorted(lat[i] for i in range(total) if status[i] == OK
@@ -456,7 +462,7 @@ def analyse_load(out: Path, setup: Setup, runs: list[dict], load_start: float) -
     return {
         "rate": rate, "intended": total, "sent": total - c["not sent"], "ok": c["200"], "non200": c["non-200"],
         "timeouts": c["timeout"], "conn_errors": c["connection error"], "not_sent": c["not sent"],
-        "codes": meta["codes"], "applied": applied, "lost": lost, "applied_unacknowledged": applied_unacked,
+        "codes": meta["codes"], "late": late, "applied": applied, "lost": lost, "applied_unacknowledged": applied_unacked,
         "p50": percentile(ok, 0.5), "p99": percentile(ok, 0.99), "p999": percentile(ok, 0.999),
         "max": ok[-1] * 1e3 if ok else None,
         "service_p50": percentile(ok_svc, 0.5), "service_p99": percentile(ok_svc, 0.99),
@@ -478,10 +484,14 @@ def problems(r: dict) -> list[str]:
     for k in ("non200", "timeouts", "conn_errors", "not_sent", "lost"):
         if ld.get(k):
             out.append(f"{ld[k]:,} {k}")
+    if ld.get("late"):
+        out.append(f"{ld['late']:,} answered more than {WECOM_DEADLINE:g} s after they were due (WeCom retries those)")
     for label, s in r.get("rss", {}).items():
         if s.get("leak"):
             out.append(f"RSS of {label} grew {s['growth']:+.0%} after warm-up")
     admin = [s for s in r.get("syncs", []) if s["trigger"] == "admin"]
+    if r.get("sync_mode") == "off":
+        return out
     if not admin or not admin[0]["finished_during_load"]:
         out.append("the first full sync did not finish during the load")
     if any(s["status"] not in ("ok", "running") for s in admin):
@@ -493,20 +503,23 @@ def problems(r: dict) -> list[str]:
 
 
 def load_report(results: list[dict], args) -> str:
-    lines = [f"## Load: callbacks at {args.fraction:.0%} of capacity for {args.duration:g} s during full syncs of "
+    syncs = {"once": "a full sync", "loop": "full syncs (one after another)", "off": "no sync"}[args.sync]
+    lines = [f"## Load: callbacks at {args.fraction:.0%} of capacity for {args.duration:g} s during {syncs} of "
              f"{args.users:,} members / {args.departments:,} departments",
              f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores shared with other work; "
              f"latency from each callback's intended send time, open loop, {args.connections} connections)", "",
-             "| setup | capacity/s (wrk) | rate/s | sent | 200 | non-200 | timeouts | conn. errors | applied | lost "
-             "| p50 ms | p99 ms | p999 ms | max ms | p99 during / outside sync | first sync s | syncs (ok) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+             "| setup | capacity/s (wrk) | rate/s | sent | 200 | non-200 | timeouts | conn. errors | > 5 s late "
+             "| applied | lost | p50 ms | p99 ms | p999 ms | max ms | p99 during / outside sync | first sync s "
+             "| syncs (ok) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in results:
         ld = r["load"]
         admin = [s for s in r["syncs"] if s["trigger"] == "admin"]
         first = admin[0] if admin else None
         lines.append(
             f"| {r['setup']} | {r['capacity']['rps']:,.0f} | {r['rate']:,.0f} | {ld['sent']:,} | {ld['ok']:,} | "
-            f"{ld['non200']:,} | {ld['timeouts']:,} | {ld['conn_errors']:,} | {ld['applied']:,} | {ld['lost']:,} | "
+            f"{ld['non200']:,} | {ld['timeouts']:,} | {ld['conn_errors']:,} | {ld['late']:,} | {ld['applied']:,} | "
+            f"{ld['lost']:,} | "
             f"{fmt(ld['p50'], 2)} | {fmt(ld['p99'], 1)} | {fmt(ld['p999'], 1)} | {fmt(ld['max'], 0)} | "
             f"{fmt(ld['p99_during_sync'])} / {fmt(ld['p99_outside_sync'])} | "
             f"{fmt(first['seconds']) if first and first['seconds'] else 'unfinished'}"
@@ -628,8 +641,8 @@ def main(argv=None) -> int:
     g.add_argument("--setups", default="embedded,pg", help="comma list of: embedded, pg (scaled out)")
     g.add_argument("--pg", action="store_true", help="fail instead of skipping when PostgreSQL/Redis do not answer")
     g.add_argument("--no-pg", action="store_true", help="the embedded setup only")
-    g.add_argument("--sync", choices=("loop", "once", "off"), default="loop",
-                   help="full syncs one after another during the load (loop), one, or none")
+    g.add_argument("--sync", choices=("once", "loop", "off"), default="once",
+                   help="one full sync during the load (once), one after another until it ends (loop), or none")
     g.add_argument("--sync-delay", type=float, default=5.0, help="seconds of load before the first sync")
     g.add_argument("--connections", type=int, default=64)
     g.add_argument("--timeout", type=float, default=5.0, help="seconds before a callback counts as timed out")
@@ -643,6 +656,8 @@ def main(argv=None) -> int:
     s.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[], help="passed on to pytest (last)")
     p.add_argument("--json", help="also write the raw figures here")
     args = p.parse_args(argv)
+    # a plain `kill` still stops the servers and drops the databases (the finally blocks)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.no_pg:
         args.setups = ",".join(x for x in args.setups.split(",") if x != "pg")
     report, raw, ok = [], {}, True
