@@ -35,7 +35,8 @@ _TCHAR = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 _VISIBLE = st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f")
 _NASTY = ["", "0", "-1", "+1", "1e9", "99999999999999999999999", "%zz", "%", "%00", "+", "a b", "\x00",
           "//evil.example", "https://evil.example/x", "/\\evil.example", "javascript:alert(1)", "..%2f..%2f",
-          "A" * 300, "9" * 40, "null", "[]", "{}", "<xml/>", "]]>", "&amp;", "🙂", "\u202e", "中文"]
+          "A" * 300, "9" * 40, "null", "[]", "{}", "<xml/>", "]]>", "&amp;", "🙂", "\u202e", "中文",
+          "eyJhZnRlciI6ICJcdTAwMDAifQ"]  # last: an /org/users cursor of {"after": "\u0000"}
 _QUERY_KEYS = ["msg_signature", "timestamp", "nonce", "echostr", "code", "state", "next", "cursor", "limit",
                "after", "id", "url", "ticket", "appid", "redirect_uri"]
 
@@ -120,6 +121,7 @@ def routes(real: list[tuple[str, str]], other_paths) -> st.SearchStrategy[tuple[
 
 API_ROUTES = routes(
     [("POST", "/api/v1/notifications"), ("GET", "/api/v1/notifications/wq-evt-hostile-1"),
+     ("GET", "/api/v1/notifications/wq%00evt"),
      ("GET", "/api/v1/org/departments"), ("GET", "/api/v1/org/users"), ("GET", "/api/v1/org/changes"),
      ("POST", "/api/v1/tickets/validate"), ("POST", "/api/v1/jssdk/signature")],
     st.one_of(any_text.map(lambda t: "/api/v1/notifications/" + t), any_text.map(lambda t: "/api/v1/" + t)))
