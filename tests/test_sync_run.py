@@ -155,3 +155,21 @@ def test_progress_bar_on_a_terminal():
     p.close()
     text = s.getvalue()
     assert "\r" in text and "[" + "█" * 28 + "] 100/100" in text and text.endswith("\n")
+
+
+def test_embedded_the_sync_rests_in_proportion_to_its_cpu(settings, fake, monkeypatch):
+    """Embedded (SQLite), the sync shares its process with the callbacks: after each listing page
+    and each write chunk it sleeps EMBEDDED_REST × the CPU that took. Scaled out, it never rests."""
+    from bot.sync import reconcile as rc
+    from store.db import is_postgres
+
+    slept, cpu = [], iter(range(0, 10_000, 2))  # every thread_time() reading is 2 s of CPU later
+    monkeypatch.setattr(rc.time, "thread_time", lambda: float(next(cpu)))
+    monkeypatch.setattr(rc.time, "sleep", slept.append)
+    fake.standard(n_users=1200)  # 3 write chunks of ≤ 500
+    rc.run_sync(settings, trigger="cli")
+    assert User.select().count() >= 1200
+    if is_postgres():
+        assert slept == []
+    else:  # one listing page and 3 user chunks (+ the department chunk), each 2 s of "CPU"
+        assert len(slept) >= 4 and set(slept) == {rc.EMBEDDED_REST * 2}

@@ -26,6 +26,7 @@ import math
 import time
 from bisect import bisect_right
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import peewee as pw
@@ -51,6 +52,12 @@ from .lease import Lease
 log = logging.getLogger("wqbot.sync")
 
 CHUNK = 500
+# Embedded, the sync shares one process (one GIL) and SQLite's one write lock with the callbacks.
+# After each write chunk and each listing page it rests this many times the CPU that took, so it
+# holds at most a fifth of the process: at half of capacity, callbacks fell up to 22 s behind during
+# a 100k sync without a rest, 4.7 s with 2× (bench/soak.py). Waiting for WeCom is not CPU and earns
+# no rest. Scaled out the sync has a worker process of its own and PostgreSQL has row locks: no rest.
+EMBEDDED_REST = 4.0
 MODE_KEY, CURSOR_KEY, DEPT_CURSOR_KEY = "mode", "refresh_cursor", "dept_refresh_cursor"
 REPROBE_AFTER = 24 * 3600.0  # list_id mode tries list mode again this often (a fixed IP/visible range)
 
@@ -97,8 +104,26 @@ class Run:
         self.counts = defaultdict(int)
         self.reasons: list[str] = []
         self.listing: Listing | None = None
+        self.rest = 0.0 if is_postgres() else EMBEDDED_REST
+        self.page_started = time.thread_time()
+
+    def pace(self, since: float) -> None:
+        """The embedded setup's rest (EMBEDDED_REST) after a step that started at thread CPU `since`."""
+        if self.rest:
+            time.sleep(self.rest * (time.thread_time() - since))
+
+    @contextmanager
+    def chunk(self):
+        """One chunk's write transaction, then the rest."""
+        started = time.thread_time()
+        with write_transaction():
+            yield
+        self.pace(started)
 
     def progress(self, stage: str, done: int, total: int | None) -> None:
+        if stage in ("users", "membership"):  # a listing page read and parsed (one thread)
+            self.pace(self.page_started)
+            self.page_started = time.thread_time()
         self.lease.renew()
         if self.progress_cb:
             self.progress_cb(stage, done, total)
@@ -162,7 +187,7 @@ class Run:
             else:
                 self.counts["held_disables"] += len(gone)
         for batch in pw.chunked(writes, CHUNK):
-            with write_transaction():
+            with self.chunk():
                 rows, changes = [], []
                 for rec, h, st in batch:
                     row = {"id": rec["id"], "name": rec.get("name") or "", "parent_id": rec.get("parent_id"),
@@ -179,7 +204,7 @@ class Run:
                 record_changes(changes)
                 self.counts["rows_written"] += len(rows)
         for batch in pw.chunked(disables, CHUNK):
-            with write_transaction():
+            with self.chunk():
                 Department.update(active=False, updated_at=at).where(Department.id.in_(batch)).execute()
                 changes = [("department.deleted", d.id, department_payload(d))
                            for d in Department.select().where(Department.id.in_(batch))]
@@ -340,7 +365,7 @@ class Run:
         at = time.time()
         mf = self.s.sync_match_field
         ids = [it.uid for it in batch]
-        with write_transaction():
+        with self.chunk():
             q = User.select().where(User.userid.in_(ids))
             if is_postgres():
                 q = q.for_update()
@@ -396,7 +421,7 @@ class Run:
 
     def disable_users(self, ids: list[str]) -> None:
         at = time.time()
-        with write_transaction():
+        with self.chunk():
             User.update(active=False, updated_at=at).where(User.userid.in_(ids) & User.active).execute()
             mems = defaultdict(list)
             for uid, d in (UserDepartment.select(UserDepartment.userid, UserDepartment.department_id)
