@@ -383,6 +383,19 @@ def inprocess(n: int, repeats: int, pg_url: str | None) -> dict:
 
 
 # -- 3. loopback -------------------------------------------------------------------------------
+def process_children() -> dict[int, list[int]]:
+    """ppid → the pids of its children, for every process now (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -498,14 +511,7 @@ class Server:
 
     def pids(self) -> list[int]:
         """The server's processes (supervisor, workers), and for PostgreSQL its backends."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry.name))
+        children = process_children()
         tree, todo = [], [self.proc.pid]
         while todo:
             pid = todo.pop()

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 from bench.callback import (ENV, PG_ADMIN, REDIS_URL, click_plain, free_port, make_requests, pg_available,
-                            pg_create, pg_drop, wrk, write_requests)
+                            pg_create, pg_drop, process_children, wrk, write_requests)
 from bench.soak_load import OK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,14 +171,7 @@ class Setup:
 
     def processes(self) -> dict[int, str]:
         """pid → label for every wqbot process now (each role's process and its children)."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry.name))
+        children = process_children()
         out = {}
         for role, proc in self.procs.items():
             out[proc.pid] = role
