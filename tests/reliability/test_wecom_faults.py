@@ -330,19 +330,27 @@ TRANSIENT_REFUSALS = [
 ]
 
 
+def active_members(w, n: int) -> list[str]:
+    return [u for u in seed_directory(w) if w.sim.directory.user(u).status == 1][:n]
+
+
+def push_task(client, nid: str, kind: str, task_id: str, members: list[str]) -> None:
+    r = client.post("/api/v1/notifications", headers=AUTH, json={
+        "id": nid, "type": kind, "task_id": task_id, "title": "合同", "recipients": members,
+        "deadline": deadline_iso()})
+    assert r.status_code == 202, r.text
+
+
 @pytest.mark.parametrize("fault", TRANSIENT_REFUSALS)
 def test_a_transient_refusal_of_message_send_is_retried_not_failed(fault, settings, store, queue):
     from store.notifications import Notification, NotifyRecipient
     from tests.notify_support import app_client
 
     with F.World(settings, users=20, departments=3) as w:
-        members = [u for u in seed_directory(w) if w.sim.directory.user(u).status == 1][:3]
+        members = active_members(w, 3)
         F.add_faults(w.ctl, [{"path": "message/send", **fault}])
         with app_client(w.settings) as client:
-            r = client.post("/api/v1/notifications", headers=AUTH, json={
-                "id": "rel-transient", "type": "approve", "task_id": "T-TR", "title": "合同", "recipients": members,
-                "deadline": deadline_iso()})
-            assert r.status_code == 202, r.text
+            push_task(client, "rel-transient", "approve", "T-TR", members)
             F.drain(queue)
         # (a fault with a count is gone once spent, so the call log says what fired)
         assert sum(1 for c in w.calls("message/send") if c["fault"]) == fault["count"]
@@ -358,12 +366,9 @@ def test_a_transient_refusal_of_a_card_update_is_retried_not_given_up(fault, set
     from tests.notify_support import app_client
 
     with F.World(settings, users=20, departments=3) as w:
-        members = [u for u in seed_directory(w) if w.sim.directory.user(u).status == 1][:3]
+        members = active_members(w, 3)
         with app_client(w.settings) as client:
-            r = client.post("/api/v1/notifications", headers=AUTH, json={
-                "id": "rel-transient", "type": "approve", "task_id": "T-TR", "title": "合同", "recipients": members,
-                "deadline": deadline_iso()})
-            assert r.status_code == 202, r.text
+            push_task(client, "rel-transient", "approve", "T-TR", members)
             F.drain(queue)
             card_id = NotifyCard.get().card_id
             F.add_faults(w.ctl, [{"path": "message/update_template_card", **fault}])
@@ -384,12 +389,9 @@ def test_a_lost_answer_to_a_card_update_is_not_applied_twice(settings, store, qu
 
     lost = {"apis": ("message/update_template_card",), "at": 1, "every": 0}
     with F.World(settings, lost_answers=lost, users=20, departments=3) as w:
-        members = [u for u in seed_directory(w) if w.sim.directory.user(u).status == 1][:3]
+        members = active_members(w, 3)
         with app_client(w.settings) as client:
-            r = client.post("/api/v1/notifications", headers=AUTH, json={
-                "id": "rel-lost", "type": "sign", "task_id": "T-LOST", "title": "合同", "recipients": members,
-                "deadline": deadline_iso()})
-            assert r.status_code == 202, r.text
+            push_task(client, "rel-lost", "sign", "T-LOST", members)
             F.drain(queue)
             card_id = NotifyCard.get().card_id
             tap(w, members[0], card_id, key="open")  # wqbot now also holds members[0]'s own code
@@ -417,15 +419,12 @@ def test_a_message_send_that_times_out_before_or_after_wecom_acts_is_delivered_o
 
     lost = {"apis": ("message/send",), "at": 1, "every": 0} if when == "after" else None
     with F.World(settings, lost_answers=lost, users=20, departments=3) as w:
-        members = [u for u in seed_directory(w) if w.sim.directory.user(u).status == 1][:3]
+        members = active_members(w, 3)
         if when == "before":
             F.add_faults(w.ctl, [{"path": "message/send", "kind": "timeout", "hold_seconds": F.HOLD_SECONDS,
                                   "count": 1}])
         with app_client(w.settings) as client:
-            r = client.post("/api/v1/notifications", headers=AUTH, json={
-                "id": "rel-timeout", "type": "approve", "task_id": "T-TO", "title": "合同", "recipients": members,
-                "deadline": deadline_iso()})
-            assert r.status_code == 202, r.text
+            push_task(client, "rel-timeout", "approve", "T-TO", members)
             F.drain(queue)
             assert Notification.get().status == "sent"
             card_id = NotifyCard.get().card_id
