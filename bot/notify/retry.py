@@ -75,14 +75,14 @@ def _reopen_recipients(n: Notification) -> list[str]:
                                                NotifyRecipient.status.in_(("failed", "invalid")))
                 .order_by(NotifyRecipient.id))
     invalid = [r for r in rows if r.status == "invalid"]
-    mapping, unknown = recipients.resolve([r.key for r in invalid]) if invalid else ({}, [])
+    mapping = recipients.resolve([r.key for r in invalid])[0] if invalid else {}  # active members only
     taken = {u.lower() for u, in NotifyRecipient.select(NotifyRecipient.userid)
              .where(NotifyRecipient.notification == n.id).tuples()}
     out = []
     for r in rows:
         userid = r.userid
         if r.status == "invalid":
-            userid = mapping.get(r.key) if r.key not in set(unknown) else None
+            userid = mapping.get(r.key)
             if not userid or (userid.lower() != r.userid.lower() and userid.lower() in taken):
                 continue  # still nobody, or the same member already has a row of their own
             taken.add(userid.lower())
