@@ -41,6 +41,7 @@ from bot.xml import MAX_BODY, XMLError, parse
 from store import db
 from store.db import is_postgres, write_transaction
 from store.models import Delivery
+from store import clock
 
 log = logging.getLogger("wqbot.callback")
 
@@ -474,7 +475,7 @@ def _insert_sql(postgres: bool, n: int, returning: bool = True) -> str:
 def _record(todo: list[_Delivery]) -> set[str]:
     """Insert the delivery keys (with their replies) unless present; the keys inserted."""
     database = db.obj
-    now = time.time()
+    now = clock.now()
     postgres = is_postgres(database)
     if postgres or (SQLITE_RETURNING and len(todo) > 1):
         params = []

@@ -6,11 +6,11 @@ traffic that needs the directory. With WECOM_ENABLED=false sync is off and not r
 from __future__ import annotations
 
 import logging
-import time
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from store import clock
 
 log = logging.getLogger("wqbot.health")
 
@@ -55,7 +55,7 @@ def check_sync(settings) -> tuple[str | None, str]:
     ok_at = run.get("last_ok_at")
     if not ok_at:
         return "no directory sync has completed yet: run `wqbot sync` and see `wqbot doctor`", "never completed"
-    age = time.time() - ok_at
+    age = clock.now() - ok_at
     limit = sync_max_age(settings)
     if age > limit:
         return (f"the last successful directory sync was {int(age // 60)} min ago (limit {int(limit // 60)}): "

@@ -3,10 +3,10 @@
 A reply is built for the member who wrote (`msg.sender`) and answers as the corp."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from .xml import document
+from store import clock
 
 TEXT_LIMIT = 2048  # bytes, WeCom's cap for a passive text reply
 NEWS_LIMIT = 8  # articles per news reply
@@ -21,7 +21,7 @@ class Reply:
         head = {
             "ToUserName": to_user,
             "FromUserName": corp_id,
-            "CreateTime": int(now or time.time()),
+            "CreateTime": int(now or clock.now()),
             "MsgType": self.msg_type,
         }
         return document({**head, **self.body})

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from contextvars import ContextVar
 
 from huey import MemoryHuey, RedisHuey, SqliteHuey, crontab
 
 from settings import get_settings
+from store import clock
 
 log = logging.getLogger("wqbot.queue")
 
@@ -118,10 +118,10 @@ def sweep_outbox() -> int:
     """Re-enqueue outbox rows whose queue entry was lost (killed worker, queue down at commit)."""
     from store.models import Outbox
 
-    cutoff = time.time() - STALE_AFTER
+    cutoff = clock.now() - STALE_AFTER
     n = 0
     for row in Outbox.select().where(Outbox.enqueued_at < cutoff).limit(1000):
-        Outbox.update(enqueued_at=time.time(), attempts=Outbox.attempts + 1).where(Outbox.id == row.id).execute()
+        Outbox.update(enqueued_at=clock.now(), attempts=Outbox.attempts + 1).where(Outbox.id == row.id).execute()
         try:
             _enqueue(row.id, row.task, row.payload)
             n += 1
@@ -137,7 +137,7 @@ def prune_deliveries(max_age_hours: float = 72.0) -> int:
     """Delivery keys only need to outlive WeCom's retries (seconds); keep three days for audits."""
     from store.models import Delivery
 
-    return Delivery.delete().where(Delivery.received_at < time.time() - max_age_hours * 3600).execute()
+    return Delivery.delete().where(Delivery.received_at < clock.now() - max_age_hours * 3600).execute()
 
 
 def load_task_modules() -> None:

@@ -13,13 +13,15 @@ transaction rolls its counter bump back too, so there are no holes either.
 from __future__ import annotations
 
 import json
-import time
 
 import peewee as pw
+
+from playhouse.migrate import SchemaMigrator, migrate
 
 from .migrations import step
 from .db import is_postgres
 from .models import Model, db, now
+from . import clock
 
 
 class Department(Model):
@@ -93,7 +95,7 @@ class SyncRun(Model):
     trigger = pw.CharField(max_length=16)  # periodic | cli | test
     full = pw.BooleanField(default=False)
     forced = pw.BooleanField(default=False)
-    mode = pw.CharField(max_length=16, default="")  # list | list_id
+    mode = pw.CharField(max_length=16, null=True)  # list | list_id; NULL: the run failed before it chose one
     status = pw.CharField(max_length=16, default="running")  # running | ok | partial | held | failed
     started_at = pw.DoubleField(default=now, index=True)
     finished_at = pw.DoubleField(null=True)
@@ -163,7 +165,7 @@ def record_changes(changes: list[tuple[str, str, dict]]) -> list[int]:
         raise RuntimeError("record_changes() must run inside the transaction that makes the change")
     last = _allocate(len(changes))
     first = last - len(changes) + 1
-    at = time.time()
+    at = clock.now()
     rows = []
     for i, (kind, ref, data) in enumerate(changes):
         if kind not in CHANGE_KINDS:
@@ -198,3 +200,11 @@ def _double(database: pw.Database) -> None:
             if isinstance(f, pw.DoubleField):
                 database.execute_sql(f'ALTER TABLE "{model._meta.table_name}" ALTER COLUMN "{f.column_name}" '
                                      "TYPE double precision")
+
+
+@step("0203_sync_run_mode_null_until_chosen")
+def _mode_nullable(database: pw.Database) -> None:
+    """A run that fails before it chooses list or list_id mode records NULL, not '' (shown as —)."""
+    migrator = SchemaMigrator.from_database(database)
+    migrate(migrator.drop_not_null("sync_run", "mode"), migrator.drop_column_default("sync_run", "mode"))
+    SyncRun.update(mode=None).where(SyncRun.mode == "").execute()

@@ -4,15 +4,10 @@ at the bottom so `store.models` is the one place to find them all. Schema change
 migration steps (store/migrations.py `@step`), registered next to the models they create."""
 from __future__ import annotations
 
-import time
-
 import peewee as pw
 
+from .clock import now
 from .db import db
-
-
-def now() -> float:
-    return time.time()
 
 
 # Timestamps are DoubleField: peewee's FloatField is REAL (float4) on PostgreSQL, which rounds a

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import secrets
 import string
-import time
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from bot.wecom import WeComError, client_for
 
 from .common import APIError, endpoint, json_body
+from store import clock
 
 log = logging.getLogger("wqbot.jssdk")
 
@@ -69,7 +69,7 @@ def sign(settings, url: str, now: float | None = None, nonce: str | None = None)
         log.warning("JS-SDK ticket unavailable", extra={"error": str(e)})
         hint = getattr(e, "hint", "") or "check that WECOM_API_BASE is reachable"
         raise APIError(502, "wecom_unavailable", f"WeCom did not issue a JS-SDK ticket: {e}. {hint}") from None
-    timestamp = int(now if now is not None else time.time())
+    timestamp = int(now if now is not None else clock.now())
     noncestr = nonce or "".join(secrets.choice(_NONCE) for _ in range(16))
     return {
         "url": url,

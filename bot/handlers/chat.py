@@ -11,13 +11,13 @@ passive reply, well within WeCom's 5-second deadline; nothing calls out.
 from __future__ import annotations
 
 import logging
-import time
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from bot import replies, texts
 from bot.handlers import router
 from bot.links import h5_entry
+from store.clock import CST, today_cst
 
 log = logging.getLogger("wqbot.chat")
 
@@ -28,8 +28,6 @@ PENDING_WORDS = {"待办", "pending", "待我处理", "待处理", "我的待办
 H5_HOME = "/pages/index/index"
 TASK_LIST = H5_HOME
 
-CST = timezone(timedelta(hours=8))  # "once a day" and times shown follow the employees' day
-clock = time.time  # tests move the day forward
 
 
 def normalise(text: str) -> str:
@@ -154,7 +152,8 @@ def on_text(msg, ctx):
 
 # -- opening the app ---------------------------------------------------------------------------
 def today() -> str:
-    return datetime.fromtimestamp(clock(), CST).date().isoformat()
+    """The day a greeting counts for: China time, the employees' day."""
+    return today_cst().isoformat()
 
 
 @router.event("enter_agent")

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 from bot import texts
 from bot.links import h5_entry
+from store.clock import CST
 
-CST = timezone(timedelta(hours=8))
 BATCH = 1000  # message/send touser and update_template_card userids: at most 1000 (§5.5, §5.7)
 DUPLICATE_CHECK_INTERVAL = 14400  # the maximum (4 h): a retried batch within it is never re-delivered
 

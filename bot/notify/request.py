@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
+
+from store.clock import CST  # a deadline without an offset is 微签's local (China) time
 
 KINDS = ("approve", "sign", "notice", "close")
 RESULTS = ("approved", "rejected", "signed", "withdrawn")
 MAX_RECIPIENTS = 50000
 ID_MAX, TASK_ID_MAX, KEY_MAX = 128, 128, 200
 TITLE_MAX, TEXT_MAX, URL_MAX = 512, 4000, 2000
-CST = timezone(timedelta(hours=8))  # a deadline without an offset is 微签's local (China) time
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -95,7 +95,7 @@ def _retry_after(r: httpx.Response) -> float | None:
         return None
 
 
-def attempt(delivery_id: str, settings, clock=time.time, schedule: bool = True) -> str:
+def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str:
     """One try, if the delivery is due and nobody else is on it. Returns what happened:
     delivered | retry | failed | skipped."""
     t = clock()

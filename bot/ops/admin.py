@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from bot.ops import actions, panels
 from bot.ops import session as sess
+from store import clock
 
 log = logging.getLogger("wqbot.admin")
 
@@ -57,7 +58,7 @@ def _fmt_time(ts) -> str:
 def _ago(ts) -> str:
     if not ts:
         return "—"
-    s = max(0, int(time.time() - float(ts)))
+    s = max(0, int(clock.now() - float(ts)))
     if s < 60:
         return f"{s} 秒前"
     if s < 3600:
@@ -136,7 +137,7 @@ class Console:
                       password_enabled=bool(s.admin_password), wecom_enabled=bool(s.admin_userids),
                       notice=NOTICES.get(request.query_params.get("done", "")))
         _set_cookie(resp, request, sess.STATE_COOKIE,
-                    sess.sign(s.secret_key, "login", {"n": nonce, "exp": time.time() + sess.STATE_LIFETIME}),
+                    sess.sign(s.secret_key, "login", {"n": nonce, "exp": clock.now() + sess.STATE_LIFETIME}),
                     sess.STATE_LIFETIME)
         return resp
 
@@ -177,7 +178,7 @@ class Console:
         url = panels.admin_sso_url(s, state)
         resp = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
         _set_cookie(resp, request, sess.STATE_COOKIE,
-                    sess.sign(s.secret_key, "login", {"state": state, "exp": time.time() + sess.STATE_LIFETIME}),
+                    sess.sign(s.secret_key, "login", {"state": state, "exp": clock.now() + sess.STATE_LIFETIME}),
                     sess.STATE_LIFETIME)
         return resp
 

@@ -3,10 +3,10 @@ missing) gives {"available": False}, and its panel says "not available"."""
 from __future__ import annotations
 
 import json
-import time
 from urllib.parse import quote, urlencode
 
 from bot.ops import status as st
+from store import clock
 
 SYNC_STATUS = {"running": "进行中", "ok": "成功", "partial": "部分成功", "held": "已暂停（删除过多）",
                "failed": "失败"}
@@ -133,4 +133,4 @@ def _json(text, default):
 
 
 def _now() -> float:
-    return time.time()
+    return clock.now()

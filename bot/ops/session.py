@@ -12,8 +12,8 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 from dataclasses import dataclass
+from store import clock
 
 COOKIE = "wqbot_admin"
 STATE_COOKIE = "wqbot_admin_login"
@@ -51,7 +51,7 @@ def unsign(secret_key: str, purpose: str, value: str | None) -> dict | None:
         payload = json.loads(_unb64(body))
     except ValueError:
         return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("exp"), (int, float)) or payload["exp"] < time.time():
+    if not isinstance(payload, dict) or not isinstance(payload.get("exp"), (int, float)) or payload["exp"] < clock.now():
         return None
     return payload
 
@@ -78,7 +78,7 @@ class Admin:
 
 
 def new_session(settings, userid: str, via: str) -> tuple[str, Admin]:
-    admin = Admin(userid=userid, via=via, csrf=secrets.token_urlsafe(24), expires=time.time() + LIFETIME)
+    admin = Admin(userid=userid, via=via, csrf=secrets.token_urlsafe(24), expires=clock.now() + LIFETIME)
     payload = {"u": userid, "via": via, "csrf": admin.csrf, "exp": admin.expires}
     if via == "password":
         payload["pw"] = password_fingerprint(settings.secret_key, settings.admin_password)
@@ -117,7 +117,7 @@ class Throttle:
         self._fails: dict[str, list[float]] = {}
 
     def blocked(self, who: str) -> bool:
-        t = time.time()
+        t = clock.now()
         recent = [x for x in self._fails.get(who, []) if x > t - self.window]
         self._fails[who] = recent
         return len(recent) >= self.limit
@@ -125,7 +125,7 @@ class Throttle:
     def failed(self, who: str) -> None:
         if len(self._fails) > 10000:
             self._fails.clear()
-        self._fails.setdefault(who, []).append(time.time())
+        self._fails.setdefault(who, []).append(clock.now())
 
     def succeeded(self, who: str) -> None:
         self._fails.pop(who, None)

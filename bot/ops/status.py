@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
+from store import clock
 
 log = logging.getLogger("wqbot.ops")
 
@@ -27,7 +27,7 @@ def queue_depth() -> dict:
     try:
         out["outbox"] = Outbox.select().count()
         oldest = Outbox.select(Outbox.created_at).order_by(Outbox.created_at).limit(1).scalar()
-        out["outbox_oldest_seconds"] = max(0.0, time.time() - oldest) if oldest else 0.0
+        out["outbox_oldest_seconds"] = max(0.0, clock.now() - oldest) if oldest else 0.0
     except Exception as e:
         log.debug("outbox depth unavailable: %s", e)
     return out
@@ -42,7 +42,7 @@ def record_error(source: str, message: str, hint: str = "", trace_id: str | None
 
         message, hint = redact(str(message))[:2000], redact(str(hint or ""))[:1000]
         key = hashlib.sha1(f"{source}\0{message}".encode()).hexdigest()
-        t = time.time()
+        t = clock.now()
         (OpsError.insert(key=key, source=source[:100], message=message, hint=hint, first_at=t, last_at=t,
                          trace_id=trace_id or current_trace_id())
          .on_conflict(conflict_target=[OpsError.key],
@@ -65,7 +65,7 @@ def recent_errors(limit: int = 20) -> list | None:
 def prune_errors() -> int:
     from store.ops import OpsError
 
-    return OpsError.delete().where(OpsError.last_at < time.time() - ERROR_KEEP_SECONDS).execute()
+    return OpsError.delete().where(OpsError.last_at < clock.now() - ERROR_KEEP_SECONDS).execute()
 
 
 def audit(userid: str, action: str, target: str = "", result: str = "") -> None:

@@ -15,12 +15,12 @@ Merge rules:
 from __future__ import annotations
 
 import logging
-import time
 
 from store.directory import Department, User, UserDepartment, record_change, record_changes
 
 from . import records as R
 from store.db import write_transaction
+from store import clock
 
 log = logging.getLogger("wqbot.sync")
 
@@ -125,7 +125,7 @@ def apply_user(rec: dict, settings, *, partial: bool, reactivate: bool = False) 
     member exists now (create_user, a user/get answer), so a departed user becomes active again;
     a bare update_user for a departed user (events arrive in any order) does not revive them."""
     userid = rec["userid"]
-    at = time.time()
+    at = clock.now()
     with write_transaction():
         existing = User.get_or_none(User.userid == userid)
         old_mems = _memberships(userid) if existing else ()
@@ -175,7 +175,7 @@ def rename_user(old: str, new: str, rec: dict, settings) -> str | None:
         existing = User.get(User.userid == new)
         old_mems = _memberships(new)
         merged = overlay(stored_record(existing, old_mems), {**rec, "userid": new})
-        row = user_row(merged, existing, settings.sync_match_field, existing.active, time.time(), details=False)
+        row = user_row(merged, existing, settings.sync_match_field, existing.active, clock.now(), details=False)
         row["detail_hash"] = R.detail_hash(merged)
         row["details_at"] = existing.details_at
         mems = merged.get("departments", ())
@@ -191,7 +191,7 @@ def disable_user(userid: str) -> str | None:
         if u is None or not u.active:
             return None
         u.active = False
-        u.updated_at = time.time()
+        u.updated_at = clock.now()
         u.save()
         record_change("user.deleted", userid, user_payload(u, [d for d, _, _ in _memberships(userid)]))
         return "user.deleted"
@@ -215,7 +215,7 @@ def link_account(user: User | str, settings=None) -> str | None:
         key = R.account_key(settings.sync_match_field, u.userid, u.mobile, u.email)
         if key != u.account:
             u.account = key
-            u.updated_at = time.time()
+            u.updated_at = clock.now()
             u.save()
             record_change("user.updated", u.userid, user_payload(u, [d for d, _, _ in _memberships(u.userid)]))
         if isinstance(user, User):
@@ -247,7 +247,7 @@ def apply_oauth_contact(userid: str, settings=None, *, mobile: str | None = None
 # -- departments -----------------------------------------------------------------------------------
 def apply_department(rec: dict, *, partial: bool, reactivate: bool = False) -> str | None:
     """Upsert one department; returns the feed kind written or None."""
-    at = time.time()
+    at = clock.now()
     with write_transaction():
         existing = Department.get_or_none(Department.id == rec["id"])
         if existing is None:
@@ -288,12 +288,12 @@ def delete_department(dept_id: int) -> list[str]:
                 # the department set changed: the stored hashes no longer describe the directory
                 u.dept_hash = R.dept_hash(d for d, _, _ in mems)
                 u.detail_hash, u.details_at = "", 0.0  # details pending: refetched
-                u.updated_at = time.time()
+                u.updated_at = clock.now()
                 u.save()
                 changes.append(("user.updated", u.userid, user_payload(u, [m[0] for m in mems])))
         if d is not None and d.active:
             d.active = False
-            d.updated_at = time.time()
+            d.updated_at = clock.now()
             d.save()
             changes.append(("department.deleted", dept_id, department_payload(d)))
         record_changes(changes)

@@ -17,6 +17,7 @@ import peewee as pw
 
 from store.db import write_transaction
 from store.directory import SyncState
+from store import clock
 
 KEY = "lease"
 TTL = 300.0
@@ -40,7 +41,7 @@ class Lease:
         self.renewed_at = 0.0
 
     def acquire(self) -> "Lease":
-        now = time.time()
+        now = clock.now()
         with write_transaction():
             SyncState.insert(key=KEY, value="", expires_at=0.0).on_conflict_ignore().execute()
             won = (SyncState.update(holder=self.holder, expires_at=now + self.ttl, value=str(now), updated_at=now)
@@ -55,7 +56,7 @@ class Lease:
         return self
 
     def renew(self, force: bool = False) -> None:
-        now = time.time()
+        now = clock.now()
         if not force and now - self.renewed_at < self.ttl / 5:
             return
         with write_transaction():
@@ -68,7 +69,7 @@ class Lease:
     def release(self) -> None:
         try:
             with write_transaction():
-                (SyncState.update(holder=None, expires_at=0.0, updated_at=time.time())
+                (SyncState.update(holder=None, expires_at=0.0, updated_at=clock.now())
                  .where((SyncState.key == KEY) & (SyncState.holder == self.holder)).execute())
         except pw.PeeweeException:
             pass  # it lapses by itself

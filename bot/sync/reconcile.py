@@ -48,6 +48,7 @@ from .fetch import (
 from store.db import write_transaction
 
 from .lease import Lease
+from store import clock
 
 log = logging.getLogger("wqbot.sync")
 
@@ -80,7 +81,7 @@ def get_state(key: str) -> SyncState | None:
 
 
 def set_state(key: str, value: str) -> None:
-    now = time.time()
+    now = clock.now()
     SyncState.insert(key=key, value=value, updated_at=now).on_conflict(
         conflict_target=[SyncState.key], update={SyncState.value: value, SyncState.updated_at: now}).execute()
 
@@ -98,7 +99,7 @@ class Run:
         self.progress_cb = progress
         self.client = client or client_for(settings)
         self.lease = lease
-        self.record = SyncRun.create(trigger=trigger, full=full, forced=force, started_at=time.time())
+        self.record = SyncRun.create(trigger=trigger, full=full, forced=force, started_at=clock.now())
         self.errors: list[str] = []
         self.warnings: list[str] = []
         self.counts = defaultdict(int)
@@ -132,7 +133,7 @@ class Run:
     def fetch(self) -> Listing:
         mode = remembered_mode()
         row = get_state(MODE_KEY)
-        if mode == "list_id" and (self.full or (row and time.time() - row.updated_at > REPROBE_AFTER)):
+        if mode == "list_id" and (self.full or (row and clock.now() - row.updated_at > REPROBE_AFTER)):
             mode = "list"  # probe: the operator may have fixed the IP or the visible range
         if mode == "list":
             try:
@@ -171,7 +172,7 @@ class Run:
     def apply_departments(self, listing: Listing) -> None:
         stored = {i: (h, a) for i, h, a in
                   Department.select(Department.id, Department.content_hash, Department.active).tuples()}
-        at = time.time()
+        at = clock.now()
         writes, disables = [], []
         for i, rec in listing.departments.items():
             rec.setdefault("name", "")
@@ -362,7 +363,7 @@ class Run:
             self.disable_users(batch)
 
     def write_users(self, batch: list[Item]) -> None:
-        at = time.time()
+        at = clock.now()
         mf = self.s.sync_match_field
         ids = [it.uid for it in batch]
         with self.chunk():
@@ -420,7 +421,7 @@ class Run:
         self.counts["rows_written"] += len(rows)
 
     def disable_users(self, ids: list[str]) -> None:
-        at = time.time()
+        at = clock.now()
         with self.chunk():
             User.update(active=False, updated_at=at).where(User.userid.in_(ids) & User.active).execute()
             mems = defaultdict(list)
@@ -488,7 +489,7 @@ class Run:
             if hasattr(r, k):
                 setattr(r, k, v)
         r.status = status
-        r.finished_at = time.time()
+        r.finished_at = clock.now()
         r.api_calls = json.dumps(dict(self.listing.calls) if self.listing else {}, sort_keys=True)
         r.errors = json.dumps(self.errors[:50], ensure_ascii=False)
         r.warnings = json.dumps(self.warnings, ensure_ascii=False)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import calendar
 import logging
-import time
 
 from bot.tasks import huey, outbox_task
 from bot.wecom import NoPrivilege, NotFound, client_for
@@ -15,6 +14,7 @@ from . import records as R
 from .apply import apply_department, apply_user
 from .lease import Busy
 from .reconcile import SyncDisabled, run_sync
+from store import clock
 
 log = logging.getLogger("wqbot.sync")
 
@@ -70,8 +70,8 @@ def claim_interval(settings, at: float | None = None) -> bool:
     running at once, so a copy that starts after the first one finished would sync again. One
     conditional UPDATE (zero-padded interval numbers compare as text on SQLite and PostgreSQL)."""
     n = max(1, settings.sync_interval_minutes)
-    interval = f"{int((at if at is not None else time.time()) // 60) // n:012d}"
-    t = time.time()
+    interval = f"{int((at if at is not None else clock.now()) // 60) // n:012d}"
+    t = clock.now()
     with write_transaction():
         SyncState.insert(key=PERIODIC_KEY, value="", updated_at=t).on_conflict_ignore().execute()
         return bool(SyncState.update(value=interval, updated_at=t)
