@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 
@@ -68,9 +68,11 @@ def test_the_lease_is_released_after_a_run(settings, fake):
     assert SyncRun.select().count() == 2
 
 
+# due() is a pure function of the minute it is given (it reads no clock): the table's instants are
+# times of day on one arbitrary, fixed day.
 @pytest.mark.parametrize("minutes, at, expected", [
-    (10, "2026-01-01 10:20", True), (10, "2026-01-01 10:25", False), (10, "2026-01-01 00:00", True),
-    (15, "2026-01-01 10:45", True), (7, "2026-01-01 10:20", None), (90, "2026-01-01 01:30", None),
+    (10, "10:20", True), (10, "10:25", False), (10, "00:00", True),
+    (15, "10:45", True), (7, "10:20", None), (90, "01:30", None),
 ])
 def test_the_schedule(settings, monkeypatch, minutes, at, expected):
     import dataclasses
@@ -78,7 +80,7 @@ def test_the_schedule(settings, monkeypatch, minutes, at, expected):
     import settings as settings_mod
 
     monkeypatch.setattr(settings_mod, "_current", dataclasses.replace(settings, sync_interval_minutes=minutes))
-    dt = datetime.strptime(at, "%Y-%m-%d %H:%M")
+    dt = datetime.combine(date(2026, 1, 1), datetime.strptime(at, "%H:%M").time())
     if expected is not None:
         assert due(dt) is expected
     # any interval: exactly one due minute in every `minutes` consecutive minutes
@@ -111,6 +113,14 @@ def test_wqbot_sync_prints_progress_and_a_summary(fake, capsys):
     assert "directory sync #" in out and ": ok in" in out and "5 created" in out
     assert "API calls 2 (department/list 1, user/list 1)" in out
     assert "users" in err  # the progress lines
+
+
+def test_a_run_that_fails_before_choosing_a_mode_records_none(fake, capsys):
+    fake.fail.add("department/list")  # the first listing call: no mode was ever in use
+    assert cli() == 1
+    (run,) = SyncRun.select()
+    assert (run.status, run.mode) == ("failed", None)
+    assert "(— mode" in capsys.readouterr().out
 
 
 def test_wqbot_sync_force_needs_full(fake, capsys):

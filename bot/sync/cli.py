@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from store import clock
 
 
 class Progress:
@@ -51,10 +52,10 @@ class Progress:
 
 def summary(run) -> str:
     d = run.as_dict()
-    took = (d["finished_at"] or time.time()) - d["started_at"]
+    took = (d["finished_at"] or clock.now()) - d["started_at"]
     calls = d["api_calls"] or {}
     lines = [
-        f"directory sync #{d['id']}: {d['status']} in {took:.1f}s ({d['mode'] or '?'} mode"
+        f"directory sync #{d['id']}: {d['status']} in {took:.1f}s ({d['mode'] or '—'} mode"
         + (", full" if d["full"] else "") + (", forced" if d["forced"] else "") + ")",
         f"  users        {d['users_seen']} seen: {d['created']} created, {d['updated']} updated, "
         f"{d['renamed']} renamed, {d['disabled']} disabled, {d['reactivated']} reactivated",
