@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -241,6 +242,8 @@ def run(args) -> dict:
             raw_taps.append(time.perf_counter() - t0)
 
         fanouts, send_calls, taps, tap_replies = [], [], [], []
+        # a week ahead of this machine's clock: open for the whole run, whatever the date
+        week_from_now = datetime.fromtimestamp(int(time.time()) + 7 * 86400, timezone.utc).isoformat()
         for i in range(args.samples):
             nid, task = f"bench-{i}-{secrets.token_hex(3)}", f"BT-{i}-{secrets.token_hex(3)}"
             before_sends, _ = api_calls(sim, "message/send")
@@ -248,7 +251,7 @@ def run(args) -> dict:
             r = wq.post("/api/v1/notifications", json={
                 "id": nid, "type": "approve", "task_id": task, "title": f"采购合同-2026-{i:03d}",
                 "description": "张三 发起了审批，请处理", "initiator": users[0], "recipients": users,
-                "url": f"/pages/task/task_detail?id={task}", "deadline": "2030-12-01T18:00:00+08:00"})
+                "url": f"/pages/task/task_detail?id={task}", "deadline": week_from_now})
             assert r.status_code == 202, r.text
             while True:
                 status = wq.get(f"/api/v1/notifications/{nid}").json()["status"]

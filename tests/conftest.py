@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,12 @@ import pytest
 BACKEND = os.environ.get("WQBOT_TEST_BACKEND", "sqlite")
 PG_ADMIN = os.environ.get("WQBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("WQBOT_TEST_REDIS", "redis://127.0.0.1:6379/0")
-VECTORS = json.loads((Path(__file__).resolve().parents[1].parent / "shared/wecom/vectors.json").read_text()) \
-    if (Path(__file__).resolve().parents[1].parent / "shared/wecom/vectors.json").exists() else None
+DATA = Path(__file__).resolve().parent / "data"
 
 RUN_ID = secrets.token_hex(4)
 TMP = Path(tempfile.mkdtemp(prefix=f"wqbot-test-{RUN_ID}-"))
 
-# The own vectors of PROTOCOL.md §2.4: a Token/EncodingAESKey/CorpID triple tests can sign with.
+# The own-V set of tests/data/wecom_vectors.json: a Token/EncodingAESKey/CorpID triple tests can sign with.
 TEST_ENV = {
     "WECOM_CORP_ID": "ww1a2b3c4d5e6f7a8b",
     "WECOM_AGENT_ID": "1000002",
@@ -188,6 +188,34 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def vectors():
-    if VECTORS is None:
-        pytest.skip("../shared/wecom/vectors.json is not beside this checkout")
-    return VECTORS
+    """The known-answer vectors; a missing or unreadable file fails the tests that need it."""
+    return json.loads((DATA / "wecom_vectors.json").read_text(encoding="utf-8"))
+
+
+class PinnedClock:
+    """What `store.clock.now()` answers while the `clock` fixture is active: a fixed instant
+    that only the test moves."""
+
+    def __init__(self, at: float):
+        self.at = float(at)
+
+    def __call__(self) -> float:
+        return self.at
+
+    def set(self, at: float) -> None:
+        self.at = float(at)
+
+    def advance(self, seconds: float) -> None:
+        self.at += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Pins the one clock wqbot reads (`store.clock.now`), at the real time the test starts, so
+    relative times ("now + 7 days") still mean what they say. Tests that need a particular
+    instant (a 00:00 China-time boundary) call `clock.set(...)`."""
+    from store import clock as store_clock
+
+    pinned = PinnedClock(time.time())
+    monkeypatch.setattr(store_clock, "_source", pinned)
+    return pinned

@@ -16,6 +16,7 @@ import itertools
 import json
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -171,6 +172,22 @@ def menu_xml(user: str, card_id: str, code: str | None = None) -> str:
                    TaskId=card_id, CardType="text_notice", ResponseCode=code or f"RC-menu-{user}", AgentID=1000002)
 
 
+def deadline_in(days: float) -> str:
+    """An ISO 8601 deadline as 微签 sends it: 18:00 China time, at least `days` from the clock
+    the code reads (negative: in the past). Never a fixed date, so no test expires on its own."""
+    from store.clock import CST, now
+
+    at = datetime.fromtimestamp(now() + days * 86400, CST).replace(hour=18, minute=0, second=0, microsecond=0)
+    return at.isoformat()
+
+
+def shown_deadline(deadline: str) -> str:
+    """The 截止时间 a card shows for an ISO deadline: China time, to the minute."""
+    from store.clock import CST
+
+    return datetime.fromisoformat(deadline).astimezone(CST).strftime("%Y-%m-%d %H:%M")
+
+
 def notification(**fields) -> dict:
     body = {
         "id": "wq-evt-000123",
@@ -181,7 +198,7 @@ def notification(**fields) -> dict:
         "initiator": "zhangsan",
         "recipients": ["lisi", "wangwu"],
         "url": "/pages/task/task_detail?id=T-1001",
-        "deadline": "2026-12-01T18:00:00+08:00",
+        "deadline": deadline_in(days=7),
     }
     body.update(fields)
     return {k: v for k, v in body.items() if v is not None}

@@ -8,7 +8,16 @@ import json
 from bot.xml import parse
 from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyTask, WebhookDelivery
 from tests import notify_support as ns
-from tests.notify_support import AUTH, add_member, app_client, first_card_id, menu_xml, notification, tap_xml
+from tests.notify_support import (
+    AUTH,
+    add_member,
+    app_client,
+    deadline_in,
+    first_card_id,
+    menu_xml,
+    notification,
+    tap_xml,
+)
 from tests.support import app_crypto, decrypt_reply, signed
 
 # fixtures from tests/notify_support.py
@@ -109,7 +118,7 @@ def test_unknown_card_and_other_buttons(hook_settings, store, immediate_queue, f
 
 def test_tap_after_the_deadline_expires_the_task(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     with app_client(hook_settings) as c:
-        card = setup_task(c, deadline="2020-01-01T00:00:00+08:00")
+        card = setup_task(c, deadline=deadline_in(days=-1))
         reply = deliver(c, hook_settings, tap_xml("lisi", card))
         assert reply["Button"]["ReplaceName"] == "已过期"
         assert NotifyTask.get().state == "expired" and webhook_receiver.deliveries == []

@@ -121,12 +121,14 @@ def test_no_greeting_by_default(chat_client, settings):
     assert chat_client.post(enter_agent()) is None
 
 
+MIDNIGHT_CST = 1_764_000_000.0  # 2025-11-25 00:00 in China (UTC+8), 2025-11-24 16:00 UTC
+
+
 @pytest.fixture
-def greeting_client(settings, store, monkeypatch):
-    now = [1_764_000_000.0]  # 2025-11-25 00:00 CST (UTC+8)
-    monkeypatch.setattr(chat, "clock", lambda: now[0])
+def greeting_client(settings, store, clock):
+    clock.set(MIDNIGHT_CST)  # the day boundary is the point of these tests: pinned
     c = Chat(dataclasses.replace(settings, greet_on_enter=True))
-    c.now = now
+    c.clock = clock
     return c
 
 
@@ -136,19 +138,19 @@ def test_greeting_at_most_once_a_day_per_person(greeting_client):
     assert first["MsgType"] == "text" and first["ToUserName"] == "lisi"
     assert first["Content"].startswith("你好，欢迎使用微签助手")
     assert c.post(enter_agent("lisi", at=2)) is None  # same day, a new event
-    c.now[0] += 23 * 3600 + 3599  # 23:59:59 the same day
+    c.clock.advance(23 * 3600 + 3599)  # 23:59:59 the same day
     assert c.post(enter_agent("lisi", at=3)) is None
     assert c.post(enter_agent("wangwu", at=4))["ToUserName"] == "wangwu"  # another person
-    c.now[0] += 1  # midnight in China
+    c.clock.advance(1)  # midnight in China
     assert c.post(enter_agent("lisi", at=5))["Content"].startswith("你好")
     assert c.post(enter_agent("lisi", at=6)) is None
 
 
 def test_day_boundary_is_china_time(greeting_client):
     c = greeting_client
-    c.now[0] = 1_764_000_000.0 - 1  # 2025-11-24 23:59:59 CST, 15:59:59 UTC
+    c.clock.set(MIDNIGHT_CST - 1)  # 23:59:59 in China, 15:59:59 UTC
     assert c.post(enter_agent("lisi", at=1)) is not None
-    c.now[0] += 1  # 00:00 CST: a new day in China, still the same UTC day
+    c.clock.advance(1)  # 00:00 in China: a new day there, still the same UTC day
     assert c.post(enter_agent("lisi", at=2)) is not None
 
 

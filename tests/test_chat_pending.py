@@ -7,7 +7,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from bot.handlers import chat
 from bot.links import h5_entry
 from store.notifications import NotifyTask
 from tests.notify_support import AUTH, add_member, app_client, notification, wecom  # noqa: F401
@@ -137,9 +136,8 @@ def test_a_task_without_its_own_page_opens_the_list(api, settings):
     assert a["Url"] == LIST_LINK
 
 
-def test_greeting_says_how_many_tasks_wait(settings, store, immediate_queue, wecom, monkeypatch):  # noqa: F811
+def test_greeting_says_how_many_tasks_wait(settings, store, immediate_queue, wecom, clock):  # noqa: F811
     s = dataclasses.replace(settings, greet_on_enter=True)
-    monkeypatch.setattr(chat, "clock", lambda: 1_764_000_000.0)
     with app_client(s) as c:
         create_task(c, 1)
         create_task(c, 2)

@@ -9,7 +9,7 @@ import pytest
 from store.models import Outbox
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
 from tests import notify_support as ns
-from tests.notify_support import AUTH, add_member, notification
+from tests.notify_support import AUTH, add_member, deadline_in, notification, shown_deadline
 
 # fixtures from tests/notify_support.py
 fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
@@ -89,7 +89,7 @@ def test_needs_the_bearer_token(client, store):
     ({"url": "https://evil.example.com/x"}, "url"),
     ({"url": "//evil.example.com/x"}, "url"),
     ({"deadline": "tomorrow"}, "deadline"),
-    ({"deadline": 1764583200}, "deadline"),
+    ({"deadline": 1764583200}, "deadline"),  # a number, not an ISO 8601 string
     ({"type": "close", "result": "maybe"}, "result"),
 ])
 def test_a_bad_field_gets_a_400_naming_it(client, store, queue, change, field):
@@ -141,7 +141,8 @@ def test_approve_card(client, store, immediate_queue, fake_wecom, settings):
     add_member("lisi", "李四")
     add_member("wangwu", "王五")
     add_member("zhangsan", "张三")
-    assert post(client, notification()).status_code == 202
+    body = notification()
+    assert post(client, body).status_code == 202
     (send,) = fake_wecom.sends
     check_send(send)
     assert send["touser"] == "lisi|wangwu"
@@ -151,7 +152,7 @@ def test_approve_card(client, store, immediate_queue, fake_wecom, settings):
     assert card["main_title"] == {"title": "采购合同-2026-001", "desc": "张三 发起了审批，请处理"}
     assert card["horizontal_content_list"] == [
         {"keyname": "发起人", "type": 3, "value": "张三", "userid": "zhangsan"},
-        {"keyname": "截止时间", "value": "2026-12-01 18:00"},
+        {"keyname": "截止时间", "value": shown_deadline(body["deadline"])},
     ]
     assert card["card_action"] == {"type": 1, "url": "https://wqbot.example.com/oauth/h5?next="
                                    "%2Fpages%2Ftask%2Ftask_detail%3Fid%3DT-1001"}
@@ -332,7 +333,7 @@ def test_deadline_expiry(client, store, immediate_queue, fake_wecom, settings):
 
     from bot.notify import pending_tasks, sweep
 
-    post(client, notification(deadline="2020-01-01T00:00:00Z"))
+    post(client, notification(deadline=deadline_in(days=-1)))
     assert pending_tasks("lisi", 5) == ([], 0)  # past its deadline: not open any more
     assert sweep.expire_due(time.time()) == 1
     assert NotifyTask.get().state == "expired"
