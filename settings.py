@@ -4,6 +4,7 @@
 value raises `SettingsError`, whose message names the variable; the CLI prints that one line
 and exits, never a traceback.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,18 @@ def read_dotenv(path: str | os.PathLike = ".env") -> dict[str, str]:
 
 
 # name, default (None = required), parser. Secrets are marked so they are masked everywhere.
-_SECRET = {"WECOM_APP_SECRET", "WECOM_CONTACTS_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY",
-           "WECOM_CONTACTS_TOKEN", "WECOM_CONTACTS_AES_KEY", "SECRET_KEY", "WEIQIAN_API_TOKEN",
-           "WEIQIAN_WEBHOOK_SECRET", "ADMIN_PASSWORD"}
+_SECRET = {
+    "WECOM_APP_SECRET",
+    "WECOM_CONTACTS_SECRET",
+    "WECOM_TOKEN",
+    "WECOM_AES_KEY",
+    "WECOM_CONTACTS_TOKEN",
+    "WECOM_CONTACTS_AES_KEY",
+    "SECRET_KEY",
+    "WEIQIAN_API_TOKEN",
+    "WEIQIAN_WEBHOOK_SECRET",
+    "ADMIN_PASSWORD",
+}
 
 
 def _str(v: str) -> str:

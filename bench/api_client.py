@@ -17,6 +17,7 @@ The client is synchronous (huey worker threads, the CLI), so the like-for-like r
 ours / bare-sync. Per-call time is wall time / calls (throughput at that concurrency); the median of
 the rounds is reported. Also: a single sequential call (ours vs bare) and the limiter's own cost.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,13 @@ async def noop_wecom(scope, receive, send):
     if scope["type"] != "http":
         return
     body = TOKEN if scope["path"] == "/cgi-bin/gettoken" else ANSWER
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -56,10 +62,27 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.api_client:noop_wecom", "--host", "127.0.0.1",
-                          "--port", str(port), "--log-level", "warning", "--no-access-log",
-                          # keep idle pooled connections open between phases (no reset on reuse)
-                          "--timeout-keep-alive", "600", "--backlog", "4096"], cwd=ROOT)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.api_client:noop_wecom",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            # keep idle pooled connections open between phases (no reset on reuse)
+            "--timeout-keep-alive",
+            "600",
+            "--backlog",
+            "4096",
+        ],
+        cwd=ROOT,
+    )
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -73,12 +96,21 @@ def start_server(port: int) -> subprocess.Popen:
 def bench_settings(base: str, queue_url: str = "memory://"):
     from settings import load
 
-    return load(env={
-        "WECOM_CORP_ID": "wwbench0001", "WECOM_AGENT_ID": "1000002", "WECOM_APP_SECRET": "bench-secret",
-        "WECOM_TOKEN": "benchtoken", "WECOM_AES_KEY": "AvluMXaJSmrivhqi8EPrQGiww9Wp/2BN50/kzaCNN/Q",
-        "SECRET_KEY": "bench", "WEIQIAN_API_TOKEN": "bench", "WECOM_API_BASE": base,
-        "DATABASE_URL": "sqlite:///:memory:", "QUEUE_URL": queue_url,
-    }, dotenv=None)
+    return load(
+        env={
+            "WECOM_CORP_ID": "wwbench0001",
+            "WECOM_AGENT_ID": "1000002",
+            "WECOM_APP_SECRET": "bench-secret",
+            "WECOM_TOKEN": "benchtoken",
+            "WECOM_AES_KEY": "AvluMXaJSmrivhqi8EPrQGiww9Wp/2BN50/kzaCNN/Q",
+            "SECRET_KEY": "bench",
+            "WEIQIAN_API_TOKEN": "bench",
+            "WECOM_API_BASE": base,
+            "DATABASE_URL": "sqlite:///:memory:",
+            "QUEUE_URL": queue_url,
+        },
+        dotenv=None,
+    )
 
 
 def on_threads(fn, calls: int, concurrency: int) -> tuple[float, float]:
@@ -117,6 +149,7 @@ def on_coroutines(url: str, params: dict, calls: int, concurrency: int, limits, 
 
     async def main():
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+
             async def work():
                 for _ in range(per):
                     (await client.get(url, params=params)).json()
@@ -173,7 +206,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     url, params = f"{base}/cgi-bin/agent/get", {"agentid": 1000002, "access_token": "BENCH-TOKEN"}
     # No limiter refusals in a benchmark: it measures the limiter's cost, not its limits.
-    big = Limits(per_min=10 ** 9, per_hour=10 ** 10)
+    big = Limits(per_min=10**9, per_hour=10**10)
     try:
         bare = httpx.Client(timeout=TIMEOUT, limits=LIMITS, headers={"User-Agent": "wqbot"})
         ours = WeComClient(bench_settings(base), limiter=LocalRateLimiter(big))
@@ -199,13 +232,14 @@ def main() -> int:
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in [*variants, "bare-async"]}
         names = [*variants, "bare-async"]
         for r in range(args.rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no variant always goes first
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate: no variant always goes first
                 if name == "bare-async":
                     results[name].append(on_coroutines(url, params, args.calls, args.concurrency, LIMITS, TIMEOUT))
                 else:
                     results[name].append(on_threads(variants[name], args.calls, args.concurrency))
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1][0] * 1e6:.0f} µs" for k, v in results.items()),
-                  flush=True)
+            print(
+                f"round {r + 1}: " + ", ".join(f"{k} {v[-1][0] * 1e6:.0f} µs" for k, v in results.items()), flush=True
+            )
         seq_bare, seq_ours = sequential([lambda: bare.get(url, params=params).json(), ours.agent_get])
         local_cost = limiter_cost(LocalRateLimiter(big))
         redis_cost = limiter_cost(redis_limiter) if redis_tokens is not None else None
@@ -218,22 +252,32 @@ def main() -> int:
 
     wall = {k: statistics.median(w for w, _ in v) for k, v in results.items()}
     cpu = {k: statistics.median(c for _, c in v) for k, v in results.items()}
-    print(f"\nper call, {args.concurrency} concurrent, {args.calls} calls, median of {args.rounds} rounds "
-          f"({os.cpu_count()} CPUs, shared with whatever else runs; load average {os.getloadavg()[0]:.1f}):")
+    print(
+        f"\nper call, {args.concurrency} concurrent, {args.calls} calls, median of {args.rounds} rounds "
+        f"({os.cpu_count()} CPUs, shared with whatever else runs; load average {os.getloadavg()[0]:.1f}):"
+    )
     print(f"  {'':<11} {'wall':>8} {'client CPU':>11}")
     for k in wall:
         print(f"  {k:<11} {wall[k] * 1e6:6.0f} µs {cpu[k] * 1e6:8.0f} µs")
     print("\nratios (wall; client CPU):")
-    for a, b, note in (("ours", "bare-sync", "target ≤ 1.5×"), ("ours-redis", "bare-sync", ""),
-                       ("ours", "bare-async", "threads vs coroutines"), ("bare-sync", "bare-async", "")):
+    for a, b, note in (
+        ("ours", "bare-sync", "target ≤ 1.5×"),
+        ("ours-redis", "bare-sync", ""),
+        ("ours", "bare-async", "threads vs coroutines"),
+        ("bare-sync", "bare-async", ""),
+    ):
         if a in wall:
             print(f"  {a + ' / ' + b:<24} {wall[a] / wall[b]:.2f}×; {cpu[a] / cpu[b]:.2f}×   {note}")
-    print(f"\nsequential single call: ours {seq_ours * 1e6:.0f} µs, bare {seq_bare * 1e6:.0f} µs "
-          f"({seq_ours / seq_bare:.2f}×)")
+    print(
+        f"\nsequential single call: ours {seq_ours * 1e6:.0f} µs, bare {seq_bare * 1e6:.0f} µs "
+        f"({seq_ours / seq_bare:.2f}×)"
+    )
     if ERRORS:
         print(f"transport errors tolerated (≤1 % of a phase): {ERRORS}")
-    print(f"rate limiter acquire: in-process {local_cost * 1e6:.2f} µs"
-          + (f", Redis (batched) {redis_cost * 1e6:.2f} µs" if redis_cost is not None else ""))
+    print(
+        f"rate limiter acquire: in-process {local_cost * 1e6:.2f} µs"
+        + (f", Redis (batched) {redis_cost * 1e6:.2f} µs" if redis_cost is not None else "")
+    )
     return 0
 
 

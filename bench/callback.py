@@ -18,6 +18,7 @@ Needs the [bench] extras (`pip install -e '.[bench]'`) and wrk (`apt-get install
 PostgreSQL/Redis rows run when 127.0.0.1:5432 (user postgres) and 127.0.0.1:6379 answer; each run
 uses its own database and queue name, dropped at the end. See bench/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,8 +101,10 @@ def sign(crypto, plain: str, i: int, salt: str) -> tuple[dict, bytes]:
     """(query, body) of the POST WeCom makes: envelope as WeCom sends it (ToUserName, Encrypt, AgentID)."""
     ts, nonce = str(1700000000 + i), f"{salt}{i}"
     enc, sig = crypto.encrypt_message(plain, ts, nonce)
-    body = (f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt>"
-            "<AgentID><![CDATA[1000002]]></AgentID></xml>")
+    body = (
+        f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt>"
+        "<AgentID><![CDATA[1000002]]></AgentID></xml>"
+    )
     return {"msg_signature": sig, "timestamp": ts, "nonce": nonce}, body.encode()
 
 
@@ -186,12 +189,23 @@ class ASGIClient:
 
     async def post(self, query_string: bytes, body: bytes) -> tuple[int, bytes]:
         scope = {
-            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": self.path, "raw_path": self.path.encode(),
-            "query_string": query_string, "root_path": "",
-            "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"text/xml"),
-                        (b"content-length", str(len(body)).encode())],
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "state": {},
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": self.path,
+            "raw_path": self.path.encode(),
+            "query_string": query_string,
+            "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1:8000"),
+                (b"content-type", b"text/xml"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
         }
         sent = False
         status, chunks = 0, []
@@ -293,8 +307,13 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
     from store import db
 
     def row_of(msg):
-        return {"userid": msg.get_str("UserID"), "new_userid": msg.get_str("NewUserID"), "name": msg.get_str("Name"),
-                "department": msg.get_str("Department"), "status": int(msg.get_str("Status") or 0)}
+        return {
+            "userid": msg.get_str("UserID"),
+            "new_userid": msg.get_str("NewUserID"),
+            "name": msg.get_str("Name"),
+            "department": msg.get_str("Department"),
+            "status": int(msg.get_str("Status") or 0),
+        }
 
     peewee_router, sql_router = Router(), Router()
 
@@ -310,8 +329,9 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
         # the same statement, built by peewee once and reused (what bot/callbacks.py does for Delivery)
         row = row_of(msg)
         if "sql" not in sql_cache:
-            q = BenchContact.insert(row).on_conflict(conflict_target=[BenchContact.userid],
-                                                     update={f: pw.EXCLUDED[f] for f in row if f != "userid"})
+            q = BenchContact.insert(row).on_conflict(
+                conflict_target=[BenchContact.userid], update={f: pw.EXCLUDED[f] for f in row if f != "userid"}
+            )
             sql, params = q.sql()
             assert params == list(row.values()), "peewee ordered the columns differently"
             sql_cache["sql"] = sql
@@ -323,14 +343,21 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
         endpoint = CallbackEndpoint(crypto, router, settings, "app")
         return CallbackFastPath(Starlette(routes=[Route("/wecom/callback", endpoint, methods=["GET", "POST"])]))
 
-    apps = [("row", inline(peewee_router), "inline app: CallbackEndpoint + a handler that upserts one row with peewee"),
-            ("rowsql", inline(sql_router), "inline app: the same upsert as one prepared statement (peewee builds it once)")]
+    apps = [
+        ("row", inline(peewee_router), "inline app: CallbackEndpoint + a handler that upserts one row with peewee"),
+        ("rowsql", inline(sql_router), "inline app: the same upsert as one prepared statement (peewee builds it once)"),
+    ]
     probe = Inbound(MsgType="event", Event="change_contact", ChangeType="update_user")
     if contacts_router.resolve(probe) is not None:
         from bot.app import create_app
 
-        apps.append(("contacts", CallbackFastPath(create_app(settings, init_store=False)),
-                     "the served app with bot/handlers/contacts.py (V2 shape: a rename, plus a deferred user/get)"))
+        apps.append(
+            (
+                "contacts",
+                CallbackFastPath(create_app(settings, init_store=False)),
+                "the served app with bot/handlers/contacts.py (V2 shape: a rename, plus a deferred user/get)",
+            )
+        )
     return apps
 
 
@@ -351,8 +378,13 @@ def inprocess(n: int, repeats: int, pg_url: str | None) -> dict:
         database = init_store(url)
         database.create_tables([BenchContact], safe=True)
         # what `wqbot serve` serves (bot.cli.asgi_app): create_app() behind CallbackFastPath
-        apps = [("click", CallbackFastPath(create_app(settings, init_store=False)),
-                 "the served app (create_app() behind CallbackFastPath), the `help` click handler")]
+        apps = [
+            (
+                "click",
+                CallbackFastPath(create_app(settings, init_store=False)),
+                "the served app (create_app() behind CallbackFastPath), the `help` click handler",
+            )
+        ]
         apps += change_apps(settings, BenchContact)
         for conc in (1, 64):
             for tag, app, label in apps:
@@ -453,23 +485,63 @@ class Server:
 
     def start(self, port: int) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.kind}-", dir=TMP))
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "WQBOT_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "WQBOT_"))
+        }
         env.update(ENV, PYTHONPATH=str(ROOT) + os.environ.get("BENCH_EXTRA_PATH", ""))
         host = ["127.0.0.1", str(port)]
         if self.kind == "flask":
-            cmd = [str(BIN / "gunicorn"), "-w", "2", "-b", ":".join(host), "--log-level", "warning",
-                   "bench.ref_flask:app"]
+            cmd = [
+                str(BIN / "gunicorn"),
+                "-w",
+                "2",
+                "-b",
+                ":".join(host),
+                "--log-level",
+                "warning",
+                "bench.ref_flask:app",
+            ]
         elif self.kind == "starlette":
-            cmd = [str(BIN / "uvicorn"), "bench.ref_starlette:app", "--host", host[0], "--port", host[1],
-                   "--workers", "2", "--http", "httptools", "--loop", "uvloop", "--log-level", "warning",
-                   "--no-access-log"]
+            cmd = [
+                str(BIN / "uvicorn"),
+                "bench.ref_starlette:app",
+                "--host",
+                host[0],
+                "--port",
+                host[1],
+                "--workers",
+                "2",
+                "--http",
+                "httptools",
+                "--loop",
+                "uvloop",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
         elif self.kind == "noop":
-            cmd = [str(BIN / "uvicorn"), "bench.ref_noop:app", "--host", host[0], "--port", host[1],
-                   "--http", "httptools", "--loop", "uvloop", "--log-level", "warning", "--no-access-log"]
+            cmd = [
+                str(BIN / "uvicorn"),
+                "bench.ref_noop:app",
+                "--host",
+                host[0],
+                "--port",
+                host[1],
+                "--http",
+                "httptools",
+                "--loop",
+                "uvloop",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
         elif self.kind == "ours-embedded":
-            env.update(DATABASE_URL=f"sqlite:///{self.workdir / 'wqbot.db'}",
-                       QUEUE_URL=f"sqlite:///{self.workdir / 'wqbot-queue.db'}")
+            env.update(
+                DATABASE_URL=f"sqlite:///{self.workdir / 'wqbot.db'}",
+                QUEUE_URL=f"sqlite:///{self.workdir / 'wqbot-queue.db'}",
+            )
             cmd = [str(BIN / "wqbot"), "serve", "--host", host[0], "--port", host[1]]
         elif self.kind == "ours-pg":
             self.pg_url = pg_create(self.workdir.name.replace("-", "_").lower())
@@ -479,8 +551,14 @@ class Server:
         else:
             raise ValueError(self.kind)
         self.log = (self.workdir / "server.log").open("w")
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir if self.kind.startswith("ours") else ROOT, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.workdir if self.kind.startswith("ours") else ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.port = port
         self._wait_ready()
 
@@ -500,7 +578,9 @@ class Server:
                 break
             except httpx.TransportError:
                 if self.proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"bench: {self.name} did not start:\n" + (self.workdir / "server.log").read_text()) from None
+                    raise SystemExit(
+                        f"bench: {self.name} did not start:\n" + (self.workdir / "server.log").read_text()
+                    ) from None
                 time.sleep(0.1)
         if self.kind == "noop":
             return
@@ -593,7 +673,8 @@ def parse_wrk(out: str) -> dict:
     return {
         "rps": float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1)),
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "p50": latency("50"), "p99": latency("99"),
+        "p50": latency("50"),
+        "p99": latency("99"),
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,
         "wrapped": int(re.search(r"wrapped=(\d+)", out).group(1)),
@@ -601,21 +682,36 @@ def parse_wrk(out: str) -> dict:
 
 
 def wrk(port: int, requests_file: Path, duration: float, connections: int) -> dict:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "5s",
-           "-s", str(ROOT / "bench/callback_load.lua"), f"http://127.0.0.1:{port}", "--", str(requests_file)]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(ROOT / "bench/callback_load.lua"),
+        f"http://127.0.0.1:{port}",
+        "--",
+        str(requests_file),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode:
         raise SystemExit(f"bench: wrk failed ({run.returncode}): {run.stderr or run.stdout}")
     return parse_wrk(run.stdout)
 
 
-def loopback(duration: float, warmup: float, connections: int, repeat: int, with_pg: bool,
-             max_rate: int, http_floor: bool = True) -> dict:
+def loopback(
+    duration: float, warmup: float, connections: int, repeat: int, with_pg: bool, max_rate: int, http_floor: bool = True
+) -> dict:
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (apt-get install wrk)")
-    servers = [Server("Flask + gunicorn, 2 sync workers (wechatpy, no store)", "flask"),
-               Server("Starlette + uvicorn[standard], 2 workers (wechatpy, no store)", "starlette"),
-               Server("wqbot serve, embedded: SQLite + huey SQLite, 1 process", "ours-embedded")]
+    servers = [
+        Server("Flask + gunicorn, 2 sync workers (wechatpy, no store)", "flask"),
+        Server("Starlette + uvicorn[standard], 2 workers (wechatpy, no store)", "starlette"),
+        Server("wqbot serve, embedded: SQLite + huey SQLite, 1 process", "ours-embedded"),
+    ]
     if with_pg:
         servers.append(Server("wqbot serve --workers 2: PostgreSQL + Redis", "ours-pg"))
     if http_floor:
@@ -645,58 +741,89 @@ def loopback(duration: float, warmup: float, connections: int, repeat: int, with
                 s.stop() if s.proc and s.proc.poll() is None else None
                 s.cleanup()
             results[s.name].append(r)
-            print(f"  round {rnd + 1}: {s.name}: {r['rps']:,.0f}/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms, "
-                  f"server CPU {r['cpu_us']:.0f} µs/callback"
-                  + (f", {r['non2xx']} non-2xx" if r["non2xx"] else "")
-                  + (f", {r['socket_errors']} socket errors" if r["socket_errors"] else "")
-                  + (" (REQUEST FILE WRAPPED: duplicates were sent)" if r["wrapped"] else "")
-                  + (f", {r['stored']:,} deliveries stored" if r.get("stored") is not None else ""),
-                  file=sys.stderr)
+            print(
+                f"  round {rnd + 1}: {s.name}: {r['rps']:,.0f}/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms, "
+                f"server CPU {r['cpu_us']:.0f} µs/callback"
+                + (f", {r['non2xx']} non-2xx" if r["non2xx"] else "")
+                + (f", {r['socket_errors']} socket errors" if r["socket_errors"] else "")
+                + (" (REQUEST FILE WRAPPED: duplicates were sent)" if r["wrapped"] else "")
+                + (f", {r['stored']:,} deliveries stored" if r.get("stored") is not None else ""),
+                file=sys.stderr,
+            )
     return results
 
 
 # -- report ------------------------------------------------------------------------------------
 def report(crypto: dict | None, inproc: dict | None, loop: dict | None, args) -> str:
-    lines = [f"wqbot callback benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
-             f"python {sys.version.split()[0]}; the machine may be shared, so figures are noisy)", ""]
+    lines = [
+        f"wqbot callback benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+        f"python {sys.version.split()[0]}; the machine may be shared, so figures are noisy)",
+        "",
+    ]
     if crypto:
-        lines += ["1. crypto floor (verify + decrypt + encrypt a reply), µs per callback, median of "
-                  f"{args.repeats} passes of {args.n}", "",
-                  "| | µs | vs wechatpy |", "|---|---:|---:|",
-                  f"| wechatpy WeChatCrypto | {crypto['wechatpy']:.1f} | 1.00× |",
-                  f"| ours (bot.crypto) | {crypto['ours']:.1f} | {crypto['ours'] / crypto['wechatpy']:.2f}× |", ""]
+        lines += [
+            "1. crypto floor (verify + decrypt + encrypt a reply), µs per callback, median of "
+            f"{args.repeats} passes of {args.n}",
+            "",
+            "| | µs | vs wechatpy |",
+            "|---|---:|---:|",
+            f"| wechatpy WeChatCrypto | {crypto['wechatpy']:.1f} | 1.00× |",
+            f"| ours (bot.crypto) | {crypto['ours']:.1f} | {crypto['ours'] / crypto['wechatpy']:.2f}× |",
+            "",
+        ]
     if inproc:
         bare = inproc["bare"]
         floor = crypto["ours"] if crypto else None
-        names = {"click": "help click → encrypted reply", "row": "change_contact → one row (peewee)",
-                 "rowsql": "change_contact → one row (prepared SQL)", "contacts": "change_contact → contacts.py"}
-        lines += ["2. in-process: POST /wecom/callback through the ASGI app (no HTTP), µs per callback, "
-                  "incl. the durable dedupe write; median of passes", ""]
+        names = {
+            "click": "help click → encrypted reply",
+            "row": "change_contact → one row (peewee)",
+            "rowsql": "change_contact → one row (prepared SQL)",
+            "contacts": "change_contact → contacts.py",
+        }
+        lines += [
+            "2. in-process: POST /wecom/callback through the ASGI app (no HTTP), µs per callback, "
+            "incl. the durable dedupe write; median of passes",
+            "",
+        ]
         lines += [f"   {names[tag]}: {label}" for tag, label in inproc["labels"].items()]
-        lines += ["", "| path | store | in flight | µs (wall) | CPU µs (this process) | vs wechatpy bare | vs crypto floor |",
-                  "|---|---|---:|---:|---:|---:|---:|",
-                  f"| wechatpy bare handler (decrypt + xmltodict + TextReply + encrypt) | none | 1 | {bare:.1f} | | 1.00× | "
-                  + (f"{bare / floor:.1f}× |" if floor else "|")]
+        lines += [
+            "",
+            "| path | store | in flight | µs (wall) | CPU µs (this process) | vs wechatpy bare | vs crypto floor |",
+            "|---|---|---:|---:|---:|---:|---:|",
+            f"| wechatpy bare handler (decrypt + xmltodict + TextReply + encrypt) | none | 1 | {bare:.1f} | | 1.00× | "
+            + (f"{bare / floor:.1f}× |" if floor else "|"),
+        ]
         for key, value in inproc.items():
             if "/" not in key:
                 continue
             store, tag, conc = key.split("/")
             wall = value["wall"]
-            lines.append(f"| ours: {names[tag]} | {'SQLite' if store == 'sqlite' else 'PostgreSQL'} | {conc[1:]} | "
-                         f"{wall:.1f} | {value['cpu']:.1f} | {wall / bare:.2f}× | "
-                         + (f"{wall / floor:.1f}× |" if floor else "|"))
-        lines += ["", "   target: ours ≤ 1.5× wechatpy's bare handler. PostgreSQL, one at a time: each callback "
-                  "waits for its own commit (a disk flush).", ""]
+            lines.append(
+                f"| ours: {names[tag]} | {'SQLite' if store == 'sqlite' else 'PostgreSQL'} | {conc[1:]} | "
+                f"{wall:.1f} | {value['cpu']:.1f} | {wall / bare:.2f}× | "
+                + (f"{wall / floor:.1f}× |" if floor else "|")
+            )
+        lines += [
+            "",
+            "   target: ours ≤ 1.5× wechatpy's bare handler. PostgreSQL, one at a time: each callback "
+            "waits for its own commit (a disk flush).",
+            "",
+        ]
     if loop:
-        med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu_us")}
-               for name, runs in loop.items()}
+        med = {
+            name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu_us")}
+            for name, runs in loop.items()
+        }
         names = list(med)
         flask, star = names[0], names[1]
-        lines += [f"3. loopback: wrk -t1 -c{args.connections} -d{args.duration:g}s, unique signed help clicks, "
-                  f"median of {args.repeat} round(s) (each on a fresh store)", "",
-                  "| server | callbacks/s | p50 ms | p99 ms | vs Starlette ref | vs Flask ref | server CPU µs/callback "
-                  "| runs (callbacks/s) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            f"3. loopback: wrk -t1 -c{args.connections} -d{args.duration:g}s, unique signed help clicks, "
+            f"median of {args.repeat} round(s) (each on a fresh store)",
+            "",
+            "| server | callbacks/s | p50 ms | p99 ms | vs Starlette ref | vs Flask ref | server CPU µs/callback "
+            "| runs (callbacks/s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for name in names:
             m = med[name]
             runs = ", ".join(f"{r['rps']:,.0f}" for r in loop[name])
@@ -707,11 +834,17 @@ def report(crypto: dict | None, inproc: dict | None, loop: dict | None, args) ->
                 flags += " (request file wrapped!)"
             if any(r.get("stored_ok") is False for r in loop[name]):
                 flags += " (fewer deliveries stored than answered!)"
-            lines.append(f"| {name}{flags} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
-                         f"{m['rps'] / med[star]['rps']:.2f}× | {m['rps'] / med[flask]['rps']:.2f}× | {m['cpu_us']:.0f} | {runs} |")
-        lines += ["", f"   targets: ≥ 1.0× Starlette, ≥ 2.5× Flask, p99 ≤ 15 ms at {args.connections} connections",
-                  "   server CPU: user+system time of the server's processes (and, for PostgreSQL, of its backends "
-                  "serving that database) per answered callback; wrk's own CPU is not counted", ""]
+            lines.append(
+                f"| {name}{flags} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
+                f"{m['rps'] / med[star]['rps']:.2f}× | {m['rps'] / med[flask]['rps']:.2f}× | {m['cpu_us']:.0f} | {runs} |"
+            )
+        lines += [
+            "",
+            f"   targets: ≥ 1.0× Starlette, ≥ 2.5× Flask, p99 ≤ 15 ms at {args.connections} connections",
+            "   server CPU: user+system time of the server's processes (and, for PostgreSQL, of its backends "
+            "serving that database) per answered callback; wrk's own CPU is not counted",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -746,8 +879,15 @@ def main(argv=None) -> int:
             inproc = inprocess(args.n, args.repeats, pg_url)
         if "loopback" in only:
             print("3. loopback…", file=sys.stderr)
-            loop = loopback(args.duration, args.warmup, args.connections, args.repeat, with_pg, args.max_rate,
-                            not args.no_http_floor)
+            loop = loopback(
+                args.duration,
+                args.warmup,
+                args.connections,
+                args.repeat,
+                with_pg,
+                args.max_rate,
+                not args.no_http_floor,
+            )
         print(report(crypto, inproc, loop, args))
         if args.json:
             Path(args.json).write_text(json.dumps({"crypto": crypto, "inproc": inproc, "loopback": loop}, indent=1))

@@ -29,6 +29,7 @@ Baselines measured in the same run, on the same processes:
 Targets (issue 6): fan-out ≤ 2 s, tap-to-webhook p50 ≤ 200 ms. The machine has 2 cores shared
 with other developers' work: absolute times move with their load; the ratios less so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,8 +113,14 @@ class Proc:
     def __init__(self, name: str, argv: list[str], env: dict, ready: str | None = None, timeout: float = 120):
         self.name = name
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench-notify-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "--log-format", "text", *argv], cwd=ROOT,
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "--log-format", "text", *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.output = ""
         if ready:
             deadline = time.time() + timeout
@@ -178,9 +185,24 @@ def run(args) -> dict:
     pg_db = None
     try:
         sim_env = {**os.environ, **DEFAULTS}
-        sim_proc = Proc("sim", ["sim", "--port", "0", "--users", str(args.recipients + 200), "--departments", "20",
-                                "--seed", "6", "--callback-url", f"{wq_url}/wecom/callback"], sim_env,
-                        ready=r"WECOM_CONTACTS_AES_KEY")
+        sim_proc = Proc(
+            "sim",
+            [
+                "sim",
+                "--port",
+                "0",
+                "--users",
+                str(args.recipients + 200),
+                "--departments",
+                "20",
+                "--seed",
+                "6",
+                "--callback-url",
+                f"{wq_url}/wecom/callback",
+            ],
+            sim_env,
+            ready=r"WECOM_CONTACTS_AES_KEY",
+        )
         procs.append(sim_proc)
         sim_url = re.search(r"WECOM_API_BASE=(\S+)", sim_proc.output).group(1)
         if args.backend == "pg":
@@ -194,14 +216,31 @@ def run(args) -> dict:
             database_url, queue_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + pg_db, REDIS
         else:
             database_url, queue_url = f"sqlite:///{tmp / 'wqbot.db'}", f"sqlite:///{tmp / 'queue.db'}"
-        env = {**os.environ, **DEFAULTS, "WECOM_API_BASE": sim_url, "WECOM_OAUTH_BASE": sim_url,
-               "WECOM_SSO_BASE": sim_url, "PUBLIC_URL": wq_url, "H5_URL": "http://127.0.0.1:9/h5/",
-               "DATABASE_URL": database_url, "QUEUE_URL": queue_url, "SECRET_KEY": secrets.token_hex(16),
-               "WEIQIAN_API_TOKEN": API_TOKEN, "WEIQIAN_WEBHOOK_URL": receiver.url,
-               "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET, "WQBOT_QUEUE_NAME": f"bench-notify-{secrets.token_hex(3)}",
-               "WQBOT_LOG_FORMAT": "text"}
-        sync = subprocess.run([sys.executable, "-m", "bot.cli", "sync", "--full"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=600)
+        env = {
+            **os.environ,
+            **DEFAULTS,
+            "WECOM_API_BASE": sim_url,
+            "WECOM_OAUTH_BASE": sim_url,
+            "WECOM_SSO_BASE": sim_url,
+            "PUBLIC_URL": wq_url,
+            "H5_URL": "http://127.0.0.1:9/h5/",
+            "DATABASE_URL": database_url,
+            "QUEUE_URL": queue_url,
+            "SECRET_KEY": secrets.token_hex(16),
+            "WEIQIAN_API_TOKEN": API_TOKEN,
+            "WEIQIAN_WEBHOOK_URL": receiver.url,
+            "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "WQBOT_QUEUE_NAME": f"bench-notify-{secrets.token_hex(3)}",
+            "WQBOT_LOG_FORMAT": "text",
+        }
+        sync = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "sync", "--full"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if sync.returncode != 0:
             raise SystemExit("wqbot sync failed:\n" + sync.stdout[-2000:] + sync.stderr[-2000:])
         serve = ["serve", "--port", str(wq_port)] + (["--no-worker"] if args.backend == "pg" else [])
@@ -212,25 +251,38 @@ def run(args) -> dict:
 
         sim = httpx.Client(base_url=sim_url, timeout=30)
         wq = httpx.Client(base_url=wq_url, timeout=30, headers={"Authorization": f"Bearer {API_TOKEN}"})
-        users = [u["userid"] for u in sim.get("/sim/users", params={"limit": args.recipients + 200}).json()["users"]
-                 if u.get("status") == 1][: args.recipients]
+        users = [
+            u["userid"]
+            for u in sim.get("/sim/users", params={"limit": args.recipients + 200}).json()["users"]
+            if u.get("status") == 1
+        ][: args.recipients]
         if len(users) < args.recipients:
             raise SystemExit(f"the emulator has only {len(users)} active members")
         batches = -(-len(users) // 1000)
 
         # -- baseline: the same sends made directly ---------------------------------------------
-        token = sim.get("/cgi-bin/gettoken", params={"corpid": DEFAULTS["WECOM_CORP_ID"],
-                                                     "corpsecret": DEFAULTS["WECOM_APP_SECRET"]}).json()["access_token"]
+        token = sim.get(
+            "/cgi-bin/gettoken",
+            params={"corpid": DEFAULTS["WECOM_CORP_ID"], "corpsecret": DEFAULTS["WECOM_APP_SECRET"]},
+        ).json()["access_token"]
         raw_sends = []
         for r in range(3):
             t0 = time.perf_counter()
             for b in range(batches):
-                body = {"touser": "|".join(users[b * 1000:(b + 1) * 1000]), "msgtype": "template_card",
-                        "agentid": int(DEFAULTS["WECOM_AGENT_ID"]),
-                        "template_card": {"card_type": "text_notice", "main_title": {"title": "基线"},
-                                          "card_action": {"type": 1, "url": "http://127.0.0.1/"},
-                                          "task_id": f"baseline-{r}-{b}"}}
-                assert sim.post("/cgi-bin/message/send", params={"access_token": token}, json=body).json()["errcode"] == 0
+                body = {
+                    "touser": "|".join(users[b * 1000 : (b + 1) * 1000]),
+                    "msgtype": "template_card",
+                    "agentid": int(DEFAULTS["WECOM_AGENT_ID"]),
+                    "template_card": {
+                        "card_type": "text_notice",
+                        "main_title": {"title": "基线"},
+                        "card_action": {"type": 1, "url": "http://127.0.0.1/"},
+                        "task_id": f"baseline-{r}-{b}",
+                    },
+                }
+                assert (
+                    sim.post("/cgi-bin/message/send", params={"access_token": token}, json=body).json()["errcode"] == 0
+                )
             raw_sends.append(time.perf_counter() - t0)
 
         # -- baseline: a callback round trip with a passive reply -------------------------------------
@@ -248,10 +300,20 @@ def run(args) -> dict:
             nid, task = f"bench-{i}-{secrets.token_hex(3)}", f"BT-{i}-{secrets.token_hex(3)}"
             before_sends, _ = api_calls(sim, "message/send")
             t0 = time.perf_counter()
-            r = wq.post("/api/v1/notifications", json={
-                "id": nid, "type": "approve", "task_id": task, "title": f"采购合同-2026-{i:03d}",
-                "description": "张三 发起了审批，请处理", "initiator": users[0], "recipients": users,
-                "url": f"/pages/task/task_detail?id={task}", "deadline": week_from_now})
+            r = wq.post(
+                "/api/v1/notifications",
+                json={
+                    "id": nid,
+                    "type": "approve",
+                    "task_id": task,
+                    "title": f"采购合同-2026-{i:03d}",
+                    "description": "张三 发起了审批，请处理",
+                    "initiator": users[0],
+                    "recipients": users,
+                    "url": f"/pages/task/task_detail?id={task}",
+                    "deadline": week_from_now,
+                },
+            )
             assert r.status_code == 202, r.text
             while True:
                 status = wq.get(f"/api/v1/notifications/{nid}").json()["status"]
@@ -277,8 +339,11 @@ def run(args) -> dict:
             hooked = receiver.wait(task)
             taps.append(max(updated, hooked) - t0)
             if args.verbose:
-                print(f"  sample {i}: fan-out {fanouts[-1]:.2f} s, reply {1000 * tap_replies[-1]:.0f} ms, cards "
-                      f"{1000 * (updated - t0):.0f} ms, webhook {1000 * (hooked - t0):.0f} ms", file=sys.stderr)
+                print(
+                    f"  sample {i}: fan-out {fanouts[-1]:.2f} s, reply {1000 * tap_replies[-1]:.0f} ms, cards "
+                    f"{1000 * (updated - t0):.0f} ms, webhook {1000 * (hooked - t0):.0f} ms",
+                    file=sys.stderr,
+                )
             if i == 0:  # check once that the cards really changed
                 for b in range(batches):
                     c = sim.get(f"/sim/cards/{card_id(nid, task, b)}").json()
@@ -286,12 +351,17 @@ def run(args) -> dict:
                 _, update_errors = api_calls(sim, "message/update_template_card")
                 assert update_errors == 0
         return {
-            "backend": args.backend, "recipients": len(users), "samples": args.samples,
+            "backend": args.backend,
+            "recipients": len(users),
+            "samples": args.samples,
             "fanout_s": {"first": fanouts[0], "p50": statistics.median(fanouts), "max": max(fanouts)},
             "message_send_calls": sorted(set(send_calls)),
             "raw_sends_s": min(raw_sends),
-            "tap_to_webhook_ms": {"p50": 1000 * statistics.median(taps), "p90": 1000 * percentile(taps, 90),
-                                  "max": 1000 * max(taps)},
+            "tap_to_webhook_ms": {
+                "p50": 1000 * statistics.median(taps),
+                "p90": 1000 * percentile(taps, 90),
+                "max": 1000 * max(taps),
+            },
             "tap_reply_ms_p50": 1000 * statistics.median(tap_replies),
             "raw_callback_ms_p50": 1000 * statistics.median(raw_taps),
             "bad_signatures": receiver.bad,

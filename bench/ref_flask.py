@@ -3,6 +3,7 @@ bench/ref_starlette.py. No dedupe, no store. Run it the way the benchmark does::
 
     WECOM_TOKEN=… WECOM_AES_KEY=… WECOM_CORP_ID=… gunicorn -w 2 bench.ref_flask:app
 """
+
 import os
 
 import xmltodict

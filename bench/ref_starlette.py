@@ -6,6 +6,7 @@ text reply. No dedupe, no store. Run it the way the benchmark does::
     WECOM_TOKEN=… WECOM_AES_KEY=… WECOM_CORP_ID=… \\
     uvicorn bench.ref_starlette:app --workers 2 --http httptools --loop uvloop --no-access-log
 """
+
 import os
 
 import xmltodict

@@ -13,6 +13,7 @@ bottleneck.
     python -m bench.sim_bench                    # 100k / 10k (about a minute)
     python -m bench.sim_bench --users 20000 --departments 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,17 +45,38 @@ print(json.dumps({{"seconds": elapsed, "base_kb": base, "peak_kb": peak, "users"
 
 
 def generation(users: int, departments: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", GEN_SNIPPET.format(users=users, departments=departments)],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", GEN_SNIPPET.format(users=users, departments=departments)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def start_sim(users: int, departments: int) -> tuple[subprocess.Popen, str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "PUBLIC_URL"))}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "sim", "--port", "0", "--users", str(users),
-                             "--departments", str(departments)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "sim",
+            "--port",
+            "0",
+            "--users",
+            str(users),
+            "--departments",
+            str(departments),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = None
     for line in proc.stdout:
         m = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
@@ -78,7 +100,8 @@ def token(c: httpx.Client, secret: str) -> str:
     from sim.config import DEFAULTS
 
     return c.get("/cgi-bin/gettoken", params={"corpid": DEFAULTS["WECOM_CORP_ID"], "corpsecret": secret}).json()[
-        "access_token"]
+        "access_token"
+    ]
 
 
 def page_through(c: httpx.Client, tok: str, limit: int) -> tuple[int, int, float]:
@@ -130,14 +153,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from sim.config import DEFAULTS
 
-    print(f"wqbot sim benchmark: {args.users:,} members / {args.departments:,} departments "
-          f"({os.cpu_count()} CPUs; other work on this machine makes timings noisy)\n")
+    print(
+        f"wqbot sim benchmark: {args.users:,} members / {args.departments:,} departments "
+        f"({os.cpu_count()} CPUs; other work on this machine makes timings noisy)\n"
+    )
     g = generation(args.users, args.departments)
     print("1. generation (fresh process)")
     print(f"   {'time':<28}{g['seconds']:>10.2f} s")
-    print(f"   {'peak RSS':<28}{g['peak_kb'] / 1024:>10.0f} MB   (baseline before generating "
-          f"{g['base_kb'] / 1024:.0f} MB; directory ≈ {(g['peak_kb'] - g['base_kb']) / 1024:.0f} MB, "
-          f"{(g['peak_kb'] - g['base_kb']) * 1024 / max(1, g['users']):.0f} B/member)")
+    print(
+        f"   {'peak RSS':<28}{g['peak_kb'] / 1024:>10.0f} MB   (baseline before generating "
+        f"{g['base_kb'] / 1024:.0f} MB; directory ≈ {(g['peak_kb'] - g['base_kb']) / 1024:.0f} MB, "
+        f"{(g['peak_kb'] - g['base_kb']) * 1024 / max(1, g['users']):.0f} B/member)"
+    )
     print(f"   {'memberships (list_id rows)':<28}{g['memberships']:>10,}\n")
 
     proc, url, startup = start_sim(args.users, args.departments)
@@ -158,19 +185,29 @@ def main(argv=None) -> int:
             rate = http_rate(url, [f"/cgi-bin/user/get?{q}&{urlencode({'userid': u})}" for u in userids])
             get_ms = server_ms(c, "user/get")
         print(f"2. user/list_id over loopback (`wqbot sim` process started in {startup:.1f} s)")
-        print(f"   {'limit':>8} {'pages':>7} {'rows':>9} {'seconds':>8} {'pages/s':>9} {'rows/s':>11} {'ms/page':>8}"
-              f" {'server ms':>10}")
+        print(
+            f"   {'limit':>8} {'pages':>7} {'rows':>9} {'seconds':>8} {'pages/s':>9} {'rows/s':>11} {'ms/page':>8}"
+            f" {'server ms':>10}"
+        )
         for limit, pages, rows, secs, srv in results:
-            print(f"   {limit:>8,} {pages:>7} {rows:>9,} {secs:>8.2f} {pages / secs:>9.1f} {rows / secs:>11,.0f} "
-                  f"{1000 * secs / pages:>8.1f} {srv:>10.1f}")
-        print("   (ms/page: as the client sees it over loopback; server ms: median handler time incl. JSON, "
-              "from the call log)")
-        print(f"   baseline, same server and run: a trivial call (getcallbackip) from one keep-alive client: "
-              f"{base_rate:,.0f} calls/s ({1000 / base_rate:.2f} ms);\n   a 10,000-row page costs "
-              f"{(results[0][3] / results[0][1]) * base_rate:.0f}× a trivial call\n")
+            print(
+                f"   {limit:>8,} {pages:>7} {rows:>9,} {secs:>8.2f} {pages / secs:>9.1f} {rows / secs:>11,.0f} "
+                f"{1000 * secs / pages:>8.1f} {srv:>10.1f}"
+            )
+        print(
+            "   (ms/page: as the client sees it over loopback; server ms: median handler time incl. JSON, "
+            "from the call log)"
+        )
+        print(
+            f"   baseline, same server and run: a trivial call (getcallbackip) from one keep-alive client: "
+            f"{base_rate:,.0f} calls/s ({1000 / base_rate:.2f} ms);\n   a 10,000-row page costs "
+            f"{(results[0][3] / results[0][1]) * base_rate:.0f}× a trivial call\n"
+        )
         print("3. user/get (quotas off), one keep-alive client")
-        print(f"   {rate:,.0f} calls/s = {rate / base_rate:.2f}× the trivial call; handler median {get_ms:.2f} ms; "
-              f"WeCom's quota is 10,000/min = 167/s, so {rate / 166.7:.0f}× headroom")
+        print(
+            f"   {rate:,.0f} calls/s = {rate / base_rate:.2f}× the trivial call; handler median {get_ms:.2f} ms; "
+            f"WeCom's quota is 10,000/min = 167/s, so {rate / 166.7:.0f}× headroom"
+        )
     finally:
         proc.terminate()
         proc.wait(10)

@@ -28,6 +28,7 @@ PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379) are used w
 every run creates its own database and queue name and drops them at the end. Needs wrk
 (`apt-get install wrk`). See bench/README.md for how long each part takes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,16 +47,38 @@ import threading
 import time
 from pathlib import Path
 
-from bench.callback import (ENV, PG_ADMIN, REDIS_URL, click_plain, free_port, make_requests, pg_available,
-                            pg_create, pg_drop, process_children, wrk, write_requests)
+from bench.callback import (
+    ENV,
+    PG_ADMIN,
+    REDIS_URL,
+    click_plain,
+    free_port,
+    make_requests,
+    pg_available,
+    pg_create,
+    pg_drop,
+    process_children,
+    wrk,
+    write_requests,
+)
 from bench.soak_load import OK
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 # The emulator and wqbot agree on these (the emulator reads the same variable names); the
 # callbacks are signed with ENV's token and key by bench/callback.py.
-CREDENTIALS = {k: ENV[k] for k in ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET", "WECOM_TOKEN",
-                                   "WECOM_AES_KEY", "WECOM_CONTACTS_TOKEN", "WECOM_CONTACTS_AES_KEY")}
+CREDENTIALS = {
+    k: ENV[k]
+    for k in (
+        "WECOM_CORP_ID",
+        "WECOM_AGENT_ID",
+        "WECOM_APP_SECRET",
+        "WECOM_TOKEN",
+        "WECOM_AES_KEY",
+        "WECOM_CONTACTS_TOKEN",
+        "WECOM_CONTACTS_AES_KEY",
+    )
+}
 CREDENTIALS["WECOM_CONTACTS_SECRET"] = "bench-contacts-secret"
 LEAK_GROWTH = 0.10
 WECOM_DEADLINE = 5.0  # seconds: WeCom's wait for a callback's answer (PROTOCOL.md)
@@ -66,8 +89,11 @@ def log(msg: str) -> None:
 
 
 def _clean_env() -> dict:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "WQBOT_", "PUBLIC_URL"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "WQBOT_", "PUBLIC_URL"))
+    }
 
 
 # -- the emulator ----------------------------------------------------------------------------------
@@ -75,10 +101,29 @@ class Emulator:
     def __init__(self, users: int, departments: int, workdir: Path):
         self.log = (workdir / "sim.log").open("w")
         self.proc = subprocess.Popen(
-            [PY, "-m", "bot.cli", "--log-format", "text", "sim", "--port", "0", "--users", str(users),
-             "--departments", str(departments), "--seed", "5"],
-            cwd=workdir, env={**_clean_env(), **CREDENTIALS}, stdout=subprocess.PIPE, stderr=self.log, text=True,
-            start_new_session=True)
+            [
+                PY,
+                "-m",
+                "bot.cli",
+                "--log-format",
+                "text",
+                "sim",
+                "--port",
+                "0",
+                "--users",
+                str(users),
+                "--departments",
+                str(departments),
+                "--seed",
+                "5",
+            ],
+            cwd=workdir,
+            env={**_clean_env(), **CREDENTIALS},
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            start_new_session=True,
+        )
         self.url = None
         for line in self.proc.stdout:
             m = re.search(r"WECOM_API_BASE=(\S+)", line)
@@ -121,12 +166,20 @@ class Setup:
         self.pg_url = self.queue_name = None
         # The syncs are the ones this run queues: the periodic one (due on the clock every 10
         # minutes by default) would sometimes take the first, big sync's place.
-        self.env = {**_clean_env(), **ENV, **CREDENTIALS, "WECOM_API_BASE": emulator.url,
-                    "PYTHONPATH": str(ROOT), "LOG_FORMAT": "text", "SYNC_INTERVAL_MINUTES": "1440"}
+        self.env = {
+            **_clean_env(),
+            **ENV,
+            **CREDENTIALS,
+            "WECOM_API_BASE": emulator.url,
+            "PYTHONPATH": str(ROOT),
+            "LOG_FORMAT": "text",
+            "SYNC_INTERVAL_MINUTES": "1440",
+        }
         if kind == "embedded":
             self.name = "embedded: wqbot serve (SQLite + huey SQLite, worker in-process)"
-            self.env.update(DATABASE_URL=f"sqlite:///{workdir / 'wqbot.db'}",
-                            QUEUE_URL=f"sqlite:///{workdir / 'wqbot-queue.db'}")
+            self.env.update(
+                DATABASE_URL=f"sqlite:///{workdir / 'wqbot.db'}", QUEUE_URL=f"sqlite:///{workdir / 'wqbot-queue.db'}"
+            )
         else:
             self.name = "scaled out: PostgreSQL + Redis, serve --workers 2 --no-worker + 2 × wqbot worker"
             self.pg_url = pg_create(f"soak_{workdir.name}")
@@ -136,8 +189,14 @@ class Setup:
     def _spawn(self, role: str, args: list[str]) -> None:
         out = (self.workdir / f"{role.replace(' ', '-')}.log").open("w")
         self.logs.append(out)
-        self.procs[role] = subprocess.Popen([str(Path(PY).parent / "wqbot"), *args], cwd=self.workdir, env=self.env,
-                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[role] = subprocess.Popen(
+            [str(Path(PY).parent / "wqbot"), *args],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start(self) -> None:
         self.port = free_port()
@@ -165,8 +224,9 @@ class Setup:
             except httpx.TransportError:
                 dead = [role for role, p in self.procs.items() if p.poll() is not None]
                 if dead or time.time() > deadline:
-                    raise SystemExit(f"soak: {self.kind}: {dead or 'server'} did not start; "
-                                     f"logs in {self.workdir}") from None
+                    raise SystemExit(
+                        f"soak: {self.kind}: {dead or 'server'} did not start; logs in {self.workdir}"
+                    ) from None
                 time.sleep(0.2)
 
     def processes(self) -> dict[int, str]:
@@ -189,8 +249,14 @@ class Setup:
 
     def enqueue_sync(self) -> None:
         """The console's 立即同步: `ops.sync_now(full=True)` on the setup's own queue; its worker runs it."""
-        subprocess.run([PY, "-c", "from bot.ops.jobs import sync_now; sync_now(full=True)"], cwd=self.workdir,
-                       env=self.env, check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [PY, "-c", "from bot.ops.jobs import sync_now; sync_now(full=True)"],
+            cwd=self.workdir,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     # -- the store ---------------------------------------------------------------------------
     def query(self, sql: str, params=()) -> list[tuple]:
@@ -213,8 +279,18 @@ class Setup:
             conn.close()
 
     def sync_runs(self) -> list[dict]:
-        cols = ("id", "trigger", "full", "status", "started_at", "finished_at", "users_seen", "created", "updated",
-                "disabled")
+        cols = (
+            "id",
+            "trigger",
+            "full",
+            "status",
+            "started_at",
+            "finished_at",
+            "users_seen",
+            "created",
+            "updated",
+            "disabled",
+        )
         try:
             quoted = ", ".join(f'"{c}"' for c in cols)  # FULL is a reserved word in PostgreSQL
             rows = self.query(f"SELECT {quoted} FROM sync_run ORDER BY id")
@@ -329,10 +405,16 @@ def rss_summary(points: list[tuple[float, float]], warm_at: float, duration: flo
     # growth after warm-up, or a second-half trend that would add that much over the run's length
     # (only over a long enough second half: a minute of it mostly shows a sync's passing peak)
     trend = slope * (duration / 60) / warm if warm and not math.isnan(slope) and duration >= 240 else 0.0
-    return {"start": round(start, 1), "warm": round(warm, 1), "end": round(end, 1),
-            "max": round(max(mb for _, mb in points), 1), "slope_mb_min": round(slope, 2),
-            "growth": round(growth, 3), "leak": bool(growth > LEAK_GROWTH or trend > LEAK_GROWTH),
-            "samples": len(points)}
+    return {
+        "start": round(start, 1),
+        "warm": round(warm, 1),
+        "end": round(end, 1),
+        "max": round(max(mb for _, mb in points), 1),
+        "slope_mb_min": round(slope, 2),
+        "growth": round(growth, 3),
+        "leak": bool(growth > LEAK_GROWTH or trend > LEAK_GROWTH),
+        "samples": len(points),
+    }
 
 
 # -- one setup's run --------------------------------------------------------------------------------
@@ -354,16 +436,38 @@ def run_setup(kind: str, emulator: Emulator, files: dict, args, workdir: Path) -
         rate = max(1.0, probe["rps"] * args.fraction)
         result["capacity"] = probe
         result["rate"] = rate
-        log(f"{kind}: capacity {probe['rps']:,.0f}/s (p50 {probe['p50']:.1f} ms, p99 {probe['p99']:.1f} ms"
-            + (", REQUEST FILE WRAPPED" if probe["wrapped"] else "") + f"); sustained load at {rate:,.0f}/s "
+        log(
+            f"{kind}: capacity {probe['rps']:,.0f}/s (p50 {probe['p50']:.1f} ms, p99 {probe['p99']:.1f} ms"
+            + (", REQUEST FILE WRAPPED" if probe["wrapped"] else "")
+            + f"); sustained load at {rate:,.0f}/s "
             f"for {args.duration:g} s"
-            + {"once": ", one full sync", "loop": ", full syncs one after another", "off": ", no sync"}[args.sync])
+            + {"once": ", one full sync", "loop": ", full syncs one after another", "off": ", no sync"}[args.sync]
+        )
 
         out = workdir / "load"
-        gen = subprocess.Popen([PY, "-m", "bench.soak_load", "--port", str(setup.port), "--rate", f"{rate:.1f}",
-                                "--duration", str(args.duration), "--connections", str(args.connections),
-                                "--timeout", str(args.timeout), "--out", str(out)], cwd=ROOT,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+        gen = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "bench.soak_load",
+                "--port",
+                str(setup.port),
+                "--rate",
+                f"{rate:.1f}",
+                "--duration",
+                str(args.duration),
+                "--connections",
+                str(args.connections),
+                "--timeout",
+                str(args.timeout),
+                "--out",
+                str(out),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         started = gen.stdout.readline()  # after it has signed every callback and connected
         if not started.startswith("started "):
             raise SystemExit("soak: the load generator did not start")
@@ -397,21 +501,31 @@ def run_setup(kind: str, emulator: Emulator, files: dict, args, workdir: Path) -
         log(f"{kind}: load done; stopping")
         setup.stop()
         runs = setup.sync_runs()  # after a graceful stop: a run in progress has finished or failed
-        result["syncs"] = [{**r, "seconds": round(r["finished_at"] - r["started_at"], 1) if r["finished_at"] else None,
-                            "finished_during_load": bool(r["finished_at"] and r["finished_at"] <= load_end),
-                            "start_s": round(r["started_at"] - load_start, 1)} for r in runs]
+        result["syncs"] = [
+            {
+                **r,
+                "seconds": round(r["finished_at"] - r["started_at"], 1) if r["finished_at"] else None,
+                "finished_during_load": bool(r["finished_at"] and r["finished_at"] <= load_end),
+                "start_s": round(r["started_at"] - load_start, 1),
+            }
+            for r in runs
+        ]
         result["store_users"], result["store_active_users"] = setup.query(
-            'SELECT count(*), coalesce(sum(CASE WHEN active THEN 1 ELSE 0 END), 0) FROM "user"')[0]
+            'SELECT count(*), coalesce(sum(CASE WHEN active THEN 1 ELSE 0 END), 0) FROM "user"'
+        )[0]
         result["emulator_users"], result["emulator_active_users"] = emulator.users, emulator.active_users
 
         result["load"] = analyse_load(out, setup, runs, load_start)
         first = next((r for r in runs if r["trigger"] == "admin" and r["finished_at"]), None)
         warm_at = (first["finished_at"] - sampler.t0 + 10) if first else args.duration / 3
         result["warm_at_s"] = round(warm_at, 1)
-        result["rss"] = {label: rss_summary(points, warm_at, load_end - sampler.t0)
-                         for label, points in sorted(sampler.series.items())}
-        result["rss_series"] = {label: [(round(t, 1), round(mb, 1)) for t, mb in points]
-                                for label, points in sampler.series.items()}
+        result["rss"] = {
+            label: rss_summary(points, warm_at, load_end - sampler.t0)
+            for label, points in sorted(sampler.series.items())
+        }
+        result["rss_series"] = {
+            label: [(round(t, 1), round(mb, 1)) for t, mb in points] for label, points in sampler.series.items()
+        }
         return result
     finally:
         if sampler is not None and sampler.is_alive():
@@ -447,22 +561,39 @@ def analyse_load(out: Path, setup: Setup, runs: list[dict], load_start: float) -
     late = len(ok) - bisect.bisect_right(ok, WECOM_DEADLINE)
     ok_svc = sorted(svc[i] for i in range(total) if status[i] == OK)
     spans = [(r["started_at"], r["finished_at"] or float("inf")) for r in runs]
-    in_sync = sorted(lat[i] for i in range(total) if status[i] == OK
-                     and any(a <= t0 + i / rate <= b for a, b in spans))
-    outside = sorted(lat[i] for i in range(total) if status[i] == OK
-                     and not any(a <= t0 + i / rate <= b for a, b in spans))
+    in_sync = sorted(lat[i] for i in range(total) if status[i] == OK and any(a <= t0 + i / rate <= b for a, b in spans))
+    outside = sorted(
+        lat[i] for i in range(total) if status[i] == OK and not any(a <= t0 + i / rate <= b for a, b in spans)
+    )
     c = meta["counts"]
     return {
-        "rate": rate, "intended": total, "sent": total - c["not sent"], "ok": c["200"], "non200": c["non-200"],
-        "timeouts": c["timeout"], "conn_errors": c["connection error"], "not_sent": c["not sent"],
-        "codes": meta["codes"], "late": late, "applied": applied, "lost": lost, "applied_unacknowledged": applied_unacked,
-        "p50": percentile(ok, 0.5), "p99": percentile(ok, 0.99), "p999": percentile(ok, 0.999),
+        "rate": rate,
+        "intended": total,
+        "sent": total - c["not sent"],
+        "ok": c["200"],
+        "non200": c["non-200"],
+        "timeouts": c["timeout"],
+        "conn_errors": c["connection error"],
+        "not_sent": c["not sent"],
+        "codes": meta["codes"],
+        "late": late,
+        "applied": applied,
+        "lost": lost,
+        "applied_unacknowledged": applied_unacked,
+        "p50": percentile(ok, 0.5),
+        "p99": percentile(ok, 0.99),
+        "p999": percentile(ok, 0.999),
         "max": ok[-1] * 1e3 if ok else None,
-        "service_p50": percentile(ok_svc, 0.5), "service_p99": percentile(ok_svc, 0.99),
-        "p99_during_sync": percentile(in_sync, 0.99), "n_during_sync": len(in_sync),
-        "p99_outside_sync": percentile(outside, 0.99), "n_outside_sync": len(outside),
-        "generator_cpu_seconds": round(meta["cpu_seconds"], 1), "reconnects": meta["reconnects"],
-        "max_backlog": meta["max_backlog"], "windows": meta["windows"],
+        "service_p50": percentile(ok_svc, 0.5),
+        "service_p99": percentile(ok_svc, 0.99),
+        "p99_during_sync": percentile(in_sync, 0.99),
+        "n_during_sync": len(in_sync),
+        "p99_outside_sync": percentile(outside, 0.99),
+        "n_outside_sync": len(outside),
+        "generator_cpu_seconds": round(meta["cpu_seconds"], 1),
+        "reconnects": meta["reconnects"],
+        "max_backlog": meta["max_backlog"],
+        "windows": meta["windows"],
     }
 
 
@@ -490,21 +621,26 @@ def problems(r: dict) -> list[str]:
     if any(s["status"] not in ("ok", "running") for s in admin):
         out.append("a sync ended " + ", ".join(sorted({s["status"] for s in admin} - {"ok"})))
     if (r.get("store_users"), r.get("store_active_users")) != (r.get("emulator_users"), r.get("emulator_active_users")):
-        out.append(f"{r.get('store_users')} members ({r.get('store_active_users')} active) stored, the emulator has "
-                   f"{r.get('emulator_users')} ({r.get('emulator_active_users')} active)")
+        out.append(
+            f"{r.get('store_users')} members ({r.get('store_active_users')} active) stored, the emulator has "
+            f"{r.get('emulator_users')} ({r.get('emulator_active_users')} active)"
+        )
     return out
 
 
 def load_report(results: list[dict], args) -> str:
     syncs = {"once": "a full sync", "loop": "full syncs (one after another)", "off": "no sync"}[args.sync]
-    lines = [f"## Load: callbacks at {args.fraction:.0%} of capacity for {args.duration:g} s during {syncs} of "
-             f"{args.users:,} members / {args.departments:,} departments",
-             f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores shared with other work; "
-             f"latency from each callback's intended send time, open loop, {args.connections} connections)", "",
-             "| setup | capacity/s (wrk) | rate/s | sent | 200 | non-200 | timeouts | conn. errors | > 5 s late "
-             "| applied | lost | p50 ms | p99 ms | p999 ms | max ms | p99 during / outside sync | first sync s "
-             "| syncs (ok) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    lines = [
+        f"## Load: callbacks at {args.fraction:.0%} of capacity for {args.duration:g} s during {syncs} of "
+        f"{args.users:,} members / {args.departments:,} departments",
+        f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores shared with other work; "
+        f"latency from each callback's intended send time, open loop, {args.connections} connections)",
+        "",
+        "| setup | capacity/s (wrk) | rate/s | sent | 200 | non-200 | timeouts | conn. errors | > 5 s late "
+        "| applied | lost | p50 ms | p99 ms | p999 ms | max ms | p99 during / outside sync | first sync s "
+        "| syncs (ok) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
     for r in results:
         ld = r["load"]
         admin = [s for s in r["syncs"] if s["trigger"] == "admin"]
@@ -517,29 +653,42 @@ def load_report(results: list[dict], args) -> str:
             f"{fmt(ld['p99_during_sync'])} / {fmt(ld['p99_outside_sync'])} | "
             f"{fmt(first['seconds']) if first and first['seconds'] else 'unfinished'}"
             f"{'' if not first or first['finished_during_load'] else ' (after the load)'} | "
-            f"{len(admin)} ({sum(s['status'] == 'ok' for s in admin)}) |")
-    lines += ["", "RSS of each wqbot process (MB): after warm-up = once the first sync finished (+10 s); slope = "
-              "least-squares line over the second half of the load", "",
-              "| setup | process | start | after warm-up | end | max | slope MB/min | growth after warm-up | |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+            f"{len(admin)} ({sum(s['status'] == 'ok' for s in admin)}) |"
+        )
+    lines += [
+        "",
+        "RSS of each wqbot process (MB): after warm-up = once the first sync finished (+10 s); slope = "
+        "least-squares line over the second half of the load",
+        "",
+        "| setup | process | start | after warm-up | end | max | slope MB/min | growth after warm-up | |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         for label, s in r["rss"].items():
             if not s:
                 continue
-            lines.append(f"| {r['setup']} | {label} | {s['start']} | {s['warm']} | {s['end']} | {s['max']} | "
-                         f"{fmt(s['slope_mb_min'], 2)} | {s['growth']:+.1%} | {'LEAK?' if s['leak'] else 'flat'} |")
+            lines.append(
+                f"| {r['setup']} | {label} | {s['start']} | {s['warm']} | {s['end']} | {s['max']} | "
+                f"{fmt(s['slope_mb_min'], 2)} | {s['growth']:+.1%} | {'LEAK?' if s['leak'] else 'flat'} |"
+            )
     lines.append("")
     for r in results:
         ld = r["load"]
-        lines.append(f"- {r['setup']}: {r['name']}. Members stored {r['store_users']:,} "
-                     f"({r['store_active_users']:,} active) / emulator {r['emulator_users']:,} "
-                     f"({r['emulator_active_users']:,}). Service time (from the actual send) p50 "
-                     f"{fmt(ld['service_p50'], 2)} ms, p99 {fmt(ld['service_p99'])} ms. CPU: wqbot "
-                     f"{r['server_cpu_seconds']} s, load generator {ld['generator_cpu_seconds']} s. "
-                     + (f"HTTP codes: {ld['codes']}. " if ld["codes"] else "")
-                     + "Syncs: " + ", ".join(f"#{s['id']} {s['trigger']} {s['status']} "
-                                              f"{fmt(s['seconds']) if s['seconds'] else '…'} s from t={s['start_s']} s"
-                                              for s in r["syncs"]) + ".")
+        lines.append(
+            f"- {r['setup']}: {r['name']}. Members stored {r['store_users']:,} "
+            f"({r['store_active_users']:,} active) / emulator {r['emulator_users']:,} "
+            f"({r['emulator_active_users']:,}). Service time (from the actual send) p50 "
+            f"{fmt(ld['service_p50'], 2)} ms, p99 {fmt(ld['service_p99'])} ms. CPU: wqbot "
+            f"{r['server_cpu_seconds']} s, load generator {ld['generator_cpu_seconds']} s. "
+            + (f"HTTP codes: {ld['codes']}. " if ld["codes"] else "")
+            + "Syncs: "
+            + ", ".join(
+                f"#{s['id']} {s['trigger']} {s['status']} "
+                f"{fmt(s['seconds']) if s['seconds'] else '…'} s from t={s['start_s']} s"
+                for s in r["syncs"]
+            )
+            + "."
+        )
         bad = problems(r)
         lines.append(f"  **{'FAIL: ' + '; '.join(bad) if bad else 'pass'}**")
     return "\n".join(lines)
@@ -570,9 +719,11 @@ def run_load(args) -> tuple[list[dict], bool]:
             r = run_setup(kind, emulator, files, args, tmp / kind)
             results.append(r)
             ld = r["load"]
-            log(f"{kind}: {ld['ok']:,}/{ld['sent']:,} answered 200, applied {ld['applied']:,}, lost {ld['lost']}, "
+            log(
+                f"{kind}: {ld['ok']:,}/{ld['sent']:,} answered 200, applied {ld['applied']:,}, lost {ld['lost']}, "
                 f"p50 {fmt(ld['p50'], 2)} p99 {fmt(ld['p99'])} p999 {fmt(ld['p999'])} ms; "
-                + ("; ".join(problems(r)) or "no problems"))
+                + ("; ".join(problems(r)) or "no problems")
+            )
     finally:
         if emulator is not None:
             emulator.stop()
@@ -593,28 +744,48 @@ def run_suite(args) -> tuple[list[dict], bool]:
     for backend in args.backends.split(","):
         env = {**os.environ, "WQBOT_TEST_BACKEND": backend, "WQBOT_RELIABILITY_SCALE": "long"}
         path = logdir / f"pytest-{backend}.log"
-        log(f"suite ({backend}): pytest tests/reliability -m 'slow or not slow', WQBOT_RELIABILITY_SCALE=long "
-            f"(output: {path})")
+        log(
+            f"suite ({backend}): pytest tests/reliability -m 'slow or not slow', WQBOT_RELIABILITY_SCALE=long "
+            f"(output: {path})"
+        )
         t = time.time()
         with path.open("w") as f:
-            rc = subprocess.run([PY, "-m", "pytest", "tests/reliability", "-m", "slow or not slow", "-rfE",
-                                 *args.pytest_args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(
+                [PY, "-m", "pytest", "tests/reliability", "-m", "slow or not slow", "-rfE", *args.pytest_args],
+                cwd=ROOT,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            ).returncode
         text = path.read_text(errors="replace")
         summary = re.findall(r"^=+ (.*? in [\d.]+s.*?) =+$", text, re.M)
         failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M)
-        out.append({"backend": backend, "returncode": rc, "seconds": round(time.time() - t),
-                    "summary": summary[-1] if summary else text.strip().splitlines()[-1:], "failed": failed,
-                    "log": str(path)})
+        out.append(
+            {
+                "backend": backend,
+                "returncode": rc,
+                "seconds": round(time.time() - t),
+                "summary": summary[-1] if summary else text.strip().splitlines()[-1:],
+                "failed": failed,
+                "log": str(path),
+            }
+        )
         log(f"suite ({backend}): {'pass' if rc == 0 else 'FAIL'}: {out[-1]['summary']}")
     return out, all(r["returncode"] == 0 for r in out)
 
 
 def suite_report(results: list[dict]) -> str:
-    lines = ["## Reliability suite, long form (WQBOT_RELIABILITY_SCALE=long, -m 'slow or not slow')", "",
-             "| backend | result | pytest summary | minutes |", "|---|---|---|---:|"]
+    lines = [
+        "## Reliability suite, long form (WQBOT_RELIABILITY_SCALE=long, -m 'slow or not slow')",
+        "",
+        "| backend | result | pytest summary | minutes |",
+        "|---|---|---|---:|",
+    ]
     for r in results:
-        lines.append(f"| {r['backend']} | {'pass' if r['returncode'] == 0 else 'FAIL'} | {r['summary']} | "
-                     f"{r['seconds'] / 60:.1f} |")
+        lines.append(
+            f"| {r['backend']} | {'pass' if r['returncode'] == 0 else 'FAIL'} | {r['summary']} | "
+            f"{r['seconds'] / 60:.1f} |"
+        )
         lines += [f"|  | failed: {name} | | |" for name in r["failed"][:20]]
     if not results:
         lines.append("| – | FAIL | tests/reliability is missing | |")
@@ -634,8 +805,12 @@ def main(argv=None) -> int:
     g.add_argument("--setups", default="embedded,pg", help="comma list of: embedded, pg (scaled out)")
     g.add_argument("--pg", action="store_true", help="fail instead of skipping when PostgreSQL/Redis do not answer")
     g.add_argument("--no-pg", action="store_true", help="the embedded setup only")
-    g.add_argument("--sync", choices=("once", "loop", "off"), default="once",
-                   help="one full sync during the load (once), one after another until it ends (loop), or none")
+    g.add_argument(
+        "--sync",
+        choices=("once", "loop", "off"),
+        default="once",
+        help="one full sync during the load (once), one after another until it ends (loop), or none",
+    )
     g.add_argument("--sync-delay", type=float, default=5.0, help="seconds of load before the first sync")
     g.add_argument("--connections", type=int, default=64)
     g.add_argument("--timeout", type=float, default=5.0, help="seconds before a callback counts as timed out")

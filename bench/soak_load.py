@@ -18,6 +18,7 @@ writes OUT/meta.json (salt, t0, counts, per-10 s windows, CPU) and OUT/status.bi
 callback: see STATUS), OUT/latency.bin and OUT/service.bin (float64 seconds, NaN when unanswered).
 bench/soak.py recomputes each delivery key from the salt and checks it in the store.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,8 +108,10 @@ class Generator:
     # -- requests ----------------------------------------------------------------------------
     def request(self, i: int) -> bytes:
         q, body = sign(self.crypto, click_plain(i, self.salt), i, self.salt)
-        return (f"POST /wecom/callback?{urlencode(q)} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Content-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        return (
+            f"POST /wecom/callback?{urlencode(q)} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
 
     def prepare(self) -> None:
         self.requests = [self.request(i) for i in range(self.total)]
@@ -209,9 +212,13 @@ class Generator:
         self.reported_ok = end
         p99 = fresh[int(len(fresh) * 0.99)] * 1e3 if fresh else math.nan
         bad = sum(1 for s in self.status[:end] if s not in (OK, UNSENT))
-        print(f"  load {now - self.t0:5.0f}s: {end:,} due, {self.ok_count:,} answered 200, {bad} errors, "
-              f"backlog {len(self.backlog):,} (oldest due {self.lag(now):.1f}s ago), in flight {len(self.busy)}; "
-              f"p99 of those due since the last line and answered: {p99:.1f} ms", file=sys.stderr, flush=True)
+        print(
+            f"  load {now - self.t0:5.0f}s: {end:,} due, {self.ok_count:,} answered 200, {bad} errors, "
+            f"backlog {len(self.backlog):,} (oldest due {self.lag(now):.1f}s ago), in flight {len(self.busy)}; "
+            f"p99 of those due since the last line and answered: {p99:.1f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def lag(self, now: float) -> float:
         return now - (self.t0 + self.backlog[0] / self.rate) if self.backlog else 0.0
@@ -222,9 +229,15 @@ class Generator:
         for start in range(0, self.total, per):
             idx = range(start, min(self.total, start + per))
             lat = sorted(self.latency[i] for i in idx if self.status[i] == OK)
-            out.append({"t": round(start / self.rate, 1), "n": len(idx), "ok": len(lat),
-                        "p50": lat[len(lat) // 2] * 1e3 if lat else None,
-                        "p99": lat[int(len(lat) * 0.99)] * 1e3 if lat else None})
+            out.append(
+                {
+                    "t": round(start / self.rate, 1),
+                    "n": len(idx),
+                    "ok": len(lat),
+                    "p50": lat[len(lat) // 2] * 1e3 if lat else None,
+                    "p99": lat[int(len(lat) * 0.99)] * 1e3 if lat else None,
+                }
+            )
         return out
 
 
@@ -255,11 +268,20 @@ def main(argv=None) -> int:
         runner.run(gen.run())
     usage = resource.getrusage(resource.RUSAGE_SELF)
     counts = Counter(gen.status)
-    meta = {"salt": gen.salt, "rate": gen.rate, "total": gen.total, "t0_wall": gen.t0_wall,
-            "connections": gen.connections, "timeout": gen.timeout,
-            "counts": {STATUS[k]: counts.get(k, 0) for k in STATUS}, "codes": dict(gen.codes),
-            "reconnects": gen.reconnects, "max_backlog": gen.max_backlog,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime, "windows": gen.windows()}
+    meta = {
+        "salt": gen.salt,
+        "rate": gen.rate,
+        "total": gen.total,
+        "t0_wall": gen.t0_wall,
+        "connections": gen.connections,
+        "timeout": gen.timeout,
+        "counts": {STATUS[k]: counts.get(k, 0) for k in STATUS},
+        "codes": dict(gen.codes),
+        "reconnects": gen.reconnects,
+        "max_backlog": gen.max_backlog,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "windows": gen.windows(),
+    }
     (out / "meta.json").write_text(json.dumps(meta))
     (out / "status.bin").write_bytes(bytes(gen.status))
     with (out / "latency.bin").open("wb") as f:

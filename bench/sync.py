@@ -23,6 +23,7 @@ pg_stat_user_tables), feed rows added.
 PostgreSQL rows need 127.0.0.1:5432 (user postgres) and Redis 127.0.0.1:6379 (the client's shared
 rate limiter and token store in that setup); each run uses its own database, dropped at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,28 @@ DIRECTORY_TABLES = ("user", "department", "user_department", "directory_change")
 class Emulator:
     def __init__(self, users: int, departments: int):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "--log-format", "text", "sim", "--port", "0", "--users", str(users),
-             "--departments", str(departments), "--seed", "5"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **{k: "" for k in ("WECOM_CORP_ID", "WECOM_APP_SECRET", "WECOM_CONTACTS_SECRET")}})
+            [
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "--log-format",
+                "text",
+                "sim",
+                "--port",
+                "0",
+                "--users",
+                str(users),
+                "--departments",
+                str(departments),
+                "--seed",
+                "5",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **{k: "" for k in ("WECOM_CORP_ID", "WECOM_APP_SECRET", "WECOM_CONTACTS_SECRET")}},
+        )
         self.url = None
         self.banner = []
         deadline = time.time() + 300
@@ -113,8 +132,12 @@ def child(args) -> None:
             time.sleep(1.1)
             db.execute_sql("SELECT pg_stat_clear_snapshot()")
             names = ", ".join(f"'{t}'" for t in DIRECTORY_TABLES)
-            return int(db.execute_sql(f"SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) "
-                                      f"FROM pg_stat_user_tables WHERE relname IN ({names})").fetchone()[0])
+            return int(
+                db.execute_sql(
+                    f"SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) "
+                    f"FROM pg_stat_user_tables WHERE relname IN ({names})"
+                ).fetchone()[0]
+            )
         return int(db.execute_sql("SELECT n FROM bench_writes").fetchone()[0])
 
     if not is_postgres():
@@ -124,8 +147,10 @@ def child(args) -> None:
         db.execute_sql("INSERT INTO bench_writes VALUES (0)")
         for t in DIRECTORY_TABLES:
             for op in ("INSERT", "UPDATE", "DELETE"):
-                db.execute_sql(f'CREATE TEMP TRIGGER bench_{t}_{op.lower()} AFTER {op} ON main."{t}" '
-                               "BEGIN UPDATE bench_writes SET n = n + 1; END")
+                db.execute_sql(
+                    f'CREATE TEMP TRIGGER bench_{t}_{op.lower()} AFTER {op} ON main."{t}" '
+                    "BEGIN UPDATE bench_writes SET n = n + 1; END"
+                )
 
     def elsewhere(uid: str, i: int) -> list[int]:
         """A department the member is not in now: a real move."""
@@ -148,14 +173,24 @@ def child(args) -> None:
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         d = run.as_dict()
         out = {
-            "step": name, "status": d["status"], "mode": d["mode"], "wall": round(wall, 2),
+            "step": name,
+            "status": d["status"],
+            "mode": d["mode"],
+            "wall": round(wall, 2),
             "cpu": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2),
             "emulator_cpu": round(emu_cpu() - e0, 2),
             "peak_rss_mb": round(cpu1.ru_maxrss / 1024, 1),
-            "api_calls": sum(d["api_calls"].values()), "calls": d["api_calls"],
-            "rows_written": d["rows_written"], "db_rows": None, "feed_rows": Change.select().count() - feed0,
-            "created": d["created"], "updated": d["updated"], "disabled": d["disabled"],
-            "details_fetched": d["details_fetched"], "errors": d["errors"][:3], "warnings": d["warnings"][:3],
+            "api_calls": sum(d["api_calls"].values()),
+            "calls": d["api_calls"],
+            "rows_written": d["rows_written"],
+            "db_rows": None,
+            "feed_rows": Change.select().count() - feed0,
+            "created": d["created"],
+            "updated": d["updated"],
+            "disabled": d["disabled"],
+            "details_fetched": d["details_fetched"],
+            "errors": d["errors"][:3],
+            "warnings": d["warnings"][:3],
             "changes_made": changes_made,
         }
         out["db_rows"] = db_rows() - rows0
@@ -174,7 +209,7 @@ def child(args) -> None:
             break
     depts = sorted(d["id"] for d in sim.get("/sim/departments").json()["departments"])
     n = max(1, len(users) // 100)
-    changed = users[::len(users) // n][:n]
+    changed = users[:: len(users) // n][:n]
     if args.mode == "list":
         new_ip(False)
         step("first")
@@ -194,8 +229,9 @@ def child(args) -> None:
         run_sync(s, trigger="bench")
         step("no-change")
         for i, uid in enumerate(changed):
-            sim.patch(f"/sim/users/{uid}", params={"callback": "false"},
-                      json={"department": elsewhere(uid, i)}).raise_for_status()
+            sim.patch(
+                f"/sim/users/{uid}", params={"callback": "false"}, json={"department": elsewhere(uid, i)}
+            ).raise_for_status()
         step("1%", changes_made=len(changed))
     new_ip(False)
 
@@ -223,8 +259,12 @@ def pg_drop(name: str) -> None:
 def run_child(emu: Emulator, backend: str, mode: str, tmp: Path) -> list[dict]:
     tag = secrets.token_hex(3)
     env = {
-        **emu.env, "WECOM_API_BASE": emu.url, "SECRET_KEY": "bench-secret-key", "WEIQIAN_API_TOKEN": "bench-token",
-        "WQBOT_LOG_FORMAT": "text", "WQBOT_QUEUE_NAME": f"wqbot-bench-{tag}",
+        **emu.env,
+        "WECOM_API_BASE": emu.url,
+        "SECRET_KEY": "bench-secret-key",
+        "WEIQIAN_API_TOKEN": "bench-token",
+        "WQBOT_LOG_FORMAT": "text",
+        "WQBOT_QUEUE_NAME": f"wqbot-bench-{tag}",
     }
     pg_name = None
     if backend == "pg":
@@ -233,9 +273,24 @@ def run_child(emu: Emulator, backend: str, mode: str, tmp: Path) -> list[dict]:
     else:
         env.update(DATABASE_URL=f"sqlite:///{tmp / f'sync-{tag}.db'}", QUEUE_URL=f"sqlite:///{tmp / f'q-{tag}.db'}")
     try:
-        p = subprocess.run([sys.executable, "-m", "bench.sync", "--child", "--mode", mode,
-                            "--child-env", json.dumps(env), "--emulator-pid", str(emu.proc.pid)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=3600)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.sync",
+                "--child",
+                "--mode",
+                mode,
+                "--child-env",
+                json.dumps(env),
+                "--emulator-pid",
+                str(emu.proc.pid),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
         rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
         if p.returncode != 0:
             print(p.stderr[-3000:], file=sys.stderr)
@@ -248,15 +303,19 @@ def run_child(emu: Emulator, backend: str, mode: str, tmp: Path) -> list[dict]:
 
 
 def table(rows: list[dict], baseline: float | None) -> str:
-    head = ("| backend | mode | step | wall s | wqbot CPU s | emulator CPU s | peak RSS MB | API calls "
-            "| rows written (run / db) | changes made | feed rows | status |")
+    head = (
+        "| backend | mode | step | wall s | wqbot CPU s | emulator CPU s | peak RSS MB | API calls "
+        "| rows written (run / db) | changes made | feed rows | status |"
+    )
     out = [head, "|" + "---|" * 12]
     for r in rows:
         if "step" not in r:
             continue
-        out.append(f"| {r['backend']} | {r['mode']} | {r['step']} | {r['wall']} | {r['cpu']} | {r['emulator_cpu']} "
-                   f"| {r['peak_rss_mb']} | {r['api_calls']} | {r['rows_written']} / {r['db_rows']} "
-                   f"| {r['changes_made'] if r['changes_made'] is not None else '–'} | {r['feed_rows']} | {r['status']} |")
+        out.append(
+            f"| {r['backend']} | {r['mode']} | {r['step']} | {r['wall']} | {r['cpu']} | {r['emulator_cpu']} "
+            f"| {r['peak_rss_mb']} | {r['api_calls']} | {r['rows_written']} / {r['db_rows']} "
+            f"| {r['changes_made'] if r['changes_made'] is not None else '–'} | {r['feed_rows']} | {r['status']} |"
+        )
     if baseline:
         out.append(f"\n(RSS of the process before its first sync: {baseline} MB.)")
     return "\n".join(out)
@@ -280,8 +339,11 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="wqbot-bench-sync-"))
     t0 = time.time()
     emu = Emulator(args.users, args.departments)
-    print(f"emulator up in {time.time() - t0:.1f}s at {emu.url} ({args.users} users, {args.departments} departments); "
-          f"{os.cpu_count()} CPUs (shared)", file=sys.stderr)
+    print(
+        f"emulator up in {time.time() - t0:.1f}s at {emu.url} ({args.users} users, {args.departments} departments); "
+        f"{os.cpu_count()} CPUs (shared)",
+        file=sys.stderr,
+    )
     rows, baseline = [], None
     try:
         for backend in args.backends.split(","):
@@ -295,9 +357,12 @@ def main() -> int:
                 print(f"{backend}/{mode}: {time.time() - t:.0f}s", file=sys.stderr)
                 for r in got:
                     if "step" in r:
-                        print(f"  {r['step']:<9} wall {r['wall']:>7}s cpu {r['cpu']:>6}s emu {r['emulator_cpu']:>6}s "
-                              f"rss {r['peak_rss_mb']:>6}MB calls {r['api_calls']:>6} rows {r['rows_written']}/"
-                              f"{r['db_rows']} {r['status']} {r['calls']}", file=sys.stderr)
+                        print(
+                            f"  {r['step']:<9} wall {r['wall']:>7}s cpu {r['cpu']:>6}s emu {r['emulator_cpu']:>6}s "
+                            f"rss {r['peak_rss_mb']:>6}MB calls {r['api_calls']:>6} rows {r['rows_written']}/"
+                            f"{r['db_rows']} {r['status']} {r['calls']}",
+                            file=sys.stderr,
+                        )
     finally:
         emu.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,4 +1,5 @@
 """The ASGI application: routes only. Each capability's endpoints live in its own package."""
+
 from __future__ import annotations
 
 from contextlib import asynccontextmanager

@@ -11,6 +11,7 @@ path saves, so there is none. A read in progress is an entry in an insertion-ord
 also deadline-ordered), and one sweep a tick, scheduled only while some read is in progress,
 interrupts the expired ones. Only the body is timed: once it is complete, an app waiting on
 `receive()` for a disconnect (a streaming response) waits as long as it needs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,9 +39,15 @@ class BodyTimeout:
         self._sweep: asyncio.TimerHandle | None = None
         text = f"request body not complete within {seconds:g} seconds: send the whole body without pauses"
         self.body = text.encode()
-        self.start = {"type": "http.response.start", "status": 408, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(self.body)),
-            (b"connection", b"close")]}
+        self.start = {
+            "type": "http.response.start",
+            "status": 408,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(self.body)),
+                (b"connection", b"close"),
+            ],
+        }
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -77,8 +84,19 @@ class BodyTimeout:
 
 
 class _Request:
-    __slots__ = ("mw", "scope", "_receive", "_send", "deadline", "task", "waiting", "expired", "complete",
-                 "answered", "started")
+    __slots__ = (
+        "mw",
+        "scope",
+        "_receive",
+        "_send",
+        "deadline",
+        "task",
+        "waiting",
+        "expired",
+        "complete",
+        "answered",
+        "started",
+    )
 
     def __init__(self, mw: BodyTimeout, scope, receive, send):
         self.mw, self.scope, self._receive, self._send = mw, scope, receive, send
@@ -118,8 +136,10 @@ class _Request:
     async def answer(self):
         if not self.answered:
             self.answered = True
-            log.warning("request body too slow: answered 408", extra={
-                "path": self.scope.get("path"), "method": self.scope.get("method"), "seconds": self.mw.seconds})
+            log.warning(
+                "request body too slow: answered 408",
+                extra={"path": self.scope.get("path"), "method": self.scope.get("method"), "seconds": self.mw.seconds},
+            )
             if not self.started:
                 await self._send(self.mw.start)
                 await self._send({"type": "http.response.body", "body": self.mw.body})

@@ -15,6 +15,7 @@ transaction per delivery, so only its own delivery fails. With SQLite the transa
 the event loop (it takes microseconds); with PostgreSQL it runs on one store thread per
 process, so the loop keeps reading requests while a commit waits for the disk.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -111,8 +112,13 @@ def query_params(raw: bytes) -> dict[str, str]:
 
 
 async def _send(send, status: int, body: bytes, content_type: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body))],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -155,8 +161,9 @@ class CallbackEndpoint:
         except _ClientGone:
             return
         await _send(send, status, body, content_type)
-        metrics.callback_status(self.endpoint, scope["method"], status, time.perf_counter() - started,
-                                scope.get("wqbot.kind"))
+        metrics.callback_status(
+            self.endpoint, scope["method"], status, time.perf_counter() - started, scope.get("wqbot.kind")
+        )
 
     async def handle(self, request: Request) -> Response:
         """The same, for a caller holding a Starlette Request."""
@@ -352,8 +359,11 @@ class CallbackFastPath:
 
         self.app = app
         self.endpoints = {
-            r.path: r.endpoint for r in getattr(app, "routes", ())
-            if isinstance(r, Route) and isinstance(r.endpoint, CallbackEndpoint) and "{" not in r.path
+            r.path: r.endpoint
+            for r in getattr(app, "routes", ())
+            if isinstance(r, Route)
+            and isinstance(r.endpoint, CallbackEndpoint)
+            and "{" not in r.path
             and {"GET", "POST"} <= (r.methods or set())
         }
 
@@ -467,8 +477,10 @@ def _insert_sql(postgres: bool, n: int, returning: bool = True) -> str:
     table, cols = _names()
     param = "%s" if postgres else "?"
     rows = ", ".join(["(" + ", ".join([param] * 4) + ")"] * n)
-    sql = (f'INSERT INTO "{table}" (' + ", ".join(f'"{c}"' for c in cols) + f") VALUES {rows} "
-           f'ON CONFLICT ("{cols[0]}") DO NOTHING')
+    sql = (
+        f'INSERT INTO "{table}" (' + ", ".join(f'"{c}"' for c in cols) + f") VALUES {rows} "
+        f'ON CONFLICT ("{cols[0]}") DO NOTHING'
+    )
     return sql + f' RETURNING "{cols[0]}"' if returning else sql
 
 
@@ -490,4 +502,6 @@ def _record(todo: list[_Delivery]) -> set[str]:
 
 
 def _stored_replies(keys: set[str]) -> dict[str, str | None]:
-    return {row.key: row.reply for row in Delivery.select(Delivery.key, Delivery.reply).where(Delivery.key.in_(list(keys)))}
+    return {
+        row.key: row.reply for row in Delivery.select(Delivery.key, Delivery.reply).where(Delivery.key.in_(list(keys)))
+    }

@@ -1,4 +1,5 @@
 """`wqbot`: the one console script (CONTRACT §5)."""
+
 from __future__ import annotations
 
 import argparse
@@ -54,10 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--callback-url", default="")
     sim.add_argument("--contacts-callback-url", default="")
     sim.add_argument("--token-expires-in", type=int, default=None, help="access token lifetime in seconds (7200)")
-    sim.add_argument("--hide-private", action="store_true", help="omit mobile/email/… as for apps made after 2022-06-20")
+    sim.add_argument(
+        "--hide-private", action="store_true", help="omit mobile/email/… as for apps made after 2022-06-20"
+    )
     sim.add_argument("--contacts-new-ip", action="store_true", help="通讯录同步 detail reads answer 48009 (2022-08-15)")
     sim.add_argument("--ids-only-callbacks", action="store_true", help="change_contact carries IDs only (post-2022)")
-    sim.add_argument("--redirect-domain", default="", help="the app's OAuth 可信域名 host[:port] (default: PUBLIC_URL's)")
+    sim.add_argument(
+        "--redirect-domain", default="", help="the app's OAuth 可信域名 host[:port] (default: PUBLIC_URL's)"
+    )
 
     d = sub.add_parser("demo", help="everything end to end against the emulator")
     d.add_argument("--keep", action="store_true", help="leave both running for a person to click through")
@@ -89,8 +94,9 @@ def start_consumer(workers: int = 2):
     load_task_modules()
     # The embedded (SQLite) queue is polled, and huey's idle backoff grows to 10 s by default:
     # a card tap's updates and webhook would wait that long. Poll at most every 0.1 s instead.
-    consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=True, check_worker_health=True,
-                                    max_delay=0.1)
+    consumer = huey.create_consumer(
+        workers=workers, worker_type="thread", periodic=True, check_worker_health=True, max_delay=0.1
+    )
     consumer.start()
     return consumer
 
@@ -138,7 +144,10 @@ def serve(args) -> int:
     consumer = None
     if s.queue_is_embedded and not args.no_worker:
         consumer = start_consumer()
-    print(f"wqbot: serving on http://{args.host}:{args.port}  (callback URL: {s.public_url}/wecom/callback)", file=sys.stderr)
+    print(
+        f"wqbot: serving on http://{args.host}:{args.port}  (callback URL: {s.public_url}/wecom/callback)",
+        file=sys.stderr,
+    )
     try:
         uvicorn.run(
             "bot.cli:asgi_app",

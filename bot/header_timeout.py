@@ -13,6 +13,7 @@ stay uvicorn's business (timeout_keep_alive).
 
 Like bot.body_timeout, no timer per request (call_later + cancel measured ~2.5 µs): waiting
 connections sit in an insertion-ordered (so deadline-ordered) dict that one sweep a tick walks."""
+
 from __future__ import annotations
 
 import logging
@@ -101,8 +102,11 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
                     return
                 if self.headers_parsed == parsed:
                     self._stop_waiting()
-                    self._refuse(431, "Request Header Fields Too Large",
-                                 f"request line and headers larger than {MAX_HEADER_BYTES} bytes")
+                    self._refuse(
+                        431,
+                        "Request Header Fields Too Large",
+                        f"request line and headers larger than {MAX_HEADER_BYTES} bytes",
+                    )
                     return
             else:
                 self.header_bytes += len(data)
@@ -131,8 +135,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._refuse(408, "Request Timeout", f"request headers not complete within {HEADER_TIMEOUT:g} seconds")
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
-        log.warning("request refused before its headers were complete",
-                    extra={"status": status, "reason": message})
-        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-                             b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(message), message.encode()))
+        log.warning("request refused before its headers were complete", extra={"status": status, "reason": message})
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(message), message.encode())
+        )
         self.transport.close()

@@ -3,6 +3,7 @@
 `GET /readyz`: the same, and the directory must have been synced recently (within twice
 SYNC_INTERVAL_MINUTES plus five minutes): an instance whose sync is stuck should not take
 traffic that needs the directory. With WECOM_ENABLED=false sync is off and not required."""
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,10 @@ def check_sync(settings) -> tuple[str | None, str]:
     age = clock.now() - ok_at
     limit = sync_max_age(settings)
     if age > limit:
-        return (f"the last successful directory sync was {int(age // 60)} min ago (limit {int(limit // 60)}): "
-                "is the worker running? see the admin console's recent errors"), f"stale ({int(age)} s)"
+        return (
+            f"the last successful directory sync was {int(age // 60)} min ago (limit {int(limit // 60)}): "
+            "is the worker running? see the admin console's recent errors"
+        ), f"stale ({int(age)} s)"
     return None, f"ok ({int(age)} s ago)"
 
 
@@ -80,9 +83,14 @@ async def readyz(request: Request) -> JSONResponse:
 
     store, queue, sync_problem, sync_state = await run_in_threadpool(run)
     problems = [p for p in (store, queue, sync_problem) if p]
-    body = {"status": "unavailable" if problems else "ok",
-            "checks": {"store": "ok" if store is None else "down", "queue": "ok" if queue is None else "down",
-                       "sync": sync_state}}
+    body = {
+        "status": "unavailable" if problems else "ok",
+        "checks": {
+            "store": "ok" if store is None else "down",
+            "queue": "ok" if queue is None else "down",
+            "sync": sync_state,
+        },
+    }
     if problems:
         body["problems"] = problems
     return JSONResponse(body, status_code=503 if problems else 200)

@@ -1,4 +1,5 @@
 """Links that open a 微签 H5 page with the employee already logged in (through /oauth/h5)."""
+
 from __future__ import annotations
 
 from urllib.parse import quote

@@ -8,6 +8,7 @@ Trace ids: each callback gets one (`new_trace_id()`); it is stored on the outbox
 callback defers, and set again while the huey task runs (bot.ops.tracing), so one id follows a
 delivery from the HTTP request into every task it caused. Every record carries it as `trace_id`.
 """
+
 from __future__ import annotations
 
 import json
@@ -178,8 +179,14 @@ def uvicorn_log_config() -> dict:
         "disable_existing_loggers": False,
         "filters": {"redact": {"()": "bot.logs._make_filter", "secrets": list(c["secrets"])}},
         "formatters": {"wqbot": {"()": "bot.logs._make_formatter", "fmt": c["fmt"]}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                                "filters": ["redact"], "formatter": "wqbot"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "filters": ["redact"],
+                "formatter": "wqbot",
+            }
+        },
         "root": {"handlers": ["stderr"], "level": c["level"]},
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True, "level": "WARNING"},

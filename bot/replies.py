@@ -1,6 +1,7 @@
 """Passive replies a handler may return; the callback endpoint encrypts them.
 
 A reply is built for the member who wrote (`msg.sender`) and answers as the corp."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -18,6 +18,7 @@ A handler runs inside the delivery's store transaction and may return a `Reply`.
 call out (WeCom API, 微签): it defers that work with `ctx.defer(task, **kwargs)`.
 The most specific matcher wins; ties go to the one registered first.
 """
+
 from __future__ import annotations
 
 import logging

@@ -10,6 +10,7 @@ row when it succeeds. huey drops a task from storage when a worker takes it, so 
 mid-task would lose it: the periodic `sweep_outbox` re-enqueues rows left behind. Every outbox
 task must therefore be idempotent (they are: each checks the store before acting).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ def make_huey(queue_url: str, name: str = "wqbot"):
         return RedisHuey(name, url=queue_url, utc=True)
     if queue_url.startswith("memory://"):
         return MemoryHuey(name, utc=True)
-    path = queue_url[len("sqlite:///"):]
+    path = queue_url[len("sqlite:///") :]
     return SqliteHuey(name, filename=path, utc=True, timeout=10)
 
 

@@ -39,8 +39,13 @@ CARD_MENU_OPEN_DESC = "点此打开，免登录"
 # what a card shows once its task is over; {name}: who decided in chat
 CARD_DECIDED_BY_ME = {"approve": "已同意", "reject": "已拒绝"}
 CARD_DECIDED_BY = {"approve": "已由 {name} 同意", "reject": "已由 {name} 拒绝"}
-CARD_RESULT = {"approved": "已同意", "rejected": "已拒绝", "signed": "已签署", "withdrawn": "已撤销",
-               "expired": "已过期"}
+CARD_RESULT = {
+    "approved": "已同意",
+    "rejected": "已拒绝",
+    "signed": "已签署",
+    "withdrawn": "已撤销",
+    "expired": "已过期",
+}
 CARD_ALREADY_DONE = "已处理"
 CARD_NOT_RECIPIENT = "这张卡片不是发给你的，你不能处理这项任务。"
 CARD_UNKNOWN = "这张卡片已失效，请在微签中查看这项任务。"

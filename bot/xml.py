@@ -10,6 +10,7 @@ one strict regular grammar at a fraction of the cost of expat + xmltodict. The g
 (nesting, repeats, attributes, comments, an XML declaration, entities, CR line ends, characters
 XML forbids) goes to the full parser, with the DTD check first: the result is the same dict
 xmltodict gives, or the same refusal."""
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,10 @@ _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.I)
 # first `]]>` (the unrolled loop finds it without backtracking), or text without markup or
 # entity references.
 _OPEN = re.compile(r"[ \t\n]*<xml>")
-_LEAF = re.compile(r"[ \t\n]*<([A-Za-z_][A-Za-z0-9_]*)>"
-                   r"(?:<!\[CDATA\[([^\]]*(?:\](?!\]>)[^\]]*)*)\]\]>|([^<&]*))</\1>")
+_LEAF = re.compile(
+    r"[ \t\n]*<([A-Za-z_][A-Za-z0-9_]*)>"
+    r"(?:<!\[CDATA\[([^\]]*(?:\](?!\]>)[^\]]*)*)\]\]>|([^<&]*))</\1>"
+)
 _CLOSE = re.compile(r"[ \t\n]*</xml>[ \t\n]*")
 # The only bytes a flat document holds. Control characters (XML forbids them) and CR (XML
 # rewrites it) send a document to the full parser, as do U+FFFE/U+FFFF (EF BF BE/BF).
@@ -74,8 +77,12 @@ def parse(data: bytes | str) -> dict:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             text = None
-    if (text is not None and not raw.translate(None, _FLAT_BYTES)
-            and b"\xef\xbf\xbe" not in raw and b"\xef\xbf\xbf" not in raw):
+    if (
+        text is not None
+        and not raw.translate(None, _FLAT_BYTES)
+        and b"\xef\xbf\xbe" not in raw
+        and b"\xef\xbf\xbf" not in raw
+    ):
         flat = _parse_flat(text)
         if flat is not None:
             return flat

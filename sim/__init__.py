@@ -7,6 +7,7 @@
 (paths, JSON fields, errcodes, quotas) come from ../shared/wecom/PROTOCOL.md; where the two
 disagree, PROTOCOL.md wins and the emulator is the bug.
 """
+
 from .config import SimConfig
 
 __all__ = ["SimConfig", "create_app"]

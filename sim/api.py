@@ -2,6 +2,7 @@
 
 Every call goes through `handle`: call log → injected faults → method → access token → quota →
 secret-kind rules → the API's handler. Handlers raise `WxError` for a non-zero errcode."""
+
 from __future__ import annotations
 
 import json
@@ -49,12 +50,16 @@ def api(name: str, methods=("GET",), kinds=("app", "contacts"), contacts_detail=
     def deco(fn):
         API[name] = Spec(fn, methods, kinds, contacts_detail, wrong_kind_errcode)
         return fn
+
     return deco
 
 
 def _json(data: dict, status: int = 200) -> Response:
-    return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")), status_code=status,
-                    media_type="application/json; charset=UTF-8")
+    return Response(
+        json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json; charset=UTF-8",
+    )
 
 
 async def handle(request: Request) -> Response:
@@ -88,12 +93,18 @@ async def handle(request: Request) -> Response:
     if action is not None:
         kind = action["kind"]
         if kind == "http500":
-            return finish(Response("<html><body><h1>500 Internal Server Error</h1></body></html>", 500,
-                                   media_type="text/html"), None, "http500")
+            return finish(
+                Response("<html><body><h1>500 Internal Server Error</h1></body></html>", 500, media_type="text/html"),
+                None,
+                "http500",
+            )
         if kind == "timeout":
             await anyio.sleep(action["hold_seconds"])
-            return finish(Response("<html><body><h1>504 Gateway Time-out</h1></body></html>", 504,
-                                   media_type="text/html"), None, "timeout")
+            return finish(
+                Response("<html><body><h1>504 Gateway Time-out</h1></body></html>", 504, media_type="text/html"),
+                None,
+                "timeout",
+            )
         code = action["errcode"]
         token = params.get("access_token")
         if token and code == 42001:
@@ -110,8 +121,14 @@ async def handle(request: Request) -> Response:
 
     spec = API.get(name)
     if spec is None:
-        return finish(Response(f"sim: no WeCom API at /cgi-bin/{name} (see README: The WeCom emulator)", 404,
-                               media_type="text/plain; charset=utf-8"), None)
+        return finish(
+            Response(
+                f"sim: no WeCom API at /cgi-bin/{name} (see README: The WeCom emulator)",
+                404,
+                media_type="text/plain; charset=utf-8",
+            ),
+            None,
+        )
     try:
         if request.method not in spec.methods:
             if "POST" in spec.methods:
@@ -134,9 +151,11 @@ async def handle(request: Request) -> Response:
         elif "POST" in spec.methods and request.method == "POST" and name not in ("user/list_id",):
             raise WxError(40063, "the JSON body is empty")
         if kind is not None and kind not in spec.kinds:
-            raise WxError(spec.wrong_kind_errcode,
-                          "this secret's token may not call this API (app secret: messages, menus, OAuth; "
-                          "通讯录同步 secret: user/list_id)")
+            raise WxError(
+                spec.wrong_kind_errcode,
+                "this secret's token may not call this API (app secret: messages, menus, OAuth; "
+                "通讯录同步 secret: user/list_id)",
+            )
         if kind == "contacts" and spec.contacts_detail and sim.cfg.contacts_new_ip:
             raise WxError(48009)
         result = spec.handler(Call(sim, params, body, kind))
@@ -244,8 +263,7 @@ def _members(c: Call):
 
 @api("user/simplelist", contacts_detail=True)
 def user_simplelist(c: Call) -> dict:
-    return ok(userlist=[{"userid": u.userid, "name": u.name, "department": list(u.department)}
-                        for u in _members(c)])
+    return ok(userlist=[{"userid": u.userid, "name": u.name, "department": list(u.department)} for u in _members(c)])
 
 
 @api("user/list", contacts_detail=True)
@@ -364,8 +382,17 @@ def message_recall(c: Call) -> dict:
 
 
 # -- menus --------------------------------------------------------------------------------------------
-MENU_TYPES = ("click", "view", "scancode_push", "scancode_waitmsg", "pic_sysphoto", "pic_photo_or_album",
-              "pic_weixin", "location_select", "view_miniprogram")
+MENU_TYPES = (
+    "click",
+    "view",
+    "scancode_push",
+    "scancode_waitmsg",
+    "pic_sysphoto",
+    "pic_photo_or_album",
+    "pic_weixin",
+    "location_select",
+    "view_miniprogram",
+)
 
 
 def _agent(c: Call) -> None:

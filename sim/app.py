@@ -1,5 +1,6 @@
 """One ASGI app serves the whole emulator: WeCom's server API (/cgi-bin/…), the login pages
 (/connect/oauth2/authorize, /wwlogin/sso/login) and the control API (/sim/…)."""
+
 from __future__ import annotations
 
 import html
@@ -18,9 +19,11 @@ async def index(request: Request) -> HTMLResponse:
     sim: Sim = request.app.state.sim
     base = str(request.base_url).rstrip("/")
     d = sim.directory
-    rows = "".join(f"<tr><td>{html.escape(u.name)}</td><td>{html.escape(u.userid)}</td>"
-                   f"<td>{html.escape(d.departments[u.main_department].name)}</td><td>{html.escape(u.position)}</td></tr>"
-                   for u in list(d.users.values())[:20])
+    rows = "".join(
+        f"<tr><td>{html.escape(u.name)}</td><td>{html.escape(u.userid)}</td>"
+        f"<td>{html.escape(d.departments[u.main_department].name)}</td><td>{html.escape(u.position)}</td></tr>"
+        for u in list(d.users.values())[:20]
+    )
     body = f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>企业微信模拟器</title></head>
 <body style="font-family:sans-serif;max-width:900px;margin:24px auto">
 <h1>企业微信模拟器 · {html.escape(sim.cfg.corp_name)}</h1>

@@ -3,6 +3,7 @@ and the 通讯录同步 event server, plus the console's URL check (GET with ech
 
 Each delivery returns (and logs) the HTTP status and the passive reply, decrypted and its
 signature checked, so a test can assert on exactly what the member would see."""
+
 from __future__ import annotations
 
 import os
@@ -46,24 +47,50 @@ class Callbacks:
 
     # -- plaintexts ------------------------------------------------------------------------
     def member_event(self, userid: str, fields: dict) -> dict:
-        return {"ToUserName": self.sim.cfg.corp_id, "FromUserName": userid, "CreateTime": int(time.time()),
-                **fields, "AgentID": self.sim.cfg.agent_id}
+        return {
+            "ToUserName": self.sim.cfg.corp_id,
+            "FromUserName": userid,
+            "CreateTime": int(time.time()),
+            **fields,
+            "AgentID": self.sim.cfg.agent_id,
+        }
 
     def change_contact(self, change_type: str, fields: dict) -> dict:
-        return {"ToUserName": self.sim.cfg.corp_id, "FromUserName": "sys", "CreateTime": int(time.time()),
-                "MsgType": "event", "Event": "change_contact", "ChangeType": change_type, **fields}
+        return {
+            "ToUserName": self.sim.cfg.corp_id,
+            "FromUserName": "sys",
+            "CreateTime": int(time.time()),
+            "MsgType": "event",
+            "Event": "change_contact",
+            "ChangeType": change_type,
+            **fields,
+        }
 
     # -- delivery ---------------------------------------------------------------------------
     async def deliver(self, which: str, fields: dict, label: str = "") -> dict:
         cfg = self.sim.cfg
         url, crypto, is_contacts = self.target(which)
         self.seq += 1
-        result = {"seq": self.seq, "at": time.time(), "target": which, "url": url, "event": label,
-                  "fields": fields, "status": None, "body": None, "reply": None, "reply_fields": None,
-                  "reply_error": None, "attempts": 0, "error": None, "ms": None}
+        result = {
+            "seq": self.seq,
+            "at": time.time(),
+            "target": which,
+            "url": url,
+            "event": label,
+            "fields": fields,
+            "status": None,
+            "body": None,
+            "reply": None,
+            "reply_fields": None,
+            "reply_error": None,
+            "attempts": 0,
+            "error": None,
+            "ms": None,
+        }
         if not url:
-            result["error"] = ("no callback URL configured: start the emulator with --callback-url "
-                               "(or set it with PATCH /sim/config)")
+            result["error"] = (
+                "no callback URL configured: start the emulator with --callback-url (or set it with PATCH /sim/config)"
+            )
             self.log.append(result)
             return result
         plaintext = document(fields)
@@ -137,8 +164,10 @@ class Callbacks:
         if r.status_code != 200:
             out["error"] = f"HTTP {r.status_code}: WeCom's console would say 回调URL验证失败 (40057)"
         elif r.text != echo:
-            out["error"] = ("the body is not the bare decrypted echostr (no quotes, BOM, whitespace or JSON): "
-                            "WeCom's console would say 回调URL验证失败 (40057)")
+            out["error"] = (
+                "the body is not the bare decrypted echostr (no quotes, BOM, whitespace or JSON): "
+                "WeCom's console would say 回调URL验证失败 (40057)"
+            )
         elif out["ms"] > 1000:
             out["error"] = "answered correctly but slower than WeCom's 1 s limit for the URL check"
         else:

@@ -1,4 +1,5 @@
 """`wqbot sim`: serve the emulator under uvicorn and print how to point wqbot at it."""
+
 from __future__ import annotations
 
 import sys
@@ -26,14 +27,20 @@ def config_from_args(args) -> SimConfig:
 
 def banner(cfg: SimConfig, url: str, generated_in: float, n_users: int, n_depts: int) -> str:
     sources = getattr(cfg, "sources", {})
-    values = {"WECOM_CORP_ID": cfg.corp_id, "WECOM_AGENT_ID": str(cfg.agent_id),
-              "WECOM_APP_SECRET": cfg.app_secret, "WECOM_CONTACTS_SECRET": cfg.contacts_secret,
-              "WECOM_TOKEN": cfg.token, "WECOM_AES_KEY": cfg.aes_key,
-              "WECOM_CONTACTS_TOKEN": cfg.contacts_token, "WECOM_CONTACTS_AES_KEY": cfg.contacts_aes_key}
+    values = {
+        "WECOM_CORP_ID": cfg.corp_id,
+        "WECOM_AGENT_ID": str(cfg.agent_id),
+        "WECOM_APP_SECRET": cfg.app_secret,
+        "WECOM_CONTACTS_SECRET": cfg.contacts_secret,
+        "WECOM_TOKEN": cfg.token,
+        "WECOM_AES_KEY": cfg.aes_key,
+        "WECOM_CONTACTS_TOKEN": cfg.contacts_token,
+        "WECOM_CONTACTS_AES_KEY": cfg.contacts_aes_key,
+    }
     lines = [
         f"wqbot sim: WeCom emulator for {cfg.corp_name} at {url}",
         f"  directory: {n_users} members, {n_depts} departments (seed {cfg.seed}, generated in {generated_in:.2f} s)",
-        f"  control API: {url}/sim   (README: \"The WeCom emulator (wqbot sim)\")",
+        f'  control API: {url}/sim   (README: "The WeCom emulator (wqbot sim)")',
         f"  app callback:      {cfg.callback_url or '(none: set --callback-url to receive events and send cards)'}",
         f"  contacts callback: {cfg.contacts_callback_url or '(none: change_contact goes to the app callback)'}",
         f"  OAuth 可信域名: {cfg.redirect_domain}",
@@ -63,8 +70,9 @@ def main(args) -> int:
     try:
         sock = bind(args.host, args.port)
     except OSError as e:
-        print(f"wqbot sim: cannot listen on {args.host}:{args.port} ({e.strerror}): pick another --port",
-              file=sys.stderr)
+        print(
+            f"wqbot sim: cannot listen on {args.host}:{args.port} ({e.strerror}): pick another --port", file=sys.stderr
+        )
         return 2
     sim = Sim(cfg)
     host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"

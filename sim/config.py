@@ -5,6 +5,7 @@ from the environment and `.env`, so both sides agree without copying; anything u
 to a built-in development value, so `wqbot sim` runs with nothing configured. It never calls
 `settings.get_settings()`, which insists on wqbot-only settings.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,14 @@ DEFAULTS = {
     "WECOM_CONTACTS_AES_KEY": _dev_aes_key("contacts"),
 }
 
-SECRET_NAMES = ("WECOM_APP_SECRET", "WECOM_CONTACTS_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY",
-                "WECOM_CONTACTS_TOKEN", "WECOM_CONTACTS_AES_KEY")
+SECRET_NAMES = (
+    "WECOM_APP_SECRET",
+    "WECOM_CONTACTS_SECRET",
+    "WECOM_TOKEN",
+    "WECOM_AES_KEY",
+    "WECOM_CONTACTS_TOKEN",
+    "WECOM_CONTACTS_AES_KEY",
+)
 
 
 @dataclass
@@ -82,10 +89,12 @@ class SimConfig:
     quota_per_minute: int = 10_000
     quota_per_hour: int = 150_000
     # path (without /cgi-bin/) -> {"per_minute": n, "per_hour": n}
-    quota_overrides: dict = field(default_factory=lambda: {
-        "get_jsapi_ticket": {"per_hour": 400},
-        "ticket/get": {"per_hour": 100},
-    })
+    quota_overrides: dict = field(
+        default_factory=lambda: {
+            "get_jsapi_ticket": {"per_hour": 400},
+            "ticket/get": {"per_hour": 100},
+        }
+    )
     debug_per_minute: int = 5  # `debug=1` in a URL
     member_messages_per_minute: int = 30  # beyond: silently dropped
     member_messages_per_hour: int = 1000
@@ -109,8 +118,7 @@ class SimConfig:
     def contacts_target(self) -> tuple[str, str, str]:
         """(url, token, aes_key) change_contact is sent to."""
         if self.contacts_callback_url:
-            return self.contacts_callback_url, self.contacts_token or self.token, \
-                self.contacts_aes_key or self.aes_key
+            return self.contacts_callback_url, self.contacts_token or self.token, self.contacts_aes_key or self.aes_key
         return self.callback_url, self.token, self.aes_key
 
     def sso_domains(self) -> tuple[str, ...]:
@@ -149,9 +157,14 @@ class SimConfig:
 
         values, sources = {}, {}
         mapping = {
-            "corp_id": "WECOM_CORP_ID", "agent_id": "WECOM_AGENT_ID", "app_secret": "WECOM_APP_SECRET",
-            "contacts_secret": "WECOM_CONTACTS_SECRET", "token": "WECOM_TOKEN", "aes_key": "WECOM_AES_KEY",
-            "contacts_token": "WECOM_CONTACTS_TOKEN", "contacts_aes_key": "WECOM_CONTACTS_AES_KEY",
+            "corp_id": "WECOM_CORP_ID",
+            "agent_id": "WECOM_AGENT_ID",
+            "app_secret": "WECOM_APP_SECRET",
+            "contacts_secret": "WECOM_CONTACTS_SECRET",
+            "token": "WECOM_TOKEN",
+            "aes_key": "WECOM_AES_KEY",
+            "contacts_token": "WECOM_CONTACTS_TOKEN",
+            "contacts_aes_key": "WECOM_CONTACTS_AES_KEY",
         }
         for attr, name in mapping.items():
             v = get(name)

@@ -3,6 +3,7 @@
 Directory changes send the matching change_contact callback; "send" makes a member tap or type;
 faults, quotas, the clock and token expiry make WeCom misbehave on purpose; the call log,
 messages and cards show what wqbot did. Errors are {"error", "message"} with a 4xx status."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,25 @@ from .directory import Department, DirectoryError, User
 from .state import Sim
 
 CONFIG_FIELDS = {
-    "hide_private": bool, "contacts_new_ip": bool, "ids_only_callbacks": bool,
-    "token_expires_in": int, "code_ttl": int, "user_ticket_ttl": int, "response_code_ttl": int,
-    "callback_url": str, "contacts_callback_url": str, "redirect_domain": str, "sso_redirect_domain": str,
-    "home_url": str, "visible_departments": list, "visible_users": list,
-    "member_messages_per_minute": int, "member_messages_per_hour": int,
-    "callback_timeout": (int, float), "callback_retries": int, "callback_retry_interval": (int, float),
+    "hide_private": bool,
+    "contacts_new_ip": bool,
+    "ids_only_callbacks": bool,
+    "token_expires_in": int,
+    "code_ttl": int,
+    "user_ticket_ttl": int,
+    "response_code_ttl": int,
+    "callback_url": str,
+    "contacts_callback_url": str,
+    "redirect_domain": str,
+    "sso_redirect_domain": str,
+    "home_url": str,
+    "visible_departments": list,
+    "visible_users": list,
+    "member_messages_per_minute": int,
+    "member_messages_per_hour": int,
+    "callback_timeout": (int, float),
+    "callback_retries": int,
+    "callback_retry_interval": (int, float),
 }
 EVENT_TYPES = ("text", "click", "view", "enter_agent", "subscribe", "unsubscribe", "location", "card")
 
@@ -44,13 +58,15 @@ def endpoint(fn):
         except ControlError as e:
             return _err(e.status, e.code, e.message)
         except DirectoryError as e:
-            return _err(e.status, "not_found" if e.status == 404 else "conflict" if e.status == 409 else "invalid",
-                        e.message)
+            return _err(
+                e.status, "not_found" if e.status == 404 else "conflict" if e.status == 409 else "invalid", e.message
+            )
         except ValueError as e:
             return _err(400, "invalid", str(e))
         if isinstance(result, Response):
             return result
         return JSONResponse(result)
+
     wrapper.__name__ = fn.__name__
     return wrapper
 
@@ -92,13 +108,25 @@ async def overview(request: Request, sim: Sim):
     base = str(request.base_url).rstrip("/")
     return {
         "corp": {"corp_id": sim.cfg.corp_id, "name": sim.cfg.corp_name, "agent_id": sim.cfg.agent_id},
-        "directory": {"users": len(d.users), "departments": len(d.departments),
-                      "generated_in_s": round(sim.generated_in, 3), "seed": sim.cfg.seed},
-        "wqbot_settings": {"WECOM_API_BASE": base, "WECOM_OAUTH_BASE": base, "WECOM_SSO_BASE": base,
-                           "WECOM_CORP_ID": sim.cfg.corp_id, "WECOM_AGENT_ID": str(sim.cfg.agent_id)},
-        "calls": sim.call_seq, "messages": len(sim.messaging.messages), "cards": len(sim.messaging.cards),
+        "directory": {
+            "users": len(d.users),
+            "departments": len(d.departments),
+            "generated_in_s": round(sim.generated_in, 3),
+            "seed": sim.cfg.seed,
+        },
+        "wqbot_settings": {
+            "WECOM_API_BASE": base,
+            "WECOM_OAUTH_BASE": base,
+            "WECOM_SSO_BASE": base,
+            "WECOM_CORP_ID": sim.cfg.corp_id,
+            "WECOM_AGENT_ID": str(sim.cfg.agent_id),
+        },
+        "calls": sim.call_seq,
+        "messages": len(sim.messaging.messages),
+        "cards": len(sim.messaging.cards),
         "faults": [f.public() for f in sim.faults.rules],
-        "callback_url": sim.cfg.callback_url, "contacts_callback_url": sim.cfg.contacts_callback_url,
+        "callback_url": sim.cfg.callback_url,
+        "contacts_callback_url": sim.cfg.contacts_callback_url,
     }
 
 
@@ -112,8 +140,9 @@ async def patch_config(request: Request, sim: Sim):
     data = await body_of(request)
     unknown = sorted(set(data) - set(CONFIG_FIELDS))
     if unknown:
-        raise ControlError(400, "invalid", f"cannot change {', '.join(unknown)}; changeable: "
-                                           f"{', '.join(sorted(CONFIG_FIELDS))}")
+        raise ControlError(
+            400, "invalid", f"cannot change {', '.join(unknown)}; changeable: {', '.join(sorted(CONFIG_FIELDS))}"
+        )
     for k, v in data.items():
         t = CONFIG_FIELDS[k]
         if not isinstance(v, t) or (t is int and isinstance(v, bool)):
@@ -135,8 +164,11 @@ async def reset(request: Request, sim: Sim):
         if k in data and (not isinstance(data[k], int) or data[k] < (0 if k == "users" else 1)):
             raise ControlError(400, "invalid", f"{k} must be a whole number")
     sim.reset(data.get("users"), data.get("departments"), data.get("seed"))
-    return {"users": len(sim.directory.users), "departments": len(sim.directory.departments),
-            "generated_in_s": round(sim.generated_in, 3)}
+    return {
+        "users": len(sim.directory.users),
+        "departments": len(sim.directory.departments),
+        "generated_in_s": round(sim.generated_in, 3),
+    }
 
 
 @endpoint
@@ -161,8 +193,11 @@ async def expire_tokens(request: Request, sim: Sim):
 
 # -- directory reads ------------------------------------------------------------------------------
 def _dept_view(sim: Sim, d: Department) -> dict:
-    return {**sim.directory.department_json(d), "members": len(sim.directory.members.get(d.id, ())),
-            "children": list(sim.directory.children.get(d.id, ()))}
+    return {
+        **sim.directory.department_json(d),
+        "members": len(sim.directory.members.get(d.id, ())),
+        "children": list(sim.directory.children.get(d.id, ())),
+    }
 
 
 @endpoint
@@ -220,8 +255,13 @@ def _csv(values) -> str:
 def _user_fields(u: User, ids_only: bool) -> dict:
     if ids_only:
         return {"UserID": u.userid, "Department": _csv(u.department)}
-    f = {"UserID": u.userid, "Name": u.name, "Department": _csv(u.department), "MainDepartment": u.main_department,
-         "IsLeaderInDept": _csv(u.is_leader_in_dept)}
+    f = {
+        "UserID": u.userid,
+        "Name": u.name,
+        "Department": _csv(u.department),
+        "MainDepartment": u.main_department,
+        "IsLeaderInDept": _csv(u.is_leader_in_dept),
+    }
     if u.direct_leader:
         f["DirectLeader"] = _csv(u.direct_leader)
     for attr, tag in (("position", "Position"), ("mobile", "Mobile")):
@@ -239,8 +279,16 @@ def _user_fields(u: User, ids_only: bool) -> dict:
     return f
 
 
-UPDATE_TAGS = {"name": "Name", "position": "Position", "mobile": "Mobile", "email": "Email", "biz_mail": "BizMail",
-               "alias": "Alias", "telephone": "Telephone", "address": "Address"}
+UPDATE_TAGS = {
+    "name": "Name",
+    "position": "Position",
+    "mobile": "Mobile",
+    "email": "Email",
+    "biz_mail": "BizMail",
+    "alias": "Alias",
+    "telephone": "Telephone",
+    "address": "Address",
+}
 
 
 def _update_fields(u: User, before: dict, changed: list[str], ids_only: bool) -> dict | None:
@@ -312,8 +360,11 @@ async def create_department(request: Request, sim: Sim):
     data = await body_of(request)
     d = sim.directory.add_department(data)
     sim.invalidate_visibility()
-    fields = {"Id": d.id, "ParentId": str(d.parentid)} if _ids_only(request, sim) else \
-        {"Id": d.id, "Name": d.name, "ParentId": str(d.parentid), "Order": d.order}
+    fields = (
+        {"Id": d.id, "ParentId": str(d.parentid)}
+        if _ids_only(request, sim)
+        else {"Id": d.id, "Name": d.name, "ParentId": str(d.parentid), "Order": d.order}
+    )
     cbs = await _notify(request, sim, "create_party", fields)
     return JSONResponse({"department": _dept_view(sim, d), "callbacks": cbs}, status_code=201)
 
@@ -355,7 +406,9 @@ async def delete_department(request: Request, sim: Sim):
                 depts.append(target)
             u2, before, changed = d.update_user(u.userid, {"department": depts})
             moved.append(u2.userid)
-            cbs += await _notify(request, sim, "update_user", _update_fields(u2, before, changed, _ids_only(request, sim)))
+            cbs += await _notify(
+                request, sim, "update_user", _update_fields(u2, before, changed, _ids_only(request, sim))
+            )
     dept = d.delete_department(dept_id)
     sim.invalidate_visibility()
     cbs += await _notify(request, sim, "delete_party", {"Id": dept.id})
@@ -375,8 +428,11 @@ async def send_as_member(request: Request, sim: Sim):
         raise ControlError(404, "not_found", f"userid {userid!r} does not exist")
     force = bool(data.get("force"))
     if u.status != 1 and not force:
-        raise ControlError(409, "conflict", f"{u.userid} has status {u.status} (not active) and cannot use the app; "
-                                            "force=true to send anyway")
+        raise ControlError(
+            409,
+            "conflict",
+            f"{u.userid} has status {u.status} (not active) and cannot use the app; force=true to send anyway",
+        )
     event_fields = None
     if kind == "text":
         content = data.get("content")
@@ -395,8 +451,14 @@ async def send_as_member(request: Request, sim: Sim):
     elif kind in ("subscribe", "unsubscribe"):
         fields = {"MsgType": "event", "Event": kind}
     elif kind == "location":
-        fields = {"MsgType": "event", "Event": "LOCATION", "Latitude": str(data.get("latitude", "31.2304")),
-                  "Longitude": str(data.get("longitude", "121.4737")), "Precision": "30.0", "AppType": "wxwork"}
+        fields = {
+            "MsgType": "event",
+            "Event": "LOCATION",
+            "Latitude": str(data.get("latitude", "31.2304")),
+            "Longitude": str(data.get("longitude", "121.4737")),
+            "Precision": "30.0",
+            "AppType": "wxwork",
+        }
     else:
         task_id = data.get("task_id")
         if not isinstance(task_id, str) or not task_id:
@@ -476,9 +538,12 @@ async def calls(request: Request, sim: Sim):
     if request.method == "DELETE":
         sim.clear_calls()
         return {"cleared": True, "total": sim.call_seq}
-    return sim.calls_view(request.query_params.get("api") or request.query_params.get("path"),
-                          _int_arg(request, "since", 0), _int_arg(request, "limit", 1000),
-                          _int_arg(request, "errcode"))
+    return sim.calls_view(
+        request.query_params.get("api") or request.query_params.get("path"),
+        _int_arg(request, "since", 0),
+        _int_arg(request, "limit", 1000),
+        _int_arg(request, "errcode"),
+    )
 
 
 @endpoint
@@ -489,8 +554,15 @@ async def calls_summary(request: Request, sim: Sim):
 @endpoint
 async def messages(request: Request, sim: Sim):
     q = request.query_params
-    return {"messages": sim.messaging.list(q.get("userid"), q.get("msgtype"), q.get("task_id"),
-                                           _int_arg(request, "since", 0), _int_arg(request, "limit", 100))}
+    return {
+        "messages": sim.messaging.list(
+            q.get("userid"),
+            q.get("msgtype"),
+            q.get("task_id"),
+            _int_arg(request, "since", 0),
+            _int_arg(request, "limit", 100),
+        )
+    }
 
 
 @endpoint

@@ -17,6 +17,7 @@ store and queue in a temporary folder, every WeCom origin pointing at the emulat
 Each step prints its time. A step whose feature is not in this build prints "skipped". Exit 0 when
 every step that ran passed; everything is stopped and removed afterwards unless --keep.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,13 +73,15 @@ class WeiqianStandIn:
         self.webhooks: list[dict] = []
         self.wqbot_url = ""
         self.api_token = ""
-        self.app = Starlette(routes=[
-            Route("/webhook", self.webhook, methods=["POST"]),
-            Route("/webhooks", self.list_webhooks, methods=["GET"]),
-            Route("/h5/", self.landing, methods=["GET"]),
-            Route("/pc/", self.landing, methods=["GET"]),
-            Route("/redeem", self.redeem, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/webhook", self.webhook, methods=["POST"]),
+                Route("/webhooks", self.list_webhooks, methods=["GET"]),
+                Route("/h5/", self.landing, methods=["GET"]),
+                Route("/pc/", self.landing, methods=["GET"]),
+                Route("/redeem", self.redeem, methods=["POST"]),
+            ]
+        )
 
     async def webhook(self, request: Request) -> Response:
         body = await request.body()
@@ -88,10 +91,15 @@ class WeiqianStandIn:
             data = json.loads(body)
         except ValueError:
             data = None
-        self.webhooks.append({"event": request.headers.get("x-wqbot-event"),
-                              "delivery": request.headers.get("x-wqbot-delivery"),
-                              "signature_ok": hmac.compare_digest(expected, given), "body": data,
-                              "at": time.time()})
+        self.webhooks.append(
+            {
+                "event": request.headers.get("x-wqbot-event"),
+                "delivery": request.headers.get("x-wqbot-delivery"),
+                "signature_ok": hmac.compare_digest(expected, given),
+                "body": data,
+                "at": time.time(),
+            }
+        )
         return JSONResponse({"ok": True})
 
     async def list_webhooks(self, request: Request) -> Response:
@@ -114,8 +122,11 @@ else fetch("/redeem", {method: "POST", headers: {"Content-Type": "application/js
     async def redeem(self, request: Request) -> Response:
         data = json.loads(await request.body() or b"{}")
         async with httpx.AsyncClient(timeout=10) as c:
-            r = await c.post(self.wqbot_url + "/api/v1/tickets/validate", json={"ticket": data.get("ticket", "")},
-                             headers={"Authorization": f"Bearer {self.api_token}"})
+            r = await c.post(
+                self.wqbot_url + "/api/v1/tickets/validate",
+                json={"ticket": data.get("ticket", "")},
+                headers={"Authorization": f"Bearer {self.api_token}"},
+            )
         return JSONResponse(r.json(), status_code=r.status_code)
 
 
@@ -129,10 +140,15 @@ class Demo:
         self.wq_port = wq_sock.getsockname()[1]
         wq_sock.close()  # `wqbot serve` binds it again a moment later
         self.wqbot = f"http://127.0.0.1:{self.wq_port}"
-        self.cfg = SimConfig(users=users, departments=departments, seed=seed,
-                             callback_url=f"{self.wqbot}/wecom/callback",
-                             contacts_callback_url=f"{self.wqbot}/wecom/contacts/callback",
-                             redirect_domain=f"127.0.0.1:{self.wq_port}", callback_retry_interval=0.5)
+        self.cfg = SimConfig(
+            users=users,
+            departments=departments,
+            seed=seed,
+            callback_url=f"{self.wqbot}/wecom/callback",
+            contacts_callback_url=f"{self.wqbot}/wecom/contacts/callback",
+            redirect_domain=f"127.0.0.1:{self.wq_port}",
+            callback_retry_interval=0.5,
+        )
         self.sim = Sim(self.cfg)
         self.weiqian = WeiqianStandIn(self.webhook_secret)
         self.sim_server = ServerThread(create_app(sim=self.sim))
@@ -152,18 +168,32 @@ class Demo:
     def env(self) -> dict:
         base = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED) and k not in STRIPPED_EXACT}
         c = self.cfg
-        base.update({
-            "WECOM_CORP_ID": c.corp_id, "WECOM_AGENT_ID": str(c.agent_id), "WECOM_APP_SECRET": c.app_secret,
-            "WECOM_CONTACTS_SECRET": c.contacts_secret, "WECOM_TOKEN": c.token, "WECOM_AES_KEY": c.aes_key,
-            "WECOM_CONTACTS_TOKEN": c.contacts_token, "WECOM_CONTACTS_AES_KEY": c.contacts_aes_key,
-            "WECOM_API_BASE": self.sim_url, "WECOM_OAUTH_BASE": self.sim_url, "WECOM_SSO_BASE": self.sim_url,
-            "PUBLIC_URL": self.wqbot, "H5_URL": f"{self.weiqian_server.url}/h5/#/pages/login/login_pro",
-            "PC_URL": f"{self.weiqian_server.url}/pc/",
-            "DATABASE_URL": f"sqlite:///{self.tmp / 'wqbot.db'}", "QUEUE_URL": f"sqlite:///{self.tmp / 'queue.db'}",
-            "SECRET_KEY": secrets.token_urlsafe(32), "WEIQIAN_API_TOKEN": self.api_token,
-            "WEIQIAN_WEBHOOK_URL": f"{self.weiqian_server.url}/webhook", "WEIQIAN_WEBHOOK_SECRET": self.webhook_secret,
-            "WQBOT_LOG_FORMAT": "text", "WQBOT_QUEUE_NAME": f"wqbot-demo-{self.wq_port}",
-        })
+        base.update(
+            {
+                "WECOM_CORP_ID": c.corp_id,
+                "WECOM_AGENT_ID": str(c.agent_id),
+                "WECOM_APP_SECRET": c.app_secret,
+                "WECOM_CONTACTS_SECRET": c.contacts_secret,
+                "WECOM_TOKEN": c.token,
+                "WECOM_AES_KEY": c.aes_key,
+                "WECOM_CONTACTS_TOKEN": c.contacts_token,
+                "WECOM_CONTACTS_AES_KEY": c.contacts_aes_key,
+                "WECOM_API_BASE": self.sim_url,
+                "WECOM_OAUTH_BASE": self.sim_url,
+                "WECOM_SSO_BASE": self.sim_url,
+                "PUBLIC_URL": self.wqbot,
+                "H5_URL": f"{self.weiqian_server.url}/h5/#/pages/login/login_pro",
+                "PC_URL": f"{self.weiqian_server.url}/pc/",
+                "DATABASE_URL": f"sqlite:///{self.tmp / 'wqbot.db'}",
+                "QUEUE_URL": f"sqlite:///{self.tmp / 'queue.db'}",
+                "SECRET_KEY": secrets.token_urlsafe(32),
+                "WEIQIAN_API_TOKEN": self.api_token,
+                "WEIQIAN_WEBHOOK_URL": f"{self.weiqian_server.url}/webhook",
+                "WEIQIAN_WEBHOOK_SECRET": self.webhook_secret,
+                "WQBOT_LOG_FORMAT": "text",
+                "WQBOT_QUEUE_NAME": f"wqbot-demo-{self.wq_port}",
+            }
+        )
         return base
 
     def wq(self, method: str, path: str, **kw) -> httpx.Response:
@@ -181,9 +211,13 @@ class Demo:
         self._env = self.env()
         self.weiqian.wqbot_url, self.weiqian.api_token = self.wqbot, self.api_token
         self._log = open(self.tmp / "serve.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1",
-                                      "--port", str(self.wq_port)], cwd=self.tmp, env=self._env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(self.wq_port)],
+            cwd=self.tmp,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -248,7 +282,7 @@ class Demo:
 
     def members(self, n: int, skip: int = 0) -> list[dict]:
         users = self.simc("GET", "/sim/users", params={"status": 1, "limit": n + skip + 1}).json()["users"]
-        return users[skip + 1: skip + 1 + n]  # not the CEO: keep the demo's people ordinary staff
+        return users[skip + 1 : skip + 1 + n]  # not the CEO: keep the demo's people ordinary staff
 
     # -- the steps ------------------------------------------------------------------------
     def step_url_verification(self) -> str:
@@ -263,8 +297,14 @@ class Demo:
     def step_full_sync(self) -> str:
         seq = self.call_seq()
         for attempt in range(3):
-            r = subprocess.run([sys.executable, "-m", "bot.cli", "sync", "--full"], cwd=self.tmp, env=self._env,
-                               capture_output=True, text=True, timeout=300)
+            r = subprocess.run(
+                [sys.executable, "-m", "bot.cli", "sync", "--full"],
+                cwd=self.tmp,
+                env=self._env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if r.returncode == 0:
                 break
             if r.returncode == 1 and "lease" in (r.stderr + r.stdout).lower() and attempt < 2:
@@ -285,20 +325,35 @@ class Demo:
         sim_users = {u.userid for u in self.sim.directory.users.values()}
         got = {u["userid"] for u in users}
         if got != sim_users:
-            raise StepFailed(f"the store has {len(got)} members, the emulator {len(sim_users)}: "
-                             f"missing {sorted(sim_users - got)[:5]}, extra {sorted(got - sim_users)[:5]}")
+            raise StepFailed(
+                f"the store has {len(got)} members, the emulator {len(sim_users)}: "
+                f"missing {sorted(sim_users - got)[:5]}, extra {sorted(got - sim_users)[:5]}"
+            )
         if len(depts) != len(self.sim.directory.departments):
-            raise StepFailed(f"the store has {len(depts)} departments, the emulator {len(self.sim.directory.departments)}")
+            raise StepFailed(
+                f"the store has {len(depts)} departments, the emulator {len(self.sim.directory.departments)}"
+            )
         calls = self.calls_since(seq)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
-        return (f"{len(users)} members and {len(depts)} departments in wqbot's store, exactly the emulator's "
-                f"({sum(calls.values())} WeCom API calls: {shown})")
+        return (
+            f"{len(users)} members and {len(depts)} departments in wqbot's store, exactly the emulator's "
+            f"({sum(calls.values())} WeCom API calls: {shown})"
+        )
 
     def step_change_contact(self) -> str:
         after = self.feed_next()
         dept = next(iter(self.sim.directory.children[1]), 1)
-        created = self.simc("POST", "/sim/users", json={"userid": "xinyuangong", "name": "辛园工", "department": [dept],
-                                                        "position": "实习生", "mobile": "13912345678"})
+        created = self.simc(
+            "POST",
+            "/sim/users",
+            json={
+                "userid": "xinyuangong",
+                "name": "辛园工",
+                "department": [dept],
+                "position": "实习生",
+                "mobile": "13912345678",
+            },
+        )
         if created.status_code != 201:
             raise StepFailed(f"the emulator refused the new member: {created.text}")
         cb = created.json()["callbacks"][0]
@@ -315,10 +370,13 @@ class Demo:
             if ("user.created", "xinyuangong") in kinds and any(k == "user.renamed" for k, _ in kinds):
                 return r
             return None
+
         changes = self.wait_for("user.created and user.renamed in /api/v1/org/changes", feed)
         kinds = ", ".join(f"{c['kind']} {c['id']} (seq {c['seq']})" for c in changes if c["kind"].startswith("user."))
-        return (f"辛园工 joined (create_user → HTTP 200) and was renamed xinyuangong → xin.yuangong (update_user with "
-                f"NewUserID → HTTP 200); the change feed shows {kinds}")
+        return (
+            f"辛园工 joined (create_user → HTTP 200) and was renamed xinyuangong → xin.yuangong (update_user with "
+            f"NewUserID → HTTP 200); the change feed shows {kinds}"
+        )
 
     def step_pending_click(self) -> str:
         who = self.members(1)[0]
@@ -340,9 +398,16 @@ class Demo:
         people = self.members(3, skip=1)
         initiator = self.members(1)[0]
         nid, task = f"wq-demo-{secrets.token_hex(4)}", f"T-DEMO-{secrets.token_hex(3).upper()}"
-        body = {"id": nid, "type": "approve", "task_id": task, "title": "采购合同-2026-001",
-                "description": f"{initiator['name']} 发起了审批，请处理", "initiator": initiator["userid"],
-                "recipients": [p["userid"] for p in people], "url": f"/pages/task/task_detail?id={task}"}
+        body = {
+            "id": nid,
+            "type": "approve",
+            "task_id": task,
+            "title": "采购合同-2026-001",
+            "description": f"{initiator['name']} 发起了审批，请处理",
+            "initiator": initiator["userid"],
+            "recipients": [p["userid"] for p in people],
+            "url": f"/pages/task/task_detail?id={task}",
+        }
         seq = self.call_seq()
         r = self.wq("POST", "/api/v1/notifications", json=body)
         if r.status_code != 202:
@@ -351,6 +416,7 @@ class Demo:
         def sent():
             s = self.wq("GET", f"/api/v1/notifications/{nid}").json()
             return s if s.get("status") in ("sent", "partial", "failed", "done") else None
+
         status = self.wait_for("the push to finish (GET /api/v1/notifications/{id})", sent)
         if status["status"] != "sent":
             raise StepFailed(f"notification status {status['status']}: {status.get('recipients')}")
@@ -364,16 +430,21 @@ class Demo:
         card_ids = set(cards.values())
         self.state.update(people=people, notification=nid, task=task, card_ids=card_ids, card_of=cards)
         calls = self.calls_since(seq)
-        return (f"POST /api/v1/notifications → 202; {', '.join(p['name'] for p in people)} each got a 同意/拒绝 card "
-                f"(message/send ×{calls.get('message/send', 0)}, task_id {', '.join(sorted(card_ids))})")
+        return (
+            f"POST /api/v1/notifications → 202; {', '.join(p['name'] for p in people)} each got a 同意/拒绝 card "
+            f"(message/send ×{calls.get('message/send', 0)}, task_id {', '.join(sorted(card_ids))})"
+        )
 
     def step_tap(self) -> str:
         if "people" not in self.state:
             raise StepFailed("no card was pushed in step 5")
         people, card_of = self.state["people"], self.state["card_of"]
         tapper = people[0]
-        r = self.simc("POST", "/sim/send", json={"userid": tapper["userid"], "type": "card",
-                                                 "task_id": card_of[tapper["userid"]], "key": "approve"}).json()
+        r = self.simc(
+            "POST",
+            "/sim/send",
+            json={"userid": tapper["userid"], "type": "card", "task_id": card_of[tapper["userid"]], "key": "approve"},
+        ).json()
         if r.get("status") != 200:
             raise StepFailed(f"tap callback: {r}")
         own = r.get("effect") or "no passive reply"
@@ -381,6 +452,7 @@ class Demo:
         def all_updated():
             states = [self.simc("GET", f"/sim/cards/{cid}").json() for cid in self.state["card_ids"]]
             return states if all(s["all_updated"] for s in states) else None
+
         states = self.wait_for("every card to be updated", all_updated)
         shown = {}
         for s in states:
@@ -393,22 +465,31 @@ class Demo:
                 if b.get("notification_id") == self.state["notification"]:
                     return w
             return None
+
         hook = self.wait_for("the task.action webhook at the 微签 stand-in", webhook)
         b = hook["body"]
         if not hook["signature_ok"]:
             raise StepFailed("the webhook's X-Wqbot-Signature does not verify with WEIQIAN_WEBHOOK_SECRET")
-        if (hook["event"], b.get("action"), b.get("userid"), b.get("task_id")) != \
-                ("task.action", "approve", tapper["userid"], self.state["task"]):
+        if (hook["event"], b.get("action"), b.get("userid"), b.get("task_id")) != (
+            "task.action",
+            "approve",
+            tapper["userid"],
+            self.state["task"],
+        ):
             raise StepFailed(f"unexpected webhook: {hook}")
         others = "; ".join(f"{p['name']}: “{shown[p['userid']][0]}” ({shown[p['userid']][1]})" for p in people[1:])
-        return (f"{tapper['name']} tapped 同意 → {own} (passive reply); {others}; webhook task.action approve "
-                f"signed ✓ delivery {hook['delivery'][:8]}…")
+        return (
+            f"{tapper['name']} tapped 同意 → {own} (passive reply); {others}; webhook task.action approve "
+            f"signed ✓ delivery {hook['delivery'][:8]}…"
+        )
 
     def step_login(self) -> str:
         who = self.members(1, skip=2)[0]
         with httpx.Client(timeout=15, follow_redirects=False) as browser:
             r = browser.get(self.wqbot + "/oauth/h5", params={"next": "/pages/index/index"})
-            if r.status_code != 302 or not r.headers["location"].startswith(self.sim_url + "/connect/oauth2/authorize?"):
+            if r.status_code != 302 or not r.headers["location"].startswith(
+                self.sim_url + "/connect/oauth2/authorize?"
+            ):
                 raise StepFailed(f"/oauth/h5 answered {r.status_code} → {r.headers.get('location')}")
             authorize = r.headers["location"].split("#", 1)[0]
             page = browser.get(authorize)
@@ -434,8 +515,10 @@ class Demo:
             raise StepFailed(f"tickets/validate: {first.status_code} {first.text[:300]}")
         if again.status_code != 410:
             raise StepFailed(f"a second validation answered {again.status_code}, not 410")
-        return (f"{who['name']} went /oauth/h5 → the emulator's authorize page → picked → /oauth/h5/callback → "
-                f"H5 with a ticket; tickets/validate → 200 {{userid {ident['userid']}, via h5}}, then 410")
+        return (
+            f"{who['name']} went /oauth/h5 → the emulator's authorize page → picked → /oauth/h5/callback → "
+            f"H5 with a ticket; tickets/validate → 200 {{userid {ident['userid']}, via h5}}, then 410"
+        )
 
     STEPS = [
         ("URL verification", "step_url_verification", ()),
@@ -483,19 +566,25 @@ def main(args) -> int:
         except StepFailed as e:
             demo.say(f"wqbot demo: could not start: {e}")
             return 1
-        demo.say(f"wqbot demo: emulator {demo.sim_url} ({len(demo.sim.directory.users)} members, "
-                 f"{len(demo.sim.directory.departments)} departments) · wqbot {demo.wqbot} · "
-                 f"微签 stand-in {demo.weiqian_server.url}")
+        demo.say(
+            f"wqbot demo: emulator {demo.sim_url} ({len(demo.sim.directory.users)} members, "
+            f"{len(demo.sim.directory.departments)} departments) · wqbot {demo.wqbot} · "
+            f"微签 stand-in {demo.weiqian_server.url}"
+        )
         demo.say(f"            store and queue: SQLite in {demo.tmp}; started in {time.perf_counter() - t0:.1f} s")
         ok = demo.tour()
         summary = demo.simc("GET", "/sim/calls/summary").json()
         counts = ", ".join(f"{k} {v['calls']}" for k, v in sorted(summary["apis"].items()))
-        demo.say(f"wqbot demo: {'all steps passed' if ok else 'a step FAILED'} in {time.perf_counter() - t0:.1f} s; "
-                 f"WeCom API calls wqbot made: {summary['total']} ({counts})")
+        demo.say(
+            f"wqbot demo: {'all steps passed' if ok else 'a step FAILED'} in {time.perf_counter() - t0:.1f} s; "
+            f"WeCom API calls wqbot made: {summary['total']} ({counts})"
+        )
         if keep:
             demo.say("")
             demo.say("Both are still running (Ctrl-C stops them and removes the folder):")
-            demo.say(f"  wqbot          {demo.wqbot}   H5 login: {demo.wqbot}/oauth/h5 · PC login: {demo.wqbot}/wx/qrlogin")
+            demo.say(
+                f"  wqbot          {demo.wqbot}   H5 login: {demo.wqbot}/oauth/h5 · PC login: {demo.wqbot}/wx/qrlogin"
+            )
             demo.say(f"  WeCom emulator {demo.sim_url}/   control API: {demo.sim_url}/sim")
             demo.say(f"  微签 stand-in   {demo.weiqian_server.url}/webhooks")
             demo.say(f"  API token      {demo.api_token}   (Authorization: Bearer … for {demo.wqbot}/api/v1/*)")

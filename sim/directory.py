@@ -5,6 +5,7 @@ Everything is in memory with `__slots__` records and plain dicts, so 100,000 mem
 10,000 departments generate in seconds. Mutations validate the way the admin console does and
 report what changed, so the caller can send the matching change_contact callback.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,9 +38,26 @@ class Department:
 
 
 class User:
-    __slots__ = ("seq", "userid", "name", "department", "order", "is_leader_in_dept", "position", "mobile",
-                 "gender", "email", "biz_mail", "status", "alias", "telephone", "address", "main_department",
-                 "direct_leader", "english_name")
+    __slots__ = (
+        "seq",
+        "userid",
+        "name",
+        "department",
+        "order",
+        "is_leader_in_dept",
+        "position",
+        "mobile",
+        "gender",
+        "email",
+        "biz_mail",
+        "status",
+        "alias",
+        "telephone",
+        "address",
+        "main_department",
+        "direct_leader",
+        "english_name",
+    )
 
     def __init__(self, seq: int, userid: str, name: str, department: list[int]):
         self.seq, self.userid, self.name, self.department = seq, userid, name, department
@@ -64,13 +82,29 @@ class User:
         return f"https://wework.qpic.cn/wwpic/sim_{h}/0"
 
     def snapshot(self) -> dict:
-        return {k: (list(v) if isinstance(v, list) else v) for k in self.__slots__ if k != "seq"
-                for v in (getattr(self, k),)}
+        return {
+            k: (list(v) if isinstance(v, list) else v)
+            for k in self.__slots__
+            if k != "seq"
+            for v in (getattr(self, k),)
+        }
 
 
 PRIVATE_FIELDS = ("avatar", "thumb_avatar", "gender", "mobile", "email", "biz_mail", "qr_code", "address")
-EDITABLE = ("name", "position", "mobile", "gender", "email", "biz_mail", "status", "alias", "telephone",
-            "address", "english_name", "direct_leader")
+EDITABLE = (
+    "name",
+    "position",
+    "mobile",
+    "gender",
+    "email",
+    "biz_mail",
+    "status",
+    "alias",
+    "telephone",
+    "address",
+    "english_name",
+    "direct_leader",
+)
 
 
 def _key(userid: str) -> str:
@@ -95,8 +129,14 @@ class Directory:
 
     # -- generation ---------------------------------------------------------------------
     @classmethod
-    def generate(cls, users: int, departments: int, seed: int = 1, corp_name: str = "微签演示科技有限公司",
-                 mail_domain: str = "weiqian-demo.cn") -> "Directory":
+    def generate(
+        cls,
+        users: int,
+        departments: int,
+        seed: int = 1,
+        corp_name: str = "微签演示科技有限公司",
+        mail_domain: str = "weiqian-demo.cn",
+    ) -> "Directory":
         d = cls(corp_name, mail_domain)
         d.epoch = seed * 7919 + users * 31 + departments
         rng = random.Random(seed)
@@ -161,13 +201,15 @@ class Directory:
         female = [(c, p) for c, p, g in names.GIVEN if g in "fn"]
         dept_ids = [i for i in self.departments if i != ROOT] or [ROOT]
         top = getattr(self, "_top", {})
-        level1_positions = {i: pos for i, (_, _, pos) in zip(range(2, 2 + len(names.LEVEL1)), names.LEVEL1, strict=True)}
+        level1_positions = {
+            i: pos for i, (_, _, pos) in zip(range(2, 2 + len(names.LEVEL1)), names.LEVEL1, strict=True)
+        }
         taken_ids: dict[str, int] = {}
         mobiles: set[str] = set()
         choices = rng.choices
         rand = rng.random
         for n in range(count):
-            (sur, sur_py), = choices(surnames, cum_weights=cum)
+            ((sur, sur_py),) = choices(surnames, cum_weights=cum)
             gender = "1" if rand() < 0.5 else "2"
             pool = male if gender == "1" else female
             k = 1 if rand() < 0.3 else 2
@@ -222,8 +264,9 @@ class Directory:
                 leaders[dept] = first.userid
                 if idx == 0:
                     depth1 = self.departments[dept].parentid == ROOT
-                    first.position = "总经理" if dept == ROOT else \
-                        (self.departments[dept].name + ("总监" if depth1 else "经理"))
+                    first.position = (
+                        "总经理" if dept == ROOT else (self.departments[dept].name + ("总监" if depth1 else "经理"))
+                    )
         for u in self.users.values():
             dept = u.main_department
             while dept:
@@ -435,8 +478,9 @@ class Directory:
             raise DirectoryError("is_leader_in_dept must be a list as long as department")
         u.department = depts
         u.order = [old.get(d, (0, 0))[0] for d in depts]
-        u.is_leader_in_dept = [int(bool(x)) for x in leader] if leader is not None else \
-            [old.get(d, (0, 0))[1] for d in depts]
+        u.is_leader_in_dept = (
+            [int(bool(x)) for x in leader] if leader is not None else [old.get(d, (0, 0))[1] for d in depts]
+        )
         main = data.get("main_department", u.main_department)
         u.main_department = main if main in depts else depts[0]
 
@@ -581,7 +625,9 @@ class Directory:
         if self.members.get(dept_id):
             raise DirectoryError(
                 f"department {dept_id} still has {len(self.members[dept_id])} members: move them first "
-                "(or pass move_members_to)", 409)
+                "(or pass move_members_to)",
+                409,
+            )
         del self.departments[dept_id]
         self.children.pop(dept_id, None)
         self.members.pop(dept_id, None)

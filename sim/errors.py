@@ -2,6 +2,7 @@
 
 Real errmsg text carries `, hint: [...], from ip: x.x.x.x, more info at …?e=CODE`; clients must
 branch on errcode only (PROTOCOL §5.0), so the emulator adds the same tail to keep them honest."""
+
 from __future__ import annotations
 
 import os
@@ -102,5 +103,7 @@ def errmsg(errcode: int, client_ip: str = "127.0.0.1", detail: str = "", raw: st
     if errcode == 0:
         return "ok"
     hint = f"{int(time.time())}_{os.urandom(3).hex()}"
-    return f"{text}, hint: [{hint}], from ip: {client_ip}, more info at " \
-           f"https://open.work.weixin.qq.com/devtool/query?e={errcode}"
+    return (
+        f"{text}, hint: [{hint}], from ip: {client_ip}, more info at "
+        f"https://open.work.weixin.qq.com/devtool/query?e={errcode}"
+    )

@@ -1,4 +1,5 @@
 """Per-API quotas (45009) and injected faults: the two ways the emulator says no on purpose."""
+
 from __future__ import annotations
 
 import random
@@ -9,7 +10,7 @@ def api_name(path: str) -> str:
     """'/cgi-bin/user/get' and 'user/get' both name the API 'user/get'."""
     p = path.strip().lstrip("/")
     if p.startswith("cgi-bin/"):
-        p = p[len("cgi-bin/"):]
+        p = p[len("cgi-bin/") :]
     return p.rstrip("/")
 
 
@@ -66,8 +67,10 @@ class Quotas:
             "per_hour": self.per_hour,
             "overrides": self.overrides,
             "refused": self.refused,
-            "apis": {k: {"minute_count": int(v[1]), "hour_count": int(v[3]),
-                         "blocked_for": round(max(0.0, v[4] - now), 3)} for k, v in self.state.items()},
+            "apis": {
+                k: {"minute_count": int(v[1]), "hour_count": int(v[3]), "blocked_for": round(max(0.0, v[4] - now), 3)}
+                for k, v in self.state.items()
+            },
         }
 
     def configure(self, data: dict) -> None:
@@ -78,9 +81,10 @@ class Quotas:
                     raise ValueError(f"{k} must be a whole number ≥ 0 (0: no limit)")
                 setattr(self, k, v)
         for api, lim in (data.get("apis") or {}).items():
-            if not isinstance(lim, dict) or not all(k in ("per_minute", "per_hour") and isinstance(v, int) and v >= 0
-                                                    for k, v in lim.items()):
-                raise ValueError(f"apis[{api!r}] must be {{\"per_minute\": n, \"per_hour\": n}}")
+            if not isinstance(lim, dict) or not all(
+                k in ("per_minute", "per_hour") and isinstance(v, int) and v >= 0 for k, v in lim.items()
+            ):
+                raise ValueError(f'apis[{api!r}] must be {{"per_minute": n, "per_hour": n}}')
             self.overrides[api_name(api)] = dict(lim)
 
     def reset(self) -> None:
@@ -91,7 +95,7 @@ class Quotas:
 KINDS = ("errcode", "http500", "timeout", "latency")
 DEFAULT_ERRMSG = {
     60020: "not allow to access from your ip, hint: [{hint}], from ip: {ip}, "
-           "more info at https://open.work.weixin.qq.com/devtool/query?e=60020",
+    "more info at https://open.work.weixin.qq.com/devtool/query?e=60020",
 }
 
 
@@ -179,10 +183,19 @@ class Faults:
             raise ValueError("choices must be a list of faults")
         parsed_choices = [_parse_action(c if isinstance(c, dict) else {}, self.cfg.max_hold_seconds) for c in choices]
         base = {} if parsed_choices else _parse_action(spec, self.cfg.max_hold_seconds)
-        f = Fault(id=self.next_id, path=path, count=count, ratio=float(ratio), choices=parsed_choices,
-                  kind=base.get("kind", "mix"), errcode=base.get("errcode"), errmsg=base.get("errmsg"),
-                  ip=base.get("ip", "1.2.3.4"), latency_ms=base.get("latency_ms", 0),
-                  hold_seconds=base.get("hold_seconds", 0.0))
+        f = Fault(
+            id=self.next_id,
+            path=path,
+            count=count,
+            ratio=float(ratio),
+            choices=parsed_choices,
+            kind=base.get("kind", "mix"),
+            errcode=base.get("errcode"),
+            errmsg=base.get("errmsg"),
+            ip=base.get("ip", "1.2.3.4"),
+            latency_ms=base.get("latency_ms", 0),
+            hold_seconds=base.get("hold_seconds", 0.0),
+        )
         self.next_id += 1
         self.rules.append(f)
         return f
@@ -204,9 +217,18 @@ class Faults:
                 continue
             if f.ratio < 1 and self.rng.random() >= f.ratio:
                 continue
-            act = self.rng.choice(f.choices) if f.choices else {
-                "kind": f.kind, "errcode": f.errcode, "errmsg": f.errmsg, "ip": f.ip,
-                "latency_ms": f.latency_ms, "hold_seconds": f.hold_seconds}
+            act = (
+                self.rng.choice(f.choices)
+                if f.choices
+                else {
+                    "kind": f.kind,
+                    "errcode": f.errcode,
+                    "errmsg": f.errmsg,
+                    "ip": f.ip,
+                    "latency_ms": f.latency_ms,
+                    "hold_seconds": f.hold_seconds,
+                }
+            )
             if act["kind"] == "latency":
                 latency += act["latency_ms"]
             elif action is None:

@@ -1,5 +1,6 @@
 """App messages as WeCom delivers them: message/send, template cards and their single-use
 response codes, update_template_card, recall, and what each member's card shows now."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,19 @@ from collections import deque
 from .directory import Directory, User
 from .errors import WxError
 
-MSGTYPES = ("text", "image", "voice", "video", "file", "textcard", "news", "mpnews", "markdown",
-            "miniprogram_notice", "template_card")
+MSGTYPES = (
+    "text",
+    "image",
+    "voice",
+    "video",
+    "file",
+    "textcard",
+    "news",
+    "mpnews",
+    "markdown",
+    "miniprogram_notice",
+    "template_card",
+)
 CARD_TYPES = ("text_notice", "news_notice", "button_interaction", "vote_interaction", "multiple_interaction")
 INTERACTIVE = ("button_interaction", "vote_interaction", "multiple_interaction")
 TASK_ID_CHARS = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-@")
@@ -35,13 +47,17 @@ def validate_card(card) -> None:
     task_id = card.get("task_id")
     if callback_capable(card) or task_id is not None:
         if not isinstance(task_id, str) or not task_id or _blen(task_id) > 128 or set(task_id) - TASK_ID_CHARS:
-            raise WxError(42014, "task_id is required for interactive cards and action_menu: "
-                                 "[0-9A-Za-z_-@], at most 128 bytes")
+            raise WxError(
+                42014, "task_id is required for interactive cards and action_menu: [0-9A-Za-z_-@], at most 128 bytes"
+            )
     menu = card.get("action_menu")
     if menu is not None:
         actions = menu.get("action_list") if isinstance(menu, dict) else None
-        if not isinstance(actions, list) or not 1 <= len(actions) <= 3 or \
-                not all(isinstance(a, dict) and a.get("text") and a.get("key") for a in actions):
+        if (
+            not isinstance(actions, list)
+            or not 1 <= len(actions) <= 3
+            or not all(isinstance(a, dict) and a.get("text") and a.get("key") for a in actions)
+        ):
             raise WxError(40058, "action_menu.action_list must hold 1-3 {text, key}")
         keys = [a["key"] for a in actions]
         if len(set(keys)) != len(keys):
@@ -104,8 +120,12 @@ def validate_card(card) -> None:
             raise WxError(42049, "submit_button.text is required")
         if ctype == "vote_interaction":
             box = card.get("checkbox")
-            if not isinstance(box, dict) or not box.get("question_key") or \
-                    not isinstance(box.get("option_list"), list) or not 1 <= len(box["option_list"]) <= 20:
+            if (
+                not isinstance(box, dict)
+                or not box.get("question_key")
+                or not isinstance(box.get("option_list"), list)
+                or not 1 <= len(box["option_list"]) <= 20
+            ):
                 raise WxError(40058, "vote_interaction needs checkbox{question_key, option_list[1..20]}")
         else:
             sel = card.get("select_list")
@@ -114,8 +134,18 @@ def validate_card(card) -> None:
 
 
 class CardCopy:
-    __slots__ = ("userid", "msgid", "delivered_at", "template", "state", "replace_name", "updated_by",
-                 "updated_at", "clicks", "updates")
+    __slots__ = (
+        "userid",
+        "msgid",
+        "delivered_at",
+        "template",
+        "state",
+        "replace_name",
+        "updated_by",
+        "updated_at",
+        "clicks",
+        "updates",
+    )
 
     def __init__(self, userid: str, msgid: str, at: float, template: dict):
         self.userid, self.msgid, self.delivered_at, self.template = userid, msgid, at, template
@@ -131,10 +161,18 @@ class CardCopy:
         return self.state in ("active", "card_replaced") and callback_capable(self.template)
 
     def public(self) -> dict:
-        return {"userid": self.userid, "msgid": self.msgid, "delivered_at": self.delivered_at,
-                "state": self.state, "replace_name": self.replace_name, "updated_by": self.updated_by,
-                "updated_at": self.updated_at, "updates": self.updates, "clicks": self.clicks,
-                "card": self.template}
+        return {
+            "userid": self.userid,
+            "msgid": self.msgid,
+            "delivered_at": self.delivered_at,
+            "state": self.state,
+            "replace_name": self.replace_name,
+            "updated_by": self.updated_by,
+            "updated_at": self.updated_at,
+            "updates": self.updates,
+            "clicks": self.clicks,
+            "card": self.template,
+        }
 
 
 class Card:
@@ -148,10 +186,16 @@ class Card:
 
     def public(self, detail: bool = True) -> dict:
         pending = [c.userid for c in self.copies.values() if c.state == "active"]
-        out = {"task_id": self.task_id, "card_type": self.card_type, "callback_capable": self.capable,
-               "created": self.created, "recipients": len(self.copies),
-               "updated": len(self.copies) - len(pending),
-               "all_updated": bool(self.copies) and not pending, "not_updated": pending[:1000]}
+        out = {
+            "task_id": self.task_id,
+            "card_type": self.card_type,
+            "callback_capable": self.capable,
+            "created": self.created,
+            "recipients": len(self.copies),
+            "updated": len(self.copies) - len(pending),
+            "all_updated": bool(self.copies) and not pending,
+            "not_updated": pending[:1000],
+        }
         if detail:
             out["card"] = self.template
             out["copies"] = {c.userid: c.public() for c in self.copies.values()}
@@ -263,8 +307,11 @@ class Messaging:
         self._validate_payload(msgtype, payload)
         card = payload if msgtype == "template_card" else None
         if card is not None and callback_capable(card) and not cfg.callback_url:
-            raise WxError(43012, "the app has no 接收消息 callback URL, so it cannot send interactive cards "
-                                 "(sim: start it with --callback-url)")
+            raise WxError(
+                43012,
+                "the app has no 接收消息 callback URL, so it cannot send interactive cards "
+                "(sim: start it with --callback-url)",
+            )
 
         if body.get("enable_duplicate_check") in (1, "1", True):
             interval = body.get("duplicate_check_interval", 1800)
@@ -301,9 +348,14 @@ class Messaging:
                 if self._deliverable(u):
                     valid.setdefault(u.userid.lower(), u)
         invalidtag = list(totag)  # the emulated corp has no tags
-        result = {"errcode": 0, "errmsg": "ok", "invaliduser": "|".join(invaliduser),
-                  "invalidparty": "|".join(invalidparty), "invalidtag": "|".join(invalidtag),
-                  "unlicenseduser": ""}
+        result = {
+            "errcode": 0,
+            "errmsg": "ok",
+            "invaliduser": "|".join(invaliduser),
+            "invalidparty": "|".join(invalidparty),
+            "invalidtag": "|".join(invalidtag),
+            "unlicenseduser": "",
+        }
         if not valid:
             raise WxError(81013, "every recipient is invalid or outside the app's visible range")
 
@@ -326,10 +378,23 @@ class Messaging:
             delivered.append(u.userid)
             if task is not None:
                 task.copies[k] = CardCopy(u.userid, msgid, now, card)
-        msg = {"msgid": msgid, "seq": self.seq, "at": now, "via": "api", "msgtype": msgtype,
-               "content": payload, "delivered": delivered, "dropped": dropped, "already_had_task": already,
-               "invaliduser": invaliduser, "invalidparty": invalidparty, "invalidtag": invalidtag,
-               "task_id": task_id, "recalled": False, "safe": body.get("safe", 0)}
+        msg = {
+            "msgid": msgid,
+            "seq": self.seq,
+            "at": now,
+            "via": "api",
+            "msgtype": msgtype,
+            "content": payload,
+            "delivered": delivered,
+            "dropped": dropped,
+            "already_had_task": already,
+            "invaliduser": invaliduser,
+            "invalidparty": invalidparty,
+            "invalidtag": invalidtag,
+            "task_id": task_id,
+            "recalled": False,
+            "safe": body.get("safe", 0),
+        }
         if card is not None and callback_capable(card):
             result["response_code"] = self.new_response_code(task_id, "send")
         result["msgid"] = msgid
@@ -408,8 +473,7 @@ class Messaging:
             if not userids and not partyids and not tagids:
                 raise WxError(40063, "give userids, partyids, tagids or atall=1")
             if userids is not None:
-                if not isinstance(userids, list) or len(userids) > 1000 or \
-                        not all(isinstance(x, str) for x in userids):
+                if not isinstance(userids, list) or len(userids) > 1000 or not all(isinstance(x, str) for x in userids):
                     raise WxError(40058, "userids must be a list of at most 1000 userids")
                 for uid in userids:
                     c = card.copies.get(uid.lower())
@@ -468,8 +532,10 @@ class Messaging:
         tpl = copy.template
         if not copy.clickable and not force:
             shown = f"'{copy.replace_name}'" if copy.replace_name else copy.state
-            raise PermissionError(f"{userid}'s card {task_id} is no longer clickable ({shown}); "
-                                  "pass force=true to simulate a tap that raced the update")
+            raise PermissionError(
+                f"{userid}'s card {task_id} is no longer clickable ({shown}); "
+                "pass force=true to simulate a tap that raced the update"
+            )
         ctype = tpl.get("card_type")
         fields = {"TaskId": task_id, "CardType": ctype}
         if ctype == "button_interaction":
@@ -488,12 +554,20 @@ class Messaging:
             if selected is None:
                 if ctype == "vote_interaction":
                     box = tpl.get("checkbox", {})
-                    selected = [{"question_key": box.get("question_key"),
-                                 "option_ids": [box.get("option_list", [{}])[0].get("id")]}]
+                    selected = [
+                        {
+                            "question_key": box.get("question_key"),
+                            "option_ids": [box.get("option_list", [{}])[0].get("id")],
+                        }
+                    ]
                 else:
-                    selected = [{"question_key": s.get("question_key"),
-                                 "option_ids": [s.get("selected_id") or s.get("option_list", [{}])[0].get("id")]}
-                                for s in tpl.get("select_list", [])]
+                    selected = [
+                        {
+                            "question_key": s.get("question_key"),
+                            "option_ids": [s.get("selected_id") or s.get("option_list", [{}])[0].get("id")],
+                        }
+                        for s in tpl.get("select_list", [])
+                    ]
         else:
             actions = [a["key"] for a in (tpl.get("action_menu") or {}).get("action_list", [])]
             if key not in actions:
@@ -502,9 +576,15 @@ class Messaging:
         code = self.new_response_code(task_id, "event", copy.userid)
         fields = {"Event": event, "EventKey": key, **fields, "ResponseCode": code}
         if selected:
-            fields["SelectedItems"] = {"SelectedItem": [
-                {"QuestionKey": s.get("question_key", ""),
-                 "OptionIds": {"OptionId": [str(o) for o in s.get("option_ids", [])]}} for s in selected]}
+            fields["SelectedItems"] = {
+                "SelectedItem": [
+                    {
+                        "QuestionKey": s.get("question_key", ""),
+                        "OptionIds": {"OptionId": [str(o) for o in s.get("option_ids", [])]},
+                    }
+                    for s in selected
+                ]
+            }
         copy.clicks.append({"key": key, "at": self.sim.clock.now(), "forced": bool(force and not copy.clickable)})
         return fields
 
@@ -534,18 +614,38 @@ class Messaging:
             return "update_template_card ignored: no card"
         if mtype in ("text", "news", "image", "voice", "video", "markdown", "mpnews"):
             self.seq += 1
-            msg = {"msgid": "passive-" + secrets.token_hex(8), "seq": self.seq, "at": now, "via": "passive_reply",
-                   "msgtype": mtype, "content": {k: v for k, v in reply.items()
-                                                 if k not in ("ToUserName", "FromUserName", "CreateTime", "MsgType")},
-                   "delivered": [userid], "dropped": [], "already_had_task": [], "invaliduser": [],
-                   "invalidparty": [], "invalidtag": [], "task_id": None, "recalled": False, "safe": 0}
+            msg = {
+                "msgid": "passive-" + secrets.token_hex(8),
+                "seq": self.seq,
+                "at": now,
+                "via": "passive_reply",
+                "msgtype": mtype,
+                "content": {
+                    k: v for k, v in reply.items() if k not in ("ToUserName", "FromUserName", "CreateTime", "MsgType")
+                },
+                "delivered": [userid],
+                "dropped": [],
+                "already_had_task": [],
+                "invaliduser": [],
+                "invalidparty": [],
+                "invalidtag": [],
+                "task_id": None,
+                "recalled": False,
+                "safe": 0,
+            }
             self._record(msg)
             return f"{userid} sees a {mtype} reply"
         return None
 
     # -- views ----------------------------------------------------------------------------------
-    def list(self, userid: str | None = None, msgtype: str | None = None, task_id: str | None = None,
-             since: int = 0, limit: int = 100) -> list[dict]:
+    def list(
+        self,
+        userid: str | None = None,
+        msgtype: str | None = None,
+        task_id: str | None = None,
+        since: int = 0,
+        limit: int = 100,
+    ) -> list[dict]:
         ids = self.inbox.get(userid.lower(), []) if userid else self.order
         out = []
         for mid in ids:

@@ -2,6 +2,7 @@
 (`/connect/oauth2/authorize`, WECOM_OAUTH_BASE) and the PC QR-login page (`/wwlogin/sso/login`,
 WECOM_SSO_BASE). They check the parameters the way WeCom does (PROTOCOL §8), let a person pick a
 member, and redirect to redirect_uri with a single-use code and the original state."""
+
 from __future__ import annotations
 
 import html
@@ -30,16 +31,20 @@ background:#1aad19;color:#fff}</style>"""
 
 
 def _page(title: str, body: str, errcode: int | None = None) -> HTMLResponse:
-    doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
-           f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(title)}</title>'
-           f'{STYLE}</head><body><div class="box">{body}</div></body></html>')
+    doc = (
+        f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(title)}</title>'
+        f'{STYLE}</head><body><div class="box">{body}</div></body></html>'
+    )
     headers = {"X-Sim-Errcode": str(errcode)} if errcode is not None else {}
     return HTMLResponse(doc, headers=headers)
 
 
 def _error(title: str, detail: str, errcode: int) -> HTMLResponse:
-    body = (f'<h1 class="err">{html.escape(title)}</h1><p>{html.escape(detail)}</p>'
-            f'<p class="muted">错误码：{errcode}（企业微信模拟器）</p>')
+    body = (
+        f'<h1 class="err">{html.escape(title)}</h1><p>{html.escape(detail)}</p>'
+        f'<p class="muted">错误码：{errcode}（企业微信模拟器）</p>'
+    )
     return _page("出错了", body, errcode)
 
 
@@ -58,13 +63,17 @@ def _check_redirect(redirect_uri: str | None, domains: tuple[str, ...], what: st
         return _error("参数错误", "缺少 redirect_uri（需 URL 编码的完整回调地址）", 40058)
     parts = urlsplit(redirect_uri)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        return _error("参数错误", f"redirect_uri 不是完整的 http(s) 地址：{redirect_uri}"
-                                  "（是否忘了 URL 编码，或被截断？）", 40058)
+        return _error(
+            "参数错误", f"redirect_uri 不是完整的 http(s) 地址：{redirect_uri}（是否忘了 URL 编码，或被截断？）", 40058
+        )
     if parts.netloc.lower() not in {d.lower() for d in domains}:
         shown = "、".join(domains) or "（未设置）"
-        return _error("redirect_uri需使用应用可信域名",
-                      f"redirect_uri 的域名 {parts.netloc} 不是应用的{what}：{shown}。"
-                      "域名须与配置完全一致（包括端口），不支持通配或上级域名匹配。", 50001)
+        return _error(
+            "redirect_uri需使用应用可信域名",
+            f"redirect_uri 的域名 {parts.netloc} 不是应用的{what}：{shown}。"
+            "域名须与配置完全一致（包括端口），不支持通配或上级域名匹配。",
+            50001,
+        )
     return None
 
 
@@ -128,27 +137,39 @@ async def oauth_authorize(request: Request):
         u = sim.directory.user(userid)
         if u is None:
             return _error("成员不存在", f"通讯录中没有 {userid}", 60111)
-        return RedirectResponse(with_code(q["redirect_uri"], sim.issue_code(userid=u.userid, scope=scope), state),
-                                status_code=302)
+        return RedirectResponse(
+            with_code(q["redirect_uri"], sim.issue_code(userid=u.userid, scope=scope), state), status_code=302
+        )
     if openid:
-        return RedirectResponse(with_code(q["redirect_uri"], sim.issue_code(openid=openid, scope=scope), state),
-                                status_code=302)
-    consent = ('<p class="muted">该应用申请获取你的手机号、邮箱等敏感信息（snsapi_privateinfo），'
-               '选择成员即表示同意。</p>') if scope == "snsapi_privateinfo" else ""
-    items = "".join(f'<a class="user" href="{_pick_link(request, sim_userid=u.userid)}">'
-                    f'{html.escape(u.name)} <span class="muted">{html.escape(u.userid)} · '
-                    f'{html.escape(sim.directory.departments[u.main_department].name)}</span></a>'
-                    for u in _candidates(sim))
-    body = (f"<h1>{html.escape(cfg.agent_name)} 请求获取你的身份</h1>"
-            f'<p class="muted">{html.escape(cfg.corp_name)} · 企业微信网页授权（模拟器）</p>{consent}'
-            f"<p>以谁的身份进入？</p>{items}"
-            f'<a class="user" href="{_pick_link(request, sim_openid="oSimOutsider0001")}">'
-            f'非企业成员 <span class="muted">只返回 openid</span></a>'
-            f'<form method="get" action="{html.escape(request.url.path)}">'
-            + "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-                      for k, v in q.multi_items() if k not in SIM_PARAMS)
-            + '<p><input name="sim_userid" placeholder="或输入成员账号 userid"> <button>进入</button></p></form>'
-            f'<p><a href="{_pick_link(request, sim_refuse="1")}">拒绝</a></p>')
+        return RedirectResponse(
+            with_code(q["redirect_uri"], sim.issue_code(openid=openid, scope=scope), state), status_code=302
+        )
+    consent = (
+        ('<p class="muted">该应用申请获取你的手机号、邮箱等敏感信息（snsapi_privateinfo），选择成员即表示同意。</p>')
+        if scope == "snsapi_privateinfo"
+        else ""
+    )
+    items = "".join(
+        f'<a class="user" href="{_pick_link(request, sim_userid=u.userid)}">'
+        f'{html.escape(u.name)} <span class="muted">{html.escape(u.userid)} · '
+        f"{html.escape(sim.directory.departments[u.main_department].name)}</span></a>"
+        for u in _candidates(sim)
+    )
+    body = (
+        f"<h1>{html.escape(cfg.agent_name)} 请求获取你的身份</h1>"
+        f'<p class="muted">{html.escape(cfg.corp_name)} · 企业微信网页授权（模拟器）</p>{consent}'
+        f"<p>以谁的身份进入？</p>{items}"
+        f'<a class="user" href="{_pick_link(request, sim_openid="oSimOutsider0001")}">'
+        f'非企业成员 <span class="muted">只返回 openid</span></a>'
+        f'<form method="get" action="{html.escape(request.url.path)}">'
+        + "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in q.multi_items()
+            if k not in SIM_PARAMS
+        )
+        + '<p><input name="sim_userid" placeholder="或输入成员账号 userid"> <button>进入</button></p></form>'
+        f'<p><a href="{_pick_link(request, sim_refuse="1")}">拒绝</a></p>'
+    )
     return _page("企业微信授权", body)
 
 
@@ -179,15 +200,20 @@ async def sso_login(request: Request):
             return _error("成员不存在", f"通讯录中没有 {userid}", 60111)
         if not sim.visible_user(u):
             return _error("无权限", f"{u.name} 不在应用「{cfg.agent_name}」的可见范围内，无法登录", 60011)
-        return RedirectResponse(with_code(q["redirect_uri"], sim.issue_code(userid=u.userid, via="sso"), state),
-                                status_code=302)
-    items = "".join(f'<a class="user" href="{_pick_link(request, sim_userid=u.userid)}">'
-                    f'{html.escape(u.name)} <span class="muted">{html.escape(u.userid)}</span></a>'
-                    for u in _candidates(sim))
-    body = (f"<h1>企业微信扫码登录</h1><p class=\"muted\">{html.escape(cfg.corp_name)} · {html.escape(cfg.agent_name)}"
-            f"（模拟器）</p><div class=\"qr\">请使用企业微信扫码</div>"
-            f"<p>模拟扫码：选择扫码的成员</p>{items}"
-            f'<p><a href="{_pick_link(request, sim_refuse="1")}">在手机上点击“拒绝”</a></p>')
+        return RedirectResponse(
+            with_code(q["redirect_uri"], sim.issue_code(userid=u.userid, via="sso"), state), status_code=302
+        )
+    items = "".join(
+        f'<a class="user" href="{_pick_link(request, sim_userid=u.userid)}">'
+        f'{html.escape(u.name)} <span class="muted">{html.escape(u.userid)}</span></a>'
+        for u in _candidates(sim)
+    )
+    body = (
+        f'<h1>企业微信扫码登录</h1><p class="muted">{html.escape(cfg.corp_name)} · {html.escape(cfg.agent_name)}'
+        f'（模拟器）</p><div class="qr">请使用企业微信扫码</div>'
+        f"<p>模拟扫码：选择扫码的成员</p>{items}"
+        f'<p><a href="{_pick_link(request, sim_refuse="1")}">在手机上点击“拒绝”</a></p>'
+    )
     return _page("企业微信登录", body)
 
 

@@ -1,5 +1,6 @@
 """Run an ASGI app under uvicorn on a background thread, on a socket bound before start (port 0:
 a free one). Tests and `wqbot demo` use it for the emulator and for small local receivers."""
+
 from __future__ import annotations
 
 import socket
@@ -27,8 +28,9 @@ class ServerThread:
         self.url = f"http://{self.host}:{self.port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
-                                       name=f"uvicorn:{self.port}")
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True, name=f"uvicorn:{self.port}"
+        )
 
     def start(self, timeout: float = 10.0) -> str:
         self.thread.start()

@@ -3,6 +3,7 @@ menu, messages and cards, quotas, faults, and the log of every API call received
 
 One `Sim` per app. The ASGI app runs on one event loop and handlers do not await in the middle
 of a state change, so no locks are needed."""
+
 from __future__ import annotations
 
 import secrets
@@ -52,7 +53,8 @@ class Sim:
         self.clock = Clock()
         t0 = time.perf_counter()
         self.directory = directory or Directory.generate(
-            self.cfg.users, self.cfg.departments, self.cfg.seed, self.cfg.corp_name, self.cfg.mail_domain)
+            self.cfg.users, self.cfg.departments, self.cfg.seed, self.cfg.corp_name, self.cfg.mail_domain
+        )
         self.generated_in = time.perf_counter() - t0
         self.quotas = Quotas(self.cfg, self.clock)
         self.faults = Faults(self.cfg, self.cfg.seed)
@@ -83,8 +85,9 @@ class Sim:
         if seed is not None:
             self.cfg.seed = seed
         t0 = time.perf_counter()
-        self.directory = Directory.generate(self.cfg.users, self.cfg.departments, self.cfg.seed,
-                                            self.cfg.corp_name, self.cfg.mail_domain)
+        self.directory = Directory.generate(
+            self.cfg.users, self.cfg.departments, self.cfg.seed, self.cfg.corp_name, self.cfg.mail_domain
+        )
         self.generated_in = time.perf_counter() - t0
         self._clear_session_state()
         self.messaging.reset()
@@ -146,8 +149,12 @@ class Sim:
             tok = Token(value, kind, now + self.cfg.token_expires_in)
             self.tokens[value] = tok
             self.current_tokens[kind] = value
-        return {"errcode": 0, "errmsg": "ok", "access_token": tok.value,
-                "expires_in": max(1, int(tok.expires_at - now))}
+        return {
+            "errcode": 0,
+            "errmsg": "ok",
+            "access_token": tok.value,
+            "expires_in": max(1, int(tok.expires_at - now)),
+        }
 
     def token_kind(self, value: str | None) -> str:
         if not value:
@@ -179,11 +186,18 @@ class Sim:
             del self.current_tokens[tok.kind]
 
     # -- OAuth / QR-login codes -------------------------------------------------------------------
-    def issue_code(self, userid: str | None = None, openid: str | None = None, scope: str = "snsapi_base",
-                   via: str = "oauth") -> str:
+    def issue_code(
+        self, userid: str | None = None, openid: str | None = None, scope: str = "snsapi_base", via: str = "oauth"
+    ) -> str:
         code = secrets.token_urlsafe(32)
-        self.codes[code] = {"userid": userid, "openid": openid, "scope": scope, "via": via,
-                            "at": self.clock.now(), "used": False}
+        self.codes[code] = {
+            "userid": userid,
+            "openid": openid,
+            "scope": scope,
+            "via": via,
+            "at": self.clock.now(),
+            "used": False,
+        }
         return code
 
     def code_is_valid(self, code: str | None) -> bool:
@@ -222,9 +236,21 @@ class Sim:
     def begin_call(self, method: str, api: str, params: dict, body, client_ip: str) -> dict:
         self.call_seq += 1
         shown = {k: (mask(v) if k in MASKED_PARAMS else v) for k, v in params.items()}
-        entry = {"seq": self.call_seq, "at": round(self.clock.now(), 3), "method": method, "path": "/cgi-bin/" + api,
-                 "api": api, "params": shown, "body": _log_body(body), "token": None, "errcode": None,
-                 "status": None, "fault": None, "ms": None, "ip": client_ip}
+        entry = {
+            "seq": self.call_seq,
+            "at": round(self.clock.now(), 3),
+            "method": method,
+            "path": "/cgi-bin/" + api,
+            "api": api,
+            "params": shown,
+            "body": _log_body(body),
+            "token": None,
+            "errcode": None,
+            "status": None,
+            "fault": None,
+            "ms": None,
+            "ip": client_ip,
+        }
         self.calls.append(entry)
         self.current_call = entry
         return entry
@@ -265,8 +291,12 @@ class Sim:
             out.append(c)
             if len(out) >= limit:
                 break
-        return {"calls": out, "total": self.call_seq, "kept": len(self.calls),
-                "next_since": out[-1]["seq"] if out else since}
+        return {
+            "calls": out,
+            "total": self.call_seq,
+            "kept": len(self.calls),
+            "next_since": out[-1]["seq"] if out else since,
+        }
 
     def calls_summary(self) -> dict:
         return {"total": sum(s["calls"] for s in self.api_counts.values()), "apis": self.api_counts}
@@ -281,7 +311,9 @@ def _log_body(body):
 
         text = json.dumps(shown, ensure_ascii=False)
         if len(text) > BODY_LOG_LIMIT:
-            return {"_truncated_bytes": len(text.encode()), **{k: v for k, v in shown.items()
-                                                              if k in ("msgtype", "agentid", "cursor", "limit")}}
+            return {
+                "_truncated_bytes": len(text.encode()),
+                **{k: v for k, v in shown.items() if k in ("msgtype", "agentid", "cursor", "limit")},
+            }
         return shown
     return {"_raw_bytes": len(body)}

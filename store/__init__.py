@@ -5,6 +5,7 @@
 
 `db` is a proxy bound by `init_store`; models are declared once, in `store.models`.
 """
+
 from .db import connect, db, init_store, write_transaction
 
 __all__ = ["connect", "db", "init_store", "write_transaction"]

@@ -4,6 +4,7 @@
 moved forward, only when it does not already hold today. Of two enter_agent events racing for
 the same person, the database lets exactly one change the row, and only that one greets.
 """
+
 from __future__ import annotations
 
 import peewee as pw

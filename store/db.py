@@ -24,7 +24,7 @@ SQLITE_PRAGMAS = {
 def connect(url: str) -> peewee.Database:
     """A peewee Database for DATABASE_URL (not yet bound to the proxy)."""
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):] or ":memory:"
+        path = url[len("sqlite:///") :] or ":memory:"
         return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     parts = urlsplit(url)
     if parts.scheme in ("postgres", "postgresql"):

@@ -10,6 +10,7 @@ lock is held until the writer commits, so the next writer gets its seqs only aft
 one's rows are visible (PostgreSQL), and SQLite runs one writer at a time anyway. A rolled-back
 transaction rolls its counter bump back too, so there are no holes either.
 """
+
 from __future__ import annotations
 
 import json
@@ -135,8 +136,15 @@ class SyncState(Model):
 
 
 # -- the feed -----------------------------------------------------------------------------------
-CHANGE_KINDS = ("user.created", "user.updated", "user.renamed", "user.deleted",
-                "department.created", "department.updated", "department.deleted")
+CHANGE_KINDS = (
+    "user.created",
+    "user.updated",
+    "user.renamed",
+    "user.deleted",
+    "department.created",
+    "department.updated",
+    "department.deleted",
+)
 
 
 def _bump(n: int):
@@ -170,8 +178,15 @@ def record_changes(changes: list[tuple[str, str, dict]]) -> list[int]:
     for i, (kind, ref, data) in enumerate(changes):
         if kind not in CHANGE_KINDS:
             raise ValueError(f"unknown change kind {kind!r}")
-        rows.append({"seq": first + i, "kind": kind, "ref": str(ref),
-                     "data": json.dumps(data, ensure_ascii=False, sort_keys=True), "at": at})
+        rows.append(
+            {
+                "seq": first + i,
+                "kind": kind,
+                "ref": str(ref),
+                "data": json.dumps(data, ensure_ascii=False, sort_keys=True),
+                "at": at,
+            }
+        )
     for batch in pw.chunked(rows, 500):
         Change.insert_many(batch).execute()
     return list(range(first, last + 1))
@@ -198,8 +213,9 @@ def _double(database: pw.Database) -> None:
     for model in (Department, User, Change, SyncRun, SyncState):
         for f in model._meta.sorted_fields:
             if isinstance(f, pw.DoubleField):
-                database.execute_sql(f'ALTER TABLE "{model._meta.table_name}" ALTER COLUMN "{f.column_name}" '
-                                     "TYPE double precision")
+                database.execute_sql(
+                    f'ALTER TABLE "{model._meta.table_name}" ALTER COLUMN "{f.column_name}" TYPE double precision'
+                )
 
 
 @step("0203_sync_run_mode_null_until_chosen")

@@ -6,6 +6,7 @@ the database cannot be replayed at /oauth/h5/callback or /api/v1/tickets/validat
 Single use is a conditional UPDATE (`… WHERE used_at IS NULL AND expires_at > now`): of two
 requests racing with the same state or ticket, the database lets exactly one change the row.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,8 +86,14 @@ def create_state(secret_key: str, flow: str, next_path: str | None, browser_id: 
     t = now()
     if secrets.randbelow(200) == 0:  # keep the tables small without a scheduled job
         purge_expired()
-    OAuthState.create(state_hash=digest(secret_key, state), flow=flow, next_path=next_path,
-                      browser_hash=digest(secret_key, browser_id), created_at=t, expires_at=t + ttl)
+    OAuthState.create(
+        state_hash=digest(secret_key, state),
+        flow=flow,
+        next_path=next_path,
+        browser_hash=digest(secret_key, browser_id),
+        created_at=t,
+        expires_at=t + ttl,
+    )
     return state
 
 
@@ -97,10 +104,17 @@ def consume_state(secret_key: str, state: str, flow: str, browser_id: str | None
     key = digest(secret_key, state)
     browser = digest(secret_key, browser_id) if browser_id else ""
     t = now()
-    won = (OAuthState.update(used_at=t)
-           .where((OAuthState.state_hash == key) & OAuthState.used_at.is_null() & (OAuthState.expires_at > t)
-                  & (OAuthState.flow == flow) & (OAuthState.browser_hash == browser))
-           .execute())
+    won = (
+        OAuthState.update(used_at=t)
+        .where(
+            (OAuthState.state_hash == key)
+            & OAuthState.used_at.is_null()
+            & (OAuthState.expires_at > t)
+            & (OAuthState.flow == flow)
+            & (OAuthState.browser_hash == browser)
+        )
+        .execute()
+    )
     record = OAuthState.get_or_none(OAuthState.state_hash == key)
     if won == 1:
         return record
@@ -135,8 +149,7 @@ def issue_ticket(secret_key: str, userid: str, via: str, ttl: float = TICKET_TTL
         raise ValueError(f"via must be one of {FLOWS}")
     ticket = random_token(TICKET_LENGTH)
     t = now()
-    LoginTicket.create(ticket_hash=digest(secret_key, ticket), userid=userid, via=via, created_at=t,
-                       expires_at=t + ttl)
+    LoginTicket.create(ticket_hash=digest(secret_key, ticket), userid=userid, via=via, created_at=t, expires_at=t + ttl)
     return ticket
 
 
@@ -144,9 +157,11 @@ def redeem_ticket(secret_key: str, ticket: str) -> Redeemed:
     """Use `ticket` up: returns who logged in, or raises TicketRefused. Exactly one caller wins."""
     key = digest(secret_key, ticket)
     t = now()
-    won = (LoginTicket.update(used_at=t)
-           .where((LoginTicket.ticket_hash == key) & LoginTicket.used_at.is_null() & (LoginTicket.expires_at > t))
-           .execute())
+    won = (
+        LoginTicket.update(used_at=t)
+        .where((LoginTicket.ticket_hash == key) & LoginTicket.used_at.is_null() & (LoginTicket.expires_at > t))
+        .execute()
+    )
     row = LoginTicket.get_or_none(LoginTicket.ticket_hash == key)
     if won == 1 and row is not None:
         return Redeemed(row.userid, row.via)
@@ -162,4 +177,3 @@ def purge_expired(older_than: float = 86400) -> int:
     n = OAuthState.delete().where(OAuthState.expires_at < cutoff).execute()
     n += LoginTicket.delete().where(LoginTicket.expires_at < cutoff).execute()
     return n
-

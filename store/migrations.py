@@ -6,6 +6,7 @@ different features are each applied exactly once, in id order. Number ranges by 
 notifications (store/notifications.py), 0400 login (store/login.py), 0500 menus/chat, 0600
 operations (store/ops.py). Never edit a step that has shipped: add a new one.
 """
+
 from __future__ import annotations
 
 import peewee as pw
@@ -38,8 +39,12 @@ def _core(db: pw.Database) -> None:
 def _core_double(db: pw.Database) -> None:
     # 0001 created these as REAL on PostgreSQL (float4: Unix times rounded to 128 s).
     if isinstance(db, pw.PostgresqlDatabase):
-        for table, cols in (("schema_migration", ("applied_at",)), ("delivery", ("received_at",)),
-                            ("outbox", ("created_at", "enqueued_at")), ("key_value", ("expires_at",))):
+        for table, cols in (
+            ("schema_migration", ("applied_at",)),
+            ("delivery", ("received_at",)),
+            ("outbox", ("created_at", "enqueued_at")),
+            ("key_value", ("expires_at",)),
+        ):
             for col in cols:
                 db.execute_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{col}" TYPE double precision')
 

@@ -2,6 +2,7 @@
 module of this package (store/directory.py, store/notifications.py, store/login.py, …), imported
 at the bottom so `store.models` is the one place to find them all. Schema changes are
 migration steps (store/migrations.py `@step`), registered next to the models they create."""
+
 from __future__ import annotations
 
 import peewee as pw

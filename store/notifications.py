@@ -14,6 +14,7 @@ task each approve/sign card belongs to, and the webhooks owed back to 微签.
 Times are epoch seconds in DoubleField: peewee's FloatField is a 4-byte REAL on PostgreSQL,
 which rounds today's epoch to 128 s.
 """
+
 from __future__ import annotations
 
 import peewee as pw

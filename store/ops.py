@@ -3,6 +3,7 @@
 `OpsError` keeps one row per distinct problem (source + message), counting repeats, so a
 failing task retried a hundred times is one line with count=100, not a hundred rows.
 """
+
 from __future__ import annotations
 
 import peewee as pw

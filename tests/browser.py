@@ -1,5 +1,6 @@
 """A minimal headless-Chromium driver over the DevTools protocol (websockets' sync client), for
 the end-to-end browser tests. Debian's `chromium`; `.ci/install-extras` installs it."""
+
 from __future__ import annotations
 
 import base64
@@ -38,13 +39,29 @@ class Browser:
 
         self.profile = tempfile.mkdtemp(prefix="wqbot-chromium-")
         self.proc = subprocess.Popen(
-            [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
-             "--disable-background-networking", "--disable-component-update", "--password-store=basic",
-             "--lang=zh-CN", f"--window-size={window}",
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-             f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                binary,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--disable-sync",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--password-store=basic",
+                "--lang=zh-CN",
+                f"--window-size={window}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self._connection = None
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.monotonic() + START_TIMEOUT
@@ -89,18 +106,23 @@ class Browser:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = self.evaluate(
-                f"document.readyState === 'complete' ? (v => v instanceof Node || v)({expression}) : null")
+                f"document.readyState === 'complete' ? (v => v instanceof Node || v)({expression}) : null"
+            )
             if value:
                 return value
             time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; page at {self.evaluate('location.href')!r}: "
-                             f"{(self.evaluate('document.body && document.body.innerText') or '')[:500]!r}")
+        raise AssertionError(
+            f"timed out waiting for {what}; page at {self.evaluate('location.href')!r}: "
+            f"{(self.evaluate('document.body && document.body.innerText') or '')[:500]!r}"
+        )
 
     def text(self, selector: str) -> str | None:
         return self.evaluate(f"(e => e && e.innerText)(document.querySelector({json.dumps(selector)}))")
 
     def click(self, selector: str) -> None:
-        assert self.evaluate(f"(e => (e && (e.click(), true)))(document.querySelector({json.dumps(selector)}))"), selector
+        assert self.evaluate(f"(e => (e && (e.click(), true)))(document.querySelector({json.dumps(selector)}))"), (
+            selector
+        )
 
     def screenshot(self, path) -> bytes:
         data = base64.b64decode(self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])

@@ -6,6 +6,7 @@ on one machine never see each other's rows or tasks; both are dropped at the end
 The environment is set here, before any wqbot module is imported, because the huey instance
 is built from QUEUE_URL at import time.
 """
+
 from __future__ import annotations
 
 import json
@@ -126,6 +127,7 @@ def truncate_all(database) -> None:
         for sub in cls.__subclasses__():
             yield sub
             yield from all_models(sub)
+
     tables = [m for m in set(all_models(Model)) if m is not SchemaMigration and m.table_exists()]
     if BACKEND == "pg":
         names = ", ".join(f'"{m._meta.table_name}"' for m in tables)

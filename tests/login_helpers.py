@@ -1,4 +1,5 @@
 """Helpers the login tests share: directory members inserted directly, URL and ticket parsing."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
@@ -12,17 +13,35 @@ PUBLIC = "https://wqbot.example.com"
 def userinfo(mock, body: dict, status: int = 200):
     """Make auth/getuserinfo answer `body` (errcode 0 added unless given)."""
     return mock.get("/cgi-bin/auth/getuserinfo").mock(
-        return_value=Response(status, json={"errcode": 0, "errmsg": "ok", **body}))
+        return_value=Response(status, json={"errcode": 0, "errmsg": "ok", **body})
+    )
 
 
-def add_member(userid: str, name: str = "", active: bool = True, departments=(1,), account: str | None = None,
-               mobile: str | None = None, email: str | None = None, mobile_source: str | None = None,
-               email_source: str | None = None) -> None:
+def add_member(
+    userid: str,
+    name: str = "",
+    active: bool = True,
+    departments=(1,),
+    account: str | None = None,
+    mobile: str | None = None,
+    email: str | None = None,
+    mobile_source: str | None = None,
+    email_source: str | None = None,
+) -> None:
     from store.directory import User, UserDepartment
 
-    User.create(userid=userid, name=name or userid, active=active, status=1 if active else 5, account=account,
-                mobile=mobile, email=email, mobile_source=mobile_source, email_source=email_source,
-                main_department=departments[0] if departments else None)
+    User.create(
+        userid=userid,
+        name=name or userid,
+        active=active,
+        status=1 if active else 5,
+        account=account,
+        mobile=mobile,
+        email=email,
+        mobile_source=mobile_source,
+        email_source=email_source,
+        main_department=departments[0] if departments else None,
+    )
     for d in departments:
         UserDepartment.create(userid=userid, department_id=d)
 

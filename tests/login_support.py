@@ -2,6 +2,7 @@
 that talks to the app at PUBLIC_URL's origin. A test module loads them with
 `pytest_plugins = ["tests.login_support"]`; plain helpers are in tests/login_helpers.py.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -20,10 +21,23 @@ def wecom():
     reset_clients()
     domain.forget()
     with respx.mock(base_url=API, assert_all_called=False) as mock:
-        mock.get("/cgi-bin/gettoken").mock(return_value=Response(200, json={
-            "errcode": 0, "errmsg": "ok", "access_token": "ACCESS_TOKEN_FOR_TESTS", "expires_in": 7200}))
-        mock.get("/cgi-bin/agent/get").mock(return_value=Response(200, json={
-            "errcode": 0, "errmsg": "ok", "agentid": 1000002, "name": "微签", "redirect_domain": "wqbot.example.com"}))
+        mock.get("/cgi-bin/gettoken").mock(
+            return_value=Response(
+                200, json={"errcode": 0, "errmsg": "ok", "access_token": "ACCESS_TOKEN_FOR_TESTS", "expires_in": 7200}
+            )
+        )
+        mock.get("/cgi-bin/agent/get").mock(
+            return_value=Response(
+                200,
+                json={
+                    "errcode": 0,
+                    "errmsg": "ok",
+                    "agentid": 1000002,
+                    "name": "微签",
+                    "redirect_domain": "wqbot.example.com",
+                },
+            )
+        )
         yield mock
     reset_clients()
     domain.forget()

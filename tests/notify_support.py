@@ -8,6 +8,7 @@ fixture under the module attribute's name; an assignment, unlike an import, does
 when a test takes it as a parameter). `wecom` and `receiver` are the same fixtures under their
 first names, for modules that import them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,11 @@ class FakeWeCom:
         self.fail_updates: list = []
         self._n = itertools.count(1)
         self.lock = threading.Lock()
-        mock.get(API + "/cgi-bin/gettoken").mock(return_value=Response(200, json={
-            "errcode": 0, "errmsg": "ok", "access_token": "ACCESS_TOKEN_FOR_TESTS", "expires_in": 7200}))
+        mock.get(API + "/cgi-bin/gettoken").mock(
+            return_value=Response(
+                200, json={"errcode": 0, "errmsg": "ok", "access_token": "ACCESS_TOKEN_FOR_TESTS", "expires_in": 7200}
+            )
+        )
         mock.post(API + "/cgi-bin/message/send").mock(side_effect=self._send)
         mock.post(API + "/cgi-bin/message/update_template_card").mock(side_effect=self._update)
         mock.route(host="127.0.0.1").pass_through()  # the local webhook receiver is real
@@ -112,8 +116,15 @@ class Receiver:
                     status = outer.statuses.pop(0) if outer.statuses else 200
                     if not ok:
                         status = 401
-                    outer.deliveries.append({"raw": raw, "headers": dict(self.headers), "signature_ok": ok,
-                                             "status": status, "at": time.time()})
+                    outer.deliveries.append(
+                        {
+                            "raw": raw,
+                            "headers": dict(self.headers),
+                            "signature_ok": ok,
+                            "status": status,
+                            "at": time.time(),
+                        }
+                    )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -146,8 +157,10 @@ def hook_settings(settings, webhook_receiver):
     """Settings with WEIQIAN_WEBHOOK_URL pointing at the receiver; `get_settings()` returns them."""
     import settings as settings_mod
 
-    s = settings_mod.load(env={**TEST_ENV, "WEIQIAN_WEBHOOK_URL": webhook_receiver.url,
-                               "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET}, dotenv=None)
+    s = settings_mod.load(
+        env={**TEST_ENV, "WEIQIAN_WEBHOOK_URL": webhook_receiver.url, "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET},
+        dotenv=None,
+    )
     settings_mod.override(s)
     yield s
     settings_mod.override(settings)
@@ -161,15 +174,33 @@ def app_client(s):
     return TestClient(create_app(s, init_store=False))
 
 
-def tap_xml(user: str, card_id: str, key: str = "approve", code: str | None = None, create_time: int | None = None) -> str:
-    return message(FromUserName=user, CreateTime=create_time or int(time.time()), MsgType="event",
-                   Event="template_card_event", EventKey=key, TaskId=card_id, CardType="button_interaction",
-                   ResponseCode=code or f"RC-tap-{user}-{key}", AgentID=1000002)
+def tap_xml(
+    user: str, card_id: str, key: str = "approve", code: str | None = None, create_time: int | None = None
+) -> str:
+    return message(
+        FromUserName=user,
+        CreateTime=create_time or int(time.time()),
+        MsgType="event",
+        Event="template_card_event",
+        EventKey=key,
+        TaskId=card_id,
+        CardType="button_interaction",
+        ResponseCode=code or f"RC-tap-{user}-{key}",
+        AgentID=1000002,
+    )
 
 
 def menu_xml(user: str, card_id: str, code: str | None = None) -> str:
-    return message(FromUserName=user, MsgType="event", Event="template_card_menu_event", EventKey="open",
-                   TaskId=card_id, CardType="text_notice", ResponseCode=code or f"RC-menu-{user}", AgentID=1000002)
+    return message(
+        FromUserName=user,
+        MsgType="event",
+        Event="template_card_menu_event",
+        EventKey="open",
+        TaskId=card_id,
+        CardType="text_notice",
+        ResponseCode=code or f"RC-menu-{user}",
+        AgentID=1000002,
+    )
 
 
 def deadline_in(days: float) -> str:

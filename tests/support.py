@@ -1,4 +1,5 @@
 """Helpers tests share: build what WeCom would send to a callback URL."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The admin console: login (password, WeCom QR), signed sessions, CSRF, and what each page shows."""
+
 from __future__ import annotations
 
 import base64
@@ -19,8 +20,9 @@ PASSWORD = "correct horse battery staple"
 
 
 def make_settings(**env):
-    return settings_mod.load(env={**TEST_ENV, "ADMIN_PASSWORD": PASSWORD, "ADMIN_USERIDS": "boss,it-admin", **env},
-                             dotenv=None)
+    return settings_mod.load(
+        env={**TEST_ENV, "ADMIN_PASSWORD": PASSWORD, "ADMIN_USERIDS": "boss,it-admin", **env}, dotenv=None
+    )
 
 
 @pytest.fixture
@@ -49,8 +51,9 @@ def csrf_of(html: str) -> str:
 
 def login(c, password=PASSWORD):
     page = c.get("/admin/login")
-    return c.post("/admin/login", data={"login_nonce": nonce_of(page.text), "password": password},
-                  follow_redirects=False)
+    return c.post(
+        "/admin/login", data={"login_nonce": nonce_of(page.text), "password": password}, follow_redirects=False
+    )
 
 
 def test_pages_need_a_login(console):
@@ -73,8 +76,12 @@ def test_password_login_keeps_only_a_hash_in_a_signed_cookie(console, admin_sett
     page = console.get("/admin")
     assert page.status_code == 200 and "运行状态" in page.text and "本地管理员" in page.text
     # a tampered cookie is refused
-    console.cookies.set(sess.COOKIE, cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB"),
-                        domain="wqbot.example.com", path="/admin")
+    console.cookies.set(
+        sess.COOKIE,
+        cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB"),
+        domain="wqbot.example.com",
+        path="/admin",
+    )
     assert console.get("/admin", follow_redirects=False).status_code == 303
 
 
@@ -97,12 +104,15 @@ def test_changing_the_password_ends_password_sessions(console, store):
 
     login(console)
     cookie = console.cookies.get(sess.COOKIE)
-    with TestClient(create_app(make_settings(ADMIN_PASSWORD="a new password"), init_store=False),
-                    base_url="https://wqbot.example.com") as other:
+    with TestClient(
+        create_app(make_settings(ADMIN_PASSWORD="a new password"), init_store=False),
+        base_url="https://wqbot.example.com",
+    ) as other:
         other.cookies.set(sess.COOKIE, cookie, domain="wqbot.example.com", path="/admin")
         assert other.get("/admin", follow_redirects=False).status_code == 303
-    with TestClient(create_app(make_settings(ADMIN_PASSWORD=""), init_store=False),
-                    base_url="https://wqbot.example.com") as other:
+    with TestClient(
+        create_app(make_settings(ADMIN_PASSWORD=""), init_store=False), base_url="https://wqbot.example.com"
+    ) as other:
         other.cookies.set(sess.COOKIE, cookie, domain="wqbot.example.com", path="/admin")
         assert other.get("/admin", follow_redirects=False).status_code == 303
         page = other.get("/admin/login")
@@ -153,12 +163,24 @@ def test_status_page_masks_secrets_and_shows_sync_queue_errors(console, admin_se
     from store.directory import SyncRun
 
     t = time.time()
-    SyncRun.create(trigger="periodic", full=True, mode="list", status="ok", started_at=t - 70, finished_at=t - 60,
-                   users_seen=12, departments_seen=3, created=2, disabled=1)
+    SyncRun.create(
+        trigger="periodic",
+        full=True,
+        mode="list",
+        status="ok",
+        started_at=t - 70,
+        finished_at=t - 60,
+        users_seen=12,
+        departments_seen=3,
+        created=2,
+        disabled=1,
+    )
     for _ in range(2):
-        record_error("notify.push", f"APIError: /cgi-bin/message/send: errcode 60020: from ip: 203.0.113.9 "
-                                    f"{admin_settings.wecom_app_secret}",
-                     "add 203.0.113.9 to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP")
+        record_error(
+            "notify.push",
+            f"APIError: /cgi-bin/message/send: errcode 60020: from ip: 203.0.113.9 {admin_settings.wecom_app_secret}",
+            "add 203.0.113.9 to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP",
+        )
     login(console)
     html = console.get("/admin").text
     for secret in admin_settings.secret_values:
@@ -179,27 +201,37 @@ def test_status_page_without_any_sync(console):
 def test_directory_tree_with_members(console):
     from store.directory import Department, User, UserDepartment
 
-    Department.insert_many([
-        {"id": 1, "name": "复园科技", "parent_id": 0, "order": 100},
-        {"id": 2, "name": "市场部", "parent_id": 1, "order": 90},
-        {"id": 3, "name": "技术部", "parent_id": 1, "order": 80},
-        {"id": 4, "name": "前端组", "parent_id": 3, "order": 1, "active": False},
-    ]).execute()
-    User.insert_many([
-        {"userid": "zhangsan", "name": "张三", "position": "经理"},
-        {"userid": "lisi", "name": "李四"},
-        {"userid": "wangwu", "name": "王五", "active": False},
-        {"userid": "zhaoliu", "name": "赵六"},
-    ]).execute()
-    UserDepartment.insert_many([
-        {"userid": "zhangsan", "department_id": 2}, {"userid": "lisi", "department_id": 3},
-        {"userid": "wangwu", "department_id": 4}, {"userid": "lisi", "department_id": 2},
-    ]).execute()
+    Department.insert_many(
+        [
+            {"id": 1, "name": "复园科技", "parent_id": 0, "order": 100},
+            {"id": 2, "name": "市场部", "parent_id": 1, "order": 90},
+            {"id": 3, "name": "技术部", "parent_id": 1, "order": 80},
+            {"id": 4, "name": "前端组", "parent_id": 3, "order": 1, "active": False},
+        ]
+    ).execute()
+    User.insert_many(
+        [
+            {"userid": "zhangsan", "name": "张三", "position": "经理"},
+            {"userid": "lisi", "name": "李四"},
+            {"userid": "wangwu", "name": "王五", "active": False},
+            {"userid": "zhaoliu", "name": "赵六"},
+        ]
+    ).execute()
+    UserDepartment.insert_many(
+        [
+            {"userid": "zhangsan", "department_id": 2},
+            {"userid": "lisi", "department_id": 3},
+            {"userid": "wangwu", "department_id": 4},
+            {"userid": "lisi", "department_id": 2},
+        ]
+    ).execute()
     login(console)
     html = console.get("/admin/directory").text
     assert "4 个部门，4 名成员（在职 3）" in html and "1 名不在任何部门" in html
-    tree = html[html.index('id="tree"'):]
-    assert tree.index("复园科技") < tree.index("市场部") < tree.index("张三") < tree.index("技术部") < tree.index("前端组")
+    tree = html[html.index('id="tree"') :]
+    assert (
+        tree.index("复园科技") < tree.index("市场部") < tree.index("张三") < tree.index("技术部") < tree.index("前端组")
+    )
     assert tree.index("前端组") < tree.index("王五")
     assert "（ID 2，2 人）" in tree and "已停用" in tree
 
@@ -207,17 +239,50 @@ def test_directory_tree_with_members(console):
 def test_notifications_and_webhooks_pages(console, monkeypatch):
     from store.notifications import Notification, NotifyRecipient, WebhookDelivery
 
-    Notification.create(id="wq-evt-1", kind="approve", task_id="T-1", body=json.dumps({"title": "采购合同"}),
-                         fingerprint="x", status="partial")
-    NotifyRecipient.insert_many([
-        {"notification": "wq-evt-1", "key": "lisi", "userid": "lisi", "status": "sent"},
-        {"notification": "wq-evt-1", "key": "ghost", "userid": "ghost", "status": "invalid", "reason": "unknown userid"},
-        {"notification": "wq-evt-1", "key": "wangwu", "userid": "wangwu", "status": "failed", "reason": "errcode -1"},
-    ]).execute()
-    WebhookDelivery.create(id="2f1c4a5e-0000-4000-8000-000000000001", event="task.action", notification="wq-evt-1",
-                           body="{}", status="failed", attempts=8, last_status=500)
-    WebhookDelivery.create(id="2f1c4a5e-0000-4000-8000-000000000002", event="task.action", body="{}",
-                           status="delivered", attempts=1, last_status=200)
+    Notification.create(
+        id="wq-evt-1",
+        kind="approve",
+        task_id="T-1",
+        body=json.dumps({"title": "采购合同"}),
+        fingerprint="x",
+        status="partial",
+    )
+    NotifyRecipient.insert_many(
+        [
+            {"notification": "wq-evt-1", "key": "lisi", "userid": "lisi", "status": "sent"},
+            {
+                "notification": "wq-evt-1",
+                "key": "ghost",
+                "userid": "ghost",
+                "status": "invalid",
+                "reason": "unknown userid",
+            },
+            {
+                "notification": "wq-evt-1",
+                "key": "wangwu",
+                "userid": "wangwu",
+                "status": "failed",
+                "reason": "errcode -1",
+            },
+        ]
+    ).execute()
+    WebhookDelivery.create(
+        id="2f1c4a5e-0000-4000-8000-000000000001",
+        event="task.action",
+        notification="wq-evt-1",
+        body="{}",
+        status="failed",
+        attempts=8,
+        last_status=500,
+    )
+    WebhookDelivery.create(
+        id="2f1c4a5e-0000-4000-8000-000000000002",
+        event="task.action",
+        body="{}",
+        status="delivered",
+        attempts=1,
+        last_status=200,
+    )
     import bot.notify
 
     login(console)
@@ -283,11 +348,13 @@ def test_wecom_qr_login_for_admin_userids_only(console, admin_settings):
 
     api = TEST_ENV["WECOM_API_BASE"]
     with respx.mock(assert_all_called=False) as router:
-        router.get(f"{api}/cgi-bin/gettoken").mock(return_value=httpx.Response(
-            200, json={"errcode": 0, "access_token": "T", "expires_in": 7200}))
+        router.get(f"{api}/cgi-bin/gettoken").mock(
+            return_value=httpx.Response(200, json={"errcode": 0, "access_token": "T", "expires_in": 7200})
+        )
         users = {"CODE-BOSS": "boss", "CODE-LISI": "lisi"}
-        router.get(f"{api}/cgi-bin/auth/getuserinfo").mock(side_effect=lambda req: httpx.Response(
-            200, json={"errcode": 0, "userid": users[req.url.params["code"]]}))
+        router.get(f"{api}/cgi-bin/auth/getuserinfo").mock(
+            side_effect=lambda req: httpx.Response(200, json={"errcode": 0, "userid": users[req.url.params["code"]]})
+        )
         r = console.get(f"/admin/login/wecom/callback?code=CODE-LISI&state={start()}", follow_redirects=False)
         assert r.status_code == 403 and "不是管理员" in r.text
         start()
@@ -354,8 +421,13 @@ def test_a_failing_task_is_remembered_with_its_hint(store, immediate_queue):
 
     @huey.task(name="tests.admin.failing")
     def failing():
-        raise IPNotAllowed(60020, "not allow to access from your ip, from ip: 203.0.113.9", "add 203.0.113.9 to 企业可信IP",
-                           "/cgi-bin/message/send", ip="203.0.113.9")
+        raise IPNotAllowed(
+            60020,
+            "not allow to access from your ip, from ip: 203.0.113.9",
+            "add 203.0.113.9 to 企业可信IP",
+            "/cgi-bin/message/send",
+            ip="203.0.113.9",
+        )
 
     failing()
     failing()

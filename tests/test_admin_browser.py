@@ -3,6 +3,7 @@ log in with ADMIN_PASSWORD, press 立即同步, and check what the status page s
 screenshot. Real processes on 127.0.0.1: the WeCom emulator (`wqbot sim`), `wqbot serve` (plus
 `wqbot worker` on the PostgreSQL + Redis backend). Skipped, with the reason, only where Chromium
 is not installed."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def free_port() -> int:
 
 def start(args: list[str], env: dict, cwd: Path, ready_url: str) -> subprocess.Popen:
     log = open(cwd / f"{args[0]}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+    )
     wait_until_serving(ready_url, proc, cwd / f"{args[0]}.log", timeout=TIMEOUT)
     return proc
 
@@ -53,10 +55,21 @@ def stop(proc: subprocess.Popen) -> None:
 def test_log_in_sync_now_and_see_the_result(tmp_path):
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "PROMETHEUS_", "ADMIN_"))}
-    env = {**base, **TEST_ENV, "WECOM_API_BASE": sim_url, "WECOM_OAUTH_BASE": sim_url, "WECOM_SSO_BASE": sim_url,
-           "PUBLIC_URL": web_url, "ADMIN_PASSWORD": PASSWORD, "WQBOT_QUEUE_NAME": f"wqbot-admin-browser-{web_port}"}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "PROMETHEUS_", "ADMIN_"))
+    }
+    env = {
+        **base,
+        **TEST_ENV,
+        "WECOM_API_BASE": sim_url,
+        "WECOM_OAUTH_BASE": sim_url,
+        "WECOM_SSO_BASE": sim_url,
+        "PUBLIC_URL": web_url,
+        "ADMIN_PASSWORD": PASSWORD,
+        "WQBOT_QUEUE_NAME": f"wqbot-admin-browser-{web_port}",
+    }
     if BACKEND == "sqlite":
         env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'wqbot.db'}", QUEUE_URL=f"sqlite:///{tmp_path / 'queue.db'}")
     # Only the button may sync here: with the default 10 minutes the periodic sync fires on the
@@ -65,18 +78,32 @@ def test_log_in_sync_now_and_see_the_result(tmp_path):
     procs = []
     page = None
     try:
-        procs.append(start(["sim", "--port", str(sim_port), "--users", str(SIM_USERS), "--departments", "6",
-                            "--seed", "7"], env, tmp_path, f"{sim_url}/cgi-bin/gettoken"))
+        procs.append(
+            start(
+                ["sim", "--port", str(sim_port), "--users", str(SIM_USERS), "--departments", "6", "--seed", "7"],
+                env,
+                tmp_path,
+                f"{sim_url}/cgi-bin/gettoken",
+            )
+        )
         procs.append(start(["serve", "--port", str(web_port)], env, tmp_path, f"{web_url}/healthz"))
         if BACKEND == "pg":  # the scale-out shape: the web process does not consume the Redis queue
-            procs.append(subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--workers", "1"], env=env,
-                                          cwd=tmp_path, stdout=open(tmp_path / "worker.log", "w"),
-                                          stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bot.cli", "worker", "--workers", "1"],
+                    env=env,
+                    cwd=tmp_path,
+                    stdout=open(tmp_path / "worker.log", "w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
         assert httpx.get(f"{web_url}/readyz").status_code == 503  # nothing synced yet
 
         page = Browser(chromium_path())
         page.goto(f"{web_url}/admin")
-        page.wait_for("location.pathname === '/admin/login' && document.querySelector('#password-login')", "the login page")
+        page.wait_for(
+            "location.pathname === '/admin/login' && document.querySelector('#password-login')", "the login page"
+        )
         assert page.text("h1") == "管理员登录"
         page.evaluate(f"document.querySelector('input[name=password]').value = {json.dumps(PASSWORD)}")
         page.click("#password-login button")

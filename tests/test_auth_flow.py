@@ -1,4 +1,5 @@
 """The login routes end to end through the app, WeCom faked with respx at its HTTP edge."""
+
 from __future__ import annotations
 
 import re
@@ -43,8 +44,10 @@ def test_start_redirects_to_wecom_with_a_fresh_state_and_binds_the_browser(login
     # a second login from the same browser keeps its id: two tabs may log in at once
     r2 = login_client.get("/oauth/h5")
     assert query(r2.headers["location"].split("#")[0])["state"] != q["state"]
-    assert login_client.cookies.get("wqbot_login") and r2.headers["set-cookie"].split(";")[0] == \
-        r.headers["set-cookie"].split(";")[0]
+    assert (
+        login_client.cookies.get("wqbot_login")
+        and r2.headers["set-cookie"].split(";")[0] == r.headers["set-cookie"].split(";")[0]
+    )
 
 
 def test_start_links_built_by_h5_entry_are_accepted(login_client, wecom, store, settings):
@@ -78,8 +81,11 @@ def test_start_without_h5_url_explains_the_setting(wecom, store):
 
 
 def test_public_url_not_the_trusted_domain_gets_the_fix_not_wecoms_error(login_client, wecom, store):
-    wecom.get("/cgi-bin/agent/get").mock(return_value=Response(200, json={
-        "errcode": 0, "errmsg": "ok", "agentid": 1000002, "redirect_domain": "sign.example.com:8099"}))
+    wecom.get("/cgi-bin/agent/get").mock(
+        return_value=Response(
+            200, json={"errcode": 0, "errmsg": "ok", "agentid": 1000002, "redirect_domain": "sign.example.com:8099"}
+        )
+    )
     r = login_client.get("/oauth/h5")
     assert r.status_code == 403
     assert "可信域名" in r.text and "sign.example.com:8099" in r.text and "wqbot.example.com" in r.text
@@ -87,11 +93,14 @@ def test_public_url_not_the_trusted_domain_gets_the_fix_not_wecoms_error(login_c
     assert login_store.OAuthState.select().count() == 0
 
 
-@pytest.mark.parametrize("answer", [
-    Response(200, json={"errcode": 0, "errmsg": "ok", "agentid": 1000002}),  # no domain reported
-    Response(200, json={"errcode": 48002, "errmsg": "api forbidden"}),
-    Response(200, json={"errcode": 0, "errmsg": "ok", "redirect_domain": "WQBOT.example.com:443"}),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Response(200, json={"errcode": 0, "errmsg": "ok", "agentid": 1000002}),  # no domain reported
+        Response(200, json={"errcode": 48002, "errmsg": "api forbidden"}),
+        Response(200, json={"errcode": 0, "errmsg": "ok", "redirect_domain": "WQBOT.example.com:443"}),
+    ],
+)
 def test_domain_check_is_advisory(login_client, wecom, store, answer):
     wecom.get("/cgi-bin/agent/get").mock(return_value=answer)
     assert login_client.get("/oauth/h5").status_code == 302
@@ -105,15 +114,21 @@ def test_callback_issues_a_ticket_and_lands_on_the_h5_route(login_client, wecom,
     r = callback(login_client, state)
     assert r.status_code == 302
     loc = r.headers["location"]
-    assert re.fullmatch(r"https://sign\.example\.com/h5/#/pages/task/task_detail\?id=T-1001&ticket=[A-Za-z0-9]{40,}",
-                        loc)
+    assert re.fullmatch(
+        r"https://sign\.example\.com/h5/#/pages/task/task_detail\?id=T-1001&ticket=[A-Za-z0-9]{40,}", loc
+    )
     assert exchange.call_count == 1 and exchange.calls[0].request.url.params["code"] == "CODE123"
     ticket = ticket_of(loc)
     assert login_store.LoginTicket.get().ticket_hash != ticket  # stored hashed
     v = validate(login_client, ticket)
     assert v.status_code == 200
-    assert v.json() == {"userid": "zhangsan", "name": "张三", "departments": [2, 1],
-                        "account": "zhangsan@weiqian", "via": "h5"}
+    assert v.json() == {
+        "userid": "zhangsan",
+        "name": "张三",
+        "departments": [2, 1],
+        "account": "zhangsan@weiqian",
+        "via": "h5",
+    }
     assert validate(login_client, ticket).status_code == 410
 
 
@@ -299,8 +314,10 @@ def test_pc_login_without_pc_url(wecom, store):
 
 
 # -- /login ------------------------------------------------------------------------------------------
-WECOM_UA = ("Mozilla/5.0 (Linux; Android 13) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 "
-            "wxwork/4.1.22 MicroMessenger/7.0.1 Language/zh ColorScheme/Light")
+WECOM_UA = (
+    "Mozilla/5.0 (Linux; Android 13) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 "
+    "wxwork/4.1.22 MicroMessenger/7.0.1 Language/zh ColorScheme/Light"
+)
 DESKTOP_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126 Safari/537.36"
 
 
@@ -320,8 +337,9 @@ def privateinfo_client(store):
 
     from bot.app import create_app
 
-    s = settings_mod.load(env={**TEST_ENV, "WECOM_OAUTH_SCOPE": "snsapi_privateinfo", "SYNC_MATCH_FIELD": "mobile"},
-                          dotenv=None)
+    s = settings_mod.load(
+        env={**TEST_ENV, "WECOM_OAUTH_SCOPE": "snsapi_privateinfo", "SYNC_MATCH_FIELD": "mobile"}, dotenv=None
+    )
     with TestClient(create_app(s, init_store=False), base_url=PUBLIC, follow_redirects=False) as c:
         yield c
 
@@ -334,16 +352,32 @@ def test_privateinfo_stores_mobile_and_email_and_links_the_account(privateinfo_c
     assert query(r.headers["location"].split("#")[0])["scope"] == "snsapi_privateinfo"
     state = query(r.headers["location"].split("#")[0])["state"]
     userinfo(wecom, {"userid": "zhaoliu", "user_ticket": "USER_TICKET_1"})
-    detail = wecom.post("/cgi-bin/auth/getuserdetail").mock(return_value=Response(200, json={
-        "errcode": 0, "errmsg": "ok", "userid": "zhaoliu", "mobile": "13800000006", "email": "zhaoliu@example.com"}))
+    detail = wecom.post("/cgi-bin/auth/getuserdetail").mock(
+        return_value=Response(
+            200,
+            json={
+                "errcode": 0,
+                "errmsg": "ok",
+                "userid": "zhaoliu",
+                "mobile": "13800000006",
+                "email": "zhaoliu@example.com",
+            },
+        )
+    )
     r = callback(privateinfo_client, state)
     assert r.status_code == 302
     assert detail.call_count == 1
-    assert b'"user_ticket": "USER_TICKET_1"' in detail.calls[0].request.content or \
-        b'"user_ticket":"USER_TICKET_1"' in detail.calls[0].request.content
+    assert (
+        b'"user_ticket": "USER_TICKET_1"' in detail.calls[0].request.content
+        or b'"user_ticket":"USER_TICKET_1"' in detail.calls[0].request.content
+    )
     u = User.get(User.userid == "zhaoliu")
-    assert (u.mobile, u.mobile_source, u.email, u.email_source) == \
-        ("13800000006", "oauth", "zhaoliu@example.com", "oauth")
+    assert (u.mobile, u.mobile_source, u.email, u.email_source) == (
+        "13800000006",
+        "oauth",
+        "zhaoliu@example.com",
+        "oauth",
+    )
     v = validate(privateinfo_client, ticket_of(r.headers["location"])).json()
     assert v["account"] == u.account and "13800000006" in u.account  # linked by SYNC_MATCH_FIELD=mobile
 
@@ -354,8 +388,11 @@ def test_privateinfo_does_not_override_what_the_directory_gives(privateinfo_clie
     add_member("zhaoliu", mobile="13900000009", mobile_source="directory")
     state = start(privateinfo_client)
     userinfo(wecom, {"userid": "zhaoliu", "user_ticket": "T"})
-    wecom.post("/cgi-bin/auth/getuserdetail").mock(return_value=Response(200, json={
-        "errcode": 0, "errmsg": "ok", "userid": "zhaoliu", "mobile": "13800000006", "email": ""}))
+    wecom.post("/cgi-bin/auth/getuserdetail").mock(
+        return_value=Response(
+            200, json={"errcode": 0, "errmsg": "ok", "userid": "zhaoliu", "mobile": "13800000006", "email": ""}
+        )
+    )
     assert callback(privateinfo_client, state).status_code == 302
     u = User.get(User.userid == "zhaoliu")
     assert (u.mobile, u.mobile_source, u.email) == ("13900000009", "directory", None)

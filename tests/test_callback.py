@@ -1,4 +1,5 @@
 """/wecom/callback and /wecom/contacts/callback through the ASGI app."""
+
 from __future__ import annotations
 
 import base64
@@ -13,16 +14,22 @@ from tests.support import app_crypto, click, contacts_crypto, decrypt_reply, sig
 
 
 def post(client, params, body, path="/wecom/callback"):
-    return client.post(path, params=params, content=body.encode() if isinstance(body, str) else body,
-                       headers={"content-type": "text/xml"})
+    return client.post(
+        path,
+        params=params,
+        content=body.encode() if isinstance(body, str) else body,
+        headers={"content-type": "text/xml"},
+    )
 
 
 def test_url_verification_returns_plain_echostr(client, settings):
     c = app_crypto(settings)
     echostr = c.encrypt("7243965132098765432")
     sig = c.sign("1700000000", "1234567890", echostr)
-    r = client.get("/wecom/callback", params={"msg_signature": sig, "timestamp": "1700000000",
-                                               "nonce": "1234567890", "echostr": echostr})
+    r = client.get(
+        "/wecom/callback",
+        params={"msg_signature": sig, "timestamp": "1700000000", "nonce": "1234567890", "echostr": echostr},
+    )
     assert r.status_code == 200 and r.text == "7243965132098765432"
     assert r.headers["content-type"].startswith("text/plain")
 
@@ -37,15 +44,25 @@ def test_official_vector_through_the_app(vectors, store):
 
     v = next(s for s in vectors["sets"] if s["name"] == "own-V")
     case = next(c for c in v["cases"] if c["name"] == "V1")
-    s = settings_mod.load(env={**TEST_ENV, "WECOM_TOKEN": v["token"], "WECOM_AES_KEY": v["encoding_aes_key"],
-                               "WECOM_CORP_ID": v["receive_id"]}, dotenv=None)
+    s = settings_mod.load(
+        env={
+            **TEST_ENV,
+            "WECOM_TOKEN": v["token"],
+            "WECOM_AES_KEY": v["encoding_aes_key"],
+            "WECOM_CORP_ID": v["receive_id"],
+        },
+        dotenv=None,
+    )
     with TestClient(create_app(s, init_store=False)) as c:
         r = c.get("/wecom/callback", params={k: case[k] for k in ("msg_signature", "timestamp", "nonce", "echostr")})
         assert r.status_code == 200 and r.text == case["expect_plaintext"]
         # V3: the click with pad 32, posted as WeCom would
         v3 = next(c for c in v["cases"] if c["name"] == "V3")
-        r = c.post("/wecom/callback", params={k: v3[k] for k in ("msg_signature", "timestamp", "nonce")},
-                   content=v3["post_body"].encode())
+        r = c.post(
+            "/wecom/callback",
+            params={k: v3[k] for k in ("msg_signature", "timestamp", "nonce")},
+            content=v3["post_body"].encode(),
+        )
         assert r.status_code == 200  # an unknown menu key answers with help
         assert "微签助手" in decrypt_reply(WeComCrypto(v["token"], v["encoding_aes_key"], v["receive_id"]), r.text)
 
@@ -132,16 +149,20 @@ def _bad_cases(settings):
 
     def with_encrypt(enc: str):
         sig = c.sign("1700000000", "1", enc)
-        return ({"msg_signature": sig, "timestamp": "1700000000", "nonce": "1"},
-                f"<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>")
+        return (
+            {"msg_signature": sig, "timestamp": "1700000000", "nonce": "1"},
+            f"<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>",
+        )
 
     raw = base64.b64decode(parse(good_body)["Encrypt"])
     from tests.test_crypto import _raw_encrypt
 
     lying_len = b"R" * 16 + (5000).to_bytes(4, "big") + b"<xml/>" + settings.wecom_corp_id.encode()
     lying_len += bytes([32 - len(lying_len) % 32]) * (32 - len(lying_len) % 32)
-    bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">'
-            '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;">]><xml><Encrypt>&lol3;</Encrypt></xml>')
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">'
+        '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;">]><xml><Encrypt>&lol3;</Encrypt></xml>'
+    )
     xxe = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Encrypt>&e;</Encrypt></xml>'
     return {
         "wrong signature": (403, {**good_params, "msg_signature": "0" * 40}, good_body),
@@ -160,10 +181,24 @@ def _bad_cases(settings):
     }
 
 
-@pytest.mark.parametrize("name", [
-    "wrong signature", "signature from another token", "encrypted for another corp id", "not base64",
-    "truncated ciphertext", "wrong padding", "length larger than data", "not XML", "XML without Encrypt",
-    "entity bomb", "external entity", "2 MB body", "missing query parameters"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "wrong signature",
+        "signature from another token",
+        "encrypted for another corp id",
+        "not base64",
+        "truncated ciphertext",
+        "wrong padding",
+        "length larger than data",
+        "not XML",
+        "XML without Encrypt",
+        "entity bomb",
+        "external entity",
+        "2 MB body",
+        "missing query parameters",
+    ],
+)
 def test_bad_input_is_refused_and_changes_nothing(client, settings, store, name):
     status, params, body = _bad_cases(settings)[name]
     r = post(client, params, body)
@@ -178,7 +213,9 @@ def test_bad_input_is_refused_and_changes_nothing(client, settings, store, name)
 def test_get_with_bad_signature_and_missing_echostr(client, settings):
     c = app_crypto(settings)
     echostr = c.encrypt("123")
-    r = client.get("/wecom/callback", params={"msg_signature": "0" * 40, "timestamp": "1", "nonce": "2", "echostr": echostr})
+    r = client.get(
+        "/wecom/callback", params={"msg_signature": "0" * 40, "timestamp": "1", "nonce": "2", "echostr": echostr}
+    )
     assert r.status_code == 403 and "signature" in r.text
     r = client.get("/wecom/callback", params={"msg_signature": "0" * 40, "timestamp": "1", "nonce": "2"})
     assert r.status_code == 400 and "echostr" in r.text
@@ -187,14 +224,18 @@ def test_get_with_bad_signature_and_missing_echostr(client, settings):
 def test_contacts_callback_uses_its_own_token_and_key(client, settings, store):
     cc = contacts_crypto(settings)
     echostr = cc.encrypt("42")
-    ok = client.get("/wecom/contacts/callback", params={"msg_signature": cc.sign("1", "2", echostr), "timestamp": "1",
-                                                         "nonce": "2", "echostr": echostr})
+    ok = client.get(
+        "/wecom/contacts/callback",
+        params={"msg_signature": cc.sign("1", "2", echostr), "timestamp": "1", "nonce": "2", "echostr": echostr},
+    )
     assert ok.status_code == 200 and ok.text == "42"
     # the app's Token/key are not accepted on the contacts URL
     ac = app_crypto(settings)
     echostr = ac.encrypt("42")
-    r = client.get("/wecom/contacts/callback", params={"msg_signature": ac.sign("1", "2", echostr), "timestamp": "1",
-                                                        "nonce": "2", "echostr": echostr})
+    r = client.get(
+        "/wecom/contacts/callback",
+        params={"msg_signature": ac.sign("1", "2", echostr), "timestamp": "1", "nonce": "2", "echostr": echostr},
+    )
     assert r.status_code == 403
 
 
@@ -208,7 +249,9 @@ def test_contacts_callback_is_off_without_its_settings(store):
     env = {k: v for k, v in TEST_ENV.items() if not k.startswith("WECOM_CONTACTS_")}
     s = settings_mod.load(env=env, dotenv=None)
     with TestClient(create_app(s, init_store=False)) as c:
-        r = c.get("/wecom/contacts/callback", params={"msg_signature": "a", "timestamp": "1", "nonce": "2", "echostr": "x"})
+        r = c.get(
+            "/wecom/contacts/callback", params={"msg_signature": "a", "timestamp": "1", "nonce": "2", "echostr": "x"}
+        )
         assert r.status_code == 404 and "WECOM_CONTACTS_TOKEN" in r.text
 
 

@@ -1,5 +1,6 @@
 """CallbackFastPath (what `wqbot serve` serves): the callback URLs skip Starlette's middleware and
 route walk, and answer exactly as through the app; everything else is the app's."""
+
 from __future__ import annotations
 
 import pytest
@@ -55,8 +56,10 @@ def test_callbacks_are_answered_on_the_fast_path(settings, store):
         assert r.status_code == 200 and "微签助手" in parse(decrypt_reply(crypto, r.text))["Content"]
         cc = contacts_crypto(settings)
         echostr = cc.encrypt("42")
-        r = fast.get("/wecom/contacts/callback",
-                     params={"msg_signature": cc.sign("1", "2", echostr), "timestamp": "1", "nonce": "2", "echostr": echostr})
+        r = fast.get(
+            "/wecom/contacts/callback",
+            params={"msg_signature": cc.sign("1", "2", echostr), "timestamp": "1", "nonce": "2", "echostr": echostr},
+        )
         assert r.status_code == 200 and r.text == "42"
         assert fast.get("/healthz").json() == {"status": "ok"}
     assert Delivery.select().count() == 1
@@ -64,8 +67,9 @@ def test_callbacks_are_answered_on_the_fast_path(settings, store):
     assert ("lifespan", None) in spy.calls
 
 
-@pytest.mark.parametrize("name", ["wrong signature", "not base64", "not XML", "entity bomb", "2 MB body",
-                                  "missing query parameters"])
+@pytest.mark.parametrize(
+    "name", ["wrong signature", "not base64", "not XML", "entity bomb", "2 MB body", "missing query parameters"]
+)
 def test_bad_input_gets_the_same_answer_both_ways(both, settings, name):
     plain, fast, _ = both
     status, params, body = _bad_cases(settings)[name]

@@ -1,6 +1,7 @@
 """Group commit in /wecom/callback: deliveries that arrive together share one transaction, and
 every guarantee of a lone delivery still holds for each of them: 200 only after its own commit,
 a retry or a twin applied once, a failing handler failing only its own delivery."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,10 +19,20 @@ from tests.support import app_crypto, click, decrypt_reply, signed
 
 
 async def post(app, params: dict, body: str, on_start=None) -> tuple[int, str]:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/wecom/callback", "raw_path": b"/wecom/callback",
-             "query_string": urlencode(params).encode(), "root_path": "", "headers": [],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/wecom/callback",
+        "raw_path": b"/wecom/callback",
+        "query_string": urlencode(params).encode(),
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     sent, status, out = False, 0, []
 
     async def receive():
@@ -46,8 +57,10 @@ async def post(app, params: dict, body: str, on_start=None) -> tuple[int, str]:
 
 def together(app, requests, on_start=None):
     """Send all requests at once on one event loop (so they form groups)."""
+
     async def main():
         return await asyncio.gather(*(post(app, p, b, on_start) for p, b in requests))
+
     return asyncio.run(main())
 
 
@@ -65,7 +78,7 @@ def committed_keys() -> set[str]:
             conn.close()
     import sqlite3
 
-    conn = sqlite3.connect(DATABASE_URL[len("sqlite:///"):])
+    conn = sqlite3.connect(DATABASE_URL[len("sqlite:///") :])
     try:
         return {r[0] for r in conn.execute("SELECT key FROM delivery")}
     finally:
@@ -126,8 +139,13 @@ def test_twins_and_retries_in_one_group_are_applied_once(settings, store):
     twin = click("count", user="twin", CreateTime=1700000001)
     fresh = [click("count", user=f"new{i}", CreateTime=1700000002) for i in range(5)]
     # WeCom re-encrypts a retry: same plaintext, new ciphertext and signature
-    batch = [signed(crypto, earlier), signed(crypto, twin), *map(lambda p: signed(crypto, p), fresh),
-             signed(crypto, twin), signed(crypto, earlier)]
+    batch = [
+        signed(crypto, earlier),
+        signed(crypto, twin),
+        *map(lambda p: signed(crypto, p), fresh),
+        signed(crypto, twin),
+        signed(crypto, earlier),
+    ]
     results = together(app, batch)
     assert [s for s, _ in results] == [200] * len(batch)
     contents = [parse(decrypt_reply(crypto, body))["Content"] for _, body in results]
@@ -202,8 +220,10 @@ def test_store_thread_reconnects_after_losing_postgres(settings, store):
     crypto = app_crypto(settings)
     assert together(app, [signed(crypto, click("ping", user="before"))])[0][0] == 200
     own = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
-    db.execute_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                   "WHERE datname = current_database() AND pid <> %s", (own,))
+    db.execute_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> %s",
+        (own,),
+    )
     statuses = [together(app, [signed(crypto, click("ping", user=f"after{i}"))])[0][0] for i in range(3)]
     assert statuses[1:] == [200, 200] and statuses[0] in (200, 500)
 

@@ -1,6 +1,7 @@
 """Taps on sign-notification cards (template_card_event) through the signed callback endpoint:
 first decision wins, later taps get 已处理, non-recipients are refused, every other card is
 updated with the right response_code, the decision reaches 微签 as a signed webhook."""
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,9 @@ def setup_task(c, recipients=("lisi", "wangwu", "zhaoliu"), **fields):
     return first_card_id()
 
 
-def test_first_tap_wins_others_updated_webhook_signed(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
+def test_first_tap_wins_others_updated_webhook_signed(
+    hook_settings, store, immediate_queue, fake_wecom, webhook_receiver
+):
     with app_client(hook_settings) as c:
         card = setup_task(c)
         reply = deliver(c, hook_settings, tap_xml("wangwu", card, "approve", code="RC-wangwu-1"))
@@ -47,20 +50,35 @@ def test_first_tap_wins_others_updated_webhook_signed(hook_settings, store, imme
         assert reply["ToUserName"] == "wangwu"
 
         task = NotifyTask.get()
-        assert (task.state, task.decided_by, task.decided_action, task.state_via) == ("approved", "wangwu", "approve", "chat")
+        assert (task.state, task.decided_by, task.decided_action, task.state_via) == (
+            "approved",
+            "wangwu",
+            "approve",
+            "chat",
+        )
         # every other recipient's card, with the batch's send-time code, the winner left out
         (u,) = fake_wecom.updates
-        assert u == {"agentid": 1000002, "userids": ["lisi", "zhaoliu"], "response_code": "RC-send-1",
-                     "button": {"replace_name": "已由 王五 同意"}}
+        assert u == {
+            "agentid": 1000002,
+            "userids": ["lisi", "zhaoliu"],
+            "response_code": "RC-send-1",
+            "button": {"replace_name": "已由 王五 同意"},
+        }
         # the webhook, signed, as 微签 receives it
         (d,) = webhook_receiver.deliveries
         assert d["signature_ok"] and d["status"] == 200
         assert d["headers"]["X-Wqbot-Event"] == "task.action"
         assert d["headers"]["Content-Type"] == "application/json"
         body = json.loads(d["raw"])
-        assert body == {"event": "task.action", "delivery": d["headers"]["X-Wqbot-Delivery"],
-                        "notification_id": "wq-evt-000123", "task_id": "T-1001", "action": "approve",
-                        "userid": "wangwu", "at": body["at"]}
+        assert body == {
+            "event": "task.action",
+            "delivery": d["headers"]["X-Wqbot-Delivery"],
+            "notification_id": "wq-evt-000123",
+            "task_id": "T-1001",
+            "action": "approve",
+            "userid": "wangwu",
+            "at": body["at"],
+        }
         assert body["at"].endswith("Z")
         assert WebhookDelivery.get().status == "delivered"
 
@@ -137,8 +155,11 @@ def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immedia
         deliver(c, hook_settings, tap_xml("lisi", card, "reject", code="RC-lisi-new"))
         assert [r.response_code for r in CardResponseCode.select()] == ["RC-lisi-new"]
         assert NotifyCard.get().code_used_at is not None
-        r = c.post("/api/v1/notifications", json={"id": "c1", "type": "close", "task_id": "T-1001",
-                                                   "result": "withdrawn"}, headers=AUTH)
+        r = c.post(
+            "/api/v1/notifications",
+            json={"id": "c1", "type": "close", "task_id": "T-1001", "result": "withdrawn"},
+            headers=AUTH,
+        )
         assert r.status_code == 202
         assert [(u["userids"], u["response_code"], u["button"]["replace_name"]) for u in fake_wecom.updates] == [
             (["wangwu", "zhaoliu"], "RC-send-1", "已由 李四 同意"),
@@ -149,7 +170,9 @@ def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immedia
         assert deliver(c, hook_settings, tap_xml("wangwu", card))["Button"]["ReplaceName"] == "已撤销"
 
 
-def test_2500_recipients_one_tap_three_update_calls(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
+def test_2500_recipients_one_tap_three_update_calls(
+    hook_settings, store, immediate_queue, fake_wecom, webhook_receiver
+):
     people = [f"user{i:04d}" for i in range(2500)]
     with app_client(hook_settings) as c:
         c.post("/api/v1/notifications", json=notification(recipients=people), headers=AUTH)
@@ -163,8 +186,7 @@ def test_2500_recipients_one_tap_three_update_calls(hook_settings, store, immedi
 
 def test_sign_card_menu_answers_with_the_link_and_keeps_the_code(hook_settings, store, immediate_queue, fake_wecom):
     with app_client(hook_settings) as c:
-        c.post("/api/v1/notifications", json=notification(type="sign", url="/pages/sign/sign?id=T-1001"),
-               headers=AUTH)
+        c.post("/api/v1/notifications", json=notification(type="sign", url="/pages/sign/sign?id=T-1001"), headers=AUTH)
         card = first_card_id()
         reply = deliver(c, hook_settings, menu_xml("lisi", card, code="RC-menu-lisi"))
         assert reply["MsgType"] == "news"

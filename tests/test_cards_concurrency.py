@@ -3,6 +3,7 @@
 Each tap is verified, decrypted and applied by the callback endpoint's synchronous path in its
 own thread, so on its own database connection, as two worker processes would. (Within one
 process the endpoint's group commit already serialises deliveries through one connection.)"""
+
 from __future__ import annotations
 
 import threading
@@ -34,8 +35,9 @@ def tap_once(ep, s, user: str, card: str, key: str, out: dict, barrier: threadin
     from bot.router import Inbound
 
     params, body = signed(app_crypto(s), tap_xml(user, card, key))
-    plaintext = app_crypto(s).decrypt_message(params["msg_signature"], params["timestamp"], params["nonce"],
-                                              parse(body)["Encrypt"])
+    plaintext = app_crypto(s).decrypt_message(
+        params["msg_signature"], params["timestamp"], params["nonce"], parse(body)["Encrypt"]
+    )
     if barrier is not None:
         barrier.wait()
     try:
@@ -56,15 +58,20 @@ def push(c, queue, n: int):
     add_member("wangwu", "王五")
     add_member("zhaoliu", "赵六")
     for i in range(n):
-        r = c.post("/api/v1/notifications", headers=AUTH,
-                   json=notification(id=f"n{i}", task_id=f"T-{i}", recipients=["lisi", "wangwu", "zhaoliu"]))
+        r = c.post(
+            "/api/v1/notifications",
+            headers=AUTH,
+            json=notification(id=f"n{i}", task_id=f"T-{i}", recipients=["lisi", "wangwu", "zhaoliu"]),
+        )
         assert r.status_code == 202
     drain(queue)
     return {c.task_id: c.card_id for c in NotifyCard.select()}
 
 
 @pytest.mark.skipif(BACKEND != "pg", reason="row locks between two connections: PostgreSQL")
-def test_second_tap_waits_on_the_row_lock_and_loses(hook_settings, store, queue, fake_wecom, webhook_receiver, monkeypatch):
+def test_second_tap_waits_on_the_row_lock_and_loses(
+    hook_settings, store, queue, fake_wecom, webhook_receiver, monkeypatch
+):
     """Worker A has decided but not committed; worker B's tap is blocked on the task row; when A
     commits, B's conditional UPDATE matches no row and B answers 已处理."""
     import bot.notify.webhook as webhook
@@ -89,14 +96,17 @@ def test_second_tap_waits_on_the_row_lock_and_loses(hook_settings, store, queue,
     b.start()
     deadline = time.time() + 10
     while time.time() < deadline:  # B is really waiting for A's row lock
-        waiting = db.execute_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                 "AND wait_event_type = 'Lock'").fetchone()[0]
+        waiting = db.execute_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()[0]
         if waiting:
             break
         time.sleep(0.02)
     else:
-        rows = db.execute_sql("SELECT state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity "
-                              "WHERE datname = current_database()").fetchall()
+        rows = db.execute_sql(
+            "SELECT state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity "
+            "WHERE datname = current_database()"
+        ).fetchall()
         pytest.fail(f"the second tap never waited on the task row: {rows} {out}")
     release.set()
     a.join(10)
@@ -120,8 +130,10 @@ def test_simultaneous_taps_on_two_workers_decide_once(hook_settings, store, queu
     for i in range(rounds):
         out: dict = {}
         barrier = threading.Barrier(2)
-        workers = [threading.Thread(target=tap_once, args=(ep, hook_settings, u, cards[f"T-{i}"], k, out, barrier))
-                   for u, k in (("lisi", "approve"), ("wangwu", "reject"))]
+        workers = [
+            threading.Thread(target=tap_once, args=(ep, hook_settings, u, cards[f"T-{i}"], k, out, barrier))
+            for u, k in (("lisi", "approve"), ("wangwu", "reject"))
+        ]
         for w in workers:
             w.start()
         for w in workers:

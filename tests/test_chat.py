@@ -1,6 +1,7 @@
 """Chat through the encrypted app callback: menu clicks, text commands, the enter_agent greeting.
 
 Every reply is decrypted with wechatpy (an independent implementation of WeCom's crypto)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,9 @@ class Chat:
 
     def post(self, plaintext: str):
         params, body = signed(app_crypto(self.settings), plaintext)
-        r = self.http.post("/wecom/callback", params=params, content=body.encode(),
-                           headers={"content-type": "text/xml"})
+        r = self.http.post(
+            "/wecom/callback", params=params, content=body.encode(), headers={"content-type": "text/xml"}
+        )
         assert r.status_code == 200, r.text
         if not r.text:
             return None
@@ -53,8 +55,14 @@ def chat_client(settings, store):
 
 
 def enter_agent(user: str = "lisi", at: int | None = None) -> str:
-    return message(FromUserName=user, CreateTime=at or int(time.time()), MsgType="event", Event="enter_agent",
-                   EventKey="", AgentID=1000002)
+    return message(
+        FromUserName=user,
+        CreateTime=at or int(time.time()),
+        MsgType="event",
+        Event="enter_agent",
+        EventKey="",
+        AgentID=1000002,
+    )
 
 
 # -- help --------------------------------------------------------------------------------------------
@@ -78,7 +86,21 @@ def test_unknown_click_gets_help_and_a_log_line_naming_the_key(chat_client, capl
 
 def test_help_words_and_anything_unknown_get_help(chat_client):
     # one store for all of them: each is its own message (MsgId), so none is taken for a retry
-    words = ["帮助", "help", "HELP", " Help  ", "?", "？", "ｈｅｌｐ", "帮助！", "你好", "签合同", "", "   ", "待办事项是什么"]
+    words = [
+        "帮助",
+        "help",
+        "HELP",
+        " Help  ",
+        "?",
+        "？",
+        "ｈｅｌｐ",
+        "帮助！",
+        "你好",
+        "签合同",
+        "",
+        "   ",
+        "待办事项是什么",
+    ]
     for n, word in enumerate(words, 1):
         reply = chat_client.post(text(word, msg_id=n))
         assert reply["MsgType"] == "text", word
@@ -97,8 +119,22 @@ def test_a_retried_text_gets_the_same_reply_once(chat_client):
 # -- lenient matching --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", ["待办", " 待办 ", "待办。", "待 办", "pending", "PENDING", " Pending\n",
-                                 "ｐｅｎｄｉｎｇ", "ＰＥＮＤＩＮＧ！", "\u3000待办\u3000", "待我处理"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "待办",
+        " 待办 ",
+        "待办。",
+        "待 办",
+        "pending",
+        "PENDING",
+        " Pending\n",
+        "ｐｅｎｄｉｎｇ",
+        "ＰＥＮＤＩＮＧ！",
+        "\u3000待办\u3000",
+        "待我处理",
+    ],
+)
 def test_pending_words_match_leniently(raw):
     assert chat.normalise(raw) in chat.PENDING_WORDS
 

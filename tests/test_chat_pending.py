@@ -1,5 +1,6 @@
 """待我处理 / 待办 through the encrypted callback, with tasks created the way 微签 creates them:
 POST /api/v1/notifications (WeCom's message/send faked by respx), the push run by the queue."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,15 @@ def api(settings, store, immediate_queue, wecom):  # noqa: F811
 
 
 def create_task(api, n: int, user: str = "lisi", **fields) -> None:
-    body = notification(id=f"wq-evt-{n}", task_id=f"T-{n}", title=f"合同-{n:03d}", recipients=[user],
-                        url=f"/pages/task/task_detail?id=T-{n}", deadline=None, **fields)
+    body = notification(
+        id=f"wq-evt-{n}",
+        task_id=f"T-{n}",
+        title=f"合同-{n:03d}",
+        recipients=[user],
+        url=f"/pages/task/task_detail?id=T-{n}",
+        deadline=None,
+        **fields,
+    )
     r = api.post("/api/v1/notifications", json=body, headers=AUTH)
     assert r.status_code == 202, r.text
 
@@ -78,9 +86,11 @@ def test_thirty_tasks_show_the_newest_seven_and_how_many_more(api, settings):
         items = articles(ask(api, settings, click("pending")))
     assert len(items) == 8  # WeCom's limit for a news reply
     assert [a["Title"] for a in items[:7]] == [
-        f"【{'待签署' if n % 2 else '待审批'}】合同-{n:03d}" for n in range(30, 23, -1)]
-    assert [a["Url"] for a in items[:7]] == [h5_entry(settings, f"/pages/task/task_detail?id=T-{n}")
-                                             for n in range(30, 23, -1)]
+        f"【{'待签署' if n % 2 else '待审批'}】合同-{n:03d}" for n in range(30, 23, -1)
+    ]
+    assert [a["Url"] for a in items[:7]] == [
+        h5_entry(settings, f"/pages/task/task_detail?id=T-{n}") for n in range(30, 23, -1)
+    ]
     more = items[7]
     assert more["Title"] == "还有 23 项待办，点此查看全部"
     assert more["Url"] == LIST_LINK
@@ -115,8 +125,11 @@ def test_only_my_open_tasks(api, settings):
     create_task(api, 2, user="wangwu")
     create_task(api, 3, type="notice")  # information only: nothing to do
     create_task(api, 4)
-    r = api.post("/api/v1/notifications", json={"id": "wq-close-4", "type": "close", "task_id": "T-4",
-                                                "result": "signed"}, headers=AUTH)
+    r = api.post(
+        "/api/v1/notifications",
+        json={"id": "wq-close-4", "type": "close", "task_id": "T-4", "result": "signed"},
+        headers=AUTH,
+    )
     assert r.status_code == 202
     assert [a["Title"] for a in articles(ask(api, settings, click("pending")))] == ["【待审批】合同-001"]
 
@@ -141,8 +154,9 @@ def test_greeting_says_how_many_tasks_wait(settings, store, immediate_queue, wec
     with app_client(s) as c:
         create_task(c, 1)
         create_task(c, 2)
-        reply = ask(c, s, message(FromUserName="lisi", MsgType="event", Event="enter_agent", EventKey="",
-                                  AgentID=1000002))
+        reply = ask(
+            c, s, message(FromUserName="lisi", MsgType="event", Event="enter_agent", EventKey="", AgentID=1000002)
+        )
     assert reply["MsgType"] == "text" and "你现在有 2 项待办" in reply["Content"]
 
 
@@ -150,5 +164,7 @@ def test_long_titles_are_cut_to_wecoms_news_limits(api, settings):
     create_task(api, 1, description="说明" * 200)
     NotifyTask.update(title="很长的合同名" * 30).where(NotifyTask.task_id == "T-1").execute()
     (a,) = articles(ask(api, settings, click("pending")))
-    assert len(a["Title"].encode()) <= 128 and a["Title"].startswith("【待审批】很长的合同名") and a["Title"].endswith("…")
+    assert (
+        len(a["Title"].encode()) <= 128 and a["Title"].startswith("【待审批】很长的合同名") and a["Title"].endswith("…")
+    )
     assert len(a["Description"].encode()) <= 512 and a["Description"].endswith("…")

@@ -1,4 +1,5 @@
 """The one clock (`store.clock`), its pinning in tests, and the shifted-clock CI run."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,15 @@ def test_the_shifted_run_really_shifts_every_process():
 
     hatch = time_machine.escape_hatch
     real = hatch.time.time() if hatch.is_travelling() else time.time()
-    child = float(subprocess.run([sys.executable, "-c", "import time; print(time.time())"],
-                                 capture_output=True, text=True, check=True, env=os.environ).stdout)
+    child = float(
+        subprocess.run(
+            [sys.executable, "-c", "import time; print(time.time())"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ,
+        ).stdout
+    )
     expected = float(SHIFT_DAYS or 0) * 86400
     assert abs((time.time() - real) - expected) < 60
     assert abs((child - real) - expected) < 60

@@ -1,5 +1,6 @@
 """change_contact events through the callback endpoints: every change type, renames, ID-only events
 with their queued fetch, a department deleted with its members moved, retries deduped."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ _ts = [int(time.time())]
 
 def event(change_type: str, **fields) -> str:
     _ts[0] += 1
-    return message(FromUserName="sys", CreateTime=_ts[0], MsgType="event", Event="change_contact",
-                   ChangeType=change_type, **fields)
+    return message(
+        FromUserName="sys", CreateTime=_ts[0], MsgType="event", Event="change_contact", ChangeType=change_type, **fields
+    )
 
 
 def post(client, settings, xml: str, path="/wecom/contacts/callback"):
@@ -52,18 +54,37 @@ def wecom(settings, store):
     reset_clients()
 
 
-FULL_CREATE = dict(UserID="zhaoliu", Name="赵六", Department="1,7", MainDepartment=7, IsLeaderInDept="0,1",
-                   Position="测试工程师", Mobile="13800001111", Email="zl@example.com", Status=1, Alias="liu.zhao")
+FULL_CREATE = dict(
+    UserID="zhaoliu",
+    Name="赵六",
+    Department="1,7",
+    MainDepartment=7,
+    IsLeaderInDept="0,1",
+    Position="测试工程师",
+    Mobile="13800001111",
+    Email="zl@example.com",
+    Status=1,
+    Alias="liu.zhao",
+)
 
 
 def test_create_user_applies_at_once_and_queues_the_fetch(client, settings, store, queue):
     post(client, settings, event("create_user", **FULL_CREATE))
     u = User.get(User.userid == "zhaoliu")
-    assert (u.name, u.position, u.mobile, u.email, u.main_department, u.active) == \
-        ("赵六", "测试工程师", "13800001111", "zl@example.com", 7, True)
-    assert [(m.department_id, m.is_leader) for m in
-            UserDepartment.select().where(UserDepartment.userid == "zhaoliu").order_by(UserDepartment.department_id)] \
-        == [(1, False), (7, True)]
+    assert (u.name, u.position, u.mobile, u.email, u.main_department, u.active) == (
+        "赵六",
+        "测试工程师",
+        "13800001111",
+        "zl@example.com",
+        7,
+        True,
+    )
+    assert [
+        (m.department_id, m.is_leader)
+        for m in UserDepartment.select()
+        .where(UserDepartment.userid == "zhaoliu")
+        .order_by(UserDepartment.department_id)
+    ] == [(1, False), (7, True)]
     assert feed() == [("user.created", "zhaoliu")]
     assert deferred() == [("sync.fetch_user", {"userid": "zhaoliu"})]
 
@@ -79,8 +100,18 @@ def test_an_id_only_create_user_is_completed_by_the_queued_user_get(client, sett
 
 
 def test_a_fetch_that_agrees_with_the_event_writes_nothing(client, settings, wecom, immediate_queue):
-    wecom.user("zhaoliu", "赵六", (1, 7), order=[0, 0], is_leader_in_dept=[0, 1], main_department=7,
-               position="测试工程师", mobile="13800001111", email="zl@example.com", alias="liu.zhao")
+    wecom.user(
+        "zhaoliu",
+        "赵六",
+        (1, 7),
+        order=[0, 0],
+        is_leader_in_dept=[0, 1],
+        main_department=7,
+        position="测试工程师",
+        mobile="13800001111",
+        email="zl@example.com",
+        alias="liu.zhao",
+    )
     post(client, settings, event("create_user", **FULL_CREATE))
     assert feed() == [("user.created", "zhaoliu")]
 
@@ -163,8 +194,12 @@ def test_party_events(client, settings, wecom, queue):
     assert Department.get(Department.id == 12).name == "华东大区"
     post(client, settings, event("delete_party", Id=12))
     assert Department.get(Department.id == 12).active is False
-    assert feed() == [("department.created", "12"), ("department.updated", "12"),
-                      ("department.updated", "12"), ("department.deleted", "12")]
+    assert feed() == [
+        ("department.created", "12"),
+        ("department.updated", "12"),
+        ("department.updated", "12"),
+        ("department.deleted", "12"),
+    ]
     assert [t for t, _ in deferred()] == ["sync.fetch_department"] * 3
 
 

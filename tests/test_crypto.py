@@ -1,4 +1,5 @@
 """Our callback crypto against every verified vector of PROTOCOL.md §2 and against wechatpy."""
+
 from __future__ import annotations
 
 import base64
@@ -58,8 +59,10 @@ def test_post_vectors_decrypt_exactly(vectors):
 def test_encrypt_reproduces_vectors_byte_for_byte(vectors):
     """With the vector's random prefix, encrypting its plaintext yields exactly its ciphertext."""
     checked = 0
-    for s, c in list(_cases(vectors, "verify_url")) + list(_cases(vectors, "decrypt_post")) + list(
-        _cases(vectors, "encrypt_reply")
+    for s, c in (
+        list(_cases(vectors, "verify_url"))
+        + list(_cases(vectors, "decrypt_post"))
+        + list(_cases(vectors, "encrypt_reply"))
     ):
         prefix = bytes.fromhex(c["random_prefix_hex"])
         assert _crypto(s).encrypt(c["expect_plaintext"], prefix) == c["expect_encrypt"], c["name"]
@@ -75,7 +78,9 @@ def test_encrypt_reply_envelope_vectors(vectors):
         assert body == c["reply_body"], c["name"]
 
 
-@pytest.mark.parametrize("name,error", [("A-GET-wrong-receive-id", InvalidReceiveId), ("A-GET-bad-signature", InvalidSignature)])
+@pytest.mark.parametrize(
+    "name,error", [("A-GET-wrong-receive-id", InvalidReceiveId), ("A-GET-bad-signature", InvalidSignature)]
+)
 def test_negative_vectors(vectors, name, error):
     s, c = next((s, c) for s, c in _cases(vectors, "negative") if c["name"] == name)
     with pytest.raises(error) as e:

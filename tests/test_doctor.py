@@ -1,5 +1,6 @@
 """`wqbot doctor`: each check passing and failing, WeCom faked at its HTTP edge (respx), the
 callback URL answered by the real app (TestClient)."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,17 @@ def make_settings(**env):
     return settings_mod.load(env={k: v for k, v in merged.items() if v is not None}, dotenv=None)
 
 
-def fake_wecom(router, *, app_token=None, contacts_token=None, agent=None, dept_contacts=None,
-               dept_app=None, simplelist=None, date=None):
+def fake_wecom(
+    router,
+    *,
+    app_token=None,
+    contacts_token=None,
+    agent=None,
+    dept_contacts=None,
+    dept_app=None,
+    simplelist=None,
+    date=None,
+):
     """A WeCom API at API with the given answers (dicts are WeCom JSON bodies)."""
     headers = {"Date": date or formatdate(usegmt=True)}
 
@@ -49,14 +59,27 @@ def fake_wecom(router, *, app_token=None, contacts_token=None, agent=None, dept_
         return reply(dept_app, ok(department=[{"id": 2, "name": "开发部", "parentid": 1}]))
 
     router.get(f"{API}/cgi-bin/gettoken").mock(side_effect=gettoken)
-    router.get(f"{API}/cgi-bin/agent/get").mock(return_value=reply(agent, ok(
-        agentid=1000002, name="微签", close=0, redirect_domain="wqbot.example.com",
-        allow_partys={"partyid": [2]})))
+    router.get(f"{API}/cgi-bin/agent/get").mock(
+        return_value=reply(
+            agent,
+            ok(
+                agentid=1000002,
+                name="微签",
+                close=0,
+                redirect_domain="wqbot.example.com",
+                allow_partys={"partyid": [2]},
+            ),
+        )
+    )
     router.get(f"{API}/cgi-bin/department/list").mock(side_effect=department_list)
-    router.get(f"{API}/cgi-bin/department/simplelist").mock(return_value=reply(simplelist, ok(
-        department_id=[{"id": 1, "parentid": 0, "order": 1}, {"id": 2, "parentid": 1, "order": 1}])))
-    router.get(f"{API}/cgi-bin/getcallbackip").mock(return_value=httpx.Response(
-        200, json={"errcode": 41001, "errmsg": "access_token missing"}, headers=headers))
+    router.get(f"{API}/cgi-bin/department/simplelist").mock(
+        return_value=reply(
+            simplelist, ok(department_id=[{"id": 1, "parentid": 0, "order": 1}, {"id": 2, "parentid": 1, "order": 1}])
+        )
+    )
+    router.get(f"{API}/cgi-bin/getcallbackip").mock(
+        return_value=httpx.Response(200, json={"errcode": 41001, "errmsg": "access_token missing"}, headers=headers)
+    )
     return router
 
 
@@ -97,9 +120,19 @@ def test_everything_right_passes_and_exits_zero(settings, store, app_http, capsy
         d = run(settings, app_http)
     checks = by_name(d)
     assert all(c.ok for c in d.checks), [c.line() for c in d.checks if not c.ok]
-    assert set(checks) >= {"settings", "store", "queue", "https", "gettoken (WECOM_APP_SECRET)",
-                           "gettoken (WECOM_CONTACTS_SECRET)", "可信域名", "directory", "callback",
-                           "contacts callback", "clock"}
+    assert set(checks) >= {
+        "settings",
+        "store",
+        "queue",
+        "https",
+        "gettoken (WECOM_APP_SECRET)",
+        "gettoken (WECOM_CONTACTS_SECRET)",
+        "可信域名",
+        "directory",
+        "callback",
+        "contacts callback",
+        "clock",
+    }
     assert "sync uses mode list (department/list" in checks["directory"].detail
     for c in d.checks:
         assert c.line().startswith("✓ ")
@@ -128,11 +161,14 @@ def test_cli_exit_code(store, tmp_path):
         assert cli(["doctor"]) == 1
 
 
-@pytest.mark.parametrize("env, expect", [
-    ({"WECOM_AES_KEY": "short"}, "WECOM_AES_KEY"),
-    ({"PUBLIC_URL": "wqbot.example.com"}, "PUBLIC_URL: must be an http:// or https:// URL"),
-    ({"WECOM_CORP_ID": "企业"}, "WECOM_CORP_ID"),
-])
+@pytest.mark.parametrize(
+    "env, expect",
+    [
+        ({"WECOM_AES_KEY": "short"}, "WECOM_AES_KEY"),
+        ({"PUBLIC_URL": "wqbot.example.com"}, "PUBLIC_URL: must be an http:// or https:// URL"),
+        ({"WECOM_CORP_ID": "企业"}, "WECOM_CORP_ID"),
+    ],
+)
 def test_malformed_settings_name_the_variable(env, expect):
     d = Doctor(env={**TEST_ENV, **env})
     d.run()
@@ -140,15 +176,24 @@ def test_malformed_settings_name_the_variable(env, expect):
     assert expect in d.checks[0].detail and "fix:" in d.checks[0].line()
 
 
-@pytest.mark.parametrize("env, expect, fix", [
-    ({"PUBLIC_URL": "https://wq.example.com/wqbot"}, "PUBLIC_URL has a path", "origin only"),
-    ({"WECOM_API_BASE": "https://qyapi.weixin.qq.com", "PUBLIC_URL": "http://127.0.0.1:8000"},
-     "cannot be reached by WeCom", "可信域名"),
-    ({"WECOM_API_BASE": "https://qyapi.weixin.qq.com", "PUBLIC_URL": "https://1.2.3.4"},
-     "uses an IP address", "domain name"),
-    ({"SECRET_KEY": "short"}, "SECRET_KEY is shorter", "SECRET_KEY"),
-    ({"WECOM_CONTACTS_SECRET": TEST_ENV["WECOM_APP_SECRET"]}, "equals WECOM_APP_SECRET", "通讯录同步"),
-])
+@pytest.mark.parametrize(
+    "env, expect, fix",
+    [
+        ({"PUBLIC_URL": "https://wq.example.com/wqbot"}, "PUBLIC_URL has a path", "origin only"),
+        (
+            {"WECOM_API_BASE": "https://qyapi.weixin.qq.com", "PUBLIC_URL": "http://127.0.0.1:8000"},
+            "cannot be reached by WeCom",
+            "可信域名",
+        ),
+        (
+            {"WECOM_API_BASE": "https://qyapi.weixin.qq.com", "PUBLIC_URL": "https://1.2.3.4"},
+            "uses an IP address",
+            "domain name",
+        ),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY is shorter", "SECRET_KEY"),
+        ({"WECOM_CONTACTS_SECRET": TEST_ENV["WECOM_APP_SECRET"]}, "equals WECOM_APP_SECRET", "通讯录同步"),
+    ],
+)
 def test_suspicious_settings_fail(env, expect, fix):
     d = Doctor(make_settings(**env))
     d.check_settings()
@@ -177,8 +222,12 @@ def test_wrong_app_secret_names_the_console_page(settings, store, app_http):
         fake_wecom(router, app_token=httpx.Response(200, json={"errcode": 40001, "errmsg": "invalid credential"}))
         d = run(settings, app_http)
         # one gettoken per secret: a wrong secret is never retried (WeCom bans the IP for an hour)
-        app_gettokens = [c for c in router.calls if c.request.url.path == "/cgi-bin/gettoken"
-                         and c.request.url.params["corpsecret"] == TEST_ENV["WECOM_APP_SECRET"]]
+        app_gettokens = [
+            c
+            for c in router.calls
+            if c.request.url.path == "/cgi-bin/gettoken"
+            and c.request.url.params["corpsecret"] == TEST_ENV["WECOM_APP_SECRET"]
+        ]
     c = by_name(d)["gettoken (WECOM_APP_SECRET)"]
     assert not c.ok and "40001" in c.detail
     assert "WECOM_APP_SECRET" in c.fix and "应用管理 → 自建应用 → Secret" in c.fix
@@ -196,11 +245,16 @@ def test_wrong_corp_id(settings, store, app_http):
 
 
 def test_60020_names_the_exact_ip_and_the_trusted_ip_page(settings, store, app_http):
-    msg = ("not allow to access from your ip, hint: [1700000000_1_abc], from ip: 203.0.113.9, "
-           "more info at https://open.work.weixin.qq.com/devtool/query?e=60020")
+    msg = (
+        "not allow to access from your ip, hint: [1700000000_1_abc], from ip: 203.0.113.9, "
+        "more info at https://open.work.weixin.qq.com/devtool/query?e=60020"
+    )
     with respx.mock(assert_all_called=False) as router:
-        fake_wecom(router, app_token=httpx.Response(200, json={"errcode": 60020, "errmsg": msg}),
-                   contacts_token=httpx.Response(200, json={"errcode": 60020, "errmsg": msg}))
+        fake_wecom(
+            router,
+            app_token=httpx.Response(200, json={"errcode": 60020, "errmsg": msg}),
+            contacts_token=httpx.Response(200, json={"errcode": 60020, "errmsg": msg}),
+        )
         d = run(settings, app_http)
     app = by_name(d)["gettoken (WECOM_APP_SECRET)"]
     contacts = by_name(d)["gettoken (WECOM_CONTACTS_SECRET)"]
@@ -210,8 +264,10 @@ def test_60020_names_the_exact_ip_and_the_trusted_ip_page(settings, store, app_h
 
 def test_redirect_domain_mismatch(settings, store, app_http):
     with respx.mock(assert_all_called=False) as router:
-        fake_wecom(router, agent={"errcode": 0, "agentid": 1000002, "name": "微签", "close": 0,
-                                  "redirect_domain": "sign.example.com"})
+        fake_wecom(
+            router,
+            agent={"errcode": 0, "agentid": 1000002, "name": "微签", "close": 0, "redirect_domain": "sign.example.com"},
+        )
         d = run(settings, app_http)
     c = by_name(d)["可信域名"]
     assert not c.ok and "sign.example.com" in c.detail and "wqbot.example.com" in c.detail

@@ -1,4 +1,5 @@
 """`POST /api/v1/jssdk/signature`: wx.config / wx.agentConfig signatures (PROTOCOL §9, vector §2.6)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,17 +24,25 @@ def test_worked_example_from_protocol(vectors):
 
 
 def test_protocol_2_6_literal():
-    assert signature("sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg",
-                     "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value") \
+    assert (
+        signature(
+            "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg",
+            "Wm3WZYTPz0wzccnW",
+            1414587457,
+            "http://mp.weixin.qq.com?params=value",
+        )
         == "0f9de62fce790f9a083d5c99e95740ceb90c27ed"
+    )
 
 
 @pytest.fixture
 def tickets(wecom):
-    corp = wecom.get("/cgi-bin/get_jsapi_ticket").mock(return_value=Response(200, json={
-        "errcode": 0, "errmsg": "ok", "ticket": CORP_TICKET, "expires_in": 7200}))
-    agent = wecom.get("/cgi-bin/ticket/get", params={"type": "agent_config"}).mock(return_value=Response(200, json={
-        "errcode": 0, "errmsg": "ok", "ticket": AGENT_TICKET, "expires_in": 7200}))
+    corp = wecom.get("/cgi-bin/get_jsapi_ticket").mock(
+        return_value=Response(200, json={"errcode": 0, "errmsg": "ok", "ticket": CORP_TICKET, "expires_in": 7200})
+    )
+    agent = wecom.get("/cgi-bin/ticket/get", params={"type": "agent_config"}).mock(
+        return_value=Response(200, json={"errcode": 0, "errmsg": "ok", "ticket": AGENT_TICKET, "expires_in": 7200})
+    )
     return corp, agent
 
 
@@ -60,43 +69,56 @@ def test_signs_both_configs_with_their_own_ticket(client, tickets, store):
 def test_tickets_are_cached_separately(client, tickets, store):
     corp, agent = tickets
     for _ in range(3):
-        assert client.post("/api/v1/jssdk/signature", json={"url": "https://wqbot.example.com/x"},
-                           headers=AUTH).status_code == 200
+        assert (
+            client.post(
+                "/api/v1/jssdk/signature", json={"url": "https://wqbot.example.com/x"}, headers=AUTH
+            ).status_code
+            == 200
+        )
     assert corp.call_count == 1 and agent.call_count == 1
 
 
 def test_fixed_nonce_and_time_give_the_documented_string(settings, tickets):
     out = sign(settings, "https://wqbot.example.com/page?a=1", now=1414587457, nonce="Wm3WZYTPz0wzccnW")
-    assert out["config"]["signature"] == expected(CORP_TICKET, "Wm3WZYTPz0wzccnW", 1414587457,
-                                                  "https://wqbot.example.com/page?a=1")
+    assert out["config"]["signature"] == expected(
+        CORP_TICKET, "Wm3WZYTPz0wzccnW", 1414587457, "https://wqbot.example.com/page?a=1"
+    )
     assert out["agentConfig"]["timestamp"] == 1414587457
 
 
-@pytest.mark.parametrize("url, status", [
-    ("https://evil.com/h5/", 403),
-    ("https://sign.example.com.evil.com/", 403),
-    ("https://sign.example.com:8443/h5/", 403),
-    ("http://sign.example.com/h5/", 403),
-    ("https://evil.com#https://sign.example.com/", 403),
-    ("https://user@sign.example.com/h5/", 400),
-    ("javascript:alert(1)", 400),
-    ("/h5/#/pages/x", 400),
-    ("https://sign.example.com/h5/ x", 400),
-    ("https://sign.example.com\\@evil.com/", 400),
-    ("", 400),
-    (None, 400),
-    (12, 400),
-    ("https://sign.example.com/" + "a" * 3000, 400),
-])
+@pytest.mark.parametrize(
+    "url, status",
+    [
+        ("https://evil.com/h5/", 403),
+        ("https://sign.example.com.evil.com/", 403),
+        ("https://sign.example.com:8443/h5/", 403),
+        ("http://sign.example.com/h5/", 403),
+        ("https://evil.com#https://sign.example.com/", 403),
+        ("https://user@sign.example.com/h5/", 400),
+        ("javascript:alert(1)", 400),
+        ("/h5/#/pages/x", 400),
+        ("https://sign.example.com/h5/ x", 400),
+        ("https://sign.example.com\\@evil.com/", 400),
+        ("", 400),
+        (None, 400),
+        (12, 400),
+        ("https://sign.example.com/" + "a" * 3000, 400),
+    ],
+)
 def test_only_our_origins_are_signed(client, tickets, store, url, status):
     r = client.post("/api/v1/jssdk/signature", json={"url": url}, headers=AUTH)
     assert r.status_code == status, r.text
     assert r.json()["error"] in ("invalid_url", "origin_not_allowed")
 
 
-@pytest.mark.parametrize("url", [
-    "https://wqbot.example.com/anything", "https://WQBOT.example.com:443/x", "https://sign.example.com/h5/#/p",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://wqbot.example.com/anything",
+        "https://WQBOT.example.com:443/x",
+        "https://sign.example.com/h5/#/p",
+    ],
+)
 def test_public_and_h5_origins_are_signed(client, tickets, store, url):
     assert client.post("/api/v1/jssdk/signature", json={"url": url}, headers=AUTH).status_code == 200
 

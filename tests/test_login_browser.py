@@ -8,6 +8,7 @@ The same for the PC QR login (/wx/qrlogin → the emulator's SSO page → /wx/lo
 Three real HTTP servers on 127.0.0.1 (wqbot, the emulator, the stand-in 微签), each under
 uvicorn in a thread. Skipped, with the reason, only where Chromium cannot start.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,7 @@ import settings as settings_mod
 from tests.browser import Browser, chromium_path
 from tests.conftest import TEST_ENV
 from tests.login_helpers import add_member
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -95,14 +97,20 @@ def stand_in_weiqian(wqbot_url: str):
     async def backend_login(request: Request):
         ticket = (await request.json()).get("ticket")
         async with httpx.AsyncClient(timeout=10) as c:
-            r = await c.post(f"{wqbot_url}/api/v1/tickets/validate", json={"ticket": ticket},
-                             headers={"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]})
+            r = await c.post(
+                f"{wqbot_url}/api/v1/tickets/validate",
+                json={"ticket": ticket},
+                headers={"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]},
+            )
         return JSONResponse({"validated": r.json(), "ticket": ticket}, status_code=r.status_code)
 
-    return Starlette(routes=[
-        Route("/h5/", page), Route("/pc/{rest:path}", page),
-        Route("/backend/login", backend_login, methods=["POST"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/h5/", page),
+            Route("/pc/{rest:path}", page),
+            Route("/backend/login", backend_login, methods=["POST"]),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +123,31 @@ def world():
     wq_sock, sim_sock, wqsign_sock = bound_socket(), bound_socket(), bound_socket()
     wq_port, sim_port, h5_port = (s.getsockname()[1] for s in (wq_sock, sim_sock, wqsign_sock))
     wqbot_url, sim_url, weiqian_url = (f"http://127.0.0.1:{p}" for p in (wq_port, sim_port, h5_port))
-    sim_cfg = SimConfig(corp_id=TEST_ENV["WECOM_CORP_ID"], agent_id=int(TEST_ENV["WECOM_AGENT_ID"]),
-                        app_secret=TEST_ENV["WECOM_APP_SECRET"], contacts_secret=TEST_ENV["WECOM_CONTACTS_SECRET"],
-                        token=TEST_ENV["WECOM_TOKEN"], aes_key=TEST_ENV["WECOM_AES_KEY"],
-                        redirect_domain=f"127.0.0.1:{wq_port}", users=6, departments=2, seed=7)
+    sim_cfg = SimConfig(
+        corp_id=TEST_ENV["WECOM_CORP_ID"],
+        agent_id=int(TEST_ENV["WECOM_AGENT_ID"]),
+        app_secret=TEST_ENV["WECOM_APP_SECRET"],
+        contacts_secret=TEST_ENV["WECOM_CONTACTS_SECRET"],
+        token=TEST_ENV["WECOM_TOKEN"],
+        aes_key=TEST_ENV["WECOM_AES_KEY"],
+        redirect_domain=f"127.0.0.1:{wq_port}",
+        users=6,
+        departments=2,
+        seed=7,
+    )
     sim_app = create_sim(sim_cfg)
-    s = settings_mod.load(env={
-        **TEST_ENV, "PUBLIC_URL": wqbot_url, "WECOM_API_BASE": sim_url, "WECOM_OAUTH_BASE": sim_url,
-        "WECOM_SSO_BASE": sim_url, "H5_URL": f"{weiqian_url}/h5/#/pages/login/login_pro",
-        "PC_URL": f"{weiqian_url}/pc/"}, dotenv=None)
+    s = settings_mod.load(
+        env={
+            **TEST_ENV,
+            "PUBLIC_URL": wqbot_url,
+            "WECOM_API_BASE": sim_url,
+            "WECOM_OAUTH_BASE": sim_url,
+            "WECOM_SSO_BASE": sim_url,
+            "H5_URL": f"{weiqian_url}/h5/#/pages/login/login_pro",
+            "PC_URL": f"{weiqian_url}/pc/",
+        },
+        dotenv=None,
+    )
     servers = []
     try:
         servers.append(Served(sim_app, sim_sock))
@@ -146,8 +170,12 @@ def sim_members(world) -> list:
 
 
 def result(browser) -> dict:
-    return json.loads(browser.wait_for("document.getElementById('result') && "
-                                       "document.getElementById('result').textContent", "the 微签 page's result"))
+    return json.loads(
+        browser.wait_for(
+            "document.getElementById('result') && document.getElementById('result').textContent",
+            "the 微签 page's result",
+        )
+    )
 
 
 def test_h5_login_in_chromium(browser, world, store):
@@ -162,15 +190,23 @@ def test_h5_login_in_chromium(browser, world, store):
     browser.evaluate(f"document.querySelector('{link}').click()")
     out = result(browser)
     assert out["status"] == 200, out
-    assert out["validated"] == {"userid": member.userid, "name": member.name, "departments": [1],
-                                "account": f"wq-{member.userid}", "via": "h5"}
+    assert out["validated"] == {
+        "userid": member.userid,
+        "name": member.name,
+        "departments": [1],
+        "account": f"wq-{member.userid}",
+        "via": "h5",
+    }
     assert out["route"] == "/pages/task/task_detail"  # next applied to the hash route
     assert out["search"] == ""  # the ticket travelled in the fragment only
     href = browser.evaluate("location.href")
     assert href.startswith(world["weiqian"] + "/h5/#/pages/task/task_detail?id=T-1001&ticket=")
     # the ticket is spent: 微签 replaying it gets 410
-    r = httpx.post(f"{world['wqbot']}/api/v1/tickets/validate", json={"ticket": out["ticket"]},
-                   headers={"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]})
+    r = httpx.post(
+        f"{world['wqbot']}/api/v1/tickets/validate",
+        json={"ticket": out["ticket"]},
+        headers={"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]},
+    )
     assert r.status_code == 410
     # back to the authorize page and pick again: a fresh code, but the state is used up
     browser.evaluate("history.back()")
@@ -197,9 +233,10 @@ def test_non_member_sees_the_chinese_page_in_chromium(browser, world, store):
     browser.goto(f"{world['wqbot']}/oauth/h5")
     browser.wait_for("!!document.querySelector('a.user[href*=\"sim_openid\"]')", "the emulator's authorize page")
     browser.evaluate("document.querySelector('a.user[href*=\"sim_openid\"]').click()")
-    text = browser.wait_for("document.body && document.body.innerText.includes('仅限本企业成员登录') && "
-                            "document.body.innerText", "the non-member page")
+    text = browser.wait_for(
+        "document.body && document.body.innerText.includes('仅限本企业成员登录') && document.body.innerText",
+        "the non-member page",
+    )
     assert "原因" in text and browser.evaluate("location.pathname") == "/oauth/h5/callback"
     if os.environ.get("WQBOT_SCREENSHOTS"):
         browser.screenshot(os.path.join(os.environ["WQBOT_SCREENSHOTS"], "login-non-member.png"))
-

@@ -1,4 +1,5 @@
 """`next` validation: only relative paths inside the app; everything hostile falls back to home."""
+
 from __future__ import annotations
 
 import pytest
@@ -78,15 +79,18 @@ def test_at_least_fifteen_hostile_values():
     assert len(HOSTILE) >= 15
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("/pages/task/task_detail?id=T-1001", "/pages/task/task_detail?id=T-1001"),
-    ("/pages/index/index", "/pages/index/index"),
-    ("/pages/x?name=%E5%90%88%E5%90%8C", "/pages/x?name=%E5%90%88%E5%90%8C"),
-    ("/pages/x?name=合同", "/pages/x?name=%E5%90%88%E5%90%8C"),
-    ("/pages/x?back=%2Fpages%2Fy&a=1", "/pages/x?back=%2Fpages%2Fy&a=1"),
-    ("/pages/x?t=2026-12-01T18:00:00", "/pages/x?t=2026-12-01T18:00:00"),
-    ("/tasks/T-1001/.well", "/tasks/T-1001/.well"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("/pages/task/task_detail?id=T-1001", "/pages/task/task_detail?id=T-1001"),
+        ("/pages/index/index", "/pages/index/index"),
+        ("/pages/x?name=%E5%90%88%E5%90%8C", "/pages/x?name=%E5%90%88%E5%90%8C"),
+        ("/pages/x?name=合同", "/pages/x?name=%E5%90%88%E5%90%8C"),
+        ("/pages/x?back=%2Fpages%2Fy&a=1", "/pages/x?back=%2Fpages%2Fy&a=1"),
+        ("/pages/x?t=2026-12-01T18:00:00", "/pages/x?t=2026-12-01T18:00:00"),
+        ("/tasks/T-1001/.well", "/tasks/T-1001/.well"),
+    ],
+)
 def test_paths_inside_the_app_are_kept(value, expected):
     assert safe_next(value) == expected
 

@@ -1,4 +1,5 @@
 """store/login.py: the state record (one flow, one browser, one use, an expiry)."""
+
 from __future__ import annotations
 
 import re

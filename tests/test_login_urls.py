@@ -1,4 +1,5 @@
 """The URLs of a login, field by field against PROTOCOL.md §8 and CONTRACT §2."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
@@ -33,8 +34,10 @@ def test_authorize_url_matches_protocol(settings):
 
 
 def test_authorize_url_with_privateinfo_scope_and_own_bases():
-    s = settings_mod.load(env={**TEST_ENV, "WECOM_OAUTH_SCOPE": "snsapi_privateinfo",
-                               "WECOM_OAUTH_BASE": "http://127.0.0.1:9999/"}, dotenv=None)
+    s = settings_mod.load(
+        env={**TEST_ENV, "WECOM_OAUTH_SCOPE": "snsapi_privateinfo", "WECOM_OAUTH_BASE": "http://127.0.0.1:9999/"},
+        dotenv=None,
+    )
     url = authorize_url(s, "S")
     assert url.startswith("http://127.0.0.1:9999/connect/oauth2/authorize?")
     assert dict(fields(url.split("#")[0]))["scope"] == "snsapi_privateinfo"
@@ -58,13 +61,16 @@ def test_sso_url_matches_protocol(settings):
     assert "redirect_uri=https%3A%2F%2Fwqbot.example.com%2Fwx%2Flogin&" in url
 
 
-@pytest.mark.parametrize("public, expected", [
-    ("https://wqbot.example.com", "https://wqbot.example.com"),
-    ("https://wqbot.example.com:443", "https://wqbot.example.com"),  # pitfall 15: explicit default port
-    ("http://wqbot.example.com:80/", "http://wqbot.example.com"),
-    ("HTTPS://WQBot.Example.com:8443", "https://wqbot.example.com:8443"),
-    ("https://corp.example.com/wqbot/", "https://corp.example.com/wqbot"),
-])
+@pytest.mark.parametrize(
+    "public, expected",
+    [
+        ("https://wqbot.example.com", "https://wqbot.example.com"),
+        ("https://wqbot.example.com:443", "https://wqbot.example.com"),  # pitfall 15: explicit default port
+        ("http://wqbot.example.com:80/", "http://wqbot.example.com"),
+        ("HTTPS://WQBot.Example.com:8443", "https://wqbot.example.com:8443"),
+        ("https://corp.example.com/wqbot/", "https://corp.example.com/wqbot"),
+    ],
+)
 def test_public_url_is_normalised_for_the_trusted_domain(public, expected):
     s = settings_mod.load(env={**TEST_ENV, "PUBLIC_URL": public}, dotenv=None)
     assert public_base(s) == expected
@@ -75,24 +81,40 @@ def test_public_url_is_normalised_for_the_trusted_domain(public, expected):
 H5 = "https://sign.example.com/h5/#/pages/login/login_pro"
 
 
-@pytest.mark.parametrize("landing, next_path, expected", [
-    (H5, None, "https://sign.example.com/h5/#/pages/login/login_pro?ticket=TK"),
-    (H5, "/pages/task/task_detail?id=T-1001", "https://sign.example.com/h5/#/pages/task/task_detail?id=T-1001&ticket=TK"),
-    ("https://sign.example.com/h5/?v=2#/pages/login/login_pro?from=wecom", None,
-     "https://sign.example.com/h5/?v=2#/pages/login/login_pro?from=wecom&ticket=TK"),
-    ("https://sign.example.com/pc/", None, "https://sign.example.com/pc/?ticket=TK"),
-    ("https://sign.example.com/pc/", "/tasks/1?x=1", "https://sign.example.com/pc/tasks/1?x=1&ticket=TK"),
-    ("https://sign.example.com/pc/index.html", "/tasks/1", "https://sign.example.com/pc/tasks/1?ticket=TK"),
-    ("https://sign.example.com", "/tasks/1", "https://sign.example.com/tasks/1?ticket=TK"),
-    ("https://sign.example.com/pc/?lang=zh", None, "https://sign.example.com/pc/?lang=zh&ticket=TK"),
-])
+@pytest.mark.parametrize(
+    "landing, next_path, expected",
+    [
+        (H5, None, "https://sign.example.com/h5/#/pages/login/login_pro?ticket=TK"),
+        (
+            H5,
+            "/pages/task/task_detail?id=T-1001",
+            "https://sign.example.com/h5/#/pages/task/task_detail?id=T-1001&ticket=TK",
+        ),
+        (
+            "https://sign.example.com/h5/?v=2#/pages/login/login_pro?from=wecom",
+            None,
+            "https://sign.example.com/h5/?v=2#/pages/login/login_pro?from=wecom&ticket=TK",
+        ),
+        ("https://sign.example.com/pc/", None, "https://sign.example.com/pc/?ticket=TK"),
+        ("https://sign.example.com/pc/", "/tasks/1?x=1", "https://sign.example.com/pc/tasks/1?x=1&ticket=TK"),
+        ("https://sign.example.com/pc/index.html", "/tasks/1", "https://sign.example.com/pc/tasks/1?ticket=TK"),
+        ("https://sign.example.com", "/tasks/1", "https://sign.example.com/tasks/1?ticket=TK"),
+        ("https://sign.example.com/pc/?lang=zh", None, "https://sign.example.com/pc/?lang=zh&ticket=TK"),
+    ],
+)
 def test_landing_url(landing, next_path, expected):
     assert landing_url(landing, next_path, "TK") == expected
 
 
-@pytest.mark.parametrize("target", [
-    "/pages/x?ticket=ATTACKER", "/pages/x?a=1&ticket=ATTACKER&b=2", "/pages/x?TICKET=ATTACKER", "/pages/x?%74icket=A",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/pages/x?ticket=ATTACKER",
+        "/pages/x?a=1&ticket=ATTACKER&b=2",
+        "/pages/x?TICKET=ATTACKER",
+        "/pages/x?%74icket=A",
+    ],
+)
 def test_a_ticket_smuggled_in_next_is_dropped(target):
     out = with_ticket(target, "MINE")
     assert "ATTACKER" not in out and out.endswith("ticket=MINE") and out.count("icket=") == 1

@@ -1,5 +1,6 @@
 """Logs: every secret planted in every part of a record is masked; one trace id follows a
 callback into the huey task it deferred; --log-format text is readable and still redacted."""
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,16 @@ from bot.tasks import defer, load_task_modules, outbox_task
 from tests.conftest import TEST_ENV
 from tests.support import app_crypto, message, signed
 
-SECRET_VARS = ("WECOM_APP_SECRET", "WECOM_CONTACTS_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY", "WECOM_CONTACTS_TOKEN",
-               "WECOM_CONTACTS_AES_KEY", "SECRET_KEY", "WEIQIAN_API_TOKEN")
+SECRET_VARS = (
+    "WECOM_APP_SECRET",
+    "WECOM_CONTACTS_SECRET",
+    "WECOM_TOKEN",
+    "WECOM_AES_KEY",
+    "WECOM_CONTACTS_TOKEN",
+    "WECOM_CONTACTS_AES_KEY",
+    "SECRET_KEY",
+    "WEIQIAN_API_TOKEN",
+)
 
 
 @pytest.fixture
@@ -58,8 +67,14 @@ def plant_everything(log: logging.Logger, secrets: list[str]) -> None:
     log.info("EncodingAESKey: AES-KEY-IN-TEXT-555")
 
 
-UNCONFIGURED = ("TOKEN-FROM-WECOM-123", "TOKEN-FROM-WECOM-456", "CODE-FROM-WECOM-789", "TICKET-abcdef0123",
-                "BEARER-TOKEN-xyz987", "AES-KEY-IN-TEXT-555")
+UNCONFIGURED = (
+    "TOKEN-FROM-WECOM-123",
+    "TOKEN-FROM-WECOM-456",
+    "CODE-FROM-WECOM-789",
+    "TICKET-abcdef0123",
+    "BEARER-TOKEN-xyz987",
+    "AES-KEY-IN-TEXT-555",
+)
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])

@@ -1,4 +1,5 @@
 """The app menu: the data file, WeCom's rules, `wqbot menu show|push|diff` (respx at WeCom's edge)."""
+
 from __future__ import annotations
 
 import json
@@ -38,6 +39,7 @@ def test_the_console_script_dispatches_menu(settings, capsys):
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
     assert json.loads(capsys.readouterr().out) == build(settings)
 
+
 # -- the shipped file ----------------------------------------------------------------------------
 
 
@@ -52,10 +54,12 @@ def test_shipped_menu_is_valid_and_has_the_contract_buttons(settings):
 
 
 def test_view_paths_expand_to_the_oauth_entry_and_urls_stay(settings):
-    data = {"button": [
-        {"name": "首页", "type": "view", "url": "/pages/index/index?tab=2&x=中"},
-        {"name": "官网", "type": "view", "url": "https://www.example.com/a?b=1"},
-    ]}
+    data = {
+        "button": [
+            {"name": "首页", "type": "view", "url": "/pages/index/index?tab=2&x=中"},
+            {"name": "官网", "type": "view", "url": "https://www.example.com/a?b=1"},
+        ]
+    }
     assert validate(data, settings) == []
     urls = [b["url"] for b in render(data, settings)["button"]]
     parts = urlsplit(urls[0])
@@ -67,9 +71,22 @@ def test_view_paths_expand_to_the_oauth_entry_and_urls_stay(settings):
 def check_menu_create_schema(menu: dict) -> None:
     """WeCom's menu/create body (PROTOCOL §5.9), written out as the checks its server makes."""
     assert set(menu) == {"button"} and 1 <= len(menu["button"]) <= 3
-    fields = {"click": {"key"}, "view": {"url"}, "view_miniprogram": {"appid", "pagepath"},
-              **{t: {"key"} for t in ("scancode_push", "scancode_waitmsg", "pic_sysphoto",
-                                      "pic_photo_or_album", "pic_weixin", "location_select")}}
+    fields = {
+        "click": {"key"},
+        "view": {"url"},
+        "view_miniprogram": {"appid", "pagepath"},
+        **{
+            t: {"key"}
+            for t in (
+                "scancode_push",
+                "scancode_waitmsg",
+                "pic_sysphoto",
+                "pic_photo_or_album",
+                "pic_weixin",
+                "location_select",
+            )
+        },
+    }
 
     def leaf(b, name_limit):
         assert isinstance(b["name"], str) and 0 < len(b["name"].encode()) <= name_limit
@@ -98,14 +115,19 @@ def test_menu_show_prints_exactly_the_menu_create_body(settings, capsys):
 
 
 def test_a_group_renders_in_menu_create_shape(settings):
-    data = {"button": [
-        {"name": "待我处理", "type": "click", "key": "pending"},
-        {"name": "更多", "sub_button": [
-            {"name": "进入微签", "type": "view", "url": "/pages/index/index"},
-            {"name": "扫码", "type": "scancode_waitmsg", "key": "scan"},
-            {"name": "小程序", "type": "view_miniprogram", "appid": "wx123", "pagepath": "pages/index"},
-        ]},
-    ]}
+    data = {
+        "button": [
+            {"name": "待我处理", "type": "click", "key": "pending"},
+            {
+                "name": "更多",
+                "sub_button": [
+                    {"name": "进入微签", "type": "view", "url": "/pages/index/index"},
+                    {"name": "扫码", "type": "scancode_waitmsg", "key": "scan"},
+                    {"name": "小程序", "type": "view_miniprogram", "appid": "wx123", "pagepath": "pages/index"},
+                ],
+            },
+        ]
+    }
     assert validate(data, settings) == []
     menu = render(data, settings)
     check_menu_create_schema(menu)
@@ -142,17 +164,22 @@ def test_at_most_three_top_level_buttons(settings):
 
 
 def test_top_level_name_at_most_16_bytes(settings):
-    assert problems(settings, [click("待我处理的任务", "a")]) == \
-        ['button[0] "待我处理的任务": name is 21 bytes, WeCom allows 16']
+    assert problems(settings, [click("待我处理的任务", "a")]) == [
+        'button[0] "待我处理的任务": name is 21 bytes, WeCom allows 16'
+    ]
     assert problems(settings, [click("一二三四五", "a")]) == []  # 15 bytes
     assert problems(settings, [click("abcdefghijklmnop", "a")]) == []  # 16 bytes
 
 
 def test_sub_button_name_at_most_40_bytes(settings):
     long = "签署记录" + "很长" * 4 + "的名字"  # 15 characters, 45 bytes
-    assert problems(settings, [{"name": "更多", "sub_button": [click("签署记录" + "很长" * 4 + "的a", "d")]}]) == []  # 40
-    out = problems(settings, [click("甲", "a"), {"name": "更多", "sub_button": [
-        click("一", "b"), click("二", "c"), click(long, "d")]}])
+    assert (
+        problems(settings, [{"name": "更多", "sub_button": [click("签署记录" + "很长" * 4 + "的a", "d")]}]) == []
+    )  # 40
+    out = problems(
+        settings,
+        [click("甲", "a"), {"name": "更多", "sub_button": [click("一", "b"), click("二", "c"), click(long, "d")]}],
+    )
     assert out == [f'button[1].sub_button[2] "{long}": name is 45 bytes, WeCom allows 40']
 
 
@@ -164,10 +191,12 @@ def test_name_missing_or_blank(settings):
 
 def test_sub_menu_has_one_to_five_entries(settings):
     six = [click(f"项{i}", f"k{i}") for i in range(6)]
-    assert problems(settings, [{"name": "更多", "sub_button": six}]) == \
-        ['button[0] "更多": 6 sub-buttons, WeCom allows 5']
-    assert problems(settings, [{"name": "更多", "sub_button": []}]) == \
-        ['button[0] "更多": sub_button is empty: a group needs 1 to 5 entries']
+    assert problems(settings, [{"name": "更多", "sub_button": six}]) == [
+        'button[0] "更多": 6 sub-buttons, WeCom allows 5'
+    ]
+    assert problems(settings, [{"name": "更多", "sub_button": []}]) == [
+        'button[0] "更多": sub_button is empty: a group needs 1 to 5 entries'
+    ]
     assert problems(settings, [{"name": "更多", "sub_button": six[:5]}]) == []
 
 
@@ -178,12 +207,15 @@ def test_two_levels_only(settings):
 
 def test_group_has_no_type(settings):
     out = problems(settings, [{"name": "更多", "type": "click", "sub_button": [click("一", "a")]}])
-    assert out == ['button[0] "更多": a button with sub_button is a group and has no type: '
-                   'remove type (or the sub_button)']
+    assert out == [
+        'button[0] "更多": a button with sub_button is a group and has no type: remove type (or the sub_button)'
+    ]
 
 
 def test_type_missing_or_unknown(settings):
-    assert problems(settings, [{"name": "甲", "key": "a"}])[0].startswith('button[0] "甲": type is missing (one of click, ')
+    assert problems(settings, [{"name": "甲", "key": "a"}])[0].startswith(
+        'button[0] "甲": type is missing (one of click, '
+    )
     out = problems(settings, [click("甲", "a"), {"name": "乙", "type": "link", "url": "https://x.example"}])
     assert out[0].startswith("button[1] \"乙\": type 'link' is not a WeCom menu type (one of click, ")
 
@@ -191,19 +223,25 @@ def test_type_missing_or_unknown(settings):
 def test_click_needs_key_and_view_needs_url(settings):
     assert problems(settings, [{"name": "甲", "type": "click"}]) == ['button[0] "甲": a click button needs key']
     assert problems(settings, [{"name": "乙", "type": "view"}]) == ['button[0] "乙": a view button needs url']
-    assert problems(settings, [{"name": "丙", "type": "scancode_push", "key": ""}]) == \
-        ['button[0] "丙": key must be non-empty text']
-    assert problems(settings, [{"name": "丁", "type": "view_miniprogram", "appid": "wx1"}]) == \
-        ['button[0] "丁": a view_miniprogram button needs pagepath']
+    assert problems(settings, [{"name": "丙", "type": "scancode_push", "key": ""}]) == [
+        'button[0] "丙": key must be non-empty text'
+    ]
+    assert problems(settings, [{"name": "丁", "type": "view_miniprogram", "appid": "wx1"}]) == [
+        'button[0] "丁": a view_miniprogram button needs pagepath'
+    ]
 
 
 def test_fields_that_do_not_belong(settings):
-    assert problems(settings, [{"name": "甲", "type": "click", "key": "a", "url": "/x"}]) == \
-        ['button[0] "甲": a click button has key, not url']
-    assert problems(settings, [{"name": "甲", "type": "click", "kye": "a"}]) == \
-        ['button[0] "甲": a click button has key, not kye', 'button[0] "甲": a click button needs key']
-    assert validate({"button": [click("甲", "a")], "buttons": []}, settings) == \
-        ["unknown top-level field(s) buttons: only [[button]] entries belong here"]
+    assert problems(settings, [{"name": "甲", "type": "click", "key": "a", "url": "/x"}]) == [
+        'button[0] "甲": a click button has key, not url'
+    ]
+    assert problems(settings, [{"name": "甲", "type": "click", "kye": "a"}]) == [
+        'button[0] "甲": a click button has key, not kye',
+        'button[0] "甲": a click button needs key',
+    ]
+    assert validate({"button": [click("甲", "a")], "buttons": []}, settings) == [
+        "unknown top-level field(s) buttons: only [[button]] entries belong here"
+    ]
 
 
 def test_key_at_most_128_bytes(settings):
@@ -219,21 +257,24 @@ def test_keys_are_unique(settings):
 def test_url_at_most_1024_bytes_after_expansion(settings):
     ok = "https://x.example/" + "a" * (1024 - 18)
     assert problems(settings, [{"name": "甲", "type": "view", "url": ok}]) == []
-    assert problems(settings, [{"name": "甲", "type": "view", "url": ok + "b"}]) == \
-        ['button[0] "甲": url is 1025 bytes, WeCom allows 1024']
+    assert problems(settings, [{"name": "甲", "type": "view", "url": ok + "b"}]) == [
+        'button[0] "甲": url is 1025 bytes, WeCom allows 1024'
+    ]
     # a path grows when it becomes the /oauth/h5 link: measured as uploaded
     path = "/" + "p" * 990
     out = problems(settings, [{"name": "甲", "type": "view", "url": path}])
-    assert out == ['button[0] "甲": url is 1033 bytes after expanding the path into the /oauth/h5 link, '
-                   'WeCom allows 1024']
+    assert out == [
+        'button[0] "甲": url is 1033 bytes after expanding the path into the /oauth/h5 link, WeCom allows 1024'
+    ]
 
 
 def test_url_must_be_a_path_or_http_url(settings):
     for bad in ("pages/index", "//evil.example/x", "javascript:alert(1)", "ftp://x.example"):
         out = problems(settings, [{"name": "甲", "type": "view", "url": bad}])
         assert out == [f'button[0] "甲": url must be a 微签 H5 path (/pages/…) or an http(s):// URL, not {bad!r}']
-    assert problems(settings, [{"name": "甲", "type": "view", "url": "/pages/a b"}]) == \
-        ['button[0] "甲": url contains a space or line break']
+    assert problems(settings, [{"name": "甲", "type": "view", "url": "/pages/a b"}]) == [
+        'button[0] "甲": url contains a space or line break'
+    ]
 
 
 def test_every_problem_is_reported_at_once(settings):
@@ -262,8 +303,10 @@ def test_build_raises_with_every_problem(settings, tmp_path):
     f.write_text('[[button]]\nname = "待我处理的全部任务"\ntype = "click"\n', encoding="utf-8")
     with pytest.raises(MenuError) as e:
         build(settings, f)
-    assert e.value.problems == ['button[0] "待我处理的全部任务": name is 27 bytes, WeCom allows 16',
-                                'button[0] "待我处理的全部任务": a click button needs key']
+    assert e.value.problems == [
+        'button[0] "待我处理的全部任务": name is 27 bytes, WeCom allows 16',
+        'button[0] "待我处理的全部任务": a click button needs key',
+    ]
 
 
 def test_shipped_file_is_the_default():
@@ -281,11 +324,13 @@ def test_diff_ignores_what_menu_get_adds(settings):
 
 def test_diff_shows_changes_line_by_line(settings):
     ours = build(settings)
-    theirs = {"button": [
-        {"type": "click", "name": "待我处理", "key": "pending", "sub_button": []},
-        {"type": "view", "name": "进入微签", "url": "https://old.example.com/", "sub_button": []},
-        {"name": "更多", "sub_button": [{"type": "click", "name": "旧", "key": "old", "sub_button": []}]},
-    ]}
+    theirs = {
+        "button": [
+            {"type": "click", "name": "待我处理", "key": "pending", "sub_button": []},
+            {"type": "view", "name": "进入微签", "url": "https://old.example.com/", "sub_button": []},
+            {"name": "更多", "sub_button": [{"type": "click", "name": "旧", "key": "old", "sub_button": []}]},
+        ]
+    }
     out = diff(theirs, ours)
     assert out[0] == "  待我处理  click  pending"
     assert "- 进入微签  view  https://old.example.com/" in out
@@ -337,7 +382,7 @@ def test_menu_push_refuses_a_bad_file_before_calling_wecom(settings, store, weco
     assert route.call_count == 0
     err = capsys.readouterr().err
     assert "4 top-level buttons, WeCom allows 3" in err
-    assert "button[1] \"帮助\": key 'help' is already used by button[0] \"帮助\"" in err
+    assert 'button[1] "帮助": key \'help\' is already used by button[0] "帮助"' in err
 
 
 def test_menu_diff_when_wecom_has_no_menu(settings, store, wecom, capsys):
@@ -345,9 +390,11 @@ def test_menu_diff_when_wecom_has_no_menu(settings, store, wecom, capsys):
     assert wqbot(["menu", "diff"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "WeCom has no menu for agent 1000002; `wqbot menu push` would make it:"
-    assert out[1:] == ["+ 待我处理  click  pending",
-                       "+ 进入微签  view  https://wqbot.example.com/oauth/h5?next=%2Fpages%2Findex%2Findex",
-                       "+ 帮助  click  help"]
+    assert out[1:] == [
+        "+ 待我处理  click  pending",
+        "+ 进入微签  view  https://wqbot.example.com/oauth/h5?next=%2Fpages%2Findex%2Findex",
+        "+ 帮助  click  help",
+    ]
 
 
 def test_menu_diff_when_equal(settings, store, wecom, capsys):
@@ -359,8 +406,9 @@ def test_menu_diff_when_equal(settings, store, wecom, capsys):
 
 
 def test_menu_diff_when_different(settings, store, wecom, capsys):
-    wecom.get("/cgi-bin/menu/get").respond(json={"errcode": 0, "button": [
-        {"type": "click", "name": "帮助", "key": "help", "sub_button": []}]})
+    wecom.get("/cgi-bin/menu/get").respond(
+        json={"errcode": 0, "button": [{"type": "click", "name": "帮助", "key": "help", "sub_button": []}]}
+    )
     assert wqbot(["menu", "diff"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("WeCom has a different menu for agent 1000002")
@@ -368,7 +416,9 @@ def test_menu_diff_when_different(settings, store, wecom, capsys):
 
 
 def test_menu_diff_reports_other_errors(settings, store, wecom, capsys):
-    wecom.get("/cgi-bin/menu/get").respond(json={"errcode": 60020, "errmsg": "not allow to access from your ip, from ip: 1.2.3.4"})
+    wecom.get("/cgi-bin/menu/get").respond(
+        json={"errcode": 60020, "errmsg": "not allow to access from your ip, from ip: 1.2.3.4"}
+    )
     assert wqbot(["menu", "diff"]) == 1
     assert "60020" in capsys.readouterr().err
 

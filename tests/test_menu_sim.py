@@ -1,6 +1,7 @@
 """`wqbot menu push|diff` against the WeCom emulator, and the pushed menu tapped end to end:
 the emulator delivers the member's click or text to wqbot on a loopback port and decrypts the
 passive reply as WeCom would."""
+
 from __future__ import annotations
 
 import httpx
@@ -28,12 +29,22 @@ def world():
     wq_sock, sim_sock = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
     wqbot_url = f"http://127.0.0.1:{wq_sock.getsockname()[1]}"
     sim_url = f"http://127.0.0.1:{sim_sock.getsockname()[1]}"
-    sim_app = create_sim(SimConfig(
-        corp_id=TEST_ENV["WECOM_CORP_ID"], agent_id=int(TEST_ENV["WECOM_AGENT_ID"]),
-        app_secret=TEST_ENV["WECOM_APP_SECRET"], contacts_secret=TEST_ENV["WECOM_CONTACTS_SECRET"],
-        token=TEST_ENV["WECOM_TOKEN"], aes_key=TEST_ENV["WECOM_AES_KEY"],
-        callback_url=f"{wqbot_url}/wecom/callback", callback_retries=0,
-        redirect_domain=wqbot_url.split("//")[1], users=6, departments=2, seed=3))
+    sim_app = create_sim(
+        SimConfig(
+            corp_id=TEST_ENV["WECOM_CORP_ID"],
+            agent_id=int(TEST_ENV["WECOM_AGENT_ID"]),
+            app_secret=TEST_ENV["WECOM_APP_SECRET"],
+            contacts_secret=TEST_ENV["WECOM_CONTACTS_SECRET"],
+            token=TEST_ENV["WECOM_TOKEN"],
+            aes_key=TEST_ENV["WECOM_AES_KEY"],
+            callback_url=f"{wqbot_url}/wecom/callback",
+            callback_retries=0,
+            redirect_domain=wqbot_url.split("//")[1],
+            users=6,
+            departments=2,
+            seed=3,
+        )
+    )
     s = settings_mod.load(env={**TEST_ENV, "PUBLIC_URL": wqbot_url, "WECOM_API_BASE": sim_url}, dotenv=None)
     previous = settings_mod.get_settings()
     settings_mod.override(s)
@@ -62,8 +73,12 @@ def test_push_then_diff_against_the_emulator(world, store, capsys):
     assert "already has this menu" in capsys.readouterr().out
 
     # someone edits the menu in the admin console: diff names the change
-    sim.menu = {"button": [{"type": "click", "name": "待我处理", "key": "pending"},
-                           {"type": "click", "name": "帮助", "key": "help"}]}
+    sim.menu = {
+        "button": [
+            {"type": "click", "name": "待我处理", "key": "pending"},
+            {"type": "click", "name": "帮助", "key": "help"},
+        ]
+    }
     assert run("diff") == 1
     out = capsys.readouterr().out.splitlines()
     assert "+ 进入微签  view  " + build(world["settings"])["button"][1]["url"] in out
@@ -74,10 +89,13 @@ def test_the_emulator_accepts_what_show_prints(world, store):
     """The emulator applies WeCom's rules to menu/create (PROTOCOL §5.9) independently of ours."""
     menu = build(world["settings"])
     url = world["sim_url"]
-    token = httpx.get(f"{url}/cgi-bin/gettoken", params={"corpid": TEST_ENV["WECOM_CORP_ID"],
-                                                          "corpsecret": TEST_ENV["WECOM_APP_SECRET"]}).json()
-    r = httpx.post(f"{url}/cgi-bin/menu/create", params={"access_token": token["access_token"], "agentid": 1000002},
-                   json=menu)
+    token = httpx.get(
+        f"{url}/cgi-bin/gettoken",
+        params={"corpid": TEST_ENV["WECOM_CORP_ID"], "corpsecret": TEST_ENV["WECOM_APP_SECRET"]},
+    ).json()
+    r = httpx.post(
+        f"{url}/cgi-bin/menu/create", params={"access_token": token["access_token"], "agentid": 1000002}, json=menu
+    )
     assert r.json()["errcode"] == 0
 
 
@@ -108,10 +126,19 @@ def test_a_task_sent_through_the_emulator_shows_in_pending(world, store, immedia
     sim = world["sim"]
     member = next(u for u in sim.directory.users.values() if u.status == 1)
     wqbot_url = world["settings"].public_url
-    r = httpx.post(f"{wqbot_url}/api/v1/notifications", timeout=10,
-                   headers={"Authorization": f"Bearer {TEST_ENV['WEIQIAN_API_TOKEN']}"},
-                   json={"id": "wq-sim-1", "type": "sign", "task_id": "T-SIM-1", "title": "劳动合同-2026",
-                         "recipients": [member.userid], "url": "/pages/task/task_detail?id=T-SIM-1"})
+    r = httpx.post(
+        f"{wqbot_url}/api/v1/notifications",
+        timeout=10,
+        headers={"Authorization": f"Bearer {TEST_ENV['WEIQIAN_API_TOKEN']}"},
+        json={
+            "id": "wq-sim-1",
+            "type": "sign",
+            "task_id": "T-SIM-1",
+            "title": "劳动合同-2026",
+            "recipients": [member.userid],
+            "url": "/pages/task/task_detail?id=T-SIM-1",
+        },
+    )
     assert r.status_code == 202, r.text
     reply = tap(world, member.userid, type="click", key="pending")
     assert reply["MsgType"] == "news" and int(reply["ArticleCount"]) == 1

@@ -1,4 +1,5 @@
 """/metrics: the hooks feed it, the exposition parses, several processes add up (multiprocess mode)."""
+
 from __future__ import annotations
 
 import os
@@ -33,12 +34,18 @@ def test_callbacks_are_counted_by_kind_and_outcome(client, settings):
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     after = r.text
-    assert value(after, "wqbot_callbacks_total", endpoint="app", kind="text", outcome="ok") == \
-        value(before, "wqbot_callbacks_total", endpoint="app", kind="text", outcome="ok") + 1
-    assert value(after, "wqbot_callbacks_total", endpoint="app", kind="message", outcome="refused") == \
-        value(before, "wqbot_callbacks_total", endpoint="app", kind="message", outcome="refused") + 1
-    assert value(after, "wqbot_callback_seconds_count", endpoint="app") == \
-        value(before, "wqbot_callback_seconds_count", endpoint="app") + 2
+    assert (
+        value(after, "wqbot_callbacks_total", endpoint="app", kind="text", outcome="ok")
+        == value(before, "wqbot_callbacks_total", endpoint="app", kind="text", outcome="ok") + 1
+    )
+    assert (
+        value(after, "wqbot_callbacks_total", endpoint="app", kind="message", outcome="refused")
+        == value(before, "wqbot_callbacks_total", endpoint="app", kind="message", outcome="refused") + 1
+    )
+    assert (
+        value(after, "wqbot_callback_seconds_count", endpoint="app")
+        == value(before, "wqbot_callback_seconds_count", endpoint="app") + 2
+    )
 
 
 def test_every_hook_shows_up(client):
@@ -147,10 +154,12 @@ def test_wecom_client_calls_and_token_refreshes_are_counted(client, settings):
     api = settings.wecom_api_base
     before = client.get("/metrics").text
     with respx.mock(assert_all_called=False) as router:
-        router.get(f"{api}/cgi-bin/gettoken").mock(return_value=httpx.Response(
-            200, json={"errcode": 0, "access_token": "T", "expires_in": 7200}))
-        router.get(f"{api}/cgi-bin/user/get").mock(return_value=httpx.Response(
-            200, json={"errcode": 60111, "errmsg": "userid not found"}))
+        router.get(f"{api}/cgi-bin/gettoken").mock(
+            return_value=httpx.Response(200, json={"errcode": 0, "access_token": "T", "expires_in": 7200})
+        )
+        router.get(f"{api}/cgi-bin/user/get").mock(
+            return_value=httpx.Response(200, json={"errcode": 60111, "errmsg": "userid not found"})
+        )
         wecom = WeComClient(settings, sleep=lambda s: None)
         try:
             wecom.user_get("ghost")
@@ -178,14 +187,33 @@ def test_a_sync_run_is_counted_with_its_changes(client, settings, store):
     before = client.get("/metrics").text
     reset_clients()
     with respx.mock(assert_all_called=False) as router:
-        router.get(f"{api}/cgi-bin/gettoken").mock(return_value=httpx.Response(
-            200, json={"errcode": 0, "access_token": "T", "expires_in": 7200}))
-        router.get(f"{api}/cgi-bin/department/list").mock(return_value=httpx.Response(200, json={
-            "errcode": 0, "department": [{"id": 1, "name": "总部", "parentid": 0, "order": 1},
-                                         {"id": 2, "name": "研发", "parentid": 1, "order": 1}]}))
-        router.get(f"{api}/cgi-bin/user/list").mock(return_value=httpx.Response(200, json={
-            "errcode": 0, "userlist": [{"userid": "zhangsan", "name": "张三", "department": [1], "status": 1},
-                                       {"userid": "lisi", "name": "李四", "department": [2], "status": 1}]}))
+        router.get(f"{api}/cgi-bin/gettoken").mock(
+            return_value=httpx.Response(200, json={"errcode": 0, "access_token": "T", "expires_in": 7200})
+        )
+        router.get(f"{api}/cgi-bin/department/list").mock(
+            return_value=httpx.Response(
+                200,
+                json={
+                    "errcode": 0,
+                    "department": [
+                        {"id": 1, "name": "总部", "parentid": 0, "order": 1},
+                        {"id": 2, "name": "研发", "parentid": 1, "order": 1},
+                    ],
+                },
+            )
+        )
+        router.get(f"{api}/cgi-bin/user/list").mock(
+            return_value=httpx.Response(
+                200,
+                json={
+                    "errcode": 0,
+                    "userlist": [
+                        {"userid": "zhangsan", "name": "张三", "department": [1], "status": 1},
+                        {"userid": "lisi", "name": "李四", "department": [2], "status": 1},
+                    ],
+                },
+            )
+        )
         try:
             run = run_sync(settings, trigger="test", full=True)
         except KeyError:  # the sync's own "directory sync finished" log line (reported, not ours)
@@ -217,20 +245,30 @@ def test_pushes_and_webhook_attempts_are_counted(client, store):
 
     before = client.get("/metrics").text
     Notification.create(id="wq-m-1", kind="notice", body="{}", fingerprint="f", status="sending")
-    NotifyRecipient.insert_many([{"notification": "wq-m-1", "key": k, "userid": k, "status": s}
-                                 for k, s in (("a", "sent"), ("b", "sent"), ("c", "invalid"))]).execute()
+    NotifyRecipient.insert_many(
+        [
+            {"notification": "wq-m-1", "key": k, "userid": k, "status": s}
+            for k, s in (("a", "sent"), ("b", "sent"), ("c", "invalid"))
+        ]
+    ).execute()
     assert push_mod._finish("wq-m-1") == "partial"
 
-    s = settings_mod.load(env={**TEST_ENV, "WEIQIAN_WEBHOOK_URL": "https://sign.example.com/hook",
-                               "WEIQIAN_WEBHOOK_SECRET": "hook-secret-0123456789"}, dotenv=None)
-    WebhookDelivery.create(id="00000000-0000-4000-8000-0000000000aa", event="task.action", body="{}",
-                           next_attempt_at=0)
+    s = settings_mod.load(
+        env={
+            **TEST_ENV,
+            "WEIQIAN_WEBHOOK_URL": "https://sign.example.com/hook",
+            "WEIQIAN_WEBHOOK_SECRET": "hook-secret-0123456789",
+        },
+        dotenv=None,
+    )
+    WebhookDelivery.create(id="00000000-0000-4000-8000-0000000000aa", event="task.action", body="{}", next_attempt_at=0)
     with respx.mock() as router:
         router.post("https://sign.example.com/hook").mock(side_effect=[httpx.Response(503), httpx.Response(204)])
         assert webhook.attempt("00000000-0000-4000-8000-0000000000aa", s, clock=time.time, schedule=False) == "retry"
         WebhookDelivery.update(next_attempt_at=0).execute()
-        assert webhook.attempt("00000000-0000-4000-8000-0000000000aa", s, clock=time.time, schedule=False) \
-            == "delivered"
+        assert (
+            webhook.attempt("00000000-0000-4000-8000-0000000000aa", s, clock=time.time, schedule=False) == "delivered"
+        )
     after = client.get("/metrics").text
 
     def delta(name, **labels):

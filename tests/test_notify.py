@@ -1,5 +1,6 @@
 """POST/GET /api/v1/notifications, the fan-out, the card JSON (checked against PROTOCOL §5.5-5.7),
 recipient mapping and statuses, close, deadlines, and the 待我处理 data contract."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,13 @@ TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]+$")
 
 # -- PROTOCOL §5.5/5.6/5.7, as rules ------------------------------------------------------------
 def check_card(card: dict) -> None:
-    assert card["card_type"] in ("text_notice", "news_notice", "button_interaction", "vote_interaction",
-                                 "multiple_interaction")
+    assert card["card_type"] in (
+        "text_notice",
+        "news_notice",
+        "button_interaction",
+        "vote_interaction",
+        "multiple_interaction",
+    )
     if "task_id" in card:
         assert TASK_ID.match(card["task_id"]) and len(card["task_id"].encode()) <= 128
     if card["card_type"] in ("button_interaction", "vote_interaction", "multiple_interaction") or "action_menu" in card:
@@ -75,26 +81,33 @@ def test_needs_the_bearer_token(client, store):
     assert client.get("/api/v1/notifications/x").status_code == 401
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"id": None}, "id"),
-    ({"id": 12}, "id"),
-    ({"type": "fax"}, "type"),
-    ({"task_id": None}, "task_id"),
-    ({"title": ""}, "title"),
-    ({"recipients": None}, "recipients"),
-    ({"recipients": []}, "recipients"),
-    ({"recipients": "lisi"}, "recipients"),
-    ({"recipients": ["lisi", ""]}, "recipients[1]"),
-    ({"recipients": ["lisi", 7]}, "recipients[1]"),
-    ({"url": "https://evil.example.com/x"}, "url"),
-    ({"url": "//evil.example.com/x"}, "url"),
-    ({"deadline": "tomorrow"}, "deadline"),
-    ({"deadline": 1764583200}, "deadline"),  # a number, not an ISO 8601 string
-    ({"type": "close", "result": "maybe"}, "result"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"id": None}, "id"),
+        ({"id": 12}, "id"),
+        ({"type": "fax"}, "type"),
+        ({"task_id": None}, "task_id"),
+        ({"title": ""}, "title"),
+        ({"recipients": None}, "recipients"),
+        ({"recipients": []}, "recipients"),
+        ({"recipients": "lisi"}, "recipients"),
+        ({"recipients": ["lisi", ""]}, "recipients[1]"),
+        ({"recipients": ["lisi", 7]}, "recipients[1]"),
+        ({"url": "https://evil.example.com/x"}, "url"),
+        ({"url": "//evil.example.com/x"}, "url"),
+        ({"deadline": "tomorrow"}, "deadline"),
+        ({"deadline": 1764583200}, "deadline"),  # a number, not an ISO 8601 string
+        ({"type": "close", "result": "maybe"}, "result"),
+    ],
+)
 def test_a_bad_field_gets_a_400_naming_it(client, store, queue, change, field):
-    r = post(client, notification(**{k: v for k, v in change.items() if v is not None},
-                                  **{k: None for k, v in change.items() if v is None}))
+    r = post(
+        client,
+        notification(
+            **{k: v for k, v in change.items() if v is not None}, **{k: None for k, v in change.items() if v is None}
+        ),
+    )
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "invalid_field"
     assert r.json()["message"].startswith(field + ":")
@@ -148,20 +161,36 @@ def test_approve_card(client, store, immediate_queue, fake_wecom, settings):
     assert send["touser"] == "lisi|wangwu"
     card = send["template_card"]
     assert card["card_type"] == "button_interaction"
-    assert [(b["text"], b["key"], b["type"]) for b in card["button_list"]] == [("同意", "approve", 0), ("拒绝", "reject", 0)]
+    assert [(b["text"], b["key"], b["type"]) for b in card["button_list"]] == [
+        ("同意", "approve", 0),
+        ("拒绝", "reject", 0),
+    ]
     assert card["main_title"] == {"title": "采购合同-2026-001", "desc": "张三 发起了审批，请处理"}
     assert card["horizontal_content_list"] == [
         {"keyname": "发起人", "type": 3, "value": "张三", "userid": "zhangsan"},
         {"keyname": "截止时间", "value": shown_deadline(body["deadline"])},
     ]
-    assert card["card_action"] == {"type": 1, "url": "https://wqbot.example.com/oauth/h5?next="
-                                   "%2Fpages%2Ftask%2Ftask_detail%3Fid%3DT-1001"}
+    assert card["card_action"] == {
+        "type": 1,
+        "url": "https://wqbot.example.com/oauth/h5?next=%2Fpages%2Ftask%2Ftask_detail%3Fid%3DT-1001",
+    }
     assert card["task_id"] == NotifyCard.get().card_id and card["task_id"].startswith("T-1001-")
 
 
 def test_sign_card_opens_the_h5_through_oauth(client, store, immediate_queue, fake_wecom):
-    post(client, notification(id="wq-sign-1", type="sign", task_id="T-2002", title="劳动合同", description=None,
-                              initiator=None, deadline=None, url="/pages/sign/sign?id=T-2002"))
+    post(
+        client,
+        notification(
+            id="wq-sign-1",
+            type="sign",
+            task_id="T-2002",
+            title="劳动合同",
+            description=None,
+            initiator=None,
+            deadline=None,
+            url="/pages/sign/sign?id=T-2002",
+        ),
+    )
     (send,) = fake_wecom.sends
     check_send(send)
     card = send["template_card"]
@@ -176,8 +205,19 @@ def test_sign_card_opens_the_h5_through_oauth(client, store, immediate_queue, fa
 
 def test_notice_card_is_information_only(client, store, immediate_queue, fake_wecom):
     long_text = "合同已由全部签署方完成签署，" * 20
-    post(client, notification(id="wq-notice-1", type="notice", task_id=None, title="合同已完成", description=long_text,
-                              url=None, deadline=None, initiator="王五"))
+    post(
+        client,
+        notification(
+            id="wq-notice-1",
+            type="notice",
+            task_id=None,
+            title="合同已完成",
+            description=long_text,
+            url=None,
+            deadline=None,
+            initiator="王五",
+        ),
+    )
     (send,) = fake_wecom.sends
     check_send(send)
     card = send["template_card"]
@@ -208,8 +248,11 @@ def test_2500_recipients_go_out_in_3_calls(client, store, immediate_queue, fake_
     got = client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()
     assert got["status"] == "sent" and len(got["recipients"]) == 2500
     assert {r["status"] for r in got["recipients"]} == {"sent"}
-    assert [c.response_code for c in NotifyCard.select().order_by(NotifyCard.batch)] == \
-        ["RC-send-1", "RC-send-2", "RC-send-3"]
+    assert [c.response_code for c in NotifyCard.select().order_by(NotifyCard.batch)] == [
+        "RC-send-1",
+        "RC-send-2",
+        "RC-send-3",
+    ]
 
 
 def test_invaliduser_and_unknown_recipients_are_reported_not_fatal(client, store, immediate_queue, fake_wecom):
@@ -301,7 +344,9 @@ def test_close_updates_every_card_and_leaves_pending(client, store, immediate_qu
     assert r.status_code == 202 and r.json() == {"id": "wq-close-1", "status": "done"}
     assert pending_tasks("u7", 10) == ([], 0)
     assert [(len(u["userids"]), u["response_code"], u["button"]) for u in fake_wecom.updates] == [
-        (1000, "RC-send-1", {"replace_name": "已签署"}), (200, "RC-send-2", {"replace_name": "已签署"})]
+        (1000, "RC-send-1", {"replace_name": "已签署"}),
+        (200, "RC-send-2", {"replace_name": "已签署"}),
+    ]
     assert client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()["status"] == "done"
     # the same close again changes nothing
     post(client, {"id": "wq-close-2", "type": "close", "task_id": "T-1001", "result": "signed"})
@@ -320,12 +365,19 @@ def test_close_of_a_sign_task_replaces_the_card(client, store, immediate_queue, 
 
 
 def test_close_of_an_unknown_task_is_accepted(client, store, queue):
-    r = post(client, {"id": "wq-close-x", "type": "close", "task_id": "T-404", "result": "approved",
-                      "recipients": ["lisi"]})
+    r = post(
+        client, {"id": "wq-close-x", "type": "close", "task_id": "T-404", "result": "approved", "recipients": ["lisi"]}
+    )
     assert r.status_code == 202 and r.json()["status"] == "done"
     got = client.get("/api/v1/notifications/wq-close-x", headers=AUTH).json()
-    assert got == {"id": "wq-close-x", "type": "close", "status": "done", "task_id": "T-404", "recipients": [],
-                   "action": None}
+    assert got == {
+        "id": "wq-close-x",
+        "type": "close",
+        "status": "done",
+        "task_id": "T-404",
+        "recipients": [],
+        "action": None,
+    }
 
 
 def test_deadline_expiry(client, store, immediate_queue, fake_wecom, settings):
@@ -345,15 +397,16 @@ def test_pending_tasks_contract(client, store, immediate_queue, fake_wecom):
     from bot.notify import pending_tasks
 
     post(client, notification(id="n1", task_id="T-1", title="一", recipients=["lisi"]))
-    post(client, notification(id="n2", type="sign", task_id="T-2", title="二", recipients=["lisi", "wangwu"],
-                              url=None))
+    post(client, notification(id="n2", type="sign", task_id="T-2", title="二", recipients=["lisi", "wangwu"], url=None))
     post(client, notification(id="n3", type="notice", task_id="T-3", title="三", recipients=["lisi"]))
     post(client, notification(id="n4", task_id="T-4", title="四", recipients=["wangwu"]))
     NotifyTask.update(created_at=NotifyTask.created_at - 100).where(NotifyTask.task_id == "T-1").execute()
     items, total = pending_tasks("lisi", 10)
     assert total == 2
     assert [(i["task_id"], i["type"], i["title"], i["url"]) for i in items] == [
-        ("T-2", "sign", "二", None), ("T-1", "approve", "一", "/pages/task/task_detail?id=T-1001")]
+        ("T-2", "sign", "二", None),
+        ("T-1", "approve", "一", "/pages/task/task_detail?id=T-1001"),
+    ]
     assert items[0]["initiator"] == "zhangsan" and isinstance(items[0]["created_at"], float)
     assert pending_tasks("lisi", 1)[0][0]["task_id"] == "T-2" and pending_tasks("lisi", 1)[1] == 2
     assert pending_tasks("lisi", 0) == ([], 2)

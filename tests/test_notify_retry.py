@@ -1,5 +1,6 @@
 """Retries an operator asks for from the console (bot/notify/retry.py): resend a notification's
 failed recipients, retry a failed webhook. Never a second card to someone already sent."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,16 @@ def test_resend_sends_only_the_failed_recipients_on_a_new_card(client, store, im
     for u in ("lisi", "wangwu", "zhaoliu"):
         add_member(u)
     # WeCom says wangwu has no licence: failed, the others got their card
-    fake_wecom.fail_sends = [{"errcode": 0, "errmsg": "ok", "invaliduser": "", "unlicenseduser": "wangwu",
-                              "msgid": "M1", "response_code": "RC-1"}]
+    fake_wecom.fail_sends = [
+        {
+            "errcode": 0,
+            "errmsg": "ok",
+            "invaliduser": "",
+            "unlicenseduser": "wangwu",
+            "msgid": "M1",
+            "response_code": "RC-1",
+        }
+    ]
     post(client, notification(recipients=["lisi", "wangwu", "zhaoliu"]))
     first = fake_wecom.sends[0]["template_card"]["task_id"]
     assert client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()["status"] == "partial"
@@ -78,8 +87,9 @@ def test_resend_refuses_a_decided_task_and_unknown_ids(hook_settings, store, imm
     c = ns.app_client(hook_settings)
     add_member("lisi")
     add_member("wangwu")
-    fake_wecom.fail_sends = [{"errcode": 0, "errmsg": "ok", "unlicenseduser": "wangwu", "msgid": "M1",
-                              "response_code": "RC-1"}]
+    fake_wecom.fail_sends = [
+        {"errcode": 0, "errmsg": "ok", "unlicenseduser": "wangwu", "msgid": "M1", "response_code": "RC-1"}
+    ]
     post(c, notification())
     q, body = signed(app_crypto(hook_settings), tap_xml("lisi", first_card_id()))
     assert c.post("/wecom/callback", params=q, content=body).status_code == 200
@@ -128,8 +138,15 @@ def test_console_buttons_run_the_real_actions(settings, store, immediate_queue, 
     from tests.test_admin import PASSWORD, csrf_of, login
     from tests.test_notify_webhook import owe
 
-    s = settings_mod.load(env={**ns.TEST_ENV, "ADMIN_PASSWORD": PASSWORD, "WEIQIAN_WEBHOOK_URL": webhook_receiver.url,
-                               "WEIQIAN_WEBHOOK_SECRET": ns.WEBHOOK_SECRET}, dotenv=None)
+    s = settings_mod.load(
+        env={
+            **ns.TEST_ENV,
+            "ADMIN_PASSWORD": PASSWORD,
+            "WEIQIAN_WEBHOOK_URL": webhook_receiver.url,
+            "WEIQIAN_WEBHOOK_SECRET": ns.WEBHOOK_SECRET,
+        },
+        dotenv=None,
+    )
     settings_mod.override(s)
     try:
         add_member("lisi")
@@ -147,7 +164,9 @@ def test_console_buttons_run_the_real_actions(settings, store, immediate_queue, 
             assert "已重新发送通知" in r.text and "lisi：已送达" in r.text
             html = console.get("/admin/webhooks").text
             r = console.post("/admin/actions/retry-webhook", data={"csrf": csrf_of(html), "id": did})
-            assert "已重新投递" in r.text and "已投递" in r.text and 'action="/admin/actions/retry-webhook"' not in r.text
+            assert (
+                "已重新投递" in r.text and "已投递" in r.text and 'action="/admin/actions/retry-webhook"' not in r.text
+            )
     finally:
         settings_mod.override(settings)
     assert [x["touser"] for x in fake_wecom.sends] == ["lisi", "lisi"]

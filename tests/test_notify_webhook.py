@@ -1,6 +1,7 @@
 """The webhook to 微签: signed exactly as CONTRACT §3, retried with backoff on 5xx/408/429 and
 connection errors (same delivery id, same bytes), final on other 4xx, given up after 24 h, and
 never lost or doubled when the worker dies between the decision's commit and the send."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,15 @@ def owe(s, **kw) -> str:
     from store import db
 
     with db.atomic():
-        did = webhook.owe_action(s, notification_id="wq-evt-000123", task_id="T-1001", action="approve",
-                                 userid="lisi", account=kw.get("account"), at=kw.get("at") or time.time())
+        did = webhook.owe_action(
+            s,
+            notification_id="wq-evt-000123",
+            task_id="T-1001",
+            action="approve",
+            userid="lisi",
+            account=kw.get("account"),
+            at=kw.get("at") or time.time(),
+        )
     tasks.enqueue_outbox()
     return did
 
@@ -55,9 +63,16 @@ def test_delivery_as_the_receiver_sees_it(hook_settings, store, queue, webhook_r
     h = d["headers"]
     assert (h["X-Wqbot-Event"], h["X-Wqbot-Delivery"], h["Content-Type"]) == ("task.action", did, "application/json")
     assert h["X-Wqbot-Signature"] == "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), d["raw"], hashlib.sha256).hexdigest()
-    assert json.loads(d["raw"]) == {"event": "task.action", "delivery": did, "notification_id": "wq-evt-000123",
-                                    "task_id": "T-1001", "action": "approve", "userid": "lisi",
-                                    "at": "2025-11-25T10:00:00Z", "account": "13800000001"}
+    assert json.loads(d["raw"]) == {
+        "event": "task.action",
+        "delivery": did,
+        "notification_id": "wq-evt-000123",
+        "task_id": "T-1001",
+        "action": "approve",
+        "userid": "lisi",
+        "at": "2025-11-25T10:00:00Z",
+        "account": "13800000001",
+    }
     row = WebhookDelivery.get_by_id(did)
     assert (row.status, row.attempts, row.last_status) == ("delivered", 1, 200)
     assert webhook.attempt(did, hook_settings, clock=Clock(1764064900.0), schedule=False) == "skipped"  # done
@@ -155,7 +170,9 @@ def _decide(c, s) -> None:
     assert r.status_code == 200 and "已同意" in decrypt_reply(app_crypto(s), r.text)
 
 
-def test_worker_dies_between_commit_and_send_then_exactly_once(hook_settings, store, queue, fake_wecom, webhook_receiver):
+def test_worker_dies_between_commit_and_send_then_exactly_once(
+    hook_settings, store, queue, fake_wecom, webhook_receiver
+):
     """The decision committed its outbox rows; the worker that took the tasks died (the queue
     is flushed: huey had already dropped them). After a restart the sweeper re-enqueues the
     rows, and 微签 gets the webhook exactly once, however often the sweepers run."""

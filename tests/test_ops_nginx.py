@@ -1,6 +1,7 @@
 """docs/deploy.md's nginx config, as written, in front of `wqbot serve --proxy-headers` on
 loopback with a self-signed certificate made here: what the browser and WeCom get is https.
 Skipped, with the reason, only where nginx or openssl is not installed."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,10 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 OPENSSL = shutil.which("openssl")
 PUBLIC = "https://wq.example.com"
 
-pytestmark = pytest.mark.skipif(NGINX is None or OPENSSL is None,
-                                reason="nginx or openssl is not installed (.ci/install-extras installs nginx-light)")
+pytestmark = pytest.mark.skipif(
+    NGINX is None or OPENSSL is None,
+    reason="nginx or openssl is not installed (.ci/install-extras installs nginx-light)",
+)
 
 
 def free_port() -> int:
@@ -58,10 +61,30 @@ def localise(conf: str, tmp: Path, tls: int, plain: int, app: int) -> str:
 
 def test_sample_nginx_config_serves_wqbot_over_https(tmp_path):
     tls, plain, app = free_port(), free_port(), free_port()
-    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"), "-days", "1",
-                    "-subj", "/CN=wq.example.com", "-addext", "subjectAltName=DNS:wq.example.com,IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            OPENSSL,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=wq.example.com",
+            "-addext",
+            "subjectAltName=DNS:wq.example.com,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     (tmp_path / "verify").mkdir()
     (tmp_path / "verify" / "WW_verify_Ab12Cd34.txt").write_text("Ab12Cd34")
     user = "user root root;\n" if os.geteuid() == 0 else ""
@@ -69,26 +92,58 @@ def test_sample_nginx_config_serves_wqbot_over_https(tmp_path):
         f"{user}worker_processes 1;\ndaemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
         f"events {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n"
         + "".join(f"  {k}_temp_path {tmp_path}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        + localise(sample_config(), tmp_path, tls, plain, app) + "}\n")
-    check = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                            "-e", str(tmp_path / "error.log")], capture_output=True, text=True)
+        + localise(sample_config(), tmp_path, tls, plain, app)
+        + "}\n"
+    )
+    check = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stderr
 
     # WeCom is the emulator: /oauth/h5 asks agent/get for the 可信域名 (it derives it from PUBLIC_URL)
     sim_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_",))}
     env.update(TEST_ENV)
-    env.update(PUBLIC_URL=PUBLIC, ADMIN_PASSWORD="x" * 20, WQBOT_QUEUE_NAME=f"wqbot-nginx-{app}",
-               WECOM_API_BASE=f"http://127.0.0.1:{sim_port}")
+    env.update(
+        PUBLIC_URL=PUBLIC,
+        ADMIN_PASSWORD="x" * 20,
+        WQBOT_QUEUE_NAME=f"wqbot-nginx-{app}",
+        WECOM_API_BASE=f"http://127.0.0.1:{sim_port}",
+    )
     if BACKEND == "sqlite":
         env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'wqbot.db'}", QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}")
-    sim = subprocess.Popen([sys.executable, "-m", "bot.cli", "sim", "--port", str(sim_port), "--users", "5"],
-                           env=env, cwd=tmp_path, stdout=open(tmp_path / "sim.log", "w"), stderr=subprocess.STDOUT)
-    web = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(app), "--no-worker",
-                            "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"],
-                           env=env, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
-    proxy = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                              "-e", str(tmp_path / "error.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "sim", "--port", str(sim_port), "--users", "5"],
+        env=env,
+        cwd=tmp_path,
+        stdout=open(tmp_path / "sim.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "serve",
+            "--port",
+            str(app),
+            "--no-worker",
+            "--proxy-headers",
+            "--forwarded-allow-ips",
+            "127.0.0.1",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=open(tmp_path / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    proxy = subprocess.Popen(
+        [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     https = f"https://127.0.0.1:{tls}"
     try:
         wait_until_serving(f"http://127.0.0.1:{sim_port}/cgi-bin/gettoken", sim, tmp_path / "sim.log")

@@ -1,4 +1,5 @@
 """/api/v1/org/*: departments, users with cursor paging, the change feed; bearer auth; clear 4xx."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,14 +13,22 @@ AUTH = {"authorization": "Bearer weiqian-api-token-DO-NOT-LOG-33aa"}
 @pytest.fixture
 def directory(store):
     with db.atomic():
-        Department.insert_many([
-            {"id": 1, "name": "总公司", "parent_id": None, "order": 0},
-            {"id": 2, "name": "研发部", "parent_id": 1, "order": 10},
-            {"id": 3, "name": "已撤销", "parent_id": 1, "order": 0, "active": False},
-        ]).execute()
+        Department.insert_many(
+            [
+                {"id": 1, "name": "总公司", "parent_id": None, "order": 0},
+                {"id": 2, "name": "研发部", "parent_id": 1, "order": 10},
+                {"id": 3, "name": "已撤销", "parent_id": 1, "order": 0, "active": False},
+            ]
+        ).execute()
         for i in range(25):
-            User.create(userid=f"u{i:02d}", name=f"员工{i}", mobile=f"1380000{i:04d}" if i % 2 else None,
-                        active=i != 7, account=f"u{i:02d}", main_department=2 if i % 3 == 0 else 1)
+            User.create(
+                userid=f"u{i:02d}",
+                name=f"员工{i}",
+                mobile=f"1380000{i:04d}" if i % 2 else None,
+                active=i != 7,
+                account=f"u{i:02d}",
+                main_department=2 if i % 3 == 0 else 1,
+            )
             UserDepartment.create(userid=f"u{i:02d}", department_id=1)
             if i % 3 == 0:
                 UserDepartment.create(userid=f"u{i:02d}", department_id=2)
@@ -56,8 +65,16 @@ def test_users_are_paged_with_a_cursor(client, directory):
             break
     assert pages == 3 and [u["userid"] for u in seen] == [f"u{i:02d}" for i in range(25)]
     u3 = seen[3]
-    assert u3 == {"userid": "u03", "name": "员工3", "departments": [2, 1], "mobile": "13800000003", "email": None,
-                  "position": None, "active": True, "account": "u03"}  # main department first
+    assert u3 == {
+        "userid": "u03",
+        "name": "员工3",
+        "departments": [2, 1],
+        "mobile": "13800000003",
+        "email": None,
+        "position": None,
+        "active": True,
+        "account": "u03",
+    }  # main department first
     assert seen[7]["active"] is False
 
 
@@ -68,11 +85,16 @@ def test_users_default_page_and_exact_last_page(client, directory):
     assert len(body["users"]) == 25 and body["next_cursor"] is None
 
 
-@pytest.mark.parametrize("params, code", [
-    ({"limit": "0"}, "invalid_parameter"), ({"limit": "1001"}, "invalid_parameter"),
-    ({"limit": "ten"}, "invalid_parameter"), ({"cursor": "not-a-cursor"}, "invalid_cursor"),
-    ({"cursor": "e30"}, "invalid_cursor"),
-])
+@pytest.mark.parametrize(
+    "params, code",
+    [
+        ({"limit": "0"}, "invalid_parameter"),
+        ({"limit": "1001"}, "invalid_parameter"),
+        ({"limit": "ten"}, "invalid_parameter"),
+        ({"cursor": "not-a-cursor"}, "invalid_cursor"),
+        ({"cursor": "e30"}, "invalid_cursor"),
+    ],
+)
 def test_bad_user_parameters_are_400(client, directory, params, code):
     r = client.get("/api/v1/org/users", params=params, headers=AUTH)
     assert r.status_code == 400 and r.json()["error"] == code and r.json()["message"]
@@ -90,8 +112,10 @@ def test_the_change_feed_pages_with_after_and_next(client, store):
     assert (c["kind"], c["id"], c["data"]) == ("user.updated", "u0", {"userid": "u0"})
     assert c["at"].endswith("Z")
     body = client.get("/api/v1/org/changes", params={"after": 4}, headers=AUTH).json()
-    assert [(c["seq"], c["kind"], c["id"]) for c in body["changes"]] == [(5, "user.updated", "u4"),
-                                                                         (6, "department.created", 9)]
+    assert [(c["seq"], c["kind"], c["id"]) for c in body["changes"]] == [
+        (5, "user.updated", "u4"),
+        (6, "department.created", 9),
+    ]
     assert body["next"] == 6
     body = client.get("/api/v1/org/changes", params={"after": 6}, headers=AUTH).json()
     assert body == {"changes": [], "next": 6}

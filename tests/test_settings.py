@@ -15,8 +15,18 @@ def test_defaults_and_derived():
     assert s.contacts_callback_enabled
 
 
-@pytest.mark.parametrize("name", ["WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET", "WECOM_TOKEN",
-                                  "WECOM_AES_KEY", "SECRET_KEY", "WEIQIAN_API_TOKEN"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "WECOM_CORP_ID",
+        "WECOM_AGENT_ID",
+        "WECOM_APP_SECRET",
+        "WECOM_TOKEN",
+        "WECOM_AES_KEY",
+        "SECRET_KEY",
+        "WEIQIAN_API_TOKEN",
+    ],
+)
 def test_missing_required_names_the_variable(name):
     env = {k: v for k, v in TEST_ENV.items() if k != name}
     with pytest.raises(SettingsError) as e:
@@ -24,12 +34,22 @@ def test_missing_required_names_the_variable(name):
     assert e.value.variable == name and name in str(e.value)
 
 
-@pytest.mark.parametrize("name,value", [
-    ("WECOM_AES_KEY", "tooshort"), ("WECOM_AES_KEY", "!" * 43), ("WECOM_AGENT_ID", "abc"),
-    ("SYNC_MAX_DELETE_RATIO", "1.5"), ("SYNC_MATCH_FIELD", "phone"), ("DATABASE_URL", "mysql://x"),
-    ("QUEUE_URL", "amqp://x"), ("PUBLIC_URL", "example.com"), ("WECOM_ENABLED", "maybe"),
-    ("WECOM_TOKEN", "has spaces"), ("WECOM_OAUTH_SCOPE", "snsapi_userinfo"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("WECOM_AES_KEY", "tooshort"),
+        ("WECOM_AES_KEY", "!" * 43),
+        ("WECOM_AGENT_ID", "abc"),
+        ("SYNC_MAX_DELETE_RATIO", "1.5"),
+        ("SYNC_MATCH_FIELD", "phone"),
+        ("DATABASE_URL", "mysql://x"),
+        ("QUEUE_URL", "amqp://x"),
+        ("PUBLIC_URL", "example.com"),
+        ("WECOM_ENABLED", "maybe"),
+        ("WECOM_TOKEN", "has spaces"),
+        ("WECOM_OAUTH_SCOPE", "snsapi_userinfo"),
+    ],
+)
 def test_malformed_value_names_the_variable(name, value):
     with pytest.raises(SettingsError) as e:
         load(env={**TEST_ENV, name: value}, dotenv=None)
@@ -63,8 +83,9 @@ def test_cli_reports_a_bad_setting_in_one_line_without_traceback(tmp_path):
     env = {k: v for k, v in TEST_ENV.items()}
     env["WECOM_AES_KEY"] = "short"
     env["PATH"] = "/usr/bin:/bin"
-    r = subprocess.run([sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=tmp_path, capture_output=True,
-                       text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 2
     lines = [x for x in r.stderr.strip().splitlines() if x]
     assert len(lines) == 1 and "WECOM_AES_KEY" in lines[0] and "Traceback" not in r.stderr, r.stderr

@@ -1,4 +1,5 @@
 """The store's shared mechanisms."""
+
 from __future__ import annotations
 
 import threading

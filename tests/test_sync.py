@@ -1,4 +1,5 @@
 """Full reconciliation against a fake WeCom (respx): modes, bulk diff, guards, linking, the run record."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,10 +41,18 @@ def test_first_sync_in_list_mode_creates_everything_with_one_user_list_call(sett
     assert fake.api_calls() == {"department/list": 1, "user/list": 1}
     assert json.loads(run.api_calls) == {"department/list": 1, "user/list": 1}
     u = User.get(User.userid == "u001")
-    assert (u.name, u.mobile, u.email, u.position, u.active, u.account) == \
-        ("员工1", "13800000001", "u1@example.com", "工程师", True, "u001")
+    assert (u.name, u.mobile, u.email, u.position, u.active, u.account) == (
+        "员工1",
+        "13800000001",
+        "u1@example.com",
+        "工程师",
+        True,
+        "u001",
+    )
     assert (u.mobile_source, u.main_department) == ("directory", 2)
-    assert [(m.department_id, m.order) for m in UserDepartment.select().where(UserDepartment.userid == "u001")] == [(2, 0)]
+    assert [(m.department_id, m.order) for m in UserDepartment.select().where(UserDepartment.userid == "u001")] == [
+        (2, 0)
+    ]
     d = Department.get(Department.id == 3)
     assert (d.name, d.parent_id, d.order, d.active) == ("测试组", 2, 5, True)
     kinds = [k for k, _ in feed()]
@@ -112,9 +121,10 @@ def test_only_changed_users_are_written_and_announced(settings, fake):
     new = [(c.kind, c.ref) for c in Change.select().where(Change.seq > seq).order_by(Change.seq)]
     assert sorted(new) == [("user.updated", "u001"), ("user.updated", "u002")]
     assert User.get(User.userid == "u001").position == "架构师"
-    assert [(m.department_id, m.order, m.is_leader) for m in
-            UserDepartment.select().where(UserDepartment.userid == "u002").order_by(UserDepartment.department_id)] == \
-        [(2, 7, True), (3, 9, False)]
+    assert [
+        (m.department_id, m.order, m.is_leader)
+        for m in UserDepartment.select().where(UserDepartment.userid == "u002").order_by(UserDepartment.department_id)
+    ] == [(2, 7, True), (3, 9, False)]
 
 
 def test_a_member_who_leaves_is_disabled_and_reactivated_when_they_rejoin(settings, fake):
@@ -251,7 +261,11 @@ def test_list_id_without_budget_applies_membership_and_fetches_details_later(set
         fake.users[uid]["department"] = [1]
     run = sync(s)
     assert run.details_fetched == 1 and run.updated == 3
-    assert {m.userid for m in UserDepartment.select().where(UserDepartment.department_id == 1)} == {"u001", "u002", "u003"}
+    assert {m.userid for m in UserDepartment.select().where(UserDepartment.department_id == 1)} == {
+        "u001",
+        "u002",
+        "u003",
+    }
     pending = User.select().where(User.details_at == 0).count()
     assert pending == 2  # membership applied now, details owed: first in line next run
     sync(s)
@@ -345,7 +359,8 @@ def test_resolve_recipients_in_one_query(settings, fake):
     User.update(active=False).where(User.userid == "u004").execute()
     with count_queries() as q:
         found, unknown = resolve_recipients(
-            ["u000", "138-0000-0001", "U002", "u004", "nobody", "13700000000", "13800000003"], s)
+            ["u000", "138-0000-0001", "U002", "u004", "nobody", "13700000000", "13800000003"], s
+        )
     assert found == {"u000": "u000", "138-0000-0001": "u001", "U002": "u002", "13800000003": "u003"}
     assert unknown == ["u004", "nobody", "13700000000"]  # departed, unknown, ambiguous
     assert len(q) <= 2
@@ -377,5 +392,6 @@ def test_a_big_directory_is_listed_per_first_level_branch(settings, fake, monkey
     assert fake.calls["user/list"] == 3  # the root's own members, then branches 2 and 4
     assert run.created == 6 and run.status == "ok"
     assert sorted(m.department_id for m in UserDepartment.select().where(UserDepartment.userid == "both")) == [3, 4]
-    assert fetch.branches({1: {"parent_id": None}, 2: {"parent_id": 1}, 3: {"parent_id": 2}, 5: {"parent_id": 1}},
-                          [1]) == [(1, False), (2, True), (5, True)]
+    assert fetch.branches(
+        {1: {"parent_id": None}, 2: {"parent_id": 1}, 3: {"parent_id": 2}, 5: {"parent_id": 1}}, [1]
+    ) == [(1, False), (2, True), (5, True)]

@@ -1,4 +1,5 @@
 """A fake WeCom directory at the HTTP edge (respx), shared by the sync tests. No tests here."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,20 +44,33 @@ class FakeWeCom:
         return self
 
     def user(self, userid: str, name: str, departments=(1,), **fields):
-        u = {"userid": userid, "name": name, "department": list(departments),
-             "order": fields.pop("order", [0] * len(departments)),
-             "is_leader_in_dept": fields.pop("is_leader_in_dept", [0] * len(departments)),
-             "main_department": fields.pop("main_department", departments[0] if departments else 1),
-             "status": fields.pop("status", 1), "position": fields.pop("position", ""),
-             "mobile": fields.pop("mobile", ""), "email": fields.pop("email", ""), **fields}
+        u = {
+            "userid": userid,
+            "name": name,
+            "department": list(departments),
+            "order": fields.pop("order", [0] * len(departments)),
+            "is_leader_in_dept": fields.pop("is_leader_in_dept", [0] * len(departments)),
+            "main_department": fields.pop("main_department", departments[0] if departments else 1),
+            "status": fields.pop("status", 1),
+            "position": fields.pop("position", ""),
+            "mobile": fields.pop("mobile", ""),
+            "email": fields.pop("email", ""),
+            **fields,
+        }
         self.users[userid] = u
         return self
 
     def standard(self, n_users: int = 5):
         self.dept(1, "总公司", None).dept(2, "研发部", 1, 10).dept(3, "测试组", 2, 5)
         for i in range(n_users):
-            self.user(f"u{i:03d}", f"员工{i}", departments=(2 if i % 2 else 3,), mobile=f"1380000{i:04d}",
-                      email=f"u{i}@example.com", position="工程师")
+            self.user(
+                f"u{i:03d}",
+                f"员工{i}",
+                departments=(2 if i % 2 else 3,),
+                mobile=f"1380000{i:04d}",
+                email=f"u{i}@example.com",
+                position="工程师",
+            )
         return self
 
     # -- serving -------------------------------------------------------------------------------
@@ -98,8 +112,14 @@ class FakeWeCom:
             ids = self.subtree(int(q["id"])) if q.get("id") else set(self.departments)
             return self._answer({"department": [dict(self.departments[i]) for i in sorted(ids)]})
         if path == "department/simplelist":
-            return self._answer({"department_id": [{"id": d["id"], "parentid": d["parentid"], "order": d["order"]}
-                                                   for d in self.departments.values()]})
+            return self._answer(
+                {
+                    "department_id": [
+                        {"id": d["id"], "parentid": d["parentid"], "order": d["order"]}
+                        for d in self.departments.values()
+                    ]
+                }
+            )
         if path == "department/get":
             d = self.departments.get(int(q["id"]))
             return self._answer({"department": dict(d)}) if d else self._answer(errcode=60123, errmsg="no dept")
@@ -124,7 +144,7 @@ class FakeWeCom:
             if f"user/list_id:{page}" in self.fail:
                 return self._answer(errcode=60123, errmsg="injected failure")
             rows = [{"userid": u["userid"], "department": d} for u in self.users.values() for d in u["department"]]
-            chunk = rows[start:start + self.list_id_page]
+            chunk = rows[start : start + self.list_id_page]
             nxt = str(start + self.list_id_page) if start + self.list_id_page < len(rows) else ""
             return self._answer({"dept_user": chunk, "next_cursor": nxt})
         return httpx.Response(404)

@@ -1,5 +1,6 @@
 """The change feed under concurrent writers: a reader polling `after=seq` never skips a row that
 commits later (each thread has its own connection)."""
+
 from __future__ import annotations
 
 import random
@@ -70,8 +71,13 @@ def test_the_property_catches_a_naive_allocator(store, monkeypatch):
 
     db.execute_sql("CREATE SEQUENCE IF NOT EXISTS naive_feed_seq")
     db.execute_sql("ALTER SEQUENCE naive_feed_seq RESTART WITH 1")
-    monkeypatch.setattr(d, "_allocate", lambda n: db.execute_sql(
-        "SELECT setval('naive_feed_seq', nextval('naive_feed_seq') + %s - 1)", (n,)).fetchone()[0])
+    monkeypatch.setattr(
+        d,
+        "_allocate",
+        lambda n: db.execute_sql(
+            "SELECT setval('naive_feed_seq', nextval('naive_feed_seq') + %s - 1)", (n,)
+        ).fetchone()[0],
+    )
     allocated, release = threading.Event(), threading.Event()
 
     def writer_a():
@@ -139,4 +145,7 @@ def test_concurrent_writers_and_a_polling_reader_see_every_seq(store):
     assert got == list(range(1, total + 1))
     assert total >= writers * per_writer
     if is_postgres():
-        assert db.execute_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()").fetchone()[0] >= 1
+        assert (
+            db.execute_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()").fetchone()[0]
+            >= 1
+        )

@@ -1,4 +1,5 @@
 """The lease (one run at a time), the periodic task and its schedule, `wqbot sync`."""
+
 from __future__ import annotations
 
 import threading
@@ -41,7 +42,7 @@ def test_two_workers_racing_the_periodic_task_one_runs(settings, fake):
         t.start()
     for t in threads:
         t.join(30)
-    assert sorted(results, key=lambda r: r is None) [1] is None
+    assert sorted(results, key=lambda r: r is None)[1] is None
     ran = [r for r in results if r is not None]
     assert len(ran) == 1 and SyncRun.select().count() == 1
     assert SyncRun.get_by_id(ran[0]).status == "ok" and User.select().count() == 5
@@ -70,10 +71,17 @@ def test_the_lease_is_released_after_a_run(settings, fake):
 
 # due() is a pure function of the minute it is given (it reads no clock): the table's instants are
 # times of day on one arbitrary, fixed day.
-@pytest.mark.parametrize("minutes, at, expected", [
-    (10, "10:20", True), (10, "10:25", False), (10, "00:00", True),
-    (15, "10:45", True), (7, "10:20", None), (90, "01:30", None),
-])
+@pytest.mark.parametrize(
+    "minutes, at, expected",
+    [
+        (10, "10:20", True),
+        (10, "10:25", False),
+        (10, "00:00", True),
+        (15, "10:45", True),
+        (7, "10:20", None),
+        (90, "01:30", None),
+    ],
+)
 def test_the_schedule(settings, monkeypatch, minutes, at, expected):
     import dataclasses
 
@@ -85,8 +93,7 @@ def test_the_schedule(settings, monkeypatch, minutes, at, expected):
         assert due(dt) is expected
     # any interval: exactly one due minute in every `minutes` consecutive minutes
     base = datetime(2026, 3, 1).timestamp() // 60
-    hits = [m for m in range(int(base), int(base) + minutes * 5)
-            if due(datetime.utcfromtimestamp(m * 60))]
+    hits = [m for m in range(int(base), int(base) + minutes * 5) if due(datetime.utcfromtimestamp(m * 60))]
     assert len(hits) == 5 and all(b - a == minutes for a, b in zip(hits, hits[1:], strict=False))
 
 

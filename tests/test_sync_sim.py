@@ -1,5 +1,6 @@
 """End to end: the reconciliation against the `sim` WeCom emulator, served by uvicorn on a free
 port, in list mode, then in list_id mode once the emulator refuses list reads (48009)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,16 +20,22 @@ from store.directory import Department, User, UserDepartment  # noqa: E402
 
 @pytest.fixture
 def emulator():
-    cfg = SimConfig(corp_id="wwsimsync0000000001", users=150, departments=15, seed=11,
-                    redirect_domain="wqbot.example.com")
+    cfg = SimConfig(
+        corp_id="wwsimsync0000000001", users=150, departments=15, seed=11, redirect_domain="wqbot.example.com"
+    )
     app = create_app(cfg)
     with ServerThread(app) as url:
         yield cfg, app.state.sim, url
 
 
 def settings_for(settings, cfg, url):
-    return dataclasses.replace(settings, wecom_api_base=url, wecom_corp_id=cfg.corp_id,
-                               wecom_app_secret=cfg.app_secret, wecom_contacts_secret=cfg.contacts_secret)
+    return dataclasses.replace(
+        settings,
+        wecom_api_base=url,
+        wecom_corp_id=cfg.corp_id,
+        wecom_app_secret=cfg.app_secret,
+        wecom_contacts_secret=cfg.contacts_secret,
+    )
 
 
 def sync(s, **kw):
@@ -46,10 +53,15 @@ def test_reconciliation_against_the_emulator(settings, store, emulator):
     assert calls == {"department/list": 1, "user/list": 1}
     for u in list(directory.users.values())[:20]:
         row = User.get(User.userid == u.userid)
-        assert (row.name, row.position or "", row.mobile, row.active) == (u.name, u.position or "", u.mobile or None,
-                                                                            u.status not in (2, 5))
-        assert sorted(m.department_id for m in UserDepartment.select().where(UserDepartment.userid == u.userid)) == \
-            sorted(u.department)
+        assert (row.name, row.position or "", row.mobile, row.active) == (
+            u.name,
+            u.position or "",
+            u.mobile or None,
+            u.status not in (2, 5),
+        )
+        assert sorted(
+            m.department_id for m in UserDepartment.select().where(UserDepartment.userid == u.userid)
+        ) == sorted(u.department)
     assert Department.select().count() == len(directory.departments)
 
     assert sync(s).rows_written == 0

@@ -1,4 +1,5 @@
 """`POST /api/v1/tickets/validate`: the identity once, then 410; unknown 404; races have one winner."""
+
 from __future__ import annotations
 
 import threading
@@ -58,10 +59,17 @@ def test_member_disabled_since_the_login(client, settings, store):
     assert r.status_code == 410 and r.json()["error"] == "member_inactive"
 
 
-@pytest.mark.parametrize("body, status", [
-    ({}, 400), ({"ticket": ""}, 400), ({"ticket": 123}, 400), ({"ticket": None}, 400),
-    ({"ticket": "x" * 5000}, 400), ({"ticket": ["a"]}, 400),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({}, 400),
+        ({"ticket": ""}, 400),
+        ({"ticket": 123}, 400),
+        ({"ticket": None}, 400),
+        ({"ticket": "x" * 5000}, 400),
+        ({"ticket": ["a"]}, 400),
+    ],
+)
 def test_bad_bodies(client, store, body, status):
     r = validate(client, body)
     assert r.status_code == status and r.json()["error"] == "invalid_ticket"
@@ -129,8 +137,9 @@ def test_racing_http_validations_have_exactly_one_winner(app, settings, store):
     async def go():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="https://wqbot.example.com") as c:
-            return await asyncio.gather(*[c.post("/api/v1/tickets/validate", json={"ticket": ticket}, headers=AUTH)
-                                          for _ in range(6)])
+            return await asyncio.gather(
+                *[c.post("/api/v1/tickets/validate", json={"ticket": ticket}, headers=AUTH) for _ in range(6)]
+            )
 
     statuses = sorted(r.status_code for r in asyncio.run(go()))
     assert statuses == [200] + [410] * 5

@@ -1,5 +1,6 @@
 """bot.xml.parse: the flat fast path must give exactly what the full parser (expat + xmltodict, DTDs
 refused) gives, and refuse exactly what it refuses."""
+
 from __future__ import annotations
 
 import re
@@ -46,8 +47,9 @@ def same(data):
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
 clean_values = st.text(alphabet=st.sampled_from(list("ab 中文\t\n+/=.,:>]")), max_size=20)
 # Text that stresses the grammar: markup characters, CDATA ends, XML-forbidden and odd whitespace.
-rough_values = st.text(alphabet=st.sampled_from(list("ab 中文\t\n\r]>[<&!;#x0CDATA\x00\x0b\x1f\u3000\ufffe")),
-                       max_size=20)
+rough_values = st.text(
+    alphabet=st.sampled_from(list("ab 中文\t\n\r]>[<&!;#x0CDATA\x00\x0b\x1f\u3000\ufffe")), max_size=20
+)
 
 
 @st.composite
@@ -74,7 +76,9 @@ def flat_docs(draw):
         else:
             body = ""
         parts.append(draw(ws) + f"<{name}>{body}</{name}>")
-    prolog = draw(st.sampled_from(["", " ", "\n"] + (['<?xml version="1.0" encoding="UTF-8"?>', "\ufeff"] if rough else [])))
+    prolog = draw(
+        st.sampled_from(["", " ", "\n"] + (['<?xml version="1.0" encoding="UTF-8"?>', "\ufeff"] if rough else []))
+    )
     root = draw(st.sampled_from(["xml", "root"] if rough else ["xml"]))
     return f"{prolog}<{root}>" + "".join(parts) + draw(ws) + f"</{root}>" + draw(ws)
 
@@ -90,28 +94,43 @@ def test_flat_path_agrees_with_the_full_parser(doc, as_bytes):
 def test_mutated_documents_agree(doc, at, char):
     i = at % (len(doc) + 1)
     same(doc[:i] + char + doc[i:])
-    same(doc[:i] + doc[i + 1:])
+    same(doc[:i] + doc[i + 1 :])
 
 
 def test_wecom_shapes_take_the_fast_path():
-    envelope = ("<xml><ToUserName><![CDATA[ww1a2b3c4d5e6f7a8b]]></ToUserName>"
-                "<Encrypt><![CDATA[UIPhyj131rWU+/=]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>")
-    assert _parse_flat(envelope) == {"ToUserName": "ww1a2b3c4d5e6f7a8b", "Encrypt": "UIPhyj131rWU+/=",
-                                     "AgentID": "1000002"}
+    envelope = (
+        "<xml><ToUserName><![CDATA[ww1a2b3c4d5e6f7a8b]]></ToUserName>"
+        "<Encrypt><![CDATA[UIPhyj131rWU+/=]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"
+    )
+    assert _parse_flat(envelope) == {
+        "ToUserName": "ww1a2b3c4d5e6f7a8b",
+        "Encrypt": "UIPhyj131rWU+/=",
+        "AgentID": "1000002",
+    }
     reply = document({"ToUserName": "lisi", "CreateTime": 1700000000, "Content": "帮助\n• 待办"})
     assert _parse_flat(reply) == same(reply)
     # WeCom's pretty-printed form (newlines between elements, element order free)
-    assert _parse_flat("<xml>\n <Encrypt><![CDATA[x]]></Encrypt>\n <ToUserName>y</ToUserName>\n</xml>\n") == \
-        {"Encrypt": "x", "ToUserName": "y"}
+    assert _parse_flat("<xml>\n <Encrypt><![CDATA[x]]></Encrypt>\n <ToUserName>y</ToUserName>\n</xml>\n") == {
+        "Encrypt": "x",
+        "ToUserName": "y",
+    }
 
 
-@pytest.mark.parametrize("doc", [
-    '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Encrypt>&e;</Encrypt></xml>',
-    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><xml><Encrypt>&lol;</Encrypt></xml>',
-    "<xml><Encrypt>&undeclared;</Encrypt></xml>",
-    "<xml><Encrypt><![CDATA[a]]>b</Encrypt></xml>",
-    "<xml></xml>", "<xml/>", "<xml>text</xml>", "not xml", "", "<xml><a>1</a>",
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Encrypt>&e;</Encrypt></xml>',
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><xml><Encrypt>&lol;</Encrypt></xml>',
+        "<xml><Encrypt>&undeclared;</Encrypt></xml>",
+        "<xml><Encrypt><![CDATA[a]]>b</Encrypt></xml>",
+        "<xml></xml>",
+        "<xml/>",
+        "<xml>text</xml>",
+        "not xml",
+        "",
+        "<xml><a>1</a>",
+    ],
+)
 def test_refusals_match(doc):
     assert _parse_flat(doc) is None
     same(doc)

@@ -2,6 +2,7 @@
 
 Each resource has its own module exposing `routes(settings) -> list[Route]`:
 org.py (directory read API), notifications.py, tickets.py, jssdk.py."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """What every `/api/v1` endpoint shares: bearer auth, JSON errors, body limits."""
+
 from __future__ import annotations
 
 import functools

@@ -5,6 +5,7 @@ jsapi_ticket for wx.config and the app's agent_config ticket for wx.agentConfig 
 the API client). U is the page URL without its #fragment. Only pages on PUBLIC_URL's or H5_URL's
 origin are signed: a signature for any other page would let it use this app's identity.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,11 @@ def page_url(settings, url) -> str:
         raise APIError(400, "invalid_url", "url must be an absolute http(s) URL without user info")
     allowed = allowed_origins(settings)
     if page_origin not in allowed:
-        raise APIError(403, "origin_not_allowed",
-                       f"only pages on {' or '.join(sorted(allowed))} are signed (PUBLIC_URL, H5_URL); got {page_origin}")
+        raise APIError(
+            403,
+            "origin_not_allowed",
+            f"only pages on {' or '.join(sorted(allowed))} are signed (PUBLIC_URL, H5_URL); got {page_origin}",
+        )
     return url
 
 

@@ -1,4 +1,5 @@
 """POST /api/v1/notifications and GET /api/v1/notifications/{id} (CONTRACT §3)."""
+
 from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool

@@ -7,6 +7,7 @@
 - `GET /api/v1/org/changes?after=SEQ&limit=N` → `{"changes": [{seq, kind, id, data, at}], "next"}`:
   poll with `after=next`. seq increases strictly and a row never appears behind one already seen.
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,8 +57,12 @@ def decode_cursor(cursor: str) -> str:
 
 def _departments() -> dict:
     rows = Department.select().order_by(Department.id)
-    return {"departments": [{"id": d.id, "name": d.name, "parent_id": d.parent_id, "order": d.order,
-                             "active": bool(d.active)} for d in rows]}
+    return {
+        "departments": [
+            {"id": d.id, "name": d.name, "parent_id": d.parent_id, "order": d.order, "active": bool(d.active)}
+            for d in rows
+        ]
+    }
 
 
 def _users(after: str | None, limit: int) -> dict:
@@ -69,17 +74,30 @@ def _users(after: str | None, limit: int) -> dict:
     users = users[:limit]
     depts = defaultdict(list)
     if users:
-        for uid, d in (UserDepartment.select(UserDepartment.userid, UserDepartment.department_id)
-                       .where(UserDepartment.userid.in_([u.userid for u in users]))
-                       .order_by(UserDepartment.userid, UserDepartment.department_id).tuples()):
+        for uid, d in (
+            UserDepartment.select(UserDepartment.userid, UserDepartment.department_id)
+            .where(UserDepartment.userid.in_([u.userid for u in users]))
+            .order_by(UserDepartment.userid, UserDepartment.department_id)
+            .tuples()
+        ):
             depts[uid].append(d)
     out = []
     for u in users:
         ds = depts.get(u.userid, [])
         if u.main_department in ds:  # the main department first
             ds = [u.main_department] + [d for d in ds if d != u.main_department]
-        out.append({"userid": u.userid, "name": u.name, "departments": ds, "mobile": u.mobile,
-                    "email": u.email, "position": u.position, "active": bool(u.active), "account": u.account})
+        out.append(
+            {
+                "userid": u.userid,
+                "name": u.name,
+                "departments": ds,
+                "mobile": u.mobile,
+                "email": u.email,
+                "position": u.position,
+                "active": bool(u.active),
+                "account": u.account,
+            }
+        )
     return {"users": out, "next_cursor": encode_cursor(users[-1].userid) if more else None}
 
 
@@ -89,8 +107,16 @@ def _iso(ts: float) -> str:
 
 def _changes(after: int, limit: int) -> dict:
     rows = list(Change.select().where(Change.seq > after).order_by(Change.seq).limit(limit))
-    changes = [{"seq": c.seq, "kind": c.kind, "id": int(c.ref) if c.kind.startswith("department.") else c.ref,
-                "data": json.loads(c.data), "at": _iso(c.at)} for c in rows]
+    changes = [
+        {
+            "seq": c.seq,
+            "kind": c.kind,
+            "id": int(c.ref) if c.kind.startswith("department.") else c.ref,
+            "data": json.loads(c.data),
+            "at": _iso(c.at),
+        }
+        for c in rows
+    ]
     return {"changes": changes, "next": rows[-1].seq if rows else after}
 
 

@@ -3,6 +3,7 @@
 200 `{"userid", "name", "departments", "account", "via"}` the first time; 410 when used,
 expired, or the member was disabled since the login; 404 for a ticket never issued.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,12 +29,14 @@ def redeem(settings, ticket: str) -> dict:
         redeemed = login_store.redeem_ticket(settings.secret_key, ticket)
     except login_store.TicketRefused as e:
         if e.reason == "unknown":
-            raise APIError(404, "ticket_unknown", "no such ticket: pass the ticket=… value the login page received") \
-                from None
+            raise APIError(
+                404, "ticket_unknown", "no such ticket: pass the ticket=… value the login page received"
+            ) from None
         if e.reason == "used":
             raise APIError(410, "ticket_used", "this ticket was already validated: tickets are single-use") from None
-        raise APIError(410, "ticket_expired",
-                       f"this ticket expired: validate within {login_store.TICKET_TTL} seconds of the login") from None
+        raise APIError(
+            410, "ticket_expired", f"this ticket expired: validate within {login_store.TICKET_TTL} seconds of the login"
+        ) from None
     who = identity.identity(redeemed.userid)
     if who is None or not who.pop("active"):
         log.info("ticket for a member gone or disabled since the login", extra={"userid": redeemed.userid})
@@ -50,8 +53,9 @@ async def validate(request: Request, settings) -> JSONResponse:
         raise APIError(400, "invalid_ticket", 'send {"ticket": "<the ticket=… value>"}')
     if len(ticket) > MAX_TICKET:
         raise APIError(400, "invalid_ticket", f"ticket longer than {MAX_TICKET} characters")
-    return JSONResponse(await run_in_threadpool(redeem, settings, ticket.strip()),
-                        headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        await run_in_threadpool(redeem, settings, ticket.strip()), headers={"Cache-Control": "no-store"}
+    )
 
 
 def routes(settings) -> list[Route]:

@@ -9,6 +9,7 @@ Modules: views.py (the routes), urls.py (WeCom URLs, where 微签 lands), nextpa
 validation), identity.py (directory lookup, private fields), domain.py (可信域名 check),
 pages.py + templates/ (Chinese error pages). Tables: store/login.py.
 """
+
 from __future__ import annotations
 
 from starlette.routing import Route

@@ -4,6 +4,7 @@ When they differ, WeCom would show the employee its own terse "redirect_uriéœ€ä½
 page and never come back, so /oauth/h5 shows our page with the fix instead. The check is
 advisory: when WeCom cannot be asked, or reports no domain, the login goes ahead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,7 @@ def _normalise(domain: str) -> str:
     d = domain.strip().lower()
     for prefix in ("https://", "http://"):
         if d.startswith(prefix):
-            d = d[len(prefix):]
+            d = d[len(prefix) :]
     d = d.split("/", 1)[0]
     for default in (":443", ":80"):
         if d.endswith(default):

@@ -6,6 +6,7 @@ privacy rules hide them from the directory APIs of newer apps), are stored with 
 and the 微签 account link is recomputed (bot.sync.apply.apply_oauth_contact) so
 SYNC_MATCH_FIELD=mobile/email works from the first login.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,12 +45,20 @@ def identity(userid: str) -> dict | None:
     row = User.get_or_none(User.userid == userid)
     if row is None:
         return None
-    departments = sorted((d.department_id for d in
-                          UserDepartment.select(UserDepartment.department_id)
-                          .where(UserDepartment.userid == row.userid)),
-                         key=lambda d: (d != row.main_department, d))  # main department first
-    return {"userid": row.userid, "name": row.name or "", "departments": departments, "account": row.account,
-            "active": bool(row.active)}
+    departments = sorted(
+        (
+            d.department_id
+            for d in UserDepartment.select(UserDepartment.department_id).where(UserDepartment.userid == row.userid)
+        ),
+        key=lambda d: (d != row.main_department, d),
+    )  # main department first
+    return {
+        "userid": row.userid,
+        "name": row.name or "",
+        "departments": departments,
+        "account": row.account,
+        "active": bool(row.active),
+    }
 
 
 def _clean(value) -> str:
@@ -67,6 +76,8 @@ def store_private_fields(settings, userid: str, detail: dict) -> str | None:
     mobile = _clean(detail.get("mobile")) or None
     email = _clean(detail.get("email")) or _clean(detail.get("biz_mail")) or None
     account = apply_oauth_contact(userid, settings, mobile=mobile, email=email)
-    log.info("private fields from OAuth applied",
-             extra={"userid": userid, "fields": [k for k, v in (("mobile", mobile), ("email", email)) if v]})
+    log.info(
+        "private fields from OAuth applied",
+        extra={"userid": userid, "fields": [k for k, v in (("mobile", mobile), ("email", email)) if v]},
+    )
     return account

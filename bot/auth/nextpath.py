@@ -6,6 +6,7 @@ way after percent-decoding (up to four layers, so "%252F%252F" is seen for what 
 after Unicode compatibility folding ("／／evil" is "//evil" to some servers). Anything else
 falls back to the app's home: a refused `next` is logged, never an error for the employee.
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ WeCom compares redirect_uri's host[:port] with the app's 可信域名 character 
 port (an explicit ":443" is pitfall 15 of PROTOCOL §10). Every parameter is percent-encoded,
 redirect_uri included (pitfall 16), and `#wechat_redirect` stays last.
 """
+
 from __future__ import annotations
 
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit

@@ -7,6 +7,7 @@ id in an HttpOnly cookie whose hash the state record keeps), so a callback link 
 browser logs nobody in anywhere else. The work is synchronous (store, WeCom API), so each
 request runs it in the thread pool.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,15 @@ def _redirect(url: str) -> RedirectResponse:
 
 
 def _set_cookie(response: Response, settings, browser_id: str) -> None:
-    response.set_cookie(COOKIE, browser_id, max_age=login_store.STATE_TTL, path="/", httponly=True,
-                        secure=public_base(settings).startswith("https://"), samesite="lax")
+    response.set_cookie(
+        COOKIE,
+        browser_id,
+        max_age=login_store.STATE_TTL,
+        path="/",
+        httponly=True,
+        secure=public_base(settings).startswith("https://"),
+        samesite="lax",
+    )
 
 
 def _landing(settings, flow: str) -> str:
@@ -126,8 +134,9 @@ def complete(settings, flow: str, code: str, state: str, browser_id: str | None)
         record_flow = e.record.flow if e.record is not None else None
         retry_flow = record_flow or flow
         next_path = e.record.next_path if e.record is not None else None
-        return pages.page(pages.state_refused(settings, e.reason, flow, record_flow),
-                          retry_url(settings, retry_flow, next_path))
+        return pages.page(
+            pages.state_refused(settings, e.reason, flow, record_flow), retry_url(settings, retry_flow, next_path)
+        )
     retry = retry_url(settings, flow, record.next_path)
     if not code:
         return pages.page(pages.cancelled(), retry)
@@ -190,4 +199,3 @@ def _collect_private_fields(settings, wecom, userid: str, user_ticket: str) -> N
         identity.store_private_fields(settings, userid, detail)
     except Exception:
         log.exception("storing mobile/email from OAuth failed", extra={"userid": userid})
-

@@ -17,6 +17,7 @@ Exception tree (every error says which check failed)::
     ├── InvalidPadding       PKCS#7 (block 32) padding is not valid: wrong EncodingAESKey?
     └── InvalidReceiveId     the message was encrypted for another corp id (WECOM_CORP_ID)
 """
+
 from ._cipher import (
     CryptoError,
     InvalidBase64,

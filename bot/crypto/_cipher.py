@@ -96,8 +96,9 @@ class WeComCrypto:
         if not ct or len(ct) % 16:
             raise InvalidLength(f"ciphertext length {len(ct)} is not a positive multiple of 16")
         n = len(ct)
-        pt = (int.from_bytes(self._ecb.decrypt(ct), "little")
-              ^ int.from_bytes(self._iv + ct[:-16], "little")).to_bytes(n, "little")
+        pt = (int.from_bytes(self._ecb.decrypt(ct), "little") ^ int.from_bytes(self._iv + ct[:-16], "little")).to_bytes(
+            n, "little"
+        )
         pad = pt[-1]
         if not 1 <= pad <= _BLOCK or pad > len(pt) or pt[-pad:] != bytes((pad,)) * pad:
             raise InvalidPadding("PKCS#7 padding is invalid: is WECOM_AES_KEY the console's EncodingAESKey?")
@@ -109,9 +110,7 @@ class WeComCrypto:
             raise InvalidLength(f"msg_len {n} is larger than the {len(body) - 4} bytes present")
         rid = body[4 + n :]
         if not hmac.compare_digest(rid, self._rid_bytes):
-            raise InvalidReceiveId(
-                "message was encrypted for another corp id: check WECOM_CORP_ID"
-            )
+            raise InvalidReceiveId("message was encrypted for another corp id: check WECOM_CORP_ID")
         try:
             return body[4 : 4 + n].decode("utf-8")
         except UnicodeDecodeError:

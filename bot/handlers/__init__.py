@@ -4,6 +4,7 @@
 - contacts.py  change_contact events (directory sync)
 - cards.py     template_card_event taps (sign notifications)
 """
+
 import importlib
 
 from bot.router import Router

@@ -2,6 +2,7 @@
 
 A handler runs inside the delivery's transaction: the decision, the outbox rows for the card
 updates and the webhook, and the delivery key commit together (bot/notify/decisions.py)."""
+
 from __future__ import annotations
 
 import logging

@@ -8,6 +8,7 @@ passive reply, well within WeCom's 5-second deadline; nothing calls out.
 - any other click key or text            → help (an unknown key is logged: a menu/handler mismatch)
 - enter_agent                            → a greeting, at most once a day (WQBOT_GREET_ON_ENTER)
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,6 @@ PENDING_WORDS = {"待办", "pending", "待我处理", "待处理", "我的待办
 # 微签 H5 pages. The home page lists the employee's tasks, so "还有 N 项" opens it.
 H5_HOME = "/pages/index/index"
 TASK_LIST = H5_HOME
-
 
 
 def normalise(text: str) -> str:
@@ -70,8 +70,9 @@ def _article(task, settings, names: dict) -> dict:
     when = _when(_field(task, "created_at"))
     initiator = _field(task, "initiator")
     # 微签's own description ("张三 发起了审批，请处理") reads best; else who started it, by name.
-    desc = _field(task, "description") or (texts.PENDING_DESC.format(initiator=names.get(initiator, initiator))
-                                           if initiator else "")
+    desc = _field(task, "description") or (
+        texts.PENDING_DESC.format(initiator=names.get(initiator, initiator)) if initiator else ""
+    )
     desc = texts.PENDING_DESC_WHEN.format(desc=desc, when=when) if desc and when else (desc or when)
     # A task without its own H5 page (or with something that is not a path) opens the task
     # list, still logged in: /oauth/h5 would refuse anything but a path anyway.
@@ -114,11 +115,13 @@ def pending_reply(userid: str, settings):
     names = directory_names(_field(t, "initiator") for t in shown if not _field(t, "description"))
     articles = [_article(t, settings, names) for t in shown]
     if more:
-        articles.append({
-            "title": texts.PENDING_MORE_TITLE.format(n=more),
-            "description": texts.PENDING_MORE_DESC.format(total=total),
-            "url": h5_entry(settings, TASK_LIST),
-        })
+        articles.append(
+            {
+                "title": texts.PENDING_MORE_TITLE.format(n=more),
+                "description": texts.PENDING_MORE_DESC.format(total=total),
+                "url": h5_entry(settings, TASK_LIST),
+            }
+        )
     return replies.news(articles)
 
 
@@ -136,8 +139,11 @@ def on_help_click(msg, ctx):
 @router.event("click")
 def on_unknown_click(msg, ctx):
     # A key in WeCom's copy of the menu that no handler knows: stale menu or a typo in menu.toml.
-    log.warning("unknown menu key %r, answering with help (compare with `wqbot menu diff`)", msg.event_key,
-                extra={"event_key": msg.event_key})
+    log.warning(
+        "unknown menu key %r, answering with help (compare with `wqbot menu diff`)",
+        msg.event_key,
+        extra={"event_key": msg.event_key},
+    )
     return help_reply()
 
 

@@ -5,6 +5,7 @@ defers a user/get or department/get (app token) that applies the rest as an upda
 configured after 2022-08-15 carry only IDs (PROTOCOL §3.9). Handlers are idempotent; a retried
 delivery is also deduped by the callback endpoint. update_tag is ignored: wqbot keeps no tags.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Exit codes: 0 done (diff: WeCom already has this menu), 1 diff found differences or WeCom
 refused the call, 2 the menu file has problems.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def main(args) -> int:
             return _push(s, menu)
         return _diff(s, menu)
     except TransportError as e:
-        print(f"wqbot menu {args.action}: could not reach WeCom at WECOM_API_BASE={s.wecom_api_base}: {e}",
-              file=sys.stderr)
+        print(
+            f"wqbot menu {args.action}: could not reach WeCom at WECOM_API_BASE={s.wecom_api_base}: {e}",
+            file=sys.stderr,
+        )
         return 1
     except WeComError as e:
         print(f"wqbot menu {args.action}: WeCom refused: {e}", file=sys.stderr)
@@ -57,8 +60,10 @@ def _client(s):
 def _push(s, menu: dict) -> int:
     _client(s).menu_create(menu)
     n = sum(len(b.get("sub_button") or [b]) for b in menu["button"])
-    print(f"menu pushed to agent {s.wecom_agent_id}: {len(menu['button'])} top-level buttons, {n} actions. "
-          "Members see it the next time they open the app.")
+    print(
+        f"menu pushed to agent {s.wecom_agent_id}: {len(menu['button'])} top-level buttons, {n} actions. "
+        "Members see it the next time they open the app."
+    )
     return 0
 
 
@@ -94,5 +99,7 @@ def _warn_unhandled(menu: dict) -> None:
     for key in click_keys(menu):
         handler = router.resolve(Inbound(MsgType="event", Event="click", EventKey=key))
         if handler is None or handler is chat.on_unknown_click:
-            print(f"note: click key {key!r} has no handler in bot/handlers/chat.py: taps get the help text",
-                  file=sys.stderr)
+            print(
+                f"note: click key {key!r} has no handler in bot/handlers/chat.py: taps get the help text",
+                file=sys.stderr,
+            )

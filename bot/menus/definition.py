@@ -8,6 +8,7 @@ so every rule is checked here first and each message points at the entry by its 
 name, e.g. `button[1].sub_button[2] "签署记录": name is 45 bytes, WeCom allows 40`. Positions
 count from 0, in file order.
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -22,8 +23,15 @@ TOP_NAME_BYTES, SUB_NAME_BYTES = 16, 40
 KEY_BYTES, URL_BYTES = 128, 1024
 
 # type -> the fields it carries besides name/type (PROTOCOL §5.9)
-KEYED_TYPES = ("click", "scancode_push", "scancode_waitmsg", "pic_sysphoto", "pic_photo_or_album",
-               "pic_weixin", "location_select")
+KEYED_TYPES = (
+    "click",
+    "scancode_push",
+    "scancode_waitmsg",
+    "pic_sysphoto",
+    "pic_photo_or_album",
+    "pic_weixin",
+    "location_select",
+)
 TYPE_FIELDS: dict[str, tuple[str, ...]] = {
     **{t: ("key",) for t in KEYED_TYPES},
     "view": ("url",),
@@ -115,8 +123,9 @@ def _check_group(where: str, group: dict, keys: dict, settings) -> list[str]:
     label = _label(where, group)
     problems = _check_name(label, group, TOP_NAME_BYTES)
     if "type" in group:
-        problems.append(f"{label}: a button with sub_button is a group and has no type: "
-                        "remove type (or the sub_button)")
+        problems.append(
+            f"{label}: a button with sub_button is a group and has no type: remove type (or the sub_button)"
+        )
     extra = sorted(set(group) - {"name", "sub_button", "type"})
     if extra:
         problems.append(f"{label}: a group has only name and sub_button, not {', '.join(extra)}")
@@ -132,7 +141,9 @@ def _check_group(where: str, group: dict, keys: dict, settings) -> list[str]:
             problems.append(f"{sub_where}: must be a table with name and type")
             continue
         if "sub_button" in sub:
-            problems.append(f"{_label(sub_where, sub)}: menus have two levels only: a sub-button cannot have sub_button")
+            problems.append(
+                f"{_label(sub_where, sub)}: menus have two levels only: a sub-button cannot have sub_button"
+            )
             continue
         problems += _check_action(sub_where, sub, SUB_NAME_BYTES, keys, settings)
     return problems

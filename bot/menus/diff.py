@@ -4,6 +4,7 @@ Each button becomes one line (`进入微签  view  https://…`; a group's entri
 `更多 › 签署记录  click  records`), so a diff of lines shows what a push would change. WeCom's
 menu/get adds empty `sub_button` lists and may add fields we never set; those are ignored.
 """
+
 from __future__ import annotations
 
 from difflib import SequenceMatcher

@@ -12,6 +12,7 @@ Modules: request (validation), intake, push, cards (JSON), content, recipients, 
 (the state machine), updates, webhook, status (GET), pending (待我处理), sweep, retry (the
 admin console's 重新发送 / 重新投递).
 """
+
 from __future__ import annotations
 
 from . import push, sweep, updates, webhook  # noqa: F401  (declare the huey tasks)

@@ -11,6 +11,7 @@ Every card has a `task_id` of its own per send batch (`card_id`): WeCom wants ta
 app, and a unique id also keeps `enable_duplicate_check` from swallowing a different
 notification whose text happens to be identical (PROTOCOL §10 pitfall 22).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -83,8 +84,14 @@ def _facts(c: CardContent, status: str | None = None) -> list[dict]:
     rows = []
     if c.initiator_userid:
         # type 3: WeCom shows the member and opens their profile on tap
-        rows.append({"keyname": texts.CARD_INITIATOR, "type": 3, "value": clip(c.initiator or c.initiator_userid, VALUE_MAX),
-                     "userid": c.initiator_userid})
+        rows.append(
+            {
+                "keyname": texts.CARD_INITIATOR,
+                "type": 3,
+                "value": clip(c.initiator or c.initiator_userid, VALUE_MAX),
+                "userid": c.initiator_userid,
+            }
+        )
     elif c.initiator:
         rows.append({"keyname": texts.CARD_INITIATOR, "value": clip(c.initiator, VALUE_MAX)})
     if c.deadline is not None:
@@ -121,8 +128,7 @@ def sign_card(settings, c: CardContent, result: str | None = None) -> dict:
         **_titles(c),
         "emphasis_content": {"title": result or texts.CARD_SIGN_PENDING},
         "card_action": {"type": 1, "url": url},
-        "action_menu": {"desc": texts.CARD_MENU_DESC,
-                        "action_list": [{"text": texts.CARD_MENU_OPEN, "key": "open"}]},
+        "action_menu": {"desc": texts.CARD_MENU_DESC, "action_list": [{"text": texts.CARD_MENU_OPEN, "key": "open"}]},
         "task_id": c.card_id,
     }
     facts = _facts(c)

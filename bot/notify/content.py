@@ -1,4 +1,5 @@
 """What a notification's cards say, read back from the store (the same text on every retry)."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ on two workers at the same moment give exactly one decision. The winner's transa
 writes the outbox rows for the card updates and the webhook, so they commit (or not) together.
 Nothing here calls out: WeCom and 微签 are reached by the deferred tasks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,10 +31,18 @@ def open_task(req) -> int:
     """Create the task of an approve/sign notification, refresh it, or reopen it when it was over.
     Returns the round the notification belongs to. Call inside the intake transaction."""
     t = now()
-    fields = dict(kind=req.type, title=req.title, description=req.description, initiator=req.initiator,
-                  url=req.url, deadline=req.deadline, updated_at=t)
-    NotifyTask.insert(task_id=req.task_id, state=PENDING, notification=req.id, created_at=t, **fields) \
-        .on_conflict_ignore().execute()
+    fields = dict(
+        kind=req.type,
+        title=req.title,
+        description=req.description,
+        initiator=req.initiator,
+        url=req.url,
+        deadline=req.deadline,
+        updated_at=t,
+    )
+    NotifyTask.insert(
+        task_id=req.task_id, state=PENDING, notification=req.id, created_at=t, **fields
+    ).on_conflict_ignore().execute()
     task = NotifyTask.get(NotifyTask.task_id == req.task_id)
     if task.notification == req.id:
         return task.round
@@ -41,9 +50,19 @@ def open_task(req) -> int:
         NotifyTask.update(**fields).where(NotifyTask.task_id == req.task_id).execute()
         return task.round
     # The task was over; 微签 made it actionable again (resubmitted, or its next step).
-    NotifyTask.update(state=PENDING, state_via=None, revision=NotifyTask.revision + 1, round=NotifyTask.round + 1,
-                      decided_by=None, decided_action=None, decided_at=None, decided_notification=None,
-                      notification=req.id, created_at=t, **fields).where(NotifyTask.task_id == req.task_id).execute()
+    NotifyTask.update(
+        state=PENDING,
+        state_via=None,
+        revision=NotifyTask.revision + 1,
+        round=NotifyTask.round + 1,
+        decided_by=None,
+        decided_action=None,
+        decided_at=None,
+        decided_notification=None,
+        notification=req.id,
+        created_at=t,
+        **fields,
+    ).where(NotifyTask.task_id == req.task_id).execute()
     log.info("task reopened", extra={"task_id": req.task_id, "notification": req.id})
     return task.round + 1
 
@@ -58,8 +77,11 @@ def close(task_id: str, result: str) -> int | None:
         task = NotifyTask.get_or_none(NotifyTask.task_id == task_id)
         if task is None or task.state == result:
             return None
-        changed = (NotifyTask.update(state=result, state_via="close", revision=NotifyTask.revision + 1, updated_at=now())
-                   .where(NotifyTask.task_id == task_id, NotifyTask.revision == task.revision).execute())
+        changed = (
+            NotifyTask.update(state=result, state_via="close", revision=NotifyTask.revision + 1, updated_at=now())
+            .where(NotifyTask.task_id == task_id, NotifyTask.revision == task.revision)
+            .execute()
+        )
         if changed:
             defer(update_cards, task_id=task_id, revision=task.revision + 1, exclude=[])
             return task.revision + 1
@@ -73,10 +95,16 @@ def expire(task_id: str, at: float | None = None) -> int | None:
 
     t = at or now()
     # the conditional UPDATE first (no read before the write: see updates.run on SQLite snapshots)
-    changed = (NotifyTask.update(state="expired", state_via="deadline", revision=NotifyTask.revision + 1, updated_at=t)
-               .where(NotifyTask.task_id == task_id, NotifyTask.state == PENDING, NotifyTask.deadline.is_null(False),
-                      NotifyTask.deadline <= t)
-               .execute())
+    changed = (
+        NotifyTask.update(state="expired", state_via="deadline", revision=NotifyTask.revision + 1, updated_at=t)
+        .where(
+            NotifyTask.task_id == task_id,
+            NotifyTask.state == PENDING,
+            NotifyTask.deadline.is_null(False),
+            NotifyTask.deadline <= t,
+        )
+        .execute()
+    )
     if not changed:
         return None
     revision = NotifyTask.get(NotifyTask.task_id == task_id).revision
@@ -85,16 +113,19 @@ def expire(task_id: str, at: float | None = None) -> int | None:
 
 
 def due_for_expiry(at: float, limit: int = 500) -> list[str]:
-    q = (NotifyTask.select(NotifyTask.task_id)
-         .where(NotifyTask.state == PENDING, NotifyTask.deadline.is_null(False), NotifyTask.deadline <= at)
-         .limit(limit))
+    q = (
+        NotifyTask.select(NotifyTask.task_id)
+        .where(NotifyTask.state == PENDING, NotifyTask.deadline.is_null(False), NotifyTask.deadline <= at)
+        .limit(limit)
+    )
     return [r.task_id for r in q]
 
 
 # -- taps ------------------------------------------------------------------------------------------
 def _recipient(notification_id: str, userid: str) -> NotifyRecipient | None:
-    q = NotifyRecipient.select().where(NotifyRecipient.notification == notification_id,
-                                       NotifyRecipient.status != "invalid")
+    q = NotifyRecipient.select().where(
+        NotifyRecipient.notification == notification_id, NotifyRecipient.status != "invalid"
+    )
     r = q.where(NotifyRecipient.userid == userid).first()
     if r is None:  # WeCom userids are case-insensitive; 微签 may have sent another case
         from peewee import fn
@@ -108,13 +139,23 @@ def remember_code(card: NotifyCard, userid: str, code: str) -> None:
     if not code:
         return
     t = now()
-    (CardResponseCode.insert(card=card.card_id, userid=userid, task_id=card.task_id, response_code=code,
-                             received_at=t)
-     .on_conflict(conflict_target=[CardResponseCode.card, CardResponseCode.userid],
-                  update={CardResponseCode.response_code: code, CardResponseCode.received_at: t,
-                          CardResponseCode.claimed_at: None, CardResponseCode.used_at: None,
-                          CardResponseCode.applied_revision: 0, CardResponseCode.error: None})
-     .execute())
+    (
+        CardResponseCode.insert(
+            card=card.card_id, userid=userid, task_id=card.task_id, response_code=code, received_at=t
+        )
+        .on_conflict(
+            conflict_target=[CardResponseCode.card, CardResponseCode.userid],
+            update={
+                CardResponseCode.response_code: code,
+                CardResponseCode.received_at: t,
+                CardResponseCode.claimed_at: None,
+                CardResponseCode.used_at: None,
+                CardResponseCode.applied_revision: 0,
+                CardResponseCode.error: None,
+            },
+        )
+        .execute()
+    )
 
 
 def result_label(task: NotifyTask) -> str:
@@ -147,18 +188,34 @@ def tap(settings, card_id: str, userid: str, action: str, response_code: str = "
     if task.deadline is not None and task.deadline <= t:
         expire(task.task_id, t)
         return replies.update_button(texts.CARD_RESULT["expired"])
-    won = (NotifyTask.update(state=ACTIONS[action], state_via="chat", revision=NotifyTask.revision + 1,
-                             decided_by=recipient.userid, decided_action=action, decided_at=t,
-                             decided_notification=card.notification, updated_at=t)
-           .where(NotifyTask.task_id == task.task_id, NotifyTask.state == PENDING, NotifyTask.round == card.round)
-           .execute())
+    won = (
+        NotifyTask.update(
+            state=ACTIONS[action],
+            state_via="chat",
+            revision=NotifyTask.revision + 1,
+            decided_by=recipient.userid,
+            decided_action=action,
+            decided_at=t,
+            decided_notification=card.notification,
+            updated_at=t,
+        )
+        .where(NotifyTask.task_id == task.task_id, NotifyTask.state == PENDING, NotifyTask.round == card.round)
+        .execute()
+    )
     if not won:  # someone else's tap committed first
         task = NotifyTask.get(NotifyTask.task_id == task.task_id)
         return replies.update_button(result_label(task))
     revision = NotifyTask.select(NotifyTask.revision).where(NotifyTask.task_id == task.task_id).scalar()
     defer(update_cards, task_id=task.task_id, revision=revision, exclude=[recipient.userid])
-    owe_action(settings, notification_id=card.notification, task_id=task.task_id, action=action,
-               userid=recipient.userid, account=recipient.key, at=t)
+    owe_action(
+        settings,
+        notification_id=card.notification,
+        task_id=task.task_id,
+        action=action,
+        userid=recipient.userid,
+        account=recipient.key,
+        at=t,
+    )
     log.info("task decided in chat", extra={"task_id": task.task_id, "action": action, "userid": recipient.userid})
     return replies.update_button(texts.CARD_DECIDED_BY_ME[action])
 

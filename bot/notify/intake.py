@@ -1,5 +1,6 @@
 """Accepting a notification from 微签: stored with its idempotency id and its push queued, in one
 transaction, before the API answers 202. The same id again changes nothing and sends nothing."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,9 @@ def accept(req: NotificationRequest, fp: str = "") -> tuple[Notification, bool]:
             tasks.enqueue_outbox()
             return created, True
     if fp and existing.fingerprint != fp:
-        log.warning("notification id reused with a different body; answering with the first",
-                    extra={"notification": req.id})
+        log.warning(
+            "notification id reused with a different body; answering with the first", extra={"notification": req.id}
+        )
     return existing, False
 
 
@@ -53,13 +55,22 @@ def _create(req: NotificationRequest, fp: str) -> Notification:
     t = now()
     body = json.dumps(req.to_dict(), ensure_ascii=False)
     if req.type == "close":
-        n = Notification.create(id=req.id, kind="close", task_id=req.task_id, body=body, fingerprint=fp,
-                                status="done", created_at=t, sent_at=t)
+        n = Notification.create(
+            id=req.id,
+            kind="close",
+            task_id=req.task_id,
+            body=body,
+            fingerprint=fp,
+            status="done",
+            created_at=t,
+            sent_at=t,
+        )
         decisions.close(req.task_id, req.result)
         return n
     # the row first: a duplicate id fails here, before anything else is written
-    n = Notification.create(id=req.id, kind=req.type, task_id=req.task_id, body=body, fingerprint=fp,
-                            status="queued", created_at=t)
+    n = Notification.create(
+        id=req.id, kind=req.type, task_id=req.task_id, body=body, fingerprint=fp, status="queued", created_at=t
+    )
     if req.type in ("approve", "sign"):
         n.round = decisions.open_task(req)
         Notification.update(round=n.round).where(Notification.id == n.id).execute()

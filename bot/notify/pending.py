@@ -1,4 +1,5 @@
 """待我处理: a member's open tasks (the data contract the chat menu reads)."""
+
 from __future__ import annotations
 
 from store.models import now
@@ -6,10 +7,15 @@ from store.notifications import NotifyRecipient, NotifyTask
 
 
 def _open_tasks(userid: str, at: float):
-    mine = (NotifyRecipient.select(NotifyRecipient.task_id)
-            .join(NotifyTask, on=(NotifyRecipient.task_id == NotifyTask.task_id))
-            .where(NotifyRecipient.userid == userid, NotifyRecipient.status != "invalid",
-                   NotifyRecipient.round == NotifyTask.round))
+    mine = (
+        NotifyRecipient.select(NotifyRecipient.task_id)
+        .join(NotifyTask, on=(NotifyRecipient.task_id == NotifyTask.task_id))
+        .where(
+            NotifyRecipient.userid == userid,
+            NotifyRecipient.status != "invalid",
+            NotifyRecipient.round == NotifyTask.round,
+        )
+    )
     return NotifyTask.select().where(
         NotifyTask.task_id.in_(mine),
         NotifyTask.state == "pending",

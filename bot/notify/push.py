@@ -10,6 +10,7 @@ deliver it twice. That is a second guard only; the store is the first.
 A lease on the notification keeps two workers (a retry racing a re-enqueue by the sweeper) from
 pushing the same notification at once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,10 +46,15 @@ def push(notification_id: str) -> None:
 def run(notification_id: str, settings, client=None) -> str:
     """Push what is still queued. Returns the notification's status afterwards."""
     t = now()
-    taken = (Notification.update(status="sending", lease_until=t + LEASE)
-             .where(Notification.id == notification_id, Notification.status.in_(("queued", "sending")),
-                    Notification.lease_until.is_null() | (Notification.lease_until < t))
-             .execute())
+    taken = (
+        Notification.update(status="sending", lease_until=t + LEASE)
+        .where(
+            Notification.id == notification_id,
+            Notification.status.in_(("queued", "sending")),
+            Notification.lease_until.is_null() | (Notification.lease_until < t),
+        )
+        .execute()
+    )
     n = Notification.get_or_none(Notification.id == notification_id)
     if not taken:
         return n.status if n else "missing"
@@ -59,8 +65,9 @@ def run(notification_id: str, settings, client=None) -> str:
         if attempts >= MAX_ATTEMPTS:
             _fail_remaining(n.id, f"gave up after {attempts} attempts: {e}")
             return _finish(n.id)
-        Notification.update(push_attempts=attempts, lease_until=None, error=str(e)) \
-            .where(Notification.id == n.id).execute()
+        Notification.update(push_attempts=attempts, lease_until=None, error=str(e)).where(
+            Notification.id == n.id
+        ).execute()
         raise
 
 
@@ -79,9 +86,11 @@ def _push(n: Notification, settings, client) -> str:
             _fail_remaining(n.id, f"not sent: the task was already {state}")
             return _finish(n.id)
     _ensure_recipients(n)
-    batches = list(NotifyCard.select().where(NotifyCard.notification == n.id,
-                                             NotifyCard.status.in_(("queued", "sending")))
-                   .order_by(NotifyCard.batch))
+    batches = list(
+        NotifyCard.select()
+        .where(NotifyCard.notification == n.id, NotifyCard.status.in_(("queued", "sending")))
+        .order_by(NotifyCard.batch)
+    )
     _send_batches(n, settings, client, batches)
     if n.kind in ("approve", "sign") and batches:
         # A member who got the card may have decided before its batch was recorded here; that
@@ -111,8 +120,11 @@ def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None
     batch again byte for byte — WeCom's duplicate check answers with the first send's result
     instead of delivering a second card — so it is recorded as sent and, with its send code,
     updated to show the result like every other card of the task."""
-    cut_off = list(NotifyCard.select().where(NotifyCard.notification == n.id, NotifyCard.status == "sending")
-                   .order_by(NotifyCard.batch))
+    cut_off = list(
+        NotifyCard.select()
+        .where(NotifyCard.notification == n.id, NotifyCard.status == "sending")
+        .order_by(NotifyCard.batch)
+    )
     if not cut_off:
         return
     _send_batches(n, settings, client, cut_off)
@@ -122,9 +134,13 @@ def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None
 def _send_batches(n: Notification, settings, client, batches: list[NotifyCard]) -> None:
     base = content.for_notification(n, "") if batches else None  # the same text on every batch
     for card in batches:
-        userids = [u for u, in NotifyRecipient.select(NotifyRecipient.userid)
-                   .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued")
-                   .order_by(NotifyRecipient.id).tuples()]
+        userids = [
+            u
+            for (u,) in NotifyRecipient.select(NotifyRecipient.userid)
+            .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued")
+            .order_by(NotifyRecipient.id)
+            .tuples()
+        ]
         if not userids:
             NotifyCard.update(status="sent").where(NotifyCard.card_id == card.card_id).execute()
             continue
@@ -163,8 +179,17 @@ def _ensure_recipients(n: Notification) -> None:
     t = now()
     for key in keys:  # in 微签's order; a member named twice (userid and account key) gets one card
         userid = mapping.get(key)
-        row = dict(notification=n.id, task_id=task_id, key=key, userid=key, status="invalid",
-                   reason="unknown or disabled in the directory", card=None, round=n.round, updated_at=t)
+        row = dict(
+            notification=n.id,
+            task_id=task_id,
+            key=key,
+            userid=key,
+            status="invalid",
+            reason="unknown or disabled in the directory",
+            card=None,
+            round=n.round,
+            updated_at=t,
+        )
         if key not in unknown and userid:
             if userid.lower() in seen:
                 continue
@@ -195,8 +220,11 @@ def insert_ignore(model, rows: list[dict], chunk: int = 500) -> None:
     param = model._meta.database.param
     for part in chunked(rows, chunk):
         one = "(" + ", ".join([param] * len(fields)) + ")"
-        sql = (f'INSERT INTO "{model._meta.table_name}" ({cols}) VALUES ' + ", ".join([one] * len(part))
-               + " ON CONFLICT DO NOTHING")
+        sql = (
+            f'INSERT INTO "{model._meta.table_name}" ({cols}) VALUES '
+            + ", ".join([one] * len(part))
+            + " ON CONFLICT DO NOTHING"
+        )
         params = [f.db_value(row[f.name]) for row in part for f in fields]
         model._meta.database.execute_sql(sql, params)
 
@@ -220,43 +248,56 @@ def _record_batch(card: NotifyCard, userids: list[str], answer: dict) -> None:
     sent_any = len(bad) + len(unl) < len(userids)
     with db.atomic():
         if bad:
-            NotifyRecipient.update(status="invalid", reason="WeCom invaliduser: not a member the app can reach",
-                                   updated_at=t).where(NotifyRecipient.card == card.card_id,
-                                                       NotifyRecipient.userid.in_(bad)).execute()
+            NotifyRecipient.update(
+                status="invalid", reason="WeCom invaliduser: not a member the app can reach", updated_at=t
+            ).where(NotifyRecipient.card == card.card_id, NotifyRecipient.userid.in_(bad)).execute()
         if unl:
-            NotifyRecipient.update(status="failed", reason="WeCom unlicenseduser: the member has no licence",
-                                   updated_at=t).where(NotifyRecipient.card == card.card_id,
-                                                       NotifyRecipient.userid.in_(unl)).execute()
+            NotifyRecipient.update(
+                status="failed", reason="WeCom unlicenseduser: the member has no licence", updated_at=t
+            ).where(NotifyRecipient.card == card.card_id, NotifyRecipient.userid.in_(unl)).execute()
         NotifyRecipient.update(status="sent", updated_at=t).where(
-            NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued").execute()
-        NotifyCard.update(status="sent" if sent_any else "failed", msgid=answer.get("msgid") or None,
-                          response_code=code, code_at=t if code else None, sent_at=t,
-                          error=None if sent_any else "no recipient of this batch was valid") \
-            .where(NotifyCard.card_id == card.card_id).execute()
+            NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued"
+        ).execute()
+        NotifyCard.update(
+            status="sent" if sent_any else "failed",
+            msgid=answer.get("msgid") or None,
+            response_code=code,
+            code_at=t if code else None,
+            sent_at=t,
+            error=None if sent_any else "no recipient of this batch was valid",
+        ).where(NotifyCard.card_id == card.card_id).execute()
 
 
 def _fail_remaining(notification_id: str, reason: str) -> None:
     t = now()
     with db.atomic():
         NotifyRecipient.update(status="failed", reason=reason, updated_at=t).where(
-            NotifyRecipient.notification == notification_id, NotifyRecipient.status == "queued").execute()
+            NotifyRecipient.notification == notification_id, NotifyRecipient.status == "queued"
+        ).execute()
         NotifyCard.update(status="failed", error=reason).where(
-            NotifyCard.notification == notification_id, NotifyCard.status.in_(("queued", "sending"))).execute()
+            NotifyCard.notification == notification_id, NotifyCard.status.in_(("queued", "sending"))
+        ).execute()
         Notification.update(error=reason).where(Notification.id == notification_id).execute()
 
 
 def _finish(notification_id: str) -> str:
-    counts = dict(NotifyRecipient.select(NotifyRecipient.status, fn.COUNT(NotifyRecipient.id))
-                  .where(NotifyRecipient.notification == notification_id)
-                  .group_by(NotifyRecipient.status).tuples())
+    counts = dict(
+        NotifyRecipient.select(NotifyRecipient.status, fn.COUNT(NotifyRecipient.id))
+        .where(NotifyRecipient.notification == notification_id)
+        .group_by(NotifyRecipient.status)
+        .tuples()
+    )
     sent = counts.get("sent", 0)
     others = sum(v for k, v in counts.items() if k != "sent")
     status = "sent" if sent and not others else "partial" if sent else "failed"
     Notification.update(status=status, sent_at=now(), lease_until=None).where(
-        Notification.id == notification_id).execute()
+        Notification.id == notification_id
+    ).execute()
     from bot.ops import metrics
 
     metrics.pushes(counts)
-    log.info("notification pushed", extra={"notification": notification_id, "status": status, **{
-        f"recipients_{k}": v for k, v in counts.items()}})
+    log.info(
+        "notification pushed",
+        extra={"notification": notification_id, "status": status, **{f"recipients_{k}": v for k, v in counts.items()}},
+    )
     return status

@@ -3,6 +3,7 @@
 The directory capability owns the mapping: `bot.sync.resolve_recipients` (userids, or linked 微签
 account keys per SYNC_MATCH_FIELD; unknown, disabled and ambiguous keys are reported).
 """
+
 from __future__ import annotations
 
 from peewee import chunked

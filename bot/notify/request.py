@@ -1,6 +1,7 @@
 """POST /api/v1/notifications bodies (CONTRACT §3): validated into a `NotificationRequest`.
 
 Every problem raises `Invalid(field, message)`; the API answers 400 naming the field."""
+
 from __future__ import annotations
 
 import re
@@ -82,8 +83,11 @@ def check_path(v: str | None, name: str = "url") -> str | None:
     if v is None:
         return None
     if not v.startswith("/") or v.startswith("//") or "\\" in v or _CONTROL.search(v):
-        raise Invalid(name, "must be a path inside the 微签 H5 app starting with /, "
-                            "e.g. /pages/task/task_detail?id=T-1001 (not a full URL)")
+        raise Invalid(
+            name,
+            "must be a path inside the 微签 H5 app starting with /, "
+            "e.g. /pages/task/task_detail?id=T-1001 (not a full URL)",
+        )
     return v
 
 
@@ -120,8 +124,9 @@ def parse(body: dict) -> NotificationRequest:
         result = body.get("result")
         if result not in RESULTS:
             raise Invalid("result", "must be one of " + ", ".join(RESULTS))
-        return NotificationRequest(id=nid, type=kind, task_id=task_id, result=result,
-                                   recipients=_recipients(body, required=False))
+        return NotificationRequest(
+            id=nid, type=kind, task_id=task_id, result=result, recipients=_recipients(body, required=False)
+        )
     return NotificationRequest(
         id=nid,
         type=kind,

@@ -12,6 +12,7 @@ while the first is still queued changes nothing.
   same X-Wqbot-Delivery id and the same body bytes, so 微签 can dedupe it. If that try fails
   too, the usual backoff applies until 24 h after the decision; past that, one try only.
 """
+
 from __future__ import annotations
 
 from peewee import fn
@@ -55,8 +56,11 @@ def resend(notification_id: str) -> str:
                 raise Refused("task_over", f"task {n.task_id} is already {state}: nothing left to act on")
         # Taken first, so a concurrent resend of the same notification waits here and then
         # finds it queued (PostgreSQL); SQLite's write lock serialises the whole transaction.
-        reopened = (Notification.update(status="queued", error=None, push_attempts=0, lease_until=None)
-                    .where(Notification.id == n.id, Notification.status == n.status).execute())
+        reopened = (
+            Notification.update(status="queued", error=None, push_attempts=0, lease_until=None)
+            .where(Notification.id == n.id, Notification.status == n.status)
+            .execute()
+        )
         if not reopened:
             return "already queued"
         userids = _reopen_recipients(n)
@@ -71,13 +75,17 @@ def resend(notification_id: str) -> str:
 def _reopen_recipients(n: Notification) -> list[str]:
     """Failed recipients, and invalid ones that now resolve to an active member: back to
     `queued`. Returns their userids in their original order."""
-    rows = list(NotifyRecipient.select().where(NotifyRecipient.notification == n.id,
-                                               NotifyRecipient.status.in_(("failed", "invalid")))
-                .order_by(NotifyRecipient.id))
+    rows = list(
+        NotifyRecipient.select()
+        .where(NotifyRecipient.notification == n.id, NotifyRecipient.status.in_(("failed", "invalid")))
+        .order_by(NotifyRecipient.id)
+    )
     invalid = [r for r in rows if r.status == "invalid"]
     mapping = recipients.resolve([r.key for r in invalid])[0] if invalid else {}  # active members only
-    taken = {u.lower() for u, in NotifyRecipient.select(NotifyRecipient.userid)
-             .where(NotifyRecipient.notification == n.id).tuples()}
+    taken = {
+        u.lower()
+        for (u,) in NotifyRecipient.select(NotifyRecipient.userid).where(NotifyRecipient.notification == n.id).tuples()
+    }
     out = []
     for r in rows:
         userid = r.userid
@@ -86,8 +94,9 @@ def _reopen_recipients(n: Notification) -> list[str]:
             if not userid or (userid.lower() != r.userid.lower() and userid.lower() in taken):
                 continue  # still nobody, or the same member already has a row of their own
             taken.add(userid.lower())
-        NotifyRecipient.update(userid=userid, status="queued", reason=None, updated_at=now()) \
-            .where(NotifyRecipient.id == r.id).execute()
+        NotifyRecipient.update(userid=userid, status="queued", reason=None, updated_at=now()).where(
+            NotifyRecipient.id == r.id
+        ).execute()
         out.append(userid)
     return out
 
@@ -99,8 +108,9 @@ def _new_batches(n: Notification, userids: list[str]) -> None:
         batch = first + i // cards.BATCH
         cid = cards.card_id(n.id, n.task_id, batch)
         NotifyCard.create(card_id=cid, notification=n.id, task_id=task_id, batch=batch, round=n.round)
-        NotifyRecipient.update(card=cid).where(NotifyRecipient.notification == n.id,
-                                               NotifyRecipient.userid.in_(userids[i:i + cards.BATCH])).execute()
+        NotifyRecipient.update(card=cid).where(
+            NotifyRecipient.notification == n.id, NotifyRecipient.userid.in_(userids[i : i + cards.BATCH])
+        ).execute()
 
 
 def retry_webhook(delivery_id: str) -> str:
@@ -112,8 +122,11 @@ def retry_webhook(delivery_id: str) -> str:
         if row.status != "failed":
             raise Refused("not_failed", f"delivery {delivery_id} was already {row.status}")
         t = now()
-        reopened = (WebhookDelivery.update(status="pending", next_attempt_at=t, lease_until=None, finished_at=None)
-                    .where(WebhookDelivery.id == row.id, WebhookDelivery.status == "failed").execute())
+        reopened = (
+            WebhookDelivery.update(status="pending", next_attempt_at=t, lease_until=None, finished_at=None)
+            .where(WebhookDelivery.id == row.id, WebhookDelivery.status == "failed")
+            .execute()
+        )
         if not reopened:
             return "already pending"
         tasks.defer(webhook.deliver, delivery_id=row.id)

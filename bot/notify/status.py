@@ -1,4 +1,5 @@
 """GET /api/v1/notifications/{id}: what happened to a notification (CONTRACT §3)."""
+
 from __future__ import annotations
 
 from store.notifications import Notification, NotifyRecipient, NotifyTask
@@ -21,9 +22,13 @@ def describe(notification_id: str) -> dict | None:
     if n is None:
         return None
     task = NotifyTask.get_or_none(NotifyTask.task_id == n.task_id) if n.task_id and n.kind != "notice" else None
-    rows = list(NotifyRecipient.select(NotifyRecipient.userid, NotifyRecipient.key, NotifyRecipient.status,
-                                       NotifyRecipient.reason)
-                .where(NotifyRecipient.notification == n.id).order_by(NotifyRecipient.id))
+    rows = list(
+        NotifyRecipient.select(
+            NotifyRecipient.userid, NotifyRecipient.key, NotifyRecipient.status, NotifyRecipient.reason
+        )
+        .where(NotifyRecipient.notification == n.id)
+        .order_by(NotifyRecipient.id)
+    )
     if rows:
         recipients = []
         for r in rows:

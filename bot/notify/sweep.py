@@ -1,5 +1,6 @@
 """Every minute: expire tasks past their deadline, and re-enqueue notification work whose queue
 entry was lost (a webhook retry scheduled in a worker that died, a push whose lease ran out)."""
+
 from __future__ import annotations
 
 import logging
@@ -39,10 +40,15 @@ def requeue_webhooks(at: float | None = None) -> int:
 
 def requeue_pushes(at: float | None = None) -> int:
     t = at or now()
-    q = (Notification.select(Notification.id)
-         .where(Notification.status.in_(("queued", "sending")), Notification.created_at < t - STUCK_PUSH_AFTER,
-                Notification.lease_until.is_null() | (Notification.lease_until < t))
-         .limit(200))
+    q = (
+        Notification.select(Notification.id)
+        .where(
+            Notification.status.in_(("queued", "sending")),
+            Notification.created_at < t - STUCK_PUSH_AFTER,
+            Notification.lease_until.is_null() | (Notification.lease_until < t),
+        )
+        .limit(200)
+    )
     ids = [r.id for r in q]
     for nid in ids:
         push.push(None, {"notification_id": nid})

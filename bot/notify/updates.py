@@ -14,6 +14,7 @@ retried task or a second worker never spends it twice; `applied_revision` record
 batch already shows, so a retry skips finished batches. WeCom unreachable or rate limited: the
 claim is released and the task raises, so huey (and the outbox sweeper) retry it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,16 +62,26 @@ def run(task_id: str, revision: int, exclude: list[str], settings, client=None) 
     calls = 0
     # Read lists up front: writing while a SELECT cursor is open keeps an old SQLite snapshot,
     # and upgrading it to a write fails at once ("database is locked") if another worker wrote.
-    batches = list(NotifyCard.select().where(NotifyCard.task_id == task_id, NotifyCard.round == task.round,
-                                             NotifyCard.status == "sent", NotifyCard.applied_revision < revision))
+    batches = list(
+        NotifyCard.select().where(
+            NotifyCard.task_id == task_id,
+            NotifyCard.round == task.round,
+            NotifyCard.status == "sent",
+            NotifyCard.applied_revision < revision,
+        )
+    )
     for card in batches:
         n = Notification.get_or_none(Notification.id == card.notification)
         if n is None:
             continue
         payload = _payload_builder(settings, n, card, text)
-        targets = [u for u, in NotifyRecipient.select(NotifyRecipient.userid)
-                   .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "sent").tuples()
-                   if u.lower() not in skip]
+        targets = [
+            u
+            for (u,) in NotifyRecipient.select(NotifyRecipient.userid)
+            .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "sent")
+            .tuples()
+            if u.lower() not in skip
+        ]
         if targets:
             done, c = _with_send_code(client, card, targets, payload)
             calls += c
@@ -106,10 +117,15 @@ def _with_send_code(client, card: NotifyCard, targets: list[str], payload) -> tu
     t = now()
     if not card.response_code or card.code_used_at is not None or (card.code_at or 0) < t - CODE_TTL:
         return False, 0
-    claimed = (NotifyCard.update(code_claimed_at=t)
-               .where(NotifyCard.card_id == card.card_id, NotifyCard.code_used_at.is_null(),
-                      NotifyCard.code_claimed_at.is_null() | (NotifyCard.code_claimed_at < t - CLAIM_TTL))
-               .execute())
+    claimed = (
+        NotifyCard.update(code_claimed_at=t)
+        .where(
+            NotifyCard.card_id == card.card_id,
+            NotifyCard.code_used_at.is_null(),
+            NotifyCard.code_claimed_at.is_null() | (NotifyCard.code_claimed_at < t - CLAIM_TTL),
+        )
+        .execute()
+    )
     if not claimed:
         return False, 0
     try:
@@ -134,17 +150,28 @@ def _with_member_codes(client, card: NotifyCard, targets: list[str], payload, re
     wanted = {u.lower() for u in targets}
     t = now()
     calls = 0
-    codes = list(CardResponseCode.select().where(CardResponseCode.card == card.card_id, CardResponseCode.used_at.is_null(),
-                                            CardResponseCode.received_at > t - CODE_TTL,
-                                            CardResponseCode.applied_revision < revision))
+    codes = list(
+        CardResponseCode.select().where(
+            CardResponseCode.card == card.card_id,
+            CardResponseCode.used_at.is_null(),
+            CardResponseCode.received_at > t - CODE_TTL,
+            CardResponseCode.applied_revision < revision,
+        )
+    )
     for rc in codes:
         if rc.userid.lower() not in wanted:
             continue
         key = (CardResponseCode.card == rc.card) & (CardResponseCode.userid == rc.userid)
-        claimed = (CardResponseCode.update(claimed_at=t)
-                   .where(key, CardResponseCode.response_code == rc.response_code, CardResponseCode.used_at.is_null(),
-                          CardResponseCode.claimed_at.is_null() | (CardResponseCode.claimed_at < t - CLAIM_TTL))
-                   .execute())
+        claimed = (
+            CardResponseCode.update(claimed_at=t)
+            .where(
+                key,
+                CardResponseCode.response_code == rc.response_code,
+                CardResponseCode.used_at.is_null(),
+                CardResponseCode.claimed_at.is_null() | (CardResponseCode.claimed_at < t - CLAIM_TTL),
+            )
+            .execute()
+        )
         if not claimed:
             continue
         try:
@@ -153,6 +180,7 @@ def _with_member_codes(client, card: NotifyCard, targets: list[str], payload, re
             CardResponseCode.update(claimed_at=None).where(key).execute()
             raise
         calls += 1
-        CardResponseCode.update(used_at=now(), error=error, applied_revision=revision) \
-            .where(key, CardResponseCode.response_code == rc.response_code).execute()
+        CardResponseCode.update(used_at=now(), error=error, applied_revision=revision).where(
+            key, CardResponseCode.response_code == rc.response_code
+        ).execute()
     return calls

@@ -13,6 +13,7 @@ with exponential backoff and schedules the next try in huey. `sweep()` (every mi
 deliveries whose scheduled try was lost with a worker. Receivers may still see a delivery twice
 (a worker dying between the 2xx and recording it) and dedupe on X-Wqbot-Delivery.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,19 +60,34 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def owe_action(settings, *, notification_id: str, task_id: str, action: str, userid: str, account: str | None,
-               at: float) -> str | None:
+def owe_action(
+    settings, *, notification_id: str, task_id: str, action: str, userid: str, account: str | None, at: float
+) -> str | None:
     """Record that 微签 must hear about this decision. Call inside the decision's transaction."""
     if not settings.weiqian_webhook_url:
         return None  # CONTRACT §1: without a URL, actions are only stored
     delivery = str(uuid.uuid4())
-    payload = {"event": EVENT, "delivery": delivery, "notification_id": notification_id, "task_id": task_id,
-               "action": action, "userid": userid, "at": iso(at)}
+    payload = {
+        "event": EVENT,
+        "delivery": delivery,
+        "notification_id": notification_id,
+        "task_id": task_id,
+        "action": action,
+        "userid": userid,
+        "at": iso(at),
+    }
     if account and account != userid:
         payload["account"] = account  # the 微签 account key the recipient was addressed by
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    WebhookDelivery.create(id=delivery, event=EVENT, notification=notification_id, task_id=task_id, body=body,
-                           created_at=at, next_attempt_at=at)
+    WebhookDelivery.create(
+        id=delivery,
+        event=EVENT,
+        notification=notification_id,
+        task_id=task_id,
+        body=body,
+        created_at=at,
+        next_attempt_at=at,
+    )
     defer(deliver, delivery_id=delivery)
     return delivery
 
@@ -99,11 +115,16 @@ def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str
     """One try, if the delivery is due and nobody else is on it. Returns what happened:
     delivered | retry | failed | skipped."""
     t = clock()
-    leased = (WebhookDelivery.update(lease_until=t + LEASE, attempts=WebhookDelivery.attempts + 1)
-              .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
-                     WebhookDelivery.next_attempt_at <= t,
-                     WebhookDelivery.lease_until.is_null() | (WebhookDelivery.lease_until < t))
-              .execute())
+    leased = (
+        WebhookDelivery.update(lease_until=t + LEASE, attempts=WebhookDelivery.attempts + 1)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at <= t,
+            WebhookDelivery.lease_until.is_null() | (WebhookDelivery.lease_until < t),
+        )
+        .execute()
+    )
     if not leased:
         return "skipped"
     row = WebhookDelivery.get(WebhookDelivery.id == delivery_id)
@@ -111,8 +132,12 @@ def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str
         _finish(row, "failed", None, "WEIQIAN_WEBHOOK_URL is empty: set it to deliver actions to 微签", t)
         return "failed"
     body = row.body.encode("utf-8")
-    headers = {"Content-Type": "application/json", "X-Wqbot-Event": row.event, "X-Wqbot-Delivery": row.id,
-               "X-Wqbot-Signature": signature(settings.weiqian_webhook_secret, body)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Wqbot-Event": row.event,
+        "X-Wqbot-Delivery": row.id,
+        "X-Wqbot-Signature": signature(settings.weiqian_webhook_secret, body),
+    }
     started = time.perf_counter()
     status, error, retry_after = None, None, None
     try:
@@ -123,8 +148,13 @@ def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str
         error = "timed out"
     except httpx.HTTPError as e:
         error = f"connection failed ({type(e).__name__})"
-    WebhookAttempt.create(delivery=row.id, at=t, status_code=status, error=error,
-                          duration_ms=round((time.perf_counter() - started) * 1000, 1))
+    WebhookAttempt.create(
+        delivery=row.id,
+        at=t,
+        status_code=status,
+        error=error,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
     from bot.ops import metrics
 
     metrics.webhook_attempt(status, row.attempts)
@@ -145,8 +175,9 @@ def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str
         log.error("webhook given up after 24 h: %s", problem, extra={"delivery": row.id})
         return "failed"
     due = min(t + backoff(row.attempts, retry_after), deadline)
-    WebhookDelivery.update(next_attempt_at=due, lease_until=None, last_status=status, last_error=problem) \
-        .where(WebhookDelivery.id == row.id).execute()
+    WebhookDelivery.update(next_attempt_at=due, lease_until=None, last_status=status, last_error=problem).where(
+        WebhookDelivery.id == row.id
+    ).execute()
     log.warning("webhook failed, retrying in %.0f s: %s", due - t, problem, extra={"delivery": row.id})
     if schedule:
         deliver.schedule(args=(None, {"delivery_id": row.id}), delay=max(0.0, due - t))
@@ -154,15 +185,22 @@ def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str
 
 
 def _finish(row: WebhookDelivery, status: str, code: int | None, error: str | None, at: float) -> None:
-    WebhookDelivery.update(status=status, last_status=code, last_error=error, finished_at=at, lease_until=None) \
-        .where(WebhookDelivery.id == row.id).execute()
+    WebhookDelivery.update(status=status, last_status=code, last_error=error, finished_at=at, lease_until=None).where(
+        WebhookDelivery.id == row.id
+    ).execute()
 
 
 def overdue(at: float | None = None, limit: int = 500) -> list[str]:
     """Pending deliveries whose scheduled try should have happened a while ago."""
     t = at or now()
-    q = (WebhookDelivery.select(WebhookDelivery.id)
-         .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at < t - SWEEP_GRACE,
-                WebhookDelivery.lease_until.is_null() | (WebhookDelivery.lease_until < t))
-         .order_by(WebhookDelivery.next_attempt_at).limit(limit))
+    q = (
+        WebhookDelivery.select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at < t - SWEEP_GRACE,
+            WebhookDelivery.lease_until.is_null() | (WebhookDelivery.lease_until < t),
+        )
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+    )
     return [r.id for r in q]

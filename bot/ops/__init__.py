@@ -1,6 +1,7 @@
 """Operations: /readyz, /metrics, the admin console (/admin), `wqbot doctor`, queue hooks.
 
 Other modules feed metrics through `bot.ops.metrics` (tiny hooks that never raise)."""
+
 from __future__ import annotations
 
 # No imports with side effects here: the WeCom client imports bot.ops.metrics in processes that

@@ -3,6 +3,7 @@
 `run(settings, name, target) -> (ok, code, detail)`: code is a key of admin.NOTICES when ok, of
 panels.ACTION_ERRORS otherwise; detail goes to the audit row.
 """
+
 from __future__ import annotations
 
 import logging

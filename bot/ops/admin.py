@@ -5,6 +5,7 @@ for first setup. Sessions are signed cookies (bot.ops.session); every POST carri
 session's CSRF token. Each action calls the owning capability's public function (bot.ops.actions)
 and is written to the audit table.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,12 @@ from store import clock
 log = logging.getLogger("wqbot.admin")
 
 _TEMPLATES = Path(__file__).parent / "templates"
-_env = Environment(loader=FileSystemLoader(str(_TEMPLATES)), autoescape=select_autoescape(["html"]),
-                   trim_blocks=True, lstrip_blocks=True)
+_env = Environment(
+    loader=FileSystemLoader(str(_TEMPLATES)),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 MAX_FORM = 16 * 1024
 
 _HEADERS = {
@@ -36,7 +41,7 @@ _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "frame-ancestors 'none'; base-uri 'none'",
 }
 
 # Messages shown after an action, by code (never free text from the query string).
@@ -82,8 +87,7 @@ def _secure(request: Request) -> bool:
 
 
 def _set_cookie(response: Response, request: Request, name: str, value: str, max_age: int, path: str = "/admin"):
-    response.set_cookie(name, value, max_age=max_age, path=path, httponly=True, samesite="lax",
-                        secure=_secure(request))
+    response.set_cookie(name, value, max_age=max_age, path=path, httponly=True, samesite="lax", secure=_secure(request))
 
 
 def _client_addr(request: Request) -> str:
@@ -120,9 +124,16 @@ class Console:
 
     def page(self, request: Request, admin, name: str, **ctx) -> HTMLResponse:
         notice = NOTICES.get(request.query_params.get("done", ""))
-        return render(name, admin=admin, csrf=admin.csrf, nav=name, notice=notice,
-                      error=request.query_params.get("error_code") and panels.action_error_text(
-                          request.query_params.get("error_code")), **ctx)
+        return render(
+            name,
+            admin=admin,
+            csrf=admin.csrf,
+            nav=name,
+            notice=notice,
+            error=request.query_params.get("error_code")
+            and panels.action_error_text(request.query_params.get("error_code")),
+            **ctx,
+        )
 
     # -- login ------------------------------------------------------------------------------------
     async def login_form(self, request: Request) -> Response:
@@ -133,12 +144,22 @@ class Console:
     def _login_page(self, request: Request, error: str | None = None, status: int = 200) -> Response:
         s = self.settings
         nonce = secrets.token_urlsafe(16)
-        resp = render("login.html", status=status, error=error, login_nonce=nonce,
-                      password_enabled=bool(s.admin_password), wecom_enabled=bool(s.admin_userids),
-                      notice=NOTICES.get(request.query_params.get("done", "")))
-        _set_cookie(resp, request, sess.STATE_COOKIE,
-                    sess.sign(s.secret_key, "login", {"n": nonce, "exp": clock.now() + sess.STATE_LIFETIME}),
-                    sess.STATE_LIFETIME)
+        resp = render(
+            "login.html",
+            status=status,
+            error=error,
+            login_nonce=nonce,
+            password_enabled=bool(s.admin_password),
+            wecom_enabled=bool(s.admin_userids),
+            notice=NOTICES.get(request.query_params.get("done", "")),
+        )
+        _set_cookie(
+            resp,
+            request,
+            sess.STATE_COOKIE,
+            sess.sign(s.secret_key, "login", {"n": nonce, "exp": clock.now() + sess.STATE_LIFETIME}),
+            sess.STATE_LIFETIME,
+        )
         return resp
 
     async def login_password(self, request: Request) -> Response:
@@ -146,11 +167,14 @@ class Console:
         form = await _form(request)
         pre = sess.unsign(s.secret_key, "login", request.cookies.get(sess.STATE_COOKIE))
         # As bytes: compare_digest raises TypeError on a str with non-ASCII characters.
-        if pre is None or not secrets.compare_digest(str(pre.get("n", "")).encode(), form.get("login_nonce", "").encode()):
+        if pre is None or not secrets.compare_digest(
+            str(pre.get("n", "")).encode(), form.get("login_nonce", "").encode()
+        ):
             return self._login_page(request, "登录页面已过期，请重新输入密码。", status=400)
         if not s.admin_password:
-            return self._login_page(request, "未设置 ADMIN_PASSWORD，不能用密码登录。请设置后重启，或使用企业微信扫码登录。",
-                                    status=403)
+            return self._login_page(
+                request, "未设置 ADMIN_PASSWORD，不能用密码登录。请设置后重启，或使用企业微信扫码登录。", status=403
+            )
         who = _client_addr(request)
         if self.throttle.blocked(who):
             return self._login_page(request, "密码错误次数过多，请 15 分钟后再试。", status=429)
@@ -177,17 +201,24 @@ class Console:
         state = secrets.token_urlsafe(24).replace("-", "a").replace("_", "b")  # WeCom: a-zA-Z0-9
         url = panels.admin_sso_url(s, state)
         resp = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
-        _set_cookie(resp, request, sess.STATE_COOKIE,
-                    sess.sign(s.secret_key, "login", {"state": state, "exp": clock.now() + sess.STATE_LIFETIME}),
-                    sess.STATE_LIFETIME)
+        _set_cookie(
+            resp,
+            request,
+            sess.STATE_COOKIE,
+            sess.sign(s.secret_key, "login", {"state": state, "exp": clock.now() + sess.STATE_LIFETIME}),
+            sess.STATE_LIFETIME,
+        )
         return resp
 
     async def login_wecom_callback(self, request: Request) -> Response:
         s = self.settings
         q = request.query_params
         pre = sess.unsign(s.secret_key, "login", request.cookies.get(sess.STATE_COOKIE))
-        if pre is None or not q.get("state") or not secrets.compare_digest(str(pre.get("state", "")).encode(),
-                                                                           q["state"].encode()):
+        if (
+            pre is None
+            or not q.get("state")
+            or not secrets.compare_digest(str(pre.get("state", "")).encode(), q["state"].encode())
+        ):
             return self._login_page(request, "登录已过期或不是从本页面发起的，请重新扫码。", status=403)
         if not q.get("code"):
             return self._login_page(request, "已取消扫码登录。", status=400)
@@ -197,11 +228,15 @@ class Console:
             info = await run_in_threadpool(client_for(s).auth_getuserinfo, q["code"])
         except WeComError as e:
             hint = getattr(e, "hint", "") or str(e)
-            return self._login_page(request, f"企业微信登录失败：{hint}", status=502 if not hasattr(e, "errcode") else 400)
+            return self._login_page(
+                request, f"企业微信登录失败：{hint}", status=502 if not hasattr(e, "errcode") else 400
+            )
         userid = info.get("userid") or info.get("UserId") or ""
         if not userid or userid not in s.admin_userids:
             log.warning("admin login refused: not in ADMIN_USERIDS", extra={"admin": userid or "(non-member)"})
-            return self._login_page(request, f"成员 {userid or '（非企业成员）'} 不是管理员（ADMIN_USERIDS）。", status=403)
+            return self._login_page(
+                request, f"成员 {userid or '（非企业成员）'} 不是管理员（ADMIN_USERIDS）。", status=403
+            )
         return self._logged_in(request, userid, "wecom")
 
     async def logout(self, request: Request) -> Response:

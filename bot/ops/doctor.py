@@ -4,6 +4,7 @@ Every ✗ names the setting or the WeCom admin console page (管理后台) to ch
 1 when anything failed, 0 otherwise. Checks that need WeCom run one gettoken per secret (WeCom
 blocks an IP for an hour after repeated wrong secrets, so nothing here loops on 40001).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -59,13 +60,14 @@ def wecom_fix(e, secret_var: str = "WECOM_APP_SECRET", creds: str = "app") -> st
     from bot.wecom import BadCredentials, IPNotAllowed, TransportError
 
     if isinstance(e, IPNotAllowed):
-        where = ("管理工具 → 通讯录同步 → 企业可信IP" if creds == "contacts"
-                 else "应用管理 → 自建应用 → 企业可信IP")
+        where = "管理工具 → 通讯录同步 → 企业可信IP" if creds == "contacts" else "应用管理 → 自建应用 → 企业可信IP"
         ip = e.ip or "this server's public IP"
         return f"add {ip} to {where} (it takes about a minute to apply)"
     if isinstance(e, TransportError):
-        return ("this server cannot reach WECOM_API_BASE: check DNS, the firewall and any HTTPS proxy "
-                "(HTTPS_PROXY) for outbound calls to qyapi.weixin.qq.com")
+        return (
+            "this server cannot reach WECOM_API_BASE: check DNS, the firewall and any HTTPS proxy "
+            "(HTTPS_PROXY) for outbound calls to qyapi.weixin.qq.com"
+        )
     code = getattr(e, "errcode", None)
     if isinstance(e, BadCredentials) or code == 40001:
         if code == 40013:
@@ -83,8 +85,13 @@ def _describe(e) -> str:
 
 
 class Doctor:
-    def __init__(self, settings=None, http: httpx.Client | None = None, wecom_http: httpx.Client | None = None,
-                 env: dict | None = None):
+    def __init__(
+        self,
+        settings=None,
+        http: httpx.Client | None = None,
+        wecom_http: httpx.Client | None = None,
+        env: dict | None = None,
+    ):
         self.env = env
         self.settings = settings
         self.http = http  # reaches PUBLIC_URL (callback check)
@@ -105,37 +112,68 @@ class Doctor:
             try:
                 self.settings = load(self.env)
             except SettingsError as e:
-                self.add("settings", False, str(e),
-                         f"set {e.variable} in the environment or .env (see the 微签 admin form's label in CONTRACT §1)")
+                self.add(
+                    "settings",
+                    False,
+                    str(e),
+                    f"set {e.variable} in the environment or .env (see the 微签 admin form's label in CONTRACT §1)",
+                )
                 return False
         s = self.settings
         problems: list[tuple[str, str]] = []
         pub = urlsplit(s.public_url)
         real_wecom = s.wecom_api_base.rstrip("/") == DEFAULT_API_BASE
         if pub.path not in ("", "/"):
-            problems.append((f"PUBLIC_URL has a path ({pub.path})",
-                             "set PUBLIC_URL to the origin only, e.g. https://wq.example.com (WeCom's 可信域名 is a host)"))
+            problems.append(
+                (
+                    f"PUBLIC_URL has a path ({pub.path})",
+                    "set PUBLIC_URL to the origin only, e.g. https://wq.example.com (WeCom's 可信域名 is a host)",
+                )
+            )
         if real_wecom and _is_local(pub.hostname or ""):
-            problems.append((f"PUBLIC_URL {s.public_url} cannot be reached by WeCom",
-                             "set PUBLIC_URL to this service's public https origin; its host is the app's 可信域名"))
+            problems.append(
+                (
+                    f"PUBLIC_URL {s.public_url} cannot be reached by WeCom",
+                    "set PUBLIC_URL to this service's public https origin; its host is the app's 可信域名",
+                )
+            )
         elif real_wecom and _host_is_ip(pub.hostname or ""):
-            problems.append((f"PUBLIC_URL uses an IP address ({pub.hostname})",
-                             "WeCom accepts a domain name only as 可信域名 and 重定向URL: set PUBLIC_URL to https://your.domain"))
+            problems.append(
+                (
+                    f"PUBLIC_URL uses an IP address ({pub.hostname})",
+                    "WeCom accepts a domain name only as 可信域名 and 重定向URL: set PUBLIC_URL to https://your.domain",
+                )
+            )
         if len(s.secret_key) < 16:
-            problems.append(("SECRET_KEY is shorter than 16 characters",
-                             "set SECRET_KEY to a long random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"))
+            problems.append(
+                (
+                    "SECRET_KEY is shorter than 16 characters",
+                    "set SECRET_KEY to a long random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+                )
+            )
         if len(s.weiqian_api_token) < 16:
-            problems.append(("WEIQIAN_API_TOKEN is shorter than 16 characters",
-                             "set WEIQIAN_API_TOKEN to a long random value and give the same one to 微签"))
+            problems.append(
+                (
+                    "WEIQIAN_API_TOKEN is shorter than 16 characters",
+                    "set WEIQIAN_API_TOKEN to a long random value and give the same one to 微签",
+                )
+            )
         if s.wecom_contacts_secret and s.wecom_contacts_secret == s.wecom_app_secret:
-            problems.append(("WECOM_CONTACTS_SECRET equals WECOM_APP_SECRET",
-                             "WECOM_CONTACTS_SECRET is the 通讯录同步 Secret (管理工具 → 通讯录同步); leave it empty to use the app secret"))
+            problems.append(
+                (
+                    "WECOM_CONTACTS_SECRET equals WECOM_APP_SECRET",
+                    "WECOM_CONTACTS_SECRET is the 通讯录同步 Secret (管理工具 → 通讯录同步); leave it empty to use the app secret",
+                )
+            )
         if problems:
             for what, fix in problems:
                 self.add("settings", False, what, fix)
         else:
-            self.add("settings", True, f"well-formed (PUBLIC_URL {s.public_url}, corp {s.wecom_corp_id}, "
-                                       f"agent {s.wecom_agent_id})")
+            self.add(
+                "settings",
+                True,
+                f"well-formed (PUBLIC_URL {s.public_url}, corp {s.wecom_corp_id}, agent {s.wecom_agent_id})",
+            )
         return True
 
     def check_store_and_queue(self) -> None:
@@ -150,17 +188,27 @@ class Doctor:
             try:
                 database.connect(reuse_if_open=True)
                 database.execute_sql("SELECT 1").fetchone()
-                applied = [r[0] for r in database.execute_sql("SELECT id FROM schema_migration").fetchall()] \
-                    if database.table_exists("schema_migration") else []
+                applied = (
+                    [r[0] for r in database.execute_sql("SELECT id FROM schema_migration").fetchall()]
+                    if database.table_exists("schema_migration")
+                    else []
+                )
             finally:
                 database.close()
         except Exception as e:
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-            self.add("store", False, f"{where}: {type(e).__name__} {first}".rstrip(),
-                     "check DATABASE_URL (is PostgreSQL running, does the database exist, may this user connect?)")
+            self.add(
+                "store",
+                False,
+                f"{where}: {type(e).__name__} {first}".rstrip(),
+                "check DATABASE_URL (is PostgreSQL running, does the database exist, may this user connect?)",
+            )
         else:
-            state = f"{len(applied)} migrations applied, latest {max(applied)}" if applied else \
-                "empty (tables are created on first `wqbot serve`)"
+            state = (
+                f"{len(applied)} migrations applied, latest {max(applied)}"
+                if applied
+                else "empty (tables are created on first `wqbot serve`)"
+            )
             self.add("store", True, f"{where} answers; {state}")
         qwhere = s.queue_url.split("@")[-1]
         try:
@@ -172,8 +220,12 @@ class Doctor:
             else:
                 storage.queue_size()
         except Exception as e:
-            self.add("queue", False, f"{qwhere}: {type(e).__name__} {str(e)[:160]}".rstrip(),
-                     "check QUEUE_URL (is Redis running and reachable?)")
+            self.add(
+                "queue",
+                False,
+                f"{qwhere}: {type(e).__name__} {str(e)[:160]}".rstrip(),
+                "check QUEUE_URL (is Redis running and reachable?)",
+            )
         else:
             self.add("queue", True, f"{qwhere} answers")
 
@@ -209,8 +261,10 @@ class Doctor:
         except Exception as e:
             code = getattr(e, "errcode", None)
             if code in (40056, 301002, 50003):
-                fix = ("WECOM_AGENT_ID and WECOM_APP_SECRET must belong to the same app: copy AgentId and Secret "
-                       "from 应用管理 → 自建应用 → (the 微签 app)")
+                fix = (
+                    "WECOM_AGENT_ID and WECOM_APP_SECRET must belong to the same app: copy AgentId and Secret "
+                    "from 应用管理 → 自建应用 → (the 微签 app)"
+                )
                 if code == 50003:
                     fix = "the app is disabled: enable it under 应用管理 → 自建应用"
             else:
@@ -218,23 +272,35 @@ class Doctor:
             self.add("agent/get", False, f"AgentId {s.wecom_agent_id}: {_describe(e)}", fix)
             return
         if agent.get("close"):
-            self.add("agent/get", False, f"app {agent.get('name', '')!r} (AgentId {s.wecom_agent_id}) is disabled",
-                     "enable it under 应用管理 → 自建应用")
+            self.add(
+                "agent/get",
+                False,
+                f"app {agent.get('name', '')!r} (AgentId {s.wecom_agent_id}) is disabled",
+                "enable it under 应用管理 → 自建应用",
+            )
             return
         want = urlsplit(s.public_url).netloc
         have = (agent.get("redirect_domain") or "").strip().rstrip("/")
         name = agent.get("name", "")
         if not have:
-            self.add("可信域名", False, f"app {name!r} has no 可信域名 (redirect_domain)",
-                     f"set 应用管理 → 自建应用 → 网页授权及JS-SDK → 可信域名 to {want} (and verify the domain)")
+            self.add(
+                "可信域名",
+                False,
+                f"app {name!r} has no 可信域名 (redirect_domain)",
+                f"set 应用管理 → 自建应用 → 网页授权及JS-SDK → 可信域名 to {want} (and verify the domain)",
+            )
             return
         if have.lower() != want.lower():
             extra = ""
             pub = urlsplit(s.public_url)
             if pub.port in (80, 443) and have.lower() == (pub.hostname or "").lower():
                 extra = f" (drop the default port: set PUBLIC_URL to {pub.scheme}://{pub.hostname})"
-            self.add("可信域名", False, f"app {name!r} trusts {have}, but PUBLIC_URL's host is {want} (port included)",
-                     f"set 应用管理 → 自建应用 → 网页授权及JS-SDK → 可信域名 to {want}, or PUBLIC_URL to match{extra}")
+            self.add(
+                "可信域名",
+                False,
+                f"app {name!r} trusts {have}, but PUBLIC_URL's host is {want} (port included)",
+                f"set 应用管理 → 自建应用 → 网页授权及JS-SDK → 可信域名 to {want}, or PUBLIC_URL to match{extra}",
+            )
             return
         note = ""
         if s.pc_url:
@@ -249,9 +315,12 @@ class Doctor:
         if s.wecom_contacts_secret and self.token_ok.get("contacts"):
             try:
                 depts = client.department_list(creds="contacts")
-                self.add("directory", True,
-                         f"WECOM_CONTACTS_SECRET reads the whole directory ({len(depts)} departments): sync uses mode "
-                         "list (department/list + user/list)")
+                self.add(
+                    "directory",
+                    True,
+                    f"WECOM_CONTACTS_SECRET reads the whole directory ({len(depts)} departments): sync uses mode "
+                    "list (department/list + user/list)",
+                )
                 return
             except IPNotAllowed as e:
                 self.add("directory", False, _describe(e), wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"))
@@ -259,21 +328,32 @@ class Doctor:
             except (NoPrivilege, TransportError) as e:
                 code = getattr(e, "errcode", None)
                 if code != 48009:
-                    self.add("directory", False, f"WECOM_CONTACTS_SECRET cannot read the directory: {_describe(e)}",
-                             wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"))
+                    self.add(
+                        "directory",
+                        False,
+                        f"WECOM_CONTACTS_SECRET cannot read the directory: {_describe(e)}",
+                        wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"),
+                    )
                     return
             # 48009: a new server IP may not read details with the 通讯录同步 secret (since 2022-08-15)
             try:
                 ids = client.department_simplelist(creds="contacts")
             except Exception as e:
-                self.add("directory", False, f"department/simplelist: {_describe(e)}",
-                         wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"))
+                self.add(
+                    "directory",
+                    False,
+                    f"department/simplelist: {_describe(e)}",
+                    wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"),
+                )
                 return
             detail = self._app_range(client)
-            self.add("directory", True,
-                     f"WECOM_CONTACTS_SECRET may not read details from this IP (48009, the 2022-08-15 rule): sync uses "
-                     f"mode list_id (department/simplelist: {len(ids)} departments, user/list_id), names and fields "
-                     f"through the app secret within its 可见范围{detail}")
+            self.add(
+                "directory",
+                True,
+                f"WECOM_CONTACTS_SECRET may not read details from this IP (48009, the 2022-08-15 rule): sync uses "
+                f"mode list_id (department/simplelist: {len(ids)} departments, user/list_id), names and fields "
+                f"through the app secret within its 可见范围{detail}",
+            )
             return
         if not self.token_ok.get("app"):
             self.add("directory", False, "skipped: no token for WECOM_APP_SECRET", "fix the gettoken line above first")
@@ -281,17 +361,30 @@ class Doctor:
         try:
             depts = client.department_list()
         except Exception as e:
-            self.add("directory", False, f"the app secret cannot read the directory: {_describe(e)}",
-                     wecom_fix(e) if getattr(e, "errcode", None) != 60011 else
-                     "add the departments to sync to the app's 可见范围 under 应用管理 → 自建应用")
+            self.add(
+                "directory",
+                False,
+                f"the app secret cannot read the directory: {_describe(e)}",
+                wecom_fix(e)
+                if getattr(e, "errcode", None) != 60011
+                else "add the departments to sync to the app's 可见范围 under 应用管理 → 自建应用",
+            )
             return
         if not depts:
-            self.add("directory", False, "the app's 可见范围 contains no department",
-                     "add the departments to sync to 应用管理 → 自建应用 → 可见范围, or set WECOM_CONTACTS_SECRET")
+            self.add(
+                "directory",
+                False,
+                "the app's 可见范围 contains no department",
+                "add the departments to sync to 应用管理 → 自建应用 → 可见范围, or set WECOM_CONTACTS_SECRET",
+            )
             return
         why = "no WECOM_CONTACTS_SECRET" if not s.wecom_contacts_secret else "WECOM_CONTACTS_SECRET has no token"
-        self.add("directory", True, f"{why}: sync uses mode list with the app secret, which reads the "
-                                        f"{len(depts)} departments in the app's 可见范围")
+        self.add(
+            "directory",
+            True,
+            f"{why}: sync uses mode list with the app secret, which reads the "
+            f"{len(depts)} departments in the app's 可见范围",
+        )
 
     def _app_range(self, client) -> str:
         try:
@@ -304,48 +397,88 @@ class Doctor:
         from bot.crypto import WeComCrypto
 
         s = self.settings
-        urls = [("callback", f"{s.public_url}/wecom/callback", s.wecom_token, s.wecom_aes_key,
-                 "应用管理 → 自建应用 → 接收消息 → 设置API接收", "WECOM_TOKEN / WECOM_AES_KEY")]
+        urls = [
+            (
+                "callback",
+                f"{s.public_url}/wecom/callback",
+                s.wecom_token,
+                s.wecom_aes_key,
+                "应用管理 → 自建应用 → 接收消息 → 设置API接收",
+                "WECOM_TOKEN / WECOM_AES_KEY",
+            )
+        ]
         if s.contacts_callback_enabled:
-            urls.append(("contacts callback", f"{s.public_url}/wecom/contacts/callback", s.wecom_contacts_token,
-                         s.wecom_contacts_aes_key, "管理工具 → 通讯录同步 → 设置接收事件服务器",
-                         "WECOM_CONTACTS_TOKEN / WECOM_CONTACTS_AES_KEY"))
+            urls.append(
+                (
+                    "contacts callback",
+                    f"{s.public_url}/wecom/contacts/callback",
+                    s.wecom_contacts_token,
+                    s.wecom_contacts_aes_key,
+                    "管理工具 → 通讯录同步 → 设置接收事件服务器",
+                    "WECOM_CONTACTS_TOKEN / WECOM_CONTACTS_AES_KEY",
+                )
+            )
         http = self.http or httpx.Client(timeout=10, follow_redirects=False)
         for name, url, token, key, page, variables in urls:
             crypto = WeComCrypto(token, key, s.wecom_corp_id)
             probe = "wqbot-doctor-" + _secrets.token_hex(8)
             ts, nonce = str(int(time.time())), _secrets.token_hex(5)
             echostr = crypto.encrypt(probe)
-            params = {"msg_signature": crypto.sign(ts, nonce, echostr), "timestamp": ts, "nonce": nonce,
-                      "echostr": echostr}
+            params = {
+                "msg_signature": crypto.sign(ts, nonce, echostr),
+                "timestamp": ts,
+                "nonce": nonce,
+                "echostr": echostr,
+            }
             try:
                 r = http.get(url, params=params)
             except httpx.HTTPError as e:
                 tls = "certificate" in str(e).lower() or "ssl" in str(e).lower()
-                self.add(name, False, f"{url} is not reachable from here ({type(e).__name__})",
-                         "install a valid certificate for PUBLIC_URL's host (nginx, docs/deploy.md)" if tls else
-                         "check DNS, nginx (docs/deploy.md) and the firewall for PUBLIC_URL; WeCom must reach it too")
+                self.add(
+                    name,
+                    False,
+                    f"{url} is not reachable from here ({type(e).__name__})",
+                    "install a valid certificate for PUBLIC_URL's host (nginx, docs/deploy.md)"
+                    if tls
+                    else "check DNS, nginx (docs/deploy.md) and the firewall for PUBLIC_URL; WeCom must reach it too",
+                )
                 continue
             if r.status_code == 200 and r.text == probe:
                 self.add(name, True, f"{url} answered a signed URL verification (what {page} sends)")
             elif r.status_code == 403:
-                self.add(name, False, f"{url} refused our signature ({r.text[:80]!r})",
-                         f"the service at PUBLIC_URL runs with other {variables}: is PUBLIC_URL pointing at this instance?")
+                self.add(
+                    name,
+                    False,
+                    f"{url} refused our signature ({r.text[:80]!r})",
+                    f"the service at PUBLIC_URL runs with other {variables}: is PUBLIC_URL pointing at this instance?",
+                )
             elif r.status_code in (301, 302, 307, 308):
-                self.add(name, False, f"{url} redirects to {r.headers.get('location', '?')}",
-                         "WeCom does not follow redirects: set PUBLIC_URL to the final origin (https, no redirect)")
+                self.add(
+                    name,
+                    False,
+                    f"{url} redirects to {r.headers.get('location', '?')}",
+                    "WeCom does not follow redirects: set PUBLIC_URL to the final origin (https, no redirect)",
+                )
             else:
-                self.add(name, False, f"{url} answered HTTP {r.status_code} {r.text[:80]!r}",
-                         "check that nginx passes /wecom/ to wqbot unchanged (docs/deploy.md) and the service is running")
+                self.add(
+                    name,
+                    False,
+                    f"{url} answered HTTP {r.status_code} {r.text[:80]!r}",
+                    "check that nginx passes /wecom/ to wqbot unchanged (docs/deploy.md) and the service is running",
+                )
 
     def check_https(self) -> None:
         s = self.settings
         https_pages = [v for v, u in (("H5_URL", s.h5_url), ("PC_URL", s.pc_url)) if u.startswith("https://")]
         if https_pages and not s.public_url.startswith("https://"):
-            self.add("https", False, f"{' and '.join(https_pages)} {'use' if len(https_pages) > 1 else 'uses'} https "
-                                     f"but PUBLIC_URL is {s.public_url}",
-                     "serve wqbot behind nginx with TLS (docs/deploy.md) and set PUBLIC_URL to https://…; "
-                     "run `wqbot serve --proxy-headers` so redirect URLs come out https")
+            self.add(
+                "https",
+                False,
+                f"{' and '.join(https_pages)} {'use' if len(https_pages) > 1 else 'uses'} https "
+                f"but PUBLIC_URL is {s.public_url}",
+                "serve wqbot behind nginx with TLS (docs/deploy.md) and set PUBLIC_URL to https://…; "
+                "run `wqbot serve --proxy-headers` so redirect URLs come out https",
+            )
         elif s.public_url.startswith("https://"):
             self.add("https", True, "PUBLIC_URL is https")
         else:
@@ -359,8 +492,12 @@ class Doctor:
             r = http.get(s.wecom_api_base.rstrip("/") + "/cgi-bin/getcallbackip")  # no token: just a Date header
             after = time.time()
         except httpx.HTTPError as e:
-            self.add("clock", False, f"could not ask WECOM_API_BASE for the time ({type(e).__name__})",
-                     "check outbound access to WECOM_API_BASE")
+            self.add(
+                "clock",
+                False,
+                f"could not ask WECOM_API_BASE for the time ({type(e).__name__})",
+                "check outbound access to WECOM_API_BASE",
+            )
             return
         date = r.headers.get("date")
         if not date:
@@ -373,8 +510,12 @@ class Doctor:
             return
         skew = (before + after) / 2 - remote
         if abs(skew) > CLOCK_SKEW_LIMIT:
-            self.add("clock", False, f"this server's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} WeCom's",
-                     "enable time sync (`timedatectl set-ntp true`, chrony or systemd-timesyncd)")
+            self.add(
+                "clock",
+                False,
+                f"this server's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} WeCom's",
+                "enable time sync (`timedatectl set-ntp true`, chrony or systemd-timesyncd)",
+            )
         else:
             self.add("clock", True, f"within {max(1, round(abs(skew)))} s of WeCom's")
 
@@ -401,8 +542,10 @@ def main(args=None, out=None) -> int:
     for c in checks:
         print(redact(c.line()), file=out)
     failed = [c for c in checks if not c.ok]
-    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed" if failed else f"all {len(checks)} checks passed",
-          file=out)
+    print(
+        f"{len(checks) - len(failed)} passed, {len(failed)} failed" if failed else f"all {len(checks)} checks passed",
+        file=out,
+    )
     out.flush()
     return 1 if failed else 0
 

@@ -1,4 +1,5 @@
 """Work the console starts that must not run inside a web request."""
+
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,7 @@ log = logging.getLogger("wqbot.ops")
 
 @huey.task(name="ops.sync_now")
 def sync_now(full: bool = True) -> int | None:
-    """"立即同步": one reconciliation through the directory capability's public entry point."""
+    """ "立即同步": one reconciliation through the directory capability's public entry point."""
     from bot.ops.status import record_error
     from bot.sync import run_sync
     from settings import get_settings

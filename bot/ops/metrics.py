@@ -12,6 +12,7 @@ through prometheus-client's multiprocess mode: every process that sets PROMETHEU
 (the same directory) writes its samples there, and `/metrics` sums them. Queue depth is not
 kept by any process: it is read from the queue and the outbox when Prometheus scrapes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,22 +56,35 @@ class _Metrics:
     def __init__(self):
         from prometheus_client import Counter, Histogram
 
-        self.callbacks = Counter("wqbot_callbacks_total", "WeCom callbacks handled, by endpoint, message kind and outcome",
-                                 ["endpoint", "kind", "outcome"])
-        self.callback_seconds = Histogram("wqbot_callback_seconds", "Time to answer a WeCom callback",
-                                          ["endpoint"], buckets=_FAST)
-        self.api_calls = Counter("wqbot_wecom_api_calls_total", "WeCom server API calls, by path and errcode",
-                                 ["path", "errcode"])
-        self.api_seconds = Histogram("wqbot_wecom_api_seconds", "WeCom server API call latency (one HTTP request)",
-                                     ["path"], buckets=_FAST[3:] + (10.0, 30.0))
-        self.token_refreshes = Counter("wqbot_wecom_token_refreshes_total", "access_token fetches (gettoken)",
-                                       ["creds", "outcome"])
-        self.sync_runs = Counter("wqbot_sync_runs_total", "Directory sync runs, by mode and outcome", ["mode", "outcome"])
+        self.callbacks = Counter(
+            "wqbot_callbacks_total",
+            "WeCom callbacks handled, by endpoint, message kind and outcome",
+            ["endpoint", "kind", "outcome"],
+        )
+        self.callback_seconds = Histogram(
+            "wqbot_callback_seconds", "Time to answer a WeCom callback", ["endpoint"], buckets=_FAST
+        )
+        self.api_calls = Counter(
+            "wqbot_wecom_api_calls_total", "WeCom server API calls, by path and errcode", ["path", "errcode"]
+        )
+        self.api_seconds = Histogram(
+            "wqbot_wecom_api_seconds",
+            "WeCom server API call latency (one HTTP request)",
+            ["path"],
+            buckets=_FAST[3:] + (10.0, 30.0),
+        )
+        self.token_refreshes = Counter(
+            "wqbot_wecom_token_refreshes_total", "access_token fetches (gettoken)", ["creds", "outcome"]
+        )
+        self.sync_runs = Counter(
+            "wqbot_sync_runs_total", "Directory sync runs, by mode and outcome", ["mode", "outcome"]
+        )
         self.sync_changes = Counter("wqbot_sync_changes_total", "Directory changes applied by sync runs", ["change"])
         self.sync_seconds = Histogram("wqbot_sync_seconds", "Directory sync run duration", ["mode"], buckets=_SLOW)
         self.pushes = Counter("wqbot_pushes_total", "Notification pushes per recipient, by status", ["status"])
-        self.webhooks = Counter("wqbot_webhook_deliveries_total", "Webhook delivery attempts to 微签, by outcome",
-                                ["outcome"])
+        self.webhooks = Counter(
+            "wqbot_webhook_deliveries_total", "Webhook delivery attempts to 微签, by outcome", ["outcome"]
+        )
         self.webhook_retries = Counter("wqbot_webhook_retries_total", "Webhook delivery attempts after the first")
 
 
@@ -117,7 +131,9 @@ def callback_status(endpoint: str, method: str, status: int, seconds: float, kin
     """callback_done from what the endpoint answered: the outcome follows from the HTTP status."""
     if kind is None:
         kind = "url_verify" if method == "GET" else "message"
-    outcome = {200: "ok", 403: "refused", 404: "off", 500: "error"}.get(status, "bad_request" if 400 <= status < 500 else "error")
+    outcome = {200: "ok", 403: "refused", 404: "off", 500: "error"}.get(
+        status, "bad_request" if 400 <= status < 500 else "error"
+    )
     callback_done(endpoint, kind, outcome, seconds)
 
 
@@ -159,10 +175,17 @@ def sync_run(mode: str, outcome: str, changes: dict | None = None, seconds: floa
         pass
 
 
-_SYNC_CHANGES = {"created": "user.created", "updated": "user.updated", "renamed": "user.renamed",
-                 "disabled": "user.disabled", "reactivated": "user.reactivated",
-                 "departments_created": "department.created", "departments_updated": "department.updated",
-                 "departments_disabled": "department.disabled", "held_disables": "user.disable_held"}
+_SYNC_CHANGES = {
+    "created": "user.created",
+    "updated": "user.updated",
+    "renamed": "user.renamed",
+    "disabled": "user.disabled",
+    "reactivated": "user.reactivated",
+    "departments_created": "department.created",
+    "departments_updated": "department.updated",
+    "departments_disabled": "department.disabled",
+    "held_disables": "user.disable_held",
+}
 
 
 def sync_finished(run) -> None:
@@ -281,8 +304,9 @@ class QueueCollector:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        depth = GaugeMetricFamily("wqbot_queue_depth", "Work waiting: huey tasks, and outbox rows not yet done",
-                                  labels=["queue"])
+        depth = GaugeMetricFamily(
+            "wqbot_queue_depth", "Work waiting: huey tasks, and outbox rows not yet done", labels=["queue"]
+        )
         from bot.ops.status import queue_depth
 
         q = queue_depth()
@@ -291,8 +315,9 @@ class QueueCollector:
                 depth.add_metric([name], q[name])
         yield depth
         if q.get("outbox_oldest_seconds") is not None:
-            yield GaugeMetricFamily("wqbot_outbox_oldest_seconds", "Age of the oldest outbox row",
-                                    value=q["outbox_oldest_seconds"])
+            yield GaugeMetricFamily(
+                "wqbot_outbox_oldest_seconds", "Age of the oldest outbox row", value=q["outbox_oldest_seconds"]
+            )
 
 
 def render() -> bytes:

@@ -1,5 +1,6 @@
 """What each admin page shows, read from the store. A capability that is not built (its model
 missing) gives {"available": False}, and its panel says "not available"."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,7 @@ from urllib.parse import quote, urlencode
 from bot.ops import status as st
 from store import clock
 
-SYNC_STATUS = {"running": "进行中", "ok": "成功", "partial": "部分成功", "held": "已暂停（删除过多）",
-               "failed": "失败"}
+SYNC_STATUS = {"running": "进行中", "ok": "成功", "partial": "部分成功", "held": "已暂停（删除过多）", "failed": "失败"}
 ACTION_ERRORS = {
     "not_found": "找不到该记录，可能已被清理。",
     "not_failed": "该记录不是失败状态，无需重试。",
@@ -34,8 +34,14 @@ def admin_sso_url(settings, state: str) -> str:
         base = public_base(settings)
     except ImportError:
         base = settings.public_url
-    params = [("login_type", "CorpApp"), ("appid", settings.wecom_corp_id), ("agentid", str(settings.wecom_agent_id)),
-              ("redirect_uri", base + "/admin/login/wecom/callback"), ("state", state), ("lang", "zh")]
+    params = [
+        ("login_type", "CorpApp"),
+        ("appid", settings.wecom_corp_id),
+        ("agentid", str(settings.wecom_agent_id)),
+        ("redirect_uri", base + "/admin/login/wecom/callback"),
+        ("state", state),
+        ("lang", "zh"),
+    ]
     return f"{settings.wecom_sso_base}/wwlogin/sso/login?{urlencode(params, quote_via=quote, safe='')}"
 
 
@@ -48,12 +54,22 @@ def _sync_panel() -> dict:
     out = {"available": True, "last": run, "last_ok_at": info.get("last_ok_at"), "running": info.get("running")}
     if run:
         out["status_text"] = SYNC_STATUS.get(run.get("status"), run.get("status"))
-        out["counts"] = [(label, run.get(field, 0)) for field, label in (
-            ("users_seen", "成员总数"), ("departments_seen", "部门总数"), ("created", "新增成员"),
-            ("updated", "更新成员"), ("renamed", "改名成员"), ("disabled", "停用成员"),
-            ("reactivated", "恢复成员"), ("departments_created", "新增部门"),
-            ("departments_updated", "更新部门"), ("departments_disabled", "停用部门"),
-            ("held_disables", "暂缓停用"))]
+        out["counts"] = [
+            (label, run.get(field, 0))
+            for field, label in (
+                ("users_seen", "成员总数"),
+                ("departments_seen", "部门总数"),
+                ("created", "新增成员"),
+                ("updated", "更新成员"),
+                ("renamed", "改名成员"),
+                ("disabled", "停用成员"),
+                ("reactivated", "恢复成员"),
+                ("departments_created", "新增部门"),
+                ("departments_updated", "更新部门"),
+                ("departments_disabled", "停用部门"),
+                ("held_disables", "暂缓停用"),
+            )
+        ]
     return out
 
 
@@ -85,9 +101,12 @@ def directory() -> dict:
     except ImportError:
         return {"available": False}
     depts = list(Department.select().order_by(Department.parent_id, Department.order.desc(), Department.id).dicts())
-    rows = (UserDepartment.select(UserDepartment.department_id, User.userid, User.name, User.active, User.position)
-            .join(User, on=(UserDepartment.userid == User.userid))
-            .order_by(UserDepartment.department_id, UserDepartment.order.desc(), User.userid).dicts())
+    rows = (
+        UserDepartment.select(UserDepartment.department_id, User.userid, User.name, User.active, User.position)
+        .join(User, on=(UserDepartment.userid == User.userid))
+        .order_by(UserDepartment.department_id, UserDepartment.order.desc(), User.userid)
+        .dicts()
+    )
     members: dict[int, list] = {}
     counts: dict[int, int] = {}
     for r in rows:
@@ -95,17 +114,25 @@ def directory() -> dict:
         counts[d] = counts.get(d, 0) + 1
         if counts[d] <= MEMBERS_SHOWN:
             members.setdefault(d, []).append(r)
-    by_id = {d["id"]: {**d, "children": [], "members": members.get(d["id"], []), "count": counts.get(d["id"], 0)}
-             for d in depts}
+    by_id = {
+        d["id"]: {**d, "children": [], "members": members.get(d["id"], []), "count": counts.get(d["id"], 0)}
+        for d in depts
+    }
     roots = []
     for d in by_id.values():
         parent = by_id.get(d["parent_id"])
         (parent["children"] if parent is not None and parent is not d else roots).append(d)
     total_users = User.select().count()
     unplaced = User.select().where(~User.userid.in_(UserDepartment.select(UserDepartment.userid))).count()
-    return {"available": True, "roots": roots, "total_users": total_users, "total_departments": len(depts),
-            "active_users": User.select().where(User.active == True).count(),  # noqa: E712
-            "unplaced": unplaced, "members_shown": MEMBERS_SHOWN}
+    return {
+        "available": True,
+        "roots": roots,
+        "total_users": total_users,
+        "total_departments": len(depts),
+        "active_users": User.select().where(User.active == True).count(),  # noqa: E712
+        "unplaced": unplaced,
+        "members_shown": MEMBERS_SHOWN,
+    }
 
 
 # -- notifications and webhooks ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ A password login keeps only a keyed hash of ADMIN_PASSWORD in the cookie: changi
 the password ends those sessions. A WeCom login keeps the userid, and ends as soon as that
 userid leaves ADMIN_USERIDS. No server-side state, so any web process can check any cookie.
 """
+
 from __future__ import annotations
 
 import base64
@@ -51,7 +52,11 @@ def unsign(secret_key: str, purpose: str, value: str | None) -> dict | None:
         payload = json.loads(_unb64(body))
     except ValueError:
         return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("exp"), (int, float)) or payload["exp"] < clock.now():
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("exp"), (int, float))
+        or payload["exp"] < clock.now()
+    ):
         return None
     return payload
 
@@ -94,7 +99,8 @@ def current_admin(settings, cookie: str | None) -> Admin | None:
         return None
     if via == "password":
         if not settings.admin_password or not hmac.compare_digest(
-                str(p.get("pw", "")), password_fingerprint(settings.secret_key, settings.admin_password)):
+            str(p.get("pw", "")), password_fingerprint(settings.secret_key, settings.admin_password)
+        ):
             return None
     elif via == "wecom":
         if userid not in settings.admin_userids:

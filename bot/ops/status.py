@@ -3,6 +3,7 @@
 Every reader tolerates a capability that is not built or not migrated yet (its model missing):
 it answers None, and the page shows "not available" for that panel.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,12 +44,27 @@ def record_error(source: str, message: str, hint: str = "", trace_id: str | None
         message, hint = redact(str(message))[:2000], redact(str(hint or ""))[:1000]
         key = hashlib.sha1(f"{source}\0{message}".encode()).hexdigest()
         t = clock.now()
-        (OpsError.insert(key=key, source=source[:100], message=message, hint=hint, first_at=t, last_at=t,
-                         trace_id=trace_id or current_trace_id())
-         .on_conflict(conflict_target=[OpsError.key],
-                      update={OpsError.count: OpsError.count + 1, OpsError.last_at: t, OpsError.hint: hint,
-                              OpsError.trace_id: trace_id or current_trace_id()})
-         .execute())
+        (
+            OpsError.insert(
+                key=key,
+                source=source[:100],
+                message=message,
+                hint=hint,
+                first_at=t,
+                last_at=t,
+                trace_id=trace_id or current_trace_id(),
+            )
+            .on_conflict(
+                conflict_target=[OpsError.key],
+                update={
+                    OpsError.count: OpsError.count + 1,
+                    OpsError.last_at: t,
+                    OpsError.hint: hint,
+                    OpsError.trace_id: trace_id or current_trace_id(),
+                },
+            )
+            .execute()
+        )
     except Exception as e:  # the error log must never cause an error of its own
         log.debug("could not record error: %s", e)
 
@@ -110,8 +126,13 @@ COMPLETED = ("ok", "partial", "held")  # runs that read the directory through (h
 
 def _describe_sync(model) -> dict:
     last = model.select().order_by(model.started_at.desc(), model.id.desc()).first()
-    ok_at = (model.select(model.finished_at).where(model.status.in_(COMPLETED) & model.finished_at.is_null(False))
-             .order_by(model.finished_at.desc()).limit(1).scalar())
+    ok_at = (
+        model.select(model.finished_at)
+        .where(model.status.in_(COMPLETED) & model.finished_at.is_null(False))
+        .order_by(model.finished_at.desc())
+        .limit(1)
+        .scalar()
+    )
     running = model.select().where(model.status == "running").exists()
     row = last.as_dict() if last is not None and hasattr(last, "as_dict") else (last.__data__ if last else None)
     return {"last": row, "last_ok_at": ok_at, "running": running}

@@ -1,5 +1,6 @@
 """Queue-side operations hooks: a task resumes the trace id of the delivery that deferred it,
 failures are remembered for the admin console, and old error rows are pruned."""
+
 from __future__ import annotations
 
 import logging

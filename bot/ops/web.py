@@ -1,4 +1,5 @@
 """`GET /metrics`: Prometheus text exposition (every process's samples in multiprocess mode)."""
+
 from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool

@@ -19,6 +19,7 @@ Modules: records.py (normalising + hashing), apply.py (one row, for events and f
 fetch.py (the list / list_id modes), reconcile.py (bulk diff, guards, run record), lease.py
 (one run at a time), tasks.py (huey: fetches and the periodic run), recipients.py, cli.py.
 """
+
 from .apply import apply_oauth_contact, link_account
 from .recipients import resolve_recipients
 from .reconcile import run_sync

@@ -12,6 +12,7 @@ Merge rules:
 - Nothing is written, and no feed row appears, when the directory's view of the row is unchanged
   (same content hash and same active flag).
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,9 +28,17 @@ log = logging.getLogger("wqbot.sync")
 
 # -- payloads (the org API's shapes; also the feed's `data`) ---------------------------------------
 def user_payload(u: User, departments: list[int]) -> dict:
-    return {"userid": u.userid, "name": u.name, "departments": list(departments), "mobile": u.mobile,
-            "email": u.email, "position": u.position, "active": bool(u.active), "account": u.account,
-            "main_department": u.main_department}
+    return {
+        "userid": u.userid,
+        "name": u.name,
+        "departments": list(departments),
+        "mobile": u.mobile,
+        "email": u.email,
+        "position": u.position,
+        "active": bool(u.active),
+        "account": u.account,
+        "main_department": u.main_department,
+    }
 
 
 def department_payload(d: Department) -> dict:
@@ -40,11 +49,15 @@ def department_payload(d: Department) -> dict:
 def stored_record(u: User, mems: tuple) -> dict:
     """The directory's view of a stored user (OAuth-sourced values are not the directory's)."""
     return {
-        "userid": u.userid, "name": u.name,
+        "userid": u.userid,
+        "name": u.name,
         "mobile": u.mobile if u.mobile_source == "directory" else None,
         "email": u.email if u.email_source == "directory" else None,
-        "position": u.position, "alias": u.alias, "status": u.status,
-        "main_department": u.main_department, "departments": mems,
+        "position": u.position,
+        "alias": u.alias,
+        "status": u.status,
+        "main_department": u.main_department,
+        "departments": mems,
     }
 
 
@@ -61,9 +74,9 @@ def overlay(base: dict, partial: dict) -> dict:
         leaders_known = partial.get("_leaders_known", True)
         orders_known = partial.get("_orders_known", True)
         out["departments"] = tuple(
-            (d, o if orders_known else old.get(d, (0, False))[0],
-             lead if leaders_known else old.get(d, (0, False))[1])
-            for d, o, lead in partial["departments"])
+            (d, o if orders_known else old.get(d, (0, False))[0], lead if leaders_known else old.get(d, (0, False))[1])
+            for d, o, lead in partial["departments"]
+        )
         if out.get("main_department") not in {d for d, _, _ in out["departments"]} and "main_department" not in partial:
             out["main_department"] = out["departments"][0][0] if out["departments"] else None
     return out
@@ -78,16 +91,22 @@ def _contact(field: str, given: str | None, existing: User | None) -> tuple[str 
     return None, None
 
 
-def user_row(rec: dict, existing: User | None, match_field: str, active: bool, at: float,
-             details: bool) -> dict:
+def user_row(rec: dict, existing: User | None, match_field: str, active: bool, at: float, details: bool) -> dict:
     """The full User row for a complete directory record `rec`, merged with `existing`."""
     mobile, mobile_source = _contact("mobile", rec.get("mobile"), existing)
     email, email_source = _contact("email", rec.get("email"), existing)
     row = {
-        "userid": rec["userid"], "name": rec.get("name") or "", "mobile": mobile, "email": email,
-        "position": rec.get("position"), "alias": rec.get("alias"), "status": rec.get("status"),
-        "active": active, "main_department": rec.get("main_department"),
-        "mobile_source": mobile_source, "email_source": email_source,
+        "userid": rec["userid"],
+        "name": rec.get("name") or "",
+        "mobile": mobile,
+        "email": email,
+        "position": rec.get("position"),
+        "alias": rec.get("alias"),
+        "status": rec.get("status"),
+        "active": active,
+        "main_department": rec.get("main_department"),
+        "mobile_source": mobile_source,
+        "email_source": email_source,
         "account": R.account_key(match_field, rec["userid"], mobile, email),
         "detail_hash": R.detail_hash(rec) if details else "",
         "dept_hash": R.dept_hash(d for d, _, _ in rec.get("departments", ())),
@@ -99,19 +118,24 @@ def user_row(rec: dict, existing: User | None, match_field: str, active: bool, a
 
 
 def _memberships(userid: str) -> tuple:
-    q = (UserDepartment.select(UserDepartment.department_id, UserDepartment.order, UserDepartment.is_leader)
-         .where(UserDepartment.userid == userid).tuples())
+    q = (
+        UserDepartment.select(UserDepartment.department_id, UserDepartment.order, UserDepartment.is_leader)
+        .where(UserDepartment.userid == userid)
+        .tuples()
+    )
     return tuple(sorted((d, o, bool(lead)) for d, o, lead in q))
 
 
 def _write_user(row: dict, mems: tuple | None, old_mems: tuple | None) -> None:
-    User.insert(row).on_conflict(conflict_target=[User.userid],
-                                 update={k: v for k, v in row.items() if k not in ("userid", "created_at")}).execute()
+    User.insert(row).on_conflict(
+        conflict_target=[User.userid], update={k: v for k, v in row.items() if k not in ("userid", "created_at")}
+    ).execute()
     if mems is not None and mems != old_mems:
         UserDepartment.delete().where(UserDepartment.userid == row["userid"]).execute()
         if mems:
-            UserDepartment.insert_many([{"userid": row["userid"], "department_id": d, "order": o, "is_leader": lead}
-                                        for d, o, lead in mems]).execute()
+            UserDepartment.insert_many(
+                [{"userid": row["userid"], "department_id": d, "order": o, "is_leader": lead} for d, o, lead in mems]
+            ).execute()
 
 
 def _saved(row: dict) -> User:
@@ -140,8 +164,13 @@ def apply_user(rec: dict, settings, *, partial: bool, reactivate: bool = False) 
             same = merged == base if partial else R.detail_hash(merged) == existing.detail_hash
             if same and active == existing.active:
                 return None
-            kind = ("user.created" if active and not existing.active else
-                    "user.deleted" if existing.active and not active else "user.updated")
+            kind = (
+                "user.created"
+                if active and not existing.active
+                else "user.deleted"
+                if existing.active and not active
+                else "user.updated"
+            )
         row = user_row(merged, existing, settings.sync_match_field, active, at, details=not partial)
         if partial:
             # An event's view is not a user/get answer; its hash lets the queued fetch skip the
@@ -223,8 +252,9 @@ def link_account(user: User | str, settings=None) -> str | None:
         return key
 
 
-def apply_oauth_contact(userid: str, settings=None, *, mobile: str | None = None,
-                        email: str | None = None) -> str | None:
+def apply_oauth_contact(
+    userid: str, settings=None, *, mobile: str | None = None, email: str | None = None
+) -> str | None:
     """Store a mobile/email the member disclosed at OAuth (snsapi_privateinfo) and relink.
 
     A value the directory gives wins over OAuth; OAuth fills only what the directory hides.
@@ -261,11 +291,19 @@ def apply_department(rec: dict, *, partial: bool, reactivate: bool = False) -> s
             if h == existing.content_hash and active == existing.active:
                 return None
             kind = "department.created" if active and not existing.active else "department.updated"
-        row = {"id": rec["id"], "name": merged.get("name") or "", "parent_id": merged.get("parent_id"),
-               "order": merged.get("order") or 0, "active": active, "content_hash": R.department_hash(merged),
-               "updated_at": at, "details_at": at if "name" in rec else (existing.details_at if existing else 0.0)}
-        Department.insert(row).on_conflict(conflict_target=[Department.id],
-                                           update={k: v for k, v in row.items() if k != "id"}).execute()
+        row = {
+            "id": rec["id"],
+            "name": merged.get("name") or "",
+            "parent_id": merged.get("parent_id"),
+            "order": merged.get("order") or 0,
+            "active": active,
+            "content_hash": R.department_hash(merged),
+            "updated_at": at,
+            "details_at": at if "name" in rec else (existing.details_at if existing else 0.0),
+        }
+        Department.insert(row).on_conflict(
+            conflict_target=[Department.id], update={k: v for k, v in row.items() if k != "id"}
+        ).execute()
         record_change(kind, row["id"], department_payload(Department(**row)))
         return kind
 
@@ -276,8 +314,12 @@ def delete_department(dept_id: int) -> list[str]:
     deletes a department, but the events may arrive in any order)."""
     with write_transaction():
         d = Department.get_or_none(Department.id == dept_id)
-        members = [r[0] for r in UserDepartment.select(UserDepartment.userid)
-                   .where(UserDepartment.department_id == dept_id).tuples()]
+        members = [
+            r[0]
+            for r in UserDepartment.select(UserDepartment.userid)
+            .where(UserDepartment.department_id == dept_id)
+            .tuples()
+        ]
         changes = []
         if members:
             UserDepartment.delete().where(UserDepartment.department_id == dept_id).execute()

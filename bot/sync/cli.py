@@ -3,6 +3,7 @@
 Exit codes: 0 done; 1 the run failed or another run holds the lease; 2 bad usage or settings;
 3 disables were held back by a guard (see the summary for why and how to override).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,9 @@ def summary(run) -> str:
     calls = d["api_calls"] or {}
     lines = [
         f"directory sync #{d['id']}: {d['status']} in {took:.1f}s ({d['mode'] or '—'} mode"
-        + (", full" if d["full"] else "") + (", forced" if d["forced"] else "") + ")",
+        + (", full" if d["full"] else "")
+        + (", forced" if d["forced"] else "")
+        + ")",
         f"  users        {d['users_seen']} seen: {d['created']} created, {d['updated']} updated, "
         f"{d['renamed']} renamed, {d['disabled']} disabled, {d['reactivated']} reactivated",
         f"  departments  {d['departments_seen']} seen: {d['departments_created']} created, "

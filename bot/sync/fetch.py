@@ -13,6 +13,7 @@ list_id   what WeCom still allows a 通讯录同步 secret on a server IP first 
 A listing that fails part-way is marked incomplete: the reconciliation then applies what it
 has but disables no one (someone missing from a broken listing has not left).
 """
+
 from __future__ import annotations
 
 import logging

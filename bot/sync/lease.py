@@ -6,6 +6,7 @@ renews it while it works; a holder that dies lets it lapse after `TTL` seconds. 
 `lock_task` cannot be renewed: a TTL long enough for a slow `list_id` run would block the sync
 for that long after a crash, and without a TTL a killed worker would block it for good.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,11 +45,14 @@ class Lease:
         now = clock.now()
         with write_transaction():
             SyncState.insert(key=KEY, value="", expires_at=0.0).on_conflict_ignore().execute()
-            won = (SyncState.update(holder=self.holder, expires_at=now + self.ttl, value=str(now), updated_at=now)
-                   .where((SyncState.key == KEY)
-                          & (SyncState.holder.is_null() | (SyncState.expires_at < now)
-                             | (SyncState.holder == self.holder)))
-                   .execute())
+            won = (
+                SyncState.update(holder=self.holder, expires_at=now + self.ttl, value=str(now), updated_at=now)
+                .where(
+                    (SyncState.key == KEY)
+                    & (SyncState.holder.is_null() | (SyncState.expires_at < now) | (SyncState.holder == self.holder))
+                )
+                .execute()
+            )
         if not won:
             row = SyncState.get_or_none(SyncState.key == KEY)
             raise Busy(row.holder if row else None, float(row.value) if row and row.value else None)
@@ -60,8 +64,11 @@ class Lease:
         if not force and now - self.renewed_at < self.ttl / 5:
             return
         with write_transaction():
-            n = (SyncState.update(expires_at=now + self.ttl, updated_at=now)
-                 .where((SyncState.key == KEY) & (SyncState.holder == self.holder)).execute())
+            n = (
+                SyncState.update(expires_at=now + self.ttl, updated_at=now)
+                .where((SyncState.key == KEY) & (SyncState.holder == self.holder))
+                .execute()
+            )
         if not n:
             raise LeaseLost("the sync lease lapsed and another run took it; this run stops")
         self.renewed_at = now
@@ -69,8 +76,11 @@ class Lease:
     def release(self) -> None:
         try:
             with write_transaction():
-                (SyncState.update(holder=None, expires_at=0.0, updated_at=clock.now())
-                 .where((SyncState.key == KEY) & (SyncState.holder == self.holder)).execute())
+                (
+                    SyncState.update(holder=None, expires_at=0.0, updated_at=clock.now())
+                    .where((SyncState.key == KEY) & (SyncState.holder == self.holder))
+                    .execute()
+                )
         except pw.PeeweeException:
             pass  # it lapses by itself
 

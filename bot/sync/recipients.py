@@ -1,4 +1,5 @@
 """Map 微签's recipient keys to WeCom userids (for the notifications capability)."""
+
 from __future__ import annotations
 
 import peewee as pw
@@ -29,8 +30,11 @@ def resolve_recipients(keys: list[str], settings=None) -> tuple[dict[str, str], 
     by_account: dict[str, set[str]] = {}
     for batch in pw.chunked(wanted, CHUNK):
         accounts = list({norm[k] for k in batch})
-        q = (User.select(User.userid, User.account)
-             .where(User.active & (User.userid.in_(batch) | User.account.in_(accounts))).tuples())
+        q = (
+            User.select(User.userid, User.account)
+            .where(User.active & (User.userid.in_(batch) | User.account.in_(accounts)))
+            .tuples()
+        )
         for userid, account in q:
             by_userid[userid] = userid
             if account:
@@ -39,8 +43,11 @@ def resolve_recipients(keys: list[str], settings=None) -> tuple[dict[str, str], 
     missed = [k for k in wanted if k not in by_userid and len(by_account.get(norm[k], ())) != 1]
     by_lower: dict[str, set[str]] = {}
     for batch in pw.chunked(missed, CHUNK):
-        for userid, in (User.select(User.userid)
-                        .where(User.active & pw.fn.LOWER(User.userid).in_([k.lower() for k in batch])).tuples()):
+        for (userid,) in (
+            User.select(User.userid)
+            .where(User.active & pw.fn.LOWER(User.userid).in_([k.lower() for k in batch]))
+            .tuples()
+        ):
             by_lower.setdefault(userid.lower(), set()).add(userid)
     found, unknown = {}, []
     for k in wanted:

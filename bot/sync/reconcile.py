@@ -18,6 +18,7 @@ run; user/get is called for new and re-membered users first, then for a rotating
 ceil(users × SYNC_INTERVAL_MINUTES / (SYNC_REFRESH_HOURS × 60)) users, at most
 SYNC_DETAIL_BUDGET per run, so every user's details are refreshed within SYNC_REFRESH_HOURS.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,8 @@ def get_state(key: str) -> SyncState | None:
 def set_state(key: str, value: str) -> None:
     now = clock.now()
     SyncState.insert(key=key, value=value, updated_at=now).on_conflict(
-        conflict_target=[SyncState.key], update={SyncState.value: value, SyncState.updated_at: now}).execute()
+        conflict_target=[SyncState.key], update={SyncState.value: value, SyncState.updated_at: now}
+    ).execute()
 
 
 def remembered_mode() -> str:
@@ -144,15 +146,18 @@ class Run:
             except ModeRefused as e:
                 self.warnings.append(
                     f"WeCom refused department/list or user/list ({e.error}); using list_id mode "
-                    "(department/simplelist + user/list_id + user/get with the app secret) from now on")
+                    "(department/simplelist + user/list_id + user/get with the app secret) from now on"
+                )
                 set_state(MODE_KEY, "list_id")
         return fetch_list_id(self.client, self.progress)
 
     # -- departments ------------------------------------------------------------------------------
     def department_plan(self, listing: Listing) -> None:
         """list_id mode: department/get for new or unnamed departments plus a rotating slice."""
-        stored = {i: (name, dat) for i, name, dat in
-                  Department.select(Department.id, Department.name, Department.details_at).tuples()}
+        stored = {
+            i: (name, dat)
+            for i, name, dat in Department.select(Department.id, Department.name, Department.details_at).tuples()
+        }
         ids = sorted(listing.departments)
         if self.full:
             targets = ids
@@ -163,15 +168,19 @@ class Run:
             targets = list(dict.fromkeys(first + [int(i) for i in rot]))[: self.s.sync_detail_budget]
         stats = fetch_department_details(self.client, listing, targets)
         if stats.get("unavailable"):
-            self.warnings.append(f"{stats['unavailable']} departments are outside the app's 可见范围: their names "
-                                 "stay unknown (widen it under 应用管理 → 自建应用 → 可见范围)")
+            self.warnings.append(
+                f"{stats['unavailable']} departments are outside the app's 可见范围: their names "
+                "stay unknown (widen it under 应用管理 → 自建应用 → 可见范围)"
+            )
         for i, rec in listing.departments.items():
             if "name" not in rec and i in stored:
                 rec["name"] = stored[i][0]
 
     def apply_departments(self, listing: Listing) -> None:
-        stored = {i: (h, a) for i, h, a in
-                  Department.select(Department.id, Department.content_hash, Department.active).tuples()}
+        stored = {
+            i: (h, a)
+            for i, h, a in Department.select(Department.id, Department.content_hash, Department.active).tuples()
+        }
         at = clock.now()
         writes, disables = [], []
         for i, rec in listing.departments.items():
@@ -191,24 +200,41 @@ class Run:
             with self.chunk():
                 rows, changes = [], []
                 for rec, h, st in batch:
-                    row = {"id": rec["id"], "name": rec.get("name") or "", "parent_id": rec.get("parent_id"),
-                           "order": rec.get("order") or 0, "active": True, "content_hash": h, "updated_at": at,
-                           "details_at": at if rec.get("name") else 0.0}
+                    row = {
+                        "id": rec["id"],
+                        "name": rec.get("name") or "",
+                        "parent_id": rec.get("parent_id"),
+                        "order": rec.get("order") or 0,
+                        "active": True,
+                        "content_hash": h,
+                        "updated_at": at,
+                        "details_at": at if rec.get("name") else 0.0,
+                    }
                     rows.append(row)
                     kind = "department.created" if st is None or not st[1] else "department.updated"
                     self.counts["departments_created" if kind == "department.created" else "departments_updated"] += 1
                     changes.append((kind, rec["id"], department_payload(Department(**row))))
                 Department.insert_many(rows).on_conflict(
                     conflict_target=[Department.id],
-                    preserve=[Department.name, Department.parent_id, Department.order, Department.active,
-                              Department.content_hash, Department.updated_at, Department.details_at]).execute()
+                    preserve=[
+                        Department.name,
+                        Department.parent_id,
+                        Department.order,
+                        Department.active,
+                        Department.content_hash,
+                        Department.updated_at,
+                        Department.details_at,
+                    ],
+                ).execute()
                 record_changes(changes)
                 self.counts["rows_written"] += len(rows)
         for batch in pw.chunked(disables, CHUNK):
             with self.chunk():
                 Department.update(active=False, updated_at=at).where(Department.id.in_(batch)).execute()
-                changes = [("department.deleted", d.id, department_payload(d))
-                           for d in Department.select().where(Department.id.in_(batch))]
+                changes = [
+                    ("department.deleted", d.id, department_payload(d))
+                    for d in Department.select().where(Department.id.in_(batch))
+                ]
                 record_changes(changes)
                 self.counts["departments_disabled"] += len(batch)
                 self.counts["rows_written"] += len(batch)
@@ -217,15 +243,18 @@ class Run:
     def allow_disables(self, what: str, n: int, active: int) -> bool:
         listing = self.listing
         if not listing.complete:
-            self.reasons.append(f"a listing call failed, so no {what} were disabled ({n} missing from the "
-                                "incomplete listing); they will be checked again next run")
+            self.reasons.append(
+                f"a listing call failed, so no {what} were disabled ({n} missing from the "
+                "incomplete listing); they will be checked again next run"
+            )
             return False
         ratio = self.s.sync_max_delete_ratio
         if active and n / active > ratio and not self.force:
             self.reasons.append(
                 f"the run would disable {n} of {active} active {what} ({n / active:.0%}), more than "
                 f"SYNC_MAX_DELETE_RATIO={ratio:g}; none were disabled. Check the app's 可见范围 and the "
-                "secrets; if the directory really shrank, run `wqbot sync --full --force`")
+                "secrets; if the directory really shrank, run `wqbot sync --full --force`"
+            )
             return False
         return True
 
@@ -265,14 +294,17 @@ class Run:
             if k > budget:
                 self.warnings.append(
                     f"SYNC_DETAIL_BUDGET={budget} is below the {k} user/get calls per run needed to refresh "
-                    f"{len(members)} users within SYNC_REFRESH_HOURS={self.s.sync_refresh_hours}")
+                    f"{len(members)} users within SYNC_REFRESH_HOURS={self.s.sync_refresh_hours}"
+                )
             targets = list(dict.fromkeys(sorted(new) + sorted(moved) + sorted(pending) + rot))[:budget]
         stats = fetch_user_details(self.client, listing, targets, self.progress)
         self.counts["details_fetched"] += stats.get("fetched", 0)
         hidden = stats.get("no_privilege", 0) + stats.get("not_found", 0)
         if hidden:
-            self.warnings.append(f"user/get refused {hidden} members (outside the app's 可见范围, or gone since "
-                                 "the listing): their details stay as they were; widen 应用管理 → 自建应用 → 可见范围")
+            self.warnings.append(
+                f"user/get refused {hidden} members (outside the app's 可见范围, or gone since "
+                "the listing): their details stay as they were; widen 应用管理 → 自建应用 → 可见范围"
+            )
         if stats.get("failed"):
             self.errors.append(f"user/get failed for {stats['failed']} members; they are retried next run")
 
@@ -290,12 +322,17 @@ class Run:
                 continue
             depts = listing.members[uid]  # list_id mode, no details this run
             if st is None:
-                rec = {"userid": uid, "name": "", "departments": tuple((d, 0, False) for d in depts),
-                       "main_department": depts[0] if depts else None}
+                rec = {
+                    "userid": uid,
+                    "name": "",
+                    "departments": tuple((d, 0, False) for d in depts),
+                    "main_department": depts[0] if depts else None,
+                }
                 items.append(Item(uid, rec, False, True))
             elif st[0] and listing.complete and R.dept_hash(depts) != st[2]:
-                items.append(Item(uid, {"userid": uid, "departments": tuple((d, 0, False) for d in depts)},
-                                  False, True))
+                items.append(
+                    Item(uid, {"userid": uid, "departments": tuple((d, 0, False) for d in depts)}, False, True)
+                )
             # a departed user back in list_id is revived only with details (status may be "disabled")
         gone = [uid for uid, st in stored.items() if st[0] and uid not in seen]
         return items, gone
@@ -315,8 +352,9 @@ class Run:
 
         old_keys = defaultdict(list)
         for batch in pw.chunked(gone, 1000):
-            for uid, name, mobile, email in (User.select(User.userid, User.name, User.mobile, User.email)
-                                             .where(User.userid.in_(batch)).tuples()):
+            for uid, name, mobile, email in (
+                User.select(User.userid, User.name, User.mobile, User.email).where(User.userid.in_(batch)).tuples()
+            ):
                 k = key(name, mobile, email)
                 if k:
                     old_keys[k].append(uid)
@@ -325,14 +363,20 @@ class Run:
             k = key(it.rec.get("name"), it.rec.get("mobile"), it.rec.get("email"))
             if k:
                 new_keys[k].append(it)
-        return [(old_keys[k][0], its[0]) for k, its in new_keys.items()
-                if len(its) == 1 and len(old_keys.get(k, ())) == 1]
+        return [
+            (old_keys[k][0], its[0]) for k, its in new_keys.items() if len(its) == 1 and len(old_keys.get(k, ())) == 1
+        ]
 
     def apply_users(self, listing: Listing) -> None:
         # userid -> (active, detail_hash, dept_hash, details_at, status): the whole store, one query
-        stored = {uid: (bool(a), dh, mh, dat, st) for uid, a, dh, mh, dat, st in
-                  User.select(User.userid, User.active, User.detail_hash, User.dept_hash, User.details_at,
-                              User.status).tuples().iterator()}
+        stored = {
+            uid: (bool(a), dh, mh, dat, st)
+            for uid, a, dh, mh, dat, st in User.select(
+                User.userid, User.active, User.detail_hash, User.dept_hash, User.details_at, User.status
+            )
+            .tuples()
+            .iterator()
+        }
         if listing.mode == "list_id":
             self.user_plan(listing, stored)
         items, gone = self.diff_users(listing, stored)
@@ -372,9 +416,13 @@ class Run:
                 q = q.for_update()
             existing = {u.userid: u for u in q}
             old_mems = defaultdict(list)
-            for uid, d, o, lead in (UserDepartment.select(UserDepartment.userid, UserDepartment.department_id,
-                                                          UserDepartment.order, UserDepartment.is_leader)
-                                    .where(UserDepartment.userid.in_(ids)).tuples()):
+            for uid, d, o, lead in (
+                UserDepartment.select(
+                    UserDepartment.userid, UserDepartment.department_id, UserDepartment.order, UserDepartment.is_leader
+                )
+                .where(UserDepartment.userid.in_(ids))
+                .tuples()
+            ):
                 old_mems[uid].append((d, o, bool(lead)))
             rows, replace, mem_rows, changes = [], [], [], []
             for it in batch:
@@ -387,8 +435,10 @@ class Run:
                     rec = it.rec
                     row = user_row(rec, None, mf, True, at, details=False)
                 else:  # list_id membership change without details: keep the rest, details pending
-                    rec = overlay(stored_record(ex, old), {"departments": it.rec["departments"],
-                                                           "_leaders_known": False, "_orders_known": False})
+                    rec = overlay(
+                        stored_record(ex, old),
+                        {"departments": it.rec["departments"], "_leaders_known": False, "_orders_known": False},
+                    )
                     row = user_row(rec, ex, mf, ex.active, at, details=False)
                     row["details_at"] = 0.0
                 if ex is None:
@@ -404,8 +454,9 @@ class Run:
                 if mems != old:
                     if ex is not None:
                         replace.append(it.uid)
-                    mem_rows.extend({"userid": it.uid, "department_id": d, "order": o, "is_leader": lead}
-                                    for d, o, lead in mems)
+                    mem_rows.extend(
+                        {"userid": it.uid, "department_id": d, "order": o, "is_leader": lead} for d, o, lead in mems
+                    )
                 rows.append(row)
                 data = user_payload(User(**row), [d for d, _, _ in mems])
                 if kind == "user.created" and ex is not None:
@@ -425,11 +476,16 @@ class Run:
         with self.chunk():
             User.update(active=False, updated_at=at).where(User.userid.in_(ids) & User.active).execute()
             mems = defaultdict(list)
-            for uid, d in (UserDepartment.select(UserDepartment.userid, UserDepartment.department_id)
-                           .where(UserDepartment.userid.in_(ids)).tuples()):
+            for uid, d in (
+                UserDepartment.select(UserDepartment.userid, UserDepartment.department_id)
+                .where(UserDepartment.userid.in_(ids))
+                .tuples()
+            ):
                 mems[uid].append(d)
-            changes = [("user.deleted", u.userid, user_payload(u, sorted(mems.get(u.userid, ()))))
-                       for u in User.select().where(User.userid.in_(ids))]
+            changes = [
+                ("user.deleted", u.userid, user_payload(u, sorted(mems.get(u.userid, ()))))
+                for u in User.select().where(User.userid.in_(ids))
+            ]
             record_changes(changes)
         self.counts["disabled"] += len(ids)
         self.counts["rows_written"] += len(ids)
@@ -446,7 +502,8 @@ class Run:
                 f"SYNC_MATCH_FIELD={mf}: WeCom gave no {mf} for {unlinked} of {active} active members (hidden by "
                 f"its 2022 privacy rules for apps created after 2022-06-20, or not filled in), so their 微签 "
                 f"account stays null. Set WECOM_OAUTH_SCOPE=snsapi_privateinfo to collect it at login, or use "
-                f"SYNC_MATCH_FIELD=userid")
+                f"SYNC_MATCH_FIELD=userid"
+            )
 
     def execute(self) -> SyncRun:
         self._cursors: dict[str, str] = {}
@@ -500,20 +557,30 @@ class Run:
         metrics.sync_finished(r)
         for w in self.warnings:
             log.warning(w)
-        log.info("directory sync finished", extra={
-            "sync_run": r.id, "status": status, "mode": r.mode, "users_created": r.created,
-            "users_updated": r.updated, "users_disabled": r.disabled,
-            "seconds": round(r.finished_at - r.started_at, 2)})
+        log.info(
+            "directory sync finished",
+            extra={
+                "sync_run": r.id,
+                "status": status,
+                "mode": r.mode,
+                "users_created": r.created,
+                "users_updated": r.updated,
+                "users_disabled": r.disabled,
+                "seconds": round(r.finished_at - r.started_at, 2),
+            },
+        )
 
 
-def run_sync(settings, *, trigger: str = "cli", full: bool = False, force: bool = False, progress=None,
-             client=None) -> SyncRun:
+def run_sync(
+    settings, *, trigger: str = "cli", full: bool = False, force: bool = False, progress=None, client=None
+) -> SyncRun:
     """One reconciliation under the lease (raises `lease.Busy` if another is running)."""
     if not settings.wecom_enabled:
         raise SyncDisabled("WECOM_ENABLED=false: directory sync is off")
     lease = Lease().acquire()
     try:
-        return Run(settings, trigger=trigger, full=full, force=force, progress=progress, client=client,
-                   lease=lease).execute()
+        return Run(
+            settings, trigger=trigger, full=full, force=force, progress=progress, client=client, lease=lease
+        ).execute()
     finally:
         lease.release()

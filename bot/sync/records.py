@@ -10,6 +10,7 @@ has only the keys the source carried):
 A field WeCom hides (mobile/email under the 2022 privacy rules, PROTOCOL §3.11) comes as None,
 never as "": the store keeps null for it, or the OAuth value it already has.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,7 @@ def user_from_api(u: dict) -> dict:
 
 
 # change_contact event field -> record key (PROTOCOL §3.9)
-_EVENT_FIELDS = {"Name": "name", "Mobile": "mobile", "Email": "email", "Position": "position",
-                 "Alias": "alias"}
+_EVENT_FIELDS = {"Name": "name", "Mobile": "mobile", "Email": "email", "Position": "position", "Alias": "alias"}
 
 
 def user_from_event(msg: dict, userid: str) -> dict:
@@ -150,7 +150,7 @@ _MOBILE_JUNK = re.compile(r"[\s\-()]")
 
 
 def normalise_mobile(v: str | None) -> str | None:
-    """"+86 138-0000-0000" and "13800000000" are one account key; other country codes are kept."""
+    """ "+86 138-0000-0000" and "13800000000" are one account key; other country codes are kept."""
     if not v:
         return None
     v = _MOBILE_JUNK.sub("", v)

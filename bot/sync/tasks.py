@@ -1,4 +1,5 @@
 """Queued sync work: the fetches change_contact handlers defer, and the periodic reconciliation."""
+
 from __future__ import annotations
 
 import calendar
@@ -74,8 +75,11 @@ def claim_interval(settings, at: float | None = None) -> bool:
     t = clock.now()
     with write_transaction():
         SyncState.insert(key=PERIODIC_KEY, value="", updated_at=t).on_conflict_ignore().execute()
-        return bool(SyncState.update(value=interval, updated_at=t)
-                    .where((SyncState.key == PERIODIC_KEY) & (SyncState.value < interval)).execute())
+        return bool(
+            SyncState.update(value=interval, updated_at=t)
+            .where((SyncState.key == PERIODIC_KEY) & (SyncState.value < interval))
+            .execute()
+        )
 
 
 @huey.periodic_task(due, name="sync.reconcile")

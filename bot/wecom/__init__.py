@@ -42,6 +42,7 @@ Exception tree::
 `hint` says what to change (which setting, which console page); `str(e)` is path, errcode,
 errmsg and hint.
 """
+
 from ._client import WeComClient, client_for, reset_clients
 from ._ratelimit import Limits
 from ._errors import (

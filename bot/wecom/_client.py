@@ -31,6 +31,7 @@ def _metrics():
 
     return metrics
 
+
 log = logging.getLogger("wqbot.wecom")
 _redact.install()
 
@@ -60,13 +61,21 @@ class WeComClient:
     `client_for(settings)` gives the deployment's client, whose tokens and buckets are shared by
     every process (Redis when QUEUE_URL is Redis, else the store)."""
 
-    def __init__(self, settings, http: httpx.Client | None = None, tokens: TokenStore | None = None,
-                 sleep=time.sleep, limiter=None, timeout: httpx.Timeout = TIMEOUT,
-                 rate_max_wait: float = RATE_MAX_WAIT):
+    def __init__(
+        self,
+        settings,
+        http: httpx.Client | None = None,
+        tokens: TokenStore | None = None,
+        sleep=time.sleep,
+        limiter=None,
+        timeout: httpx.Timeout = TIMEOUT,
+        rate_max_wait: float = RATE_MAX_WAIT,
+    ):
         self.settings = settings
         self.base = settings.wecom_api_base.rstrip("/")
-        self.http = http or httpx.Client(timeout=timeout, headers={"User-Agent": "wqbot"},
-                                         transport=_metrics().wecom_transport(limits=LIMITS))
+        self.http = http or httpx.Client(
+            timeout=timeout, headers={"User-Agent": "wqbot"}, transport=_metrics().wecom_transport(limits=LIMITS)
+        )
         self.timeout = timeout
         self.tokens = tokens or LocalTokenStore()
         self.limiter = limiter or LocalRateLimiter(Limits.from_settings(settings))
@@ -77,7 +86,10 @@ class WeComClient:
         contacts = _fingerprint(corp, settings.wecom_contacts_secret) if settings.wecom_contacts_secret else app
         # Keyed by the secret in use (fingerprinted), not its name: contacts falls back to the app
         # secret, and a rotated secret never meets the old secret's token.
-        self._token_keys = {"app": f"wecom:token:{corp}:app:{app}", "contacts": f"wecom:token:{corp}:contacts:{contacts}"}
+        self._token_keys = {
+            "app": f"wecom:token:{corp}:app:{app}",
+            "contacts": f"wecom:token:{corp}:contacts:{contacts}",
+        }
         self._jsapi_key = f"wecom:jsapi:{corp}:{app}"
         self._agent_jsapi_key = f"wecom:agent_jsapi:{corp}:{settings.wecom_agent_id}:{app}"
 
@@ -96,13 +108,18 @@ class WeComClient:
     def token(self, creds: str = "app", stale: str | None = None) -> str:
         """A valid access token for `creds`. `stale`: a token that just failed; drop it only if
         it is still the cached one (another process may have refreshed already)."""
-        return self.tokens.get_or_fetch(self._cache_key(creds), lambda: self._gettoken(creds), stale=stale,
-                                        ahead=REFRESH_AHEAD)
+        return self.tokens.get_or_fetch(
+            self._cache_key(creds), lambda: self._gettoken(creds), stale=stale, ahead=REFRESH_AHEAD
+        )
 
     def _gettoken(self, creds: str) -> tuple[str, float]:
-        data = self._send("GET", "/cgi-bin/gettoken",
-                          {"corpid": self.settings.wecom_corp_id, "corpsecret": self._secret(creds)}, None,
-                          gettoken=True)
+        data = self._send(
+            "GET",
+            "/cgi-bin/gettoken",
+            {"corpid": self.settings.wecom_corp_id, "corpsecret": self._secret(creds)},
+            None,
+            gettoken=True,
+        )
         token = data.get("access_token")
         if not token:
             raise TransportError("/cgi-bin/gettoken", "the answer has no access_token: is WECOM_API_BASE right?")
@@ -110,8 +127,16 @@ class WeComClient:
         return token, float(data.get("expires_in", 7200))
 
     # -- the one request path ------------------------------------------------------------------
-    def call(self, method: str, path: str, *, creds: str = "app", params: dict | None = None,
-             json: Any = None, idempotent: bool | None = None) -> dict:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        creds: str = "app",
+        params: dict | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
+    ) -> dict:
         """One API call with the token for `creds`; a token error refreshes the token and retries
         once. `idempotent=False` (default for message/send and update_template_card) retries
         network failures only when the request cannot have reached WeCom."""
@@ -127,8 +152,9 @@ class WeComClient:
             token = self.token(creds, stale=token)
         return self._send(method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent)
 
-    def _send(self, method: str, path: str, params: dict, json: Any, gettoken: bool = False,
-              idempotent: bool = True) -> dict:
+    def _send(
+        self, method: str, path: str, params: dict, json: Any, gettoken: bool = False, idempotent: bool = True
+    ) -> dict:
         url = self.base + path
         limit_key = f"{self.settings.wecom_corp_id}:{path}"
         secrets = [v for k, v in params.items() if k in ("access_token", "corpsecret")]
@@ -137,9 +163,14 @@ class WeComClient:
         while True:
             wait = self.limiter.acquire(limit_key, self.rate_max_wait)
             if wait is None:
-                raise RateLimited(45009, f"wqbot's own limit for {path} is reached (client-side, not sent)",
-                                  "calls to this API exceed WECOM_RATE_LIMIT_PER_MIN / WECOM_RATE_LIMIT_PER_HOUR "
-                                  "(or WeCom asked to back off): retry later", path, retry_after=self.rate_max_wait)
+                raise RateLimited(
+                    45009,
+                    f"wqbot's own limit for {path} is reached (client-side, not sent)",
+                    "calls to this API exceed WECOM_RATE_LIMIT_PER_MIN / WECOM_RATE_LIMIT_PER_HOUR "
+                    "(or WeCom asked to back off): retry later",
+                    path,
+                    retry_after=self.rate_max_wait,
+                )
             if wait > 0:
                 self._sleep(wait)
             may_have_arrived = True
@@ -177,8 +208,10 @@ class WeComClient:
                         raise err
                     rate_retried = True
                     delay = RATE_BACKOFF * (1 + random.random() / 2)
-                    log.warning("WeCom rate limit, holding this API back", extra={"path": path, "errcode": code,
-                                                                                  "delay": round(delay, 1)})
+                    log.warning(
+                        "WeCom rate limit, holding this API back",
+                        extra={"path": path, "errcode": code, "delay": round(delay, 1)},
+                    )
                     self.limiter.block(limit_key, delay)  # every caller of this API waits, not just this one
                     continue
                 if code not in RETRYABLE_ERRORS:
@@ -186,12 +219,17 @@ class WeComClient:
             if attempt >= MAX_RETRIES:
                 raise err
             if may_have_arrived and not idempotent:
-                raise TransportError(path, f"{err.detail if isinstance(err, TransportError) else err}; not retried "
-                                           "because WeCom may have acted on it")
-            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * (0.5 + random.random() / 2)
+                raise TransportError(
+                    path,
+                    f"{err.detail if isinstance(err, TransportError) else err}; not retried "
+                    "because WeCom may have acted on it",
+                )
+            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * (0.5 + random.random() / 2)
             attempt += 1
-            log.info("retrying WeCom call", extra={"path": path, "attempt": attempt, "error": str(err),
-                                                   "delay": round(delay, 2)})
+            log.info(
+                "retrying WeCom call",
+                extra={"path": path, "attempt": attempt, "error": str(err), "delay": round(delay, 2)},
+            )
             self._sleep(delay)
 
     # -- departments ----------------------------------------------------------------------------
@@ -212,12 +250,20 @@ class WeComClient:
         return {k: v for k, v in data.items() if k not in ("errcode", "errmsg")}
 
     def user_list(self, department_id: int, fetch_child: bool = False, *, creds: str = "app") -> list[dict]:
-        return self.call("GET", "/cgi-bin/user/list", creds=creds,
-                         params={"department_id": department_id, "fetch_child": int(fetch_child)}).get("userlist", [])
+        return self.call(
+            "GET",
+            "/cgi-bin/user/list",
+            creds=creds,
+            params={"department_id": department_id, "fetch_child": int(fetch_child)},
+        ).get("userlist", [])
 
     def user_simplelist(self, department_id: int, fetch_child: bool = False, *, creds: str = "app") -> list[dict]:
-        return self.call("GET", "/cgi-bin/user/simplelist", creds=creds,
-                         params={"department_id": department_id, "fetch_child": int(fetch_child)}).get("userlist", [])
+        return self.call(
+            "GET",
+            "/cgi-bin/user/simplelist",
+            creds=creds,
+            params={"department_id": department_id, "fetch_child": int(fetch_child)},
+        ).get("userlist", [])
 
     def user_list_id(self, limit: int = 10000, *, creds: str = "contacts") -> Iterator[dict]:
         """Every (userid, department) row, one page at a time (only the 通讯录同步 secret may call it)."""
@@ -251,8 +297,9 @@ class WeComClient:
         return self.call("POST", "/cgi-bin/message/send", json={"agentid": self.settings.wecom_agent_id, **message})
 
     def update_template_card(self, update: dict) -> dict:
-        return self.call("POST", "/cgi-bin/message/update_template_card",
-                         json={"agentid": self.settings.wecom_agent_id, **update})
+        return self.call(
+            "POST", "/cgi-bin/message/update_template_card", json={"agentid": self.settings.wecom_agent_id, **update}
+        )
 
     def message_recall(self, msgid: str) -> dict:
         return self.call("POST", "/cgi-bin/message/recall", json={"msgid": msgid})
@@ -274,13 +321,16 @@ class WeComClient:
 
     # -- JS-SDK tickets (cached apart from tokens and from each other) ---------------------------
     def jsapi_ticket(self) -> str:
-        return self.tokens.get_or_fetch(self._jsapi_key, lambda: self._ticket("/cgi-bin/get_jsapi_ticket", {}),
-                                        ahead=REFRESH_AHEAD)
+        return self.tokens.get_or_fetch(
+            self._jsapi_key, lambda: self._ticket("/cgi-bin/get_jsapi_ticket", {}), ahead=REFRESH_AHEAD
+        )
 
     def agent_jsapi_ticket(self) -> str:
-        return self.tokens.get_or_fetch(self._agent_jsapi_key,
-                                        lambda: self._ticket("/cgi-bin/ticket/get", {"type": "agent_config"}),
-                                        ahead=REFRESH_AHEAD)
+        return self.tokens.get_or_fetch(
+            self._agent_jsapi_key,
+            lambda: self._ticket("/cgi-bin/ticket/get", {"type": "agent_config"}),
+            ahead=REFRESH_AHEAD,
+        )
 
     def _ticket(self, path: str, params: dict) -> tuple[str, float]:
         data = self.call("GET", path, params=params)
@@ -305,8 +355,9 @@ def _redis_client(url: str):
     if client is None:
         import redis
 
-        client = _redis[url] = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
-                                                    health_check_interval=30)
+        client = _redis[url] = redis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
+        )
     return client
 
 
@@ -325,8 +376,14 @@ def shared_parts(settings) -> tuple[TokenStore, Any]:
 
 def client_for(settings) -> WeComClient:
     """The process's client for these settings (tokens are shared across processes by the store)."""
-    key = (settings.wecom_api_base, settings.wecom_corp_id, settings.wecom_app_secret, settings.wecom_contacts_secret,
-           settings.queue_url, settings.database_url)
+    key = (
+        settings.wecom_api_base,
+        settings.wecom_corp_id,
+        settings.wecom_app_secret,
+        settings.wecom_contacts_secret,
+        settings.queue_url,
+        settings.database_url,
+    )
     with _clients_lock:
         c = _clients.get(key)
         if c is None:

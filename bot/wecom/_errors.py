@@ -91,19 +91,32 @@ RETRYABLE_ERRORS = {-1}
 CONFIG_ERRORS = {40001, 40013, 40056, 48002, 48009, 50001, 50003, 60011, 60020, 301002, 80001, 85005}
 
 _CLASSES = {
-    40014: TokenInvalid, 42001: TokenInvalid, 40001: TokenInvalid,
-    45009: RateLimited, 45033: RateLimited,
+    40014: TokenInvalid,
+    42001: TokenInvalid,
+    40001: TokenInvalid,
+    45009: RateLimited,
+    45033: RateLimited,
     60020: IPNotAllowed,
-    48002: NoPrivilege, 48009: NoPrivilege, 60011: NoPrivilege, 50001: NoPrivilege, 301002: NoPrivilege,
-    60021: NoPrivilege, 50002: NoPrivilege, 50003: NoPrivilege,
-    60111: NotFound, 46004: NotFound, 60123: NotFound, 60003: NotFound, 46003: NotFound,
+    48002: NoPrivilege,
+    48009: NoPrivilege,
+    60011: NoPrivilege,
+    50001: NoPrivilege,
+    301002: NoPrivilege,
+    60021: NoPrivilege,
+    50002: NoPrivilege,
+    50003: NoPrivilege,
+    60111: NotFound,
+    46004: NotFound,
+    60123: NotFound,
+    60003: NotFound,
+    46003: NotFound,
     40029: InvalidCode,
 }
 
 _HINTS = {
     -1: "WeCom is busy; the call was retried with backoff",
     40001: "the secret is wrong or was rotated: copy it again from 应用管理 → 自建应用 → Secret "
-           "(WECOM_APP_SECRET) or 管理工具 → 通讯录同步 (WECOM_CONTACTS_SECRET)",
+    "(WECOM_APP_SECRET) or 管理工具 → 通讯录同步 (WECOM_CONTACTS_SECRET)",
     40003: "the userid is not valid (1-64 letters, digits, _-@.): check the value sent",
     40013: "WECOM_CORP_ID is wrong: copy 企业ID from 我的企业 → 企业信息",
     40014: "the access token was not accepted; a fresh one was fetched once",
@@ -114,22 +127,22 @@ _HINTS = {
     41001: "the access token was missing from the request",
     42052: "a message can only be recalled within 24 hours of sending",
     45009: "a WeCom quota window is full: calls are backing off until it ends "
-           "(lower the call rate, or WECOM_RATE_LIMIT_PER_MIN / WECOM_RATE_LIMIT_PER_HOUR)",
+    "(lower the call rate, or WECOM_RATE_LIMIT_PER_MIN / WECOM_RATE_LIMIT_PER_HOUR)",
     45033: "too many concurrent calls: calls are backing off",
     46003: "the app has no menu yet",
     46004: "no member has this mobile number (or the member is outside the app's 可见范围)",
     48002: "this secret may not call this API: use the app secret for messages/menus/OAuth, "
-           "the 通讯录同步 secret for user/list_id",
+    "the 通讯录同步 secret for user/list_id",
     48009: "the 通讯录同步 secret may not read details from this server's IP (2022-08-15 rule): "
-           "sync falls back to department/simplelist + user/list_id + user/get with the app secret; "
-           "or widen the app's 可见范围 under 应用管理 → 自建应用",
+    "sync falls back to department/simplelist + user/list_id + user/get with the app secret; "
+    "or widen the app's 可见范围 under 应用管理 → 自建应用",
     50001: "redirect/trusted domain or token mismatch: set 可信域名 under 应用管理 → 自建应用 → "
-           "网页授权及JS-SDK to PUBLIC_URL's host, and consume codes with the app secret",
+    "网页授权及JS-SDK to PUBLIC_URL's host, and consume codes with the app secret",
     50002: "the member is outside the app's 可见范围: widen it under 应用管理 → 自建应用",
     50003: "the app is disabled: enable it under 应用管理 → 自建应用",
     60003: "the department does not exist (deleted, or outside the app's 可见范围)",
     60011: "no privilege for this member/department: widen the app's 可见范围 under 应用管理 → 自建应用, "
-           "or check that WECOM_CONTACTS_SECRET is the 通讯录同步 secret",
+    "or check that WECOM_CONTACTS_SECRET is the 通讯录同步 secret",
     60020: "add this server's IP to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP (takes about a minute)",
     60021: "the userid is outside the app's 可见范围: widen it under 应用管理 → 自建应用",
     60111: "the userid does not exist (left, deleted or outside the visible range)",

@@ -17,6 +17,7 @@ Redis's clock) so all processes share them; to keep a call's overhead low it tak
 at once and spends them locally within a second (unspent ones lapse, which only errs on the safe
 side). If Redis is down it falls back to an in-process limiter and says so once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,10 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings) -> "Limits":
-        return cls(getattr(settings, "wecom_rate_limit_per_min", cls.per_min),
-                   getattr(settings, "wecom_rate_limit_per_hour", cls.per_hour))
+        return cls(
+            getattr(settings, "wecom_rate_limit_per_min", cls.per_min),
+            getattr(settings, "wecom_rate_limit_per_hour", cls.per_hour),
+        )
 
     def buckets(self) -> tuple[tuple[float, float], ...]:
         """(refill per second, capacity) for each window."""
@@ -180,7 +183,9 @@ class RedisRateLimiter:
         if now < self._down_until:
             return self._fallback.acquire(key, max_wait)
         try:
-            granted, wait_ms = self._script(keys=[self._k(key)], args=[self.batch, int(max_wait * 1000), 0, *self._args])
+            granted, wait_ms = self._script(
+                keys=[self._k(key)], args=[self.batch, int(max_wait * 1000), 0, *self._args]
+            )
         except self._errors as e:
             self._mark_down(e)
             return self._fallback.acquire(key, max_wait)
@@ -216,8 +221,9 @@ class RedisRateLimiter:
         first = not self._down
         self._down, self._down_until = True, time.monotonic() + 30.0
         if first:
-            log.warning("shared rate limiter unavailable (Redis: %s): limiting per process until it is back",
-                        type(e).__name__)
+            log.warning(
+                "shared rate limiter unavailable (Redis: %s): limiting per process until it is back", type(e).__name__
+            )
 
     def _mark_up(self) -> None:
         if self._down:

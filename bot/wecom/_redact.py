@@ -5,14 +5,22 @@ request URL at INFO ("HTTP Request: GET …?access_token=…"). A filter on http
 loggers masks credential-like query values before any handler sees the record, whatever handlers
 the application (or pytest's caplog) installed.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 
 _CRED = re.compile(r"(?i)([?&](?:access_token|corpsecret|secret|code|ticket|user_ticket|token)=)[^&\s\"'#]+")
-_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2",
-            "httpcore.proxy", "httpcore.socks")
+_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 
 
 def redact_url(text: str) -> str:

@@ -22,6 +22,7 @@ using the current value; only a value past `use_until` makes callers wait. If th
 is down, the process keeps its own values (one warning, then one notice when it is back) instead
 of calling gettoken per request.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,13 +39,13 @@ from ._errors import APIError, TransportError, WeComError, from_response
 
 log = logging.getLogger("wqbot.wecom")
 
-HARD_MARGIN = 30.0        # seconds before expiry a value is no longer handed out
-LEASE_TTL = 60.0          # longest one process may hold the refresh lease (a gettoken with its retries)
+HARD_MARGIN = 30.0  # seconds before expiry a value is no longer handed out
+LEASE_TTL = 60.0  # longest one process may hold the refresh lease (a gettoken with its retries)
 WAIT_MAX = LEASE_TTL + 15  # how long a caller waits for someone else's refresh before giving up
-POLL = 0.02               # seconds between looks at the shared backend while another process refreshes
-FAIL_TTL_CONFIG = 60.0    # a refused gettoken (wrong secret, IP) is remembered this long
+POLL = 0.02  # seconds between looks at the shared backend while another process refreshes
+FAIL_TTL_CONFIG = 60.0  # a refused gettoken (wrong secret, IP) is remembered this long
 FAIL_TTL_TRANSIENT = 5.0  # a timeout or busy answer is remembered this long
-DOWN_RETRY = 30.0         # after the shared backend failed, try it again after this long
+DOWN_RETRY = 30.0  # after the shared backend failed, try it again after this long
 
 
 class SharedUnavailable(Exception):
@@ -76,8 +77,9 @@ class Entry:
         return self.value != stale or self.fetched_at >= since
 
     def dumps(self) -> str:
-        return json.dumps({"v": self.value, "f": self.fetched_at, "e": self.expires_at, "r": self.refresh_at,
-                           "u": self.use_until})
+        return json.dumps(
+            {"v": self.value, "f": self.fetched_at, "e": self.expires_at, "r": self.refresh_at, "u": self.use_until}
+        )
 
     @classmethod
     def loads(cls, text: str | bytes | None) -> "Entry | None":
@@ -100,8 +102,14 @@ def dump_error(err: WeComError) -> str:
     if isinstance(err, APIError):
         from ._errors import BadCredentials
 
-        return json.dumps({"errcode": err.errcode, "errmsg": err.errmsg, "path": err.path,
-                           "gettoken": isinstance(err, BadCredentials)})
+        return json.dumps(
+            {
+                "errcode": err.errcode,
+                "errmsg": err.errmsg,
+                "path": err.path,
+                "gettoken": isinstance(err, BadCredentials),
+            }
+        )
     return json.dumps({"transport": getattr(err, "detail", str(err)), "path": getattr(err, "path", "")})
 
 
@@ -118,8 +126,8 @@ def load_error(text: str | bytes | None) -> WeComError | None:
 
 
 class SharedBackend(Protocol):
-    def blocked_here(self) -> bool: ...                         # True: skip the backend for this call
-    def session(self): ...                                      # context manager around several calls
+    def blocked_here(self) -> bool: ...  # True: skip the backend for this call
+    def session(self): ...  # context manager around several calls
     def read(self, key: str) -> tuple[Entry | None, WeComError | None]: ...
     def try_lease(self, key: str, owner: str, ttl: float) -> bool: ...
     def release(self, key: str, owner: str) -> None: ...
@@ -129,8 +137,9 @@ class SharedBackend(Protocol):
 
 
 class TokenStore(Protocol):
-    def get_or_fetch(self, key: str, fetch: Callable[[], tuple[str, float]], stale: str | None = None,
-                     ahead: float = 300) -> str: ...
+    def get_or_fetch(
+        self, key: str, fetch: Callable[[], tuple[str, float]], stale: str | None = None, ahead: float = 300
+    ) -> str: ...
 
 
 class _Flight:
@@ -155,7 +164,9 @@ class LocalTokenStore:
         self._down_until = 0.0
 
     def __repr__(self) -> str:
-        return f"LocalTokenStore(shared={type(self.shared).__name__ if self.shared else None}, keys={len(self._entries)})"
+        return (
+            f"LocalTokenStore(shared={type(self.shared).__name__ if self.shared else None}, keys={len(self._entries)})"
+        )
 
     def get_or_fetch(self, key, fetch, stale=None, ahead=300.0):
         now = time.time()
@@ -206,8 +217,10 @@ class LocalTokenStore:
             with self._guard:
                 self._failures[key] = (err, time.time() + fail_ttl(err))
             if ok:  # renewing ahead of expiry failed: the current value still serves
-                log.warning("renewing a WeCom token ahead of expiry failed; the current one is used meanwhile",
-                            extra={"key": _public(key), "error": str(err)})
+                log.warning(
+                    "renewing a WeCom token ahead of expiry failed; the current one is used meanwhile",
+                    extra={"key": _public(key), "error": str(err)},
+                )
                 flight.entry = e
                 return e.value
             flight.error = err
@@ -298,8 +311,9 @@ class LocalTokenStore:
             first = not self._down
             self._down, self._down_until = True, time.time() + DOWN_RETRY
         if first:
-            log.warning("shared token cache unavailable (%s): this process keeps its own WeCom tokens until it "
-                        "is back", e)
+            log.warning(
+                "shared token cache unavailable (%s): this process keeps its own WeCom tokens until it is back", e
+            )
 
     def _mark_up(self) -> None:
         if self._down:
@@ -402,18 +416,21 @@ class SQLBackend:
         if self._sqlite:
             # Give up quickly (and fall back to this process's cache) if a caller's own write
             # transaction holds SQLite's lock, instead of stalling the call for busy_timeout.
-            self.db = peewee.SqliteDatabase(self.db.database, pragmas={**SQLITE_PRAGMAS, "busy_timeout": 2000},
-                                            check_same_thread=False)
+            self.db = peewee.SqliteDatabase(
+                self.db.database, pragmas={**SQLITE_PRAGMAS, "busy_timeout": 2000}, check_same_thread=False
+            )
         self._errors = (peewee.PeeweeException,)
         p = self.db.param
         self._sql_read = f'SELECT "key", value, expires_at FROM key_value WHERE "key" IN ({p}, {p})'
-        upsert = (f'INSERT INTO key_value ("key", value, expires_at) VALUES ({p}, {p}, {p}) '
-                  f'ON CONFLICT ("key") DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at')
+        upsert = (
+            f'INSERT INTO key_value ("key", value, expires_at) VALUES ({p}, {p}, {p}) '
+            f'ON CONFLICT ("key") DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at'
+        )
         self._sql_put = upsert
         self._sql_lease = upsert + f" WHERE key_value.expires_at < {p}"
         self._sql_release = f'DELETE FROM key_value WHERE "key" = {p} AND value = {p}'
         self._sql_delete = f'DELETE FROM key_value WHERE "key" = {p}'
-        self._sql_clear = f"DELETE FROM key_value WHERE \"key\" LIKE {p}"
+        self._sql_clear = f'DELETE FROM key_value WHERE "key" LIKE {p}'
 
     def __repr__(self) -> str:
         return "SQLBackend()"

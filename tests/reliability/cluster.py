@@ -19,6 +19,7 @@ Importing this module does not import tests.conftest (the child processes import
 conftest creates a database on import): everything that needs the test environment is imported
 inside the functions that run in the test process.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,13 @@ class Proc:
         log.write(f"\n==== start {self.starts + 1} at {time.time():.3f}\n")
         log.flush()
         offset = self.log_path.stat().st_size
-        self.popen = subprocess.Popen([sys.executable, "-m", "tests.reliability.cluster", *self.args], cwd=self.cwd,
-                                      env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability.cluster", *self.args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         self.starts += 1
         if wait:
@@ -139,9 +145,20 @@ class Cluster:
     webs=1, workers=0 is the embedded setup (the serve process runs the consumer); otherwise the
     web processes run with --no-worker and the workers consume the queue."""
 
-    def __init__(self, workdir: Path, *, webs: int = 1, workers: int = 0, sim_users: int = 40,
-                 sim_departments: int = 5, env: dict | None = None, fast_sweeps: bool | None = None,
-                 worker_threads: int = 2, latency_ms: dict[str, int] | None = None, receiver_delay: float = 0.0):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        webs: int = 1,
+        workers: int = 0,
+        sim_users: int = 40,
+        sim_departments: int = 5,
+        env: dict | None = None,
+        fast_sweeps: bool | None = None,
+        worker_threads: int = 2,
+        latency_ms: dict[str, int] | None = None,
+        receiver_delay: float = 0.0,
+    ):
         from tests.conftest import TEST_ENV
 
         self.workdir = Path(workdir)
@@ -168,12 +185,20 @@ class Cluster:
         from sim.server import ServerThread
 
         e = self.test_env
-        cfg = SimConfig(corp_id=e["WECOM_CORP_ID"], agent_id=int(e["WECOM_AGENT_ID"]),
-                        app_secret=e["WECOM_APP_SECRET"], contacts_secret=e["WECOM_CONTACTS_SECRET"],
-                        token=e["WECOM_TOKEN"], aes_key=e["WECOM_AES_KEY"], contacts_token=e["WECOM_CONTACTS_TOKEN"],
-                        contacts_aes_key=e["WECOM_CONTACTS_AES_KEY"],
-                        callback_url=f"{self.web_urls[0]}/wecom/callback",
-                        users=self.sim_users, departments=self.sim_departments, seed=11)
+        cfg = SimConfig(
+            corp_id=e["WECOM_CORP_ID"],
+            agent_id=int(e["WECOM_AGENT_ID"]),
+            app_secret=e["WECOM_APP_SECRET"],
+            contacts_secret=e["WECOM_CONTACTS_SECRET"],
+            token=e["WECOM_TOKEN"],
+            aes_key=e["WECOM_AES_KEY"],
+            contacts_token=e["WECOM_CONTACTS_TOKEN"],
+            contacts_aes_key=e["WECOM_CONTACTS_AES_KEY"],
+            callback_url=f"{self.web_urls[0]}/wecom/callback",
+            users=self.sim_users,
+            departments=self.sim_departments,
+            seed=11,
+        )
         app = create_app(cfg)
         self.sim = app.state.sim
         for api, ms in self.latency_ms.items():
@@ -183,16 +208,22 @@ class Cluster:
 
     def child_env(self) -> dict:
         base = {k: v for k, v in os.environ.items() if not k.startswith(STRIP)}
-        env = {**base, **self.test_env,
-               "WECOM_API_BASE": self.sim_url, "WECOM_OAUTH_BASE": self.sim_url, "WECOM_SSO_BASE": self.sim_url,
-               "PUBLIC_URL": self.web_urls[0],
-               "WEIQIAN_WEBHOOK_URL": self.receiver.url, "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET,
-               # the same queue as this test process (tests/conftest.py), so a test can enqueue into it
-               "WQBOT_QUEUE_NAME": os.environ["WQBOT_QUEUE_NAME"],
-               # only the tests that are about it run the periodic sync: it would disable the
-               # members the callbacks create (the emulator does not know them)
-               "SYNC_INTERVAL_MINUTES": str(366 * 24 * 60),
-               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env = {
+            **base,
+            **self.test_env,
+            "WECOM_API_BASE": self.sim_url,
+            "WECOM_OAUTH_BASE": self.sim_url,
+            "WECOM_SSO_BASE": self.sim_url,
+            "PUBLIC_URL": self.web_urls[0],
+            "WEIQIAN_WEBHOOK_URL": self.receiver.url,
+            "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            # the same queue as this test process (tests/conftest.py), so a test can enqueue into it
+            "WQBOT_QUEUE_NAME": os.environ["WQBOT_QUEUE_NAME"],
+            # only the tests that are about it run the periodic sync: it would disable the
+            # members the callbacks create (the emulator does not know them)
+            "SYNC_INTERVAL_MINUTES": str(366 * 24 * 60),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        }
         env.update(self.extra_env)
         if self.fast_sweeps:
             env[FAST_SWEEPS_ENV] = "1"
@@ -217,11 +248,18 @@ class Cluster:
         return self
 
     def run_cli(self, args: list[str], timeout: float = 120) -> str:
-        r = subprocess.run([sys.executable, "-m", "tests.reliability.cluster", *args], cwd=self.workdir,
-                           env=self.env, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(
+            [sys.executable, "-m", "tests.reliability.cluster", *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if r.returncode != 0:
-            raise AssertionError(f"wqbot {' '.join(args)} exited {r.returncode}:\n"
-                                 f"{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+            raise AssertionError(
+                f"wqbot {' '.join(args)} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+            )
         return r.stdout + r.stderr
 
     def stop(self) -> None:
@@ -311,8 +349,16 @@ class Receiver:
                 except OSError:
                     status = None  # wqbot hung up first: not an answer it could have seen
                 with outer.lock:
-                    outer.deliveries.append({"raw": raw, "headers": dict(self.headers), "signature_ok": ok,
-                                             "status": status, "started": started, "at": time.time()})
+                    outer.deliveries.append(
+                        {
+                            "raw": raw,
+                            "headers": dict(self.headers),
+                            "signature_ok": ok,
+                            "status": status,
+                            "started": started,
+                            "at": time.time(),
+                        }
+                    )
 
             def log_message(self, *a):
                 pass
@@ -337,8 +383,10 @@ def envelope(crypto, plaintext: str, corp_id: str, agent_id: str) -> tuple[dict,
     ts = str(int(time.time()))
     nonce = os.urandom(5).hex()
     enc, sig = crypto.encrypt_message(plaintext, ts, nonce)
-    body = (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt>"
-            f"<AgentID><![CDATA[{agent_id}]]></AgentID></xml>")
+    body = (
+        f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt>"
+        f"<AgentID><![CDATA[{agent_id}]]></AgentID></xml>"
+    )
     return {"msg_signature": sig, "timestamp": ts, "nonce": nonce}, body.encode()
 
 
@@ -359,14 +407,26 @@ class Senders:
     def change_contact(self, change_type: str, userid: str, name: str) -> str:
         from bot.xml import document
 
-        return document({"ToUserName": self.corp, "FromUserName": "sys", "CreateTime": int(time.time()),
-                         "MsgType": "event", "Event": "change_contact", "ChangeType": change_type,
-                         "UserID": userid, "Name": name, "Department": "1", "Status": 1})
+        return document(
+            {
+                "ToUserName": self.corp,
+                "FromUserName": "sys",
+                "CreateTime": int(time.time()),
+                "MsgType": "event",
+                "Event": "change_contact",
+                "ChangeType": change_type,
+                "UserID": userid,
+                "Name": name,
+                "Department": "1",
+                "Status": 1,
+            }
+        )
 
     def post_contacts(self, http, web_url: str, plaintext: str):
         params, body = envelope(self.contacts_crypto, plaintext, self.corp, "")
-        return http.post(f"{web_url}/wecom/contacts/callback", params=params, content=body,
-                         headers={"Content-Type": "text/xml"})
+        return http.post(
+            f"{web_url}/wecom/contacts/callback", params=params, content=body, headers={"Content-Type": "text/xml"}
+        )
 
     def post_app(self, http, web_url: str, plaintext: str):
         params, body = envelope(self.app_crypto, plaintext, self.corp, self.agent)
@@ -391,8 +451,9 @@ class Senders:
         if response.status_code != 200 or not response.text.strip():
             return None
         env = parse(response.text)
-        return parse(self.app_crypto.decrypt_message(env["MsgSignature"], str(env["TimeStamp"]), env["Nonce"],
-                                                     env["Encrypt"]))
+        return parse(
+            self.app_crypto.decrypt_message(env["MsgSignature"], str(env["TimeStamp"]), env["Nonce"], env["Encrypt"])
+        )
 
 
 def card_of(notification_id: str, task_id: str) -> str:

@@ -7,6 +7,7 @@ The emulator's own faults (POST /sim/faults) all fire *before* the API acts: err
 adds the other kind: WeCom did the work and the answer never came back (a timeout after the
 fact), which is what makes a message/send outcome unknown.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,21 +40,33 @@ def sim_config(wqbot_url: str, **kw):
     from sim import SimConfig
     from tests.conftest import TEST_ENV
 
-    base = dict(corp_id=TEST_ENV["WECOM_CORP_ID"], agent_id=int(TEST_ENV["WECOM_AGENT_ID"]),
-                app_secret=TEST_ENV["WECOM_APP_SECRET"], contacts_secret=TEST_ENV["WECOM_CONTACTS_SECRET"],
-                token=TEST_ENV["WECOM_TOKEN"], aes_key=TEST_ENV["WECOM_AES_KEY"],
-                callback_url=f"{wqbot_url}/wecom/callback", callback_retries=0, callback_timeout=10.0,
-                redirect_domain=wqbot_url.split("//")[1], users=120, departments=12, seed=10,
-                # WeCom's own quotas are left out: their 45009 comes from the fault mix, and with
-                # time compressed (see World) a quota window would just fill up
-                quota_per_minute=0, quota_per_hour=0)
+    base = dict(
+        corp_id=TEST_ENV["WECOM_CORP_ID"],
+        agent_id=int(TEST_ENV["WECOM_AGENT_ID"]),
+        app_secret=TEST_ENV["WECOM_APP_SECRET"],
+        contacts_secret=TEST_ENV["WECOM_CONTACTS_SECRET"],
+        token=TEST_ENV["WECOM_TOKEN"],
+        aes_key=TEST_ENV["WECOM_AES_KEY"],
+        callback_url=f"{wqbot_url}/wecom/callback",
+        callback_retries=0,
+        callback_timeout=10.0,
+        redirect_domain=wqbot_url.split("//")[1],
+        users=120,
+        departments=12,
+        seed=10,
+        # WeCom's own quotas are left out: their 45009 comes from the fault mix, and with
+        # time compressed (see World) a quota window would just fill up
+        quota_per_minute=0,
+        quota_per_hour=0,
+    )
     base.update(kw)
     return SimConfig(**base)
 
 
 # -- faults --------------------------------------------------------------------------------------------
-def fault_mix(share: float = FAULT_SHARE, expired: float = EXPIRED_SHARE, hold: float = HOLD_SECONDS,
-              seed: int = 20) -> list[dict]:
+def fault_mix(
+    share: float = FAULT_SHARE, expired: float = EXPIRED_SHARE, hold: float = HOLD_SECONDS, seed: int = 20
+) -> list[dict]:
     """Fault specs giving `share` of all calls a failure: -1, HTTP 500, a timeout, 45009 and an
     expired token, as evenly as the rules allow. The 42001 rules come first and alone so their
     `fired` counters are exactly the forced refreshes."""
@@ -90,8 +103,14 @@ class LostAnswers:
     held for `hold` seconds and replaced by a 504, so the caller times out not knowing it went
     through."""
 
-    def __init__(self, app, apis=("message/send", "message/update_template_card"), at: int = 2, every: int = 4,
-                 hold: float = HOLD_SECONDS):
+    def __init__(
+        self,
+        app,
+        apis=("message/send", "message/update_template_card"),
+        at: int = 2,
+        every: int = 4,
+        hold: float = HOLD_SECONDS,
+    ):
         self.app, self.apis, self.at, self.every, self.hold = app, tuple(apis), at, every, hold
         self.state = app.state
         self.seen: Counter = Counter()
@@ -152,11 +171,13 @@ class Spy:
                 with self.lock:
                     ok[key_of(body)] += 1
                 return answer
+
             return wrapper
 
         client.message_send = spy(client.message_send, lambda b: b["template_card"]["task_id"], self.ok)
-        client.update_template_card = spy(client.update_template_card, lambda b: b["response_code"],
-                                          self.update_ok, unknown_too=False)
+        client.update_template_card = spy(
+            client.update_template_card, lambda b: b["response_code"], self.update_ok, unknown_too=False
+        )
 
 
 # -- the two sides on loopback ----------------------------------------------------------------------------
@@ -187,9 +208,13 @@ class World:
         sim_app = create_sim(sim_config(self.wqbot_url, **self.sim_kw))
         self.sim = sim_app.state.sim
         self.lost = LostAnswers(sim_app, **self.lost_answers) if self.lost_answers is not None else None
-        self.settings = dataclasses.replace(self.base_settings, wecom_api_base=self.sim_url,
-                                            public_url=self.wqbot_url, wecom_rate_limit_per_min=10**7,
-                                            wecom_rate_limit_per_hour=10**9)
+        self.settings = dataclasses.replace(
+            self.base_settings,
+            wecom_api_base=self.sim_url,
+            public_url=self.wqbot_url,
+            wecom_rate_limit_per_min=10**7,
+            wecom_rate_limit_per_hour=10**9,
+        )
         self.previous = settings_mod.get_settings()
         settings_mod.override(self.settings)
         reset_clients()
@@ -201,8 +226,10 @@ class World:
         self.client.timeout = CLIENT_TIMEOUT
         self.client._sleep = lambda _seconds: None
         self.spy = Spy(self.client)
-        self.servers = [ServerThread(self.lost or sim_app, sock=sim_sock),
-                        ServerThread(create_app(self.settings, init_store=False), sock=wq_sock)]
+        self.servers = [
+            ServerThread(self.lost or sim_app, sock=sim_sock),
+            ServerThread(create_app(self.settings, init_store=False), sock=wq_sock),
+        ]
         for s in self.servers:
             s.start()
         self.ctl = httpx.Client(base_url=self.sim_url, timeout=30)
@@ -365,11 +392,14 @@ class Mutator:
         self.n += 1
         depts = sorted(i for i in d.departments)
         # departments: one new (under a random parent), one renamed, one moved, one deleted (an empty leaf)
-        new = self._ok(ctl.post("/sim/departments", params=q, json={
-            "name": f"新部门{self.n}", "parentid": rng.choice(depts)}))["department"]
+        new = self._ok(
+            ctl.post("/sim/departments", params=q, json={"name": f"新部门{self.n}", "parentid": rng.choice(depts)})
+        )["department"]
         self.log["department added"] += 1
         renamed = rng.choice([i for i in depts if i != 1])
-        self._ok(ctl.patch(f"/sim/departments/{renamed}", params=q, json={"name": f"{d.departments[renamed].name}·{self.n}"}))
+        self._ok(
+            ctl.patch(f"/sim/departments/{renamed}", params=q, json={"name": f"{d.departments[renamed].name}·{self.n}"})
+        )
         self.log["department renamed"] += 1
         mover = rng.choice([i for i in depts if i != 1])
         parents = [i for i in d.departments if i not in d.subtree(mover) and i != d.departments[mover].parentid]
@@ -386,9 +416,18 @@ class Mutator:
             self.log["department deleted"] += 1
         depts = sorted(d.departments)
         for _ in range(k):
-            self._ok(ctl.post("/sim/users", params=q, json={
-                "userid": f"new{self.n}x{rng.randrange(10**6)}", "name": f"新同事{self.n}-{rng.randrange(1000)}",
-                "department": [rng.choice(depts)], "mobile": f"139{rng.randrange(10**8):08d}"}))
+            self._ok(
+                ctl.post(
+                    "/sim/users",
+                    params=q,
+                    json={
+                        "userid": f"new{self.n}x{rng.randrange(10**6)}",
+                        "name": f"新同事{self.n}-{rng.randrange(1000)}",
+                        "department": [rng.choice(depts)],
+                        "mobile": f"139{rng.randrange(10**8):08d}",
+                    },
+                )
+            )
             self.log["user added"] += 1
         users = self._users()
         for u in rng.sample(users, k):

@@ -4,6 +4,7 @@ snapshot, a seeded store for them to aim at, WeCom faked at its HTTP edge, and t
 "No state change" is measured on content, not counts: every row of every table (the migration
 ledger aside) goes into a digest, so an UPDATE (a state marked used, a ticket redeemed) shows as
 well as an INSERT or a DELETE. The huey queue's pending and scheduled counts are part of it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -75,18 +76,26 @@ def fake_wecom(mock: respx.MockRouter) -> respx.MockRouter:
     request has no code WeCom issued. Anything else answers a WeCom error, never a transport
     failure."""
     ok = {"errcode": 0, "errmsg": "ok"}
-    mock.get(API + "/cgi-bin/gettoken").mock(return_value=Response(200, json={
-        **ok, "access_token": "ACCESS_TOKEN_FOR_TESTS", "expires_in": 7200}))
-    mock.get(API + "/cgi-bin/agent/get").mock(return_value=Response(200, json={
-        **ok, "agentid": 1000002, "name": "微签", "redirect_domain": PUBLIC.split("://", 1)[1]}))
-    mock.get(API + "/cgi-bin/get_jsapi_ticket").mock(return_value=Response(200, json={
-        **ok, "ticket": "corp-jsapi-ticket", "expires_in": 7200}))
-    mock.get(API + "/cgi-bin/ticket/get").mock(return_value=Response(200, json={
-        **ok, "ticket": "agent-config-ticket", "expires_in": 7200}))
+    mock.get(API + "/cgi-bin/gettoken").mock(
+        return_value=Response(200, json={**ok, "access_token": "ACCESS_TOKEN_FOR_TESTS", "expires_in": 7200})
+    )
+    mock.get(API + "/cgi-bin/agent/get").mock(
+        return_value=Response(
+            200, json={**ok, "agentid": 1000002, "name": "微签", "redirect_domain": PUBLIC.split("://", 1)[1]}
+        )
+    )
+    mock.get(API + "/cgi-bin/get_jsapi_ticket").mock(
+        return_value=Response(200, json={**ok, "ticket": "corp-jsapi-ticket", "expires_in": 7200})
+    )
+    mock.get(API + "/cgi-bin/ticket/get").mock(
+        return_value=Response(200, json={**ok, "ticket": "agent-config-ticket", "expires_in": 7200})
+    )
     mock.route(host=API.split("://", 1)[1], path__regex=r"/cgi-bin/(auth/getuserinfo|user/getuserinfo)").mock(
-        return_value=Response(200, json={"errcode": 40029, "errmsg": "invalid code"}))
+        return_value=Response(200, json={"errcode": 40029, "errmsg": "invalid code"})
+    )
     mock.route(host=API.split("://", 1)[1]).mock(
-        return_value=Response(200, json={"errcode": 60011, "errmsg": "no privilege to access/modify contact"}))
+        return_value=Response(200, json={"errcode": 60011, "errmsg": "no privilege to access/modify contact"})
+    )
     return mock
 
 
@@ -103,9 +112,18 @@ def seed(client) -> None:
     for uid in USERS:
         User.create(userid=uid, name=uid, main_department=1, account=uid + "@example.com")
         UserDepartment.create(userid=uid, department_id=1)
-    r = client.post("/api/v1/notifications", headers=AUTH, json={
-        "id": "wq-evt-hostile-1", "type": "approve", "task_id": "T-1", "title": "采购合同",
-        "recipients": list(USERS), "url": "/pages/task/task_detail?id=T-1"})
+    r = client.post(
+        "/api/v1/notifications",
+        headers=AUTH,
+        json={
+            "id": "wq-evt-hostile-1",
+            "type": "approve",
+            "task_id": "T-1",
+            "title": "采购合同",
+            "recipients": list(USERS),
+            "url": "/pages/task/task_detail?id=T-1",
+        },
+    )
     assert r.status_code == 202, r.text
     params, body = signed(app_crypto(s), click("help"))
     assert client.post("/wecom/callback", params=params, content=body).status_code == 200
@@ -133,8 +151,10 @@ def clients(settings, store, queue):
     app = create_app(settings, init_store=False)
     with respx.mock(assert_all_called=False) as mock:
         fake_wecom(mock)
-        with TestClient(app, base_url=PUBLIC, follow_redirects=False) as plain, \
-                TestClient(CallbackFastPath(app), base_url=PUBLIC, follow_redirects=False) as fast:
+        with (
+            TestClient(app, base_url=PUBLIC, follow_redirects=False) as plain,
+            TestClient(CallbackFastPath(app), base_url=PUBLIC, follow_redirects=False) as fast,
+        ):
             seed(plain)
             yield {"app": plain, "fast": fast}
     reset_clients()
@@ -152,18 +172,37 @@ def wqbot_serve(directory):
     """`wqbot serve --no-worker` on a free loopback port, run from `directory` with a .env of the
     test settings (the test's PostgreSQL and Redis with WQBOT_TEST_BACKEND=pg, else its own
     SQLite files there). Yields (port, log path)."""
-    keys = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY", "SECRET_KEY",
-            "WEIQIAN_API_TOKEN", "WECOM_API_BASE", "WECOM_CONTACTS_TOKEN", "WECOM_CONTACTS_AES_KEY")
+    keys = (
+        "WECOM_CORP_ID",
+        "WECOM_AGENT_ID",
+        "WECOM_APP_SECRET",
+        "WECOM_TOKEN",
+        "WECOM_AES_KEY",
+        "SECRET_KEY",
+        "WEIQIAN_API_TOKEN",
+        "WECOM_API_BASE",
+        "WECOM_CONTACTS_TOKEN",
+        "WECOM_CONTACTS_AES_KEY",
+    )
     env_file = {k: TEST_ENV[k] for k in keys}
     if BACKEND == "pg":
         env_file.update(DATABASE_URL=TEST_ENV["DATABASE_URL"], QUEUE_URL=TEST_ENV["QUEUE_URL"])
     (directory / ".env").write_text("".join(f"{k}={v}\n" for k, v in env_file.items()))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_"))
+    }
     log_path = directory / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--no-worker"],
-                                cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--no-worker"],
+            cwd=directory,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc, log_path)
             yield port, log_path
@@ -172,5 +211,17 @@ def wqbot_serve(directory):
             proc.wait(10)
 
 
-__all__ = ["AUTH", "CORP", "PUBLIC", "SCALE", "USERS", "changes", "clients", "examples", "fake_wecom", "seed", "snapshot",
-           "wqbot_serve"]
+__all__ = [
+    "AUTH",
+    "CORP",
+    "PUBLIC",
+    "SCALE",
+    "USERS",
+    "changes",
+    "clients",
+    "examples",
+    "fake_wecom",
+    "seed",
+    "snapshot",
+    "wqbot_serve",
+]

@@ -27,6 +27,7 @@ within a second or two after the first one: that is the window the design leaves
 微签 accepted, the process died before recording it) and closes with WeCom's duplicate check and
 the X-Wqbot-Delivery id. Such duplicates are counted and reported, not hidden.
 """
+
 from __future__ import annotations
 
 import collections
@@ -68,8 +69,10 @@ class Traffic:
         self.requests = collections.Counter()
         self.latencies: list[float] = []
         self._tap_queue: collections.deque = collections.deque()
-        self.threads = [threading.Thread(target=self._guard(f), daemon=True, name=f.__name__)
-                        for f in (self._contacts, self._notifications, self._taps)]
+        self.threads = [
+            threading.Thread(target=self._guard(f), daemon=True, name=f.__name__)
+            for f in (self._contacts, self._notifications, self._taps)
+        ]
         self.errors: list[str] = []
 
     def _guard(self, fn):
@@ -78,6 +81,7 @@ class Traffic:
                 fn()
             except BaseException as e:  # noqa: BLE001 — reported by the test
                 self.errors.append(f"{fn.__name__}: {type(e).__name__}: {e}")
+
         run.__name__ = fn.__name__
         return run
 
@@ -122,9 +126,12 @@ class Traffic:
                 kind = "create_user" if i % 2 == 0 else "update_user"
                 plain = self.s.change_contact(kind, userid, f"可靠{i}")
                 r = self._send(http, "contacts", lambda url, p=plain: self.s.post_contacts(http, url, p))
-                self.contacts[userid] = {"kind": kind, "name": f"可靠{i}",
-                                         "acked": r is not None and r.status_code == 200,
-                                         "status": None if r is None else r.status_code}
+                self.contacts[userid] = {
+                    "kind": kind,
+                    "name": f"可靠{i}",
+                    "acked": r is not None and r.status_code == 200,
+                    "status": None if r is None else r.status_code,
+                }
                 i += 1
                 self._pace(self.contacts_rate, started, i)
 
@@ -135,14 +142,26 @@ class Traffic:
                 nid = f"rel-{self.run_id}-{i:05d}"
                 task = f"RT-{self.run_id}-{i:05d}"
                 recipients = self.rng.sample(self.members, 3)
-                body = {"id": nid, "type": "approve", "task_id": task, "title": f"可靠性合同-{i}",
-                        "description": "测试 发起了审批，请处理", "initiator": self.members[0],
-                        "recipients": recipients, "url": f"/pages/task/task_detail?id={task}"}
-                r = self._send(http, "notifications", lambda url, b=body: self.s.post_notification(http, url, b),
-                               ok=(200, 202))
+                body = {
+                    "id": nid,
+                    "type": "approve",
+                    "task_id": task,
+                    "title": f"可靠性合同-{i}",
+                    "description": "测试 发起了审批，请处理",
+                    "initiator": self.members[0],
+                    "recipients": recipients,
+                    "url": f"/pages/task/task_detail?id={task}",
+                }
+                r = self._send(
+                    http, "notifications", lambda url, b=body: self.s.post_notification(http, url, b), ok=(200, 202)
+                )
                 acked = r is not None and r.status_code in (200, 202)
-                self.notifications[nid] = {"task_id": task, "recipients": recipients, "acked": acked,
-                                           "status": None if r is None else r.status_code}
+                self.notifications[nid] = {
+                    "task_id": task,
+                    "recipients": recipients,
+                    "acked": acked,
+                    "status": None if r is None else r.status_code,
+                }
                 if acked:
                     self._tap_queue.append(nid)
                 i += 1
@@ -167,8 +186,10 @@ class Traffic:
                     continue
                 who = self.rng.sample(n["recipients"], 2 if self.rng.random() < 0.33 else 1)
                 keys = self.rng.sample(["approve", "reject"], len(who))
-                threads = [threading.Thread(target=self._tap_one, args=(http, nid, card, u, k))
-                           for u, k in zip(who, keys, strict=True)]
+                threads = [
+                    threading.Thread(target=self._tap_one, args=(http, nid, card, u, k))
+                    for u, k in zip(who, keys, strict=True)
+                ]
                 for t in threads:
                     t.start()
                 for t in threads:
@@ -178,9 +199,16 @@ class Traffic:
         plain = self.s.tap_plaintext(userid, card, key)
         r = self._send(http, "taps", lambda url: self.s.post_app(http, url, plain))
         with self.lock:
-            self.taps.append({"notification": nid, "card": card, "userid": userid, "key": key,
-                              "acked": r is not None and r.status_code == 200,
-                              "reply": self.s.reply_fields(r) if r is not None else None})
+            self.taps.append(
+                {
+                    "notification": nid,
+                    "card": card,
+                    "userid": userid,
+                    "key": key,
+                    "acked": r is not None and r.status_code == 200,
+                    "reply": self.s.reply_fields(r) if r is not None else None,
+                }
+            )
 
 
 # -- after the chaos --------------------------------------------------------------------------------
@@ -199,10 +227,16 @@ def outstanding(traffic: Traffic) -> dict:
     from store.notifications import Notification, WebhookDelivery
 
     acked = [nid for nid, n in traffic.notifications.items() if n["acked"]]
-    unsent = Notification.select().where(Notification.id.in_(acked),
-                                         Notification.status.in_(("queued", "sending"))).count() if acked else 0
-    return {"outbox": Outbox.select().count(), "unsent": unsent,
-            "webhooks": WebhookDelivery.select().where(WebhookDelivery.status == "pending").count()}
+    unsent = (
+        Notification.select().where(Notification.id.in_(acked), Notification.status.in_(("queued", "sending"))).count()
+        if acked
+        else 0
+    )
+    return {
+        "outbox": Outbox.select().count(),
+        "unsent": unsent,
+        "webhooks": WebhookDelivery.select().where(WebhookDelivery.status == "pending").count(),
+    }
 
 
 def settle(cluster: Cluster, traffic: Traffic, timeout: float) -> dict:
@@ -230,8 +264,13 @@ def sends_per_recipient(cluster: Cluster) -> dict[tuple[str, str], list[float]]:
             continue
         card = (body.get("template_card") or {}).get("task_id")
         for u in body["touser"].split("|"):
-            out[(card, u)].append((call["at"], call["at"] + (call["ms"] or 0) / 1000,
-                                   json.dumps(body, sort_keys=True, ensure_ascii=False)))
+            out[(card, u)].append(
+                (
+                    call["at"],
+                    call["at"] + (call["ms"] or 0) / 1000,
+                    json.dumps(body, sort_keys=True, ensure_ascii=False),
+                )
+            )
     return out
 
 
@@ -241,21 +280,38 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
 
     runners = {p.name for p in cluster.task_runners}
     problems: list[str] = []
-    report: dict = {"setup": SETUP, "scale": "long" if LONG else "short",
-                    "kills": collections.Counter(n for _, n in kills), "requests": dict(traffic.requests)}
+    report: dict = {
+        "setup": SETUP,
+        "scale": "long" if LONG else "short",
+        "kills": collections.Counter(n for _, n in kills),
+        "requests": dict(traffic.requests),
+    }
 
     # -- callbacks -----------------------------------------------------------------------------------
     acked = {u: c for u, c in traffic.contacts.items() if c["acked"]}
-    users = {u.userid: u for u in User.select().where(User.userid.in_(list(traffic.contacts)))} \
-        if traffic.contacts else {}
-    created = collections.Counter(ref for ref, in Change.select(Change.ref).where(
-        Change.kind == "user.created", Change.ref.in_(list(traffic.contacts))).tuples()) if traffic.contacts else {}
+    users = (
+        {u.userid: u for u in User.select().where(User.userid.in_(list(traffic.contacts)))} if traffic.contacts else {}
+    )
+    created = (
+        collections.Counter(
+            ref
+            for (ref,) in Change.select(Change.ref)
+            .where(Change.kind == "user.created", Change.ref.in_(list(traffic.contacts)))
+            .tuples()
+        )
+        if traffic.contacts
+        else {}
+    )
     lost = [u for u, c in acked.items() if u not in users or users[u].name != c["name"] or created[u] != 1]
     doubled = [u for u, k in created.items() if k > 1]
-    report["callbacks"] = {"sent": len(traffic.contacts), "acknowledged": len(acked),
-                           "applied": sum(1 for u in acked if u in users and created[u] == 1),
-                           "applied_unacknowledged": sum(1 for u in traffic.contacts if u in users and u not in acked),
-                           "duplicates": len(doubled), "lost": len(lost)}
+    report["callbacks"] = {
+        "sent": len(traffic.contacts),
+        "acknowledged": len(acked),
+        "applied": sum(1 for u in acked if u in users and created[u] == 1),
+        "applied_unacknowledged": sum(1 for u in traffic.contacts if u in users and u not in acked),
+        "duplicates": len(doubled),
+        "lost": len(lost),
+    }
     if lost:
         problems.append(f"acknowledged callbacks without their effect: {lost[:10]}")
     if doubled:
@@ -263,8 +319,11 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
 
     # -- notifications and pushes ------------------------------------------------------------------
     acked_n = {nid: n for nid, n in traffic.notifications.items() if n["acked"]}
-    stored = {n.id: n for n in Notification.select().where(Notification.id.in_(list(traffic.notifications)))} \
-        if traffic.notifications else {}
+    stored = (
+        {n.id: n for n in Notification.select().where(Notification.id.in_(list(traffic.notifications)))}
+        if traffic.notifications
+        else {}
+    )
     sends = sends_per_recipient(cluster)
     pushes_expected = pushes_lost = 0
     explained, unexplained = [], []
@@ -281,16 +340,20 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
                 problems.append(f"notification {nid}: {u} never got a message/send")
             for first, again in zip(times, times[1:], strict=False):
                 (explained if killed_near(kills, runners, first[0], first[1], WINDOW) else unexplained).append(
-                    (nid, u, round(again[0] - first[0], 1), first[2] == again[2]))
+                    (nid, u, round(again[0] - first[0], 1), first[2] == again[2])
+                )
         statuses = {r.userid: r.status for r in NotifyRecipient.select().where(NotifyRecipient.notification == nid)}
         if statuses != {u: "sent" for u in n["recipients"]}:
             problems.append(f"notification {nid}: recipients {statuses}")
     extra_sends = sum(len(t) - 1 for t in sends.values() if len(t) > 1)
     report["notifications"] = {
-        "sent": len(traffic.notifications), "acknowledged": len(acked_n),
+        "sent": len(traffic.notifications),
+        "acknowledged": len(acked_n),
         "stored_unacknowledged": sum(1 for nid in stored if nid not in acked_n),
-        "pushes_expected": pushes_expected, "pushes_lost": pushes_lost,
-        "duplicate_sends": extra_sends, "duplicate_sends_in_kill_window": len(explained),
+        "pushes_expected": pushes_expected,
+        "pushes_lost": pushes_lost,
+        "duplicate_sends": extra_sends,
+        "duplicate_sends_in_kill_window": len(explained),
         "duplicate_sends_unexplained": len(unexplained),
         # byte-identical to the first: WeCom's duplicate check answers with the first result and
         # delivers nothing (the emulator does the same); the member holds one card
@@ -300,12 +363,20 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
     if unexplained:
         problems.append(f"message/send repeated with no kill in the {WINDOW} s after the first: {unexplained[:5]}")
     if any(not same for *_, same in explained):
-        problems.append(f"a cut-off batch was sent again with a different body (the duplicate check cannot "
-                        f"catch it): {[e for e in explained if not e[-1]][:5]}")
+        problems.append(
+            f"a cut-off batch was sent again with a different body (the duplicate check cannot "
+            f"catch it): {[e for e in explained if not e[-1]][:5]}"
+        )
 
     # -- taps, decisions, webhooks, card updates -------------------------------------------------------
-    tasks = {t.task_id: t for t in NotifyTask.select().where(NotifyTask.task_id.in_(
-        [n["task_id"] for n in acked_n.values()]))} if acked_n else {}
+    tasks = (
+        {
+            t.task_id: t
+            for t in NotifyTask.select().where(NotifyTask.task_id.in_([n["task_id"] for n in acked_n.values()]))
+        }
+        if acked_n
+        else {}
+    )
     acked_taps = [t for t in traffic.taps if t["acked"]]
     undecided = [t for t in acked_taps if tasks[traffic.notifications[t["notification"]]["task_id"]].state == "pending"]
     if undecided:
@@ -331,7 +402,8 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
         # it recorded the delivery (the attempt row and the delivered status come after the 2xx)
         for first, again in zip(got, got[1:], strict=False):
             (hook_dups_explained if killed_near(kills, runners, *first, WINDOW) else hook_dups_unexplained).append(
-                (tid, d.id, first, again))
+                (tid, d.id, first, again)
+            )
     stray = set(received) - {d.id for rows in deliveries.values() for d in rows}
     if stray:
         problems.append(f"微签 received deliveries wqbot never recorded: {sorted(stray)[:5]}")
@@ -356,17 +428,23 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
         if name in ("已同意", "已拒绝"):
             winners[t["notification"]] += 1
     report["decisions"] = {
-        "taps_sent": len(traffic.taps), "taps_acknowledged": len(acked_taps), "taps_lost": len(undecided),
-        "decided": len(decided), "webhooks_delivered": sum(1 for rows in deliveries.values()
-                                                           for d in rows if d.status == "delivered"),
-        "webhooks_lost": len(hooks_lost), "webhook_duplicates_in_kill_window": len(hook_dups_explained),
-        "webhook_duplicates_unexplained": len(hook_dups_unexplained), "cards_not_updated": len(stale_cards),
+        "taps_sent": len(traffic.taps),
+        "taps_acknowledged": len(acked_taps),
+        "taps_lost": len(undecided),
+        "decided": len(decided),
+        "webhooks_delivered": sum(1 for rows in deliveries.values() for d in rows if d.status == "delivered"),
+        "webhooks_lost": len(hooks_lost),
+        "webhook_duplicates_in_kill_window": len(hook_dups_explained),
+        "webhook_duplicates_unexplained": len(hook_dups_unexplained),
+        "cards_not_updated": len(stale_cards),
     }
     report["recovery"] = recovered(cluster)
     lat = sorted(traffic.latencies)
     if lat:
-        report["latency_ms"] = {"p50": round(lat[len(lat) // 2] * 1000, 1),
-                                "p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1)}
+        report["latency_ms"] = {
+            "p50": round(lat[len(lat) // 2] * 1000, 1),
+            "p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
+        }
     report["problems"] = problems
     return report
 
@@ -379,8 +457,9 @@ def recovered(cluster: Cluster) -> dict:
     text = "".join(p.tail(50_000_000) for p in cluster.task_runners)
     out = {"outbox_rows_requeued": sum(int(n) for n in re.findall(r"re-enqueued (\d+) outbox rows", text))}
     for key in ("pushes", "webhooks"):
-        out[f"{key}_requeued"] = sum(int(n) for n in re.findall(
-            rf'"msg": "notification sweep"[^\n]*"{key}": (\d+)', text))
+        out[f"{key}_requeued"] = sum(
+            int(n) for n in re.findall(rf'"msg": "notification sweep"[^\n]*"{key}": (\d+)', text)
+        )
     return out
 
 
@@ -403,8 +482,9 @@ def test_killed_processes_lose_and_duplicate_nothing_acknowledged(tmp_path, stor
     # WeCom and 微签 answer slowly enough that a kill usually finds calls in flight (the emulator
     # waits before it acts: a send cut off there was never made and must be made by the recovery)
     slow = {"message/send": 150, "message/update_template_card": 80, "user/get": 30}
-    with Cluster(tmp_path, webs=1 if embedded else 2, workers=0 if embedded else 2, latency_ms=slow,
-                 receiver_delay=0.08) as cluster:
+    with Cluster(
+        tmp_path, webs=1 if embedded else 2, workers=0 if embedded else 2, latency_ms=slow, receiver_delay=0.08
+    ) as cluster:
         traffic = Traffic(cluster, seed, contacts_rate=10.0, notify_rate=3.0)
         chaos = Chaos(cluster, rounds=rounds, up=up, seed=seed)
         if not embedded:
@@ -414,10 +494,11 @@ def test_killed_processes_lose_and_duplicate_nothing_acknowledged(tmp_path, stor
                 block = ["web", "worker", "both", "both"]
                 chaos.rng.shuffle(block)
                 plan += block
-            chaos.targets = lambda: {"web": [chaos.rng.choice(cluster.webs)],
-                                     "worker": [chaos.rng.choice(cluster.workers)],
-                                     "both": [chaos.rng.choice(cluster.webs), chaos.rng.choice(cluster.workers)]
-                                     }[plan.pop(0)]
+            chaos.targets = lambda: {
+                "web": [chaos.rng.choice(cluster.webs)],
+                "worker": [chaos.rng.choice(cluster.workers)],
+                "both": [chaos.rng.choice(cluster.webs), chaos.rng.choice(cluster.workers)],
+            }[plan.pop(0)]
         traffic.start()
         chaos.start()
         chaos.join()
@@ -445,7 +526,8 @@ class Killed(BaseException):
 
 
 def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_decided_meanwhile(
-        hook_settings, store, queue, fake_wecom, webhook_receiver, monkeypatch):
+    hook_settings, store, queue, fake_wecom, webhook_receiver, monkeypatch
+):
     """The worker died between WeCom accepting a batch and recording it; restarted, a member
     tapped the card they did get and decided the task; then the push ran again. It used to call the
     batch failed (the task was over) — the status said nobody got the card, and the others' cards
@@ -457,8 +539,9 @@ def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_dec
     for u, name in (("lisi", "李四"), ("wangwu", "王五"), ("zhaoliu", "赵六")):
         ns.add_member(u, name)
     with ns.app_client(hook_settings) as c:
-        r = c.post("/api/v1/notifications", json=ns.notification(recipients=["lisi", "wangwu", "zhaoliu"]),
-                   headers=ns.AUTH)
+        r = c.post(
+            "/api/v1/notifications", json=ns.notification(recipients=["lisi", "wangwu", "zhaoliu"]), headers=ns.AUTH
+        )
         assert r.status_code == 202
         queue.storage.flush_all()  # the queued push dies with the worker; the outbox row stays
 
@@ -484,8 +567,11 @@ def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_dec
 
     assert len(fake_wecom.sends) == 2 and fake_wecom.sends[0] == fake_wecom.sends[1]
     assert fake_wecom.sends[1]["enable_duplicate_check"] == 1
-    assert {r.userid: r.status for r in NotifyRecipient.select()} == {"lisi": "sent", "wangwu": "sent",
-                                                                     "zhaoliu": "sent"}
+    assert {r.userid: r.status for r in NotifyRecipient.select()} == {
+        "lisi": "sent",
+        "wangwu": "sent",
+        "zhaoliu": "sent",
+    }
     assert NotifyCard.get().status == "sent"
     (update,) = fake_wecom.updates
     assert sorted(update["userids"]) == ["lisi", "zhaoliu"] and update["button"]["replace_name"] == "已由 王五 同意"
@@ -493,7 +579,8 @@ def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_dec
 
 
 def test_a_tap_decided_before_the_push_recorded_its_batch_still_gets_the_other_cards_updated(
-        hook_settings, store, queue, fake_wecom, webhook_receiver, monkeypatch):
+    hook_settings, store, queue, fake_wecom, webhook_receiver, monkeypatch
+):
     """WeCom delivered the card; before the push recorded the batch, a member tapped it and the
     decision's card update ran — and found no sent batch to update. The push then recorded the
     batch, and the other members' cards kept their buttons for good (found by the long chaos run;
@@ -505,8 +592,9 @@ def test_a_tap_decided_before_the_push_recorded_its_batch_still_gets_the_other_c
         ns.add_member(u, name)
     record = push._record_batch
     with ns.app_client(hook_settings) as c:
-        r = c.post("/api/v1/notifications", json=ns.notification(recipients=["lisi", "wangwu", "zhaoliu"]),
-                   headers=ns.AUTH)
+        r = c.post(
+            "/api/v1/notifications", json=ns.notification(recipients=["lisi", "wangwu", "zhaoliu"]), headers=ns.AUTH
+        )
         assert r.status_code == 202
 
         def tap_first(card, userids, answer):

@@ -8,6 +8,7 @@ Two properties:
   state row and nothing else);
 - with a valid signature or token, whatever else is garbage, never a 5xx.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,24 +26,70 @@ from tests.support import app_crypto, contacts_crypto, signed
 clients = hostile.clients  # fixture
 
 TOKEN = TEST_ENV["WEIQIAN_API_TOKEN"]
-FUZZ = hsettings(max_examples=examples(150, 2000), deadline=None, derandomize=False,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                        HealthCheck.data_too_large])
+FUZZ = hsettings(
+    max_examples=examples(150, 2000),
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # -- strategies ---------------------------------------------------------------------------------
 _TCHAR = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 _VISIBLE = st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f")
-_NASTY = ["", "0", "-1", "+1", "1e9", "99999999999999999999999", "%zz", "%", "%00", "+", "a b", "\x00",
-          "//evil.example", "https://evil.example/x", "/\\evil.example", "javascript:alert(1)", "..%2f..%2f",
-          "A" * 300, "9" * 40, "null", "[]", "{}", "<xml/>", "]]>", "&amp;", "🙂", "\u202e", "中文",
-          "eyJhZnRlciI6ICJcdTAwMDAifQ"]  # last: an /org/users cursor of {"after": "\u0000"}
-_QUERY_KEYS = ["msg_signature", "timestamp", "nonce", "echostr", "code", "state", "next", "cursor", "limit",
-               "after", "id", "url", "ticket", "appid", "redirect_uri"]
+_NASTY = [
+    "",
+    "0",
+    "-1",
+    "+1",
+    "1e9",
+    "99999999999999999999999",
+    "%zz",
+    "%",
+    "%00",
+    "+",
+    "a b",
+    "\x00",
+    "//evil.example",
+    "https://evil.example/x",
+    "/\\evil.example",
+    "javascript:alert(1)",
+    "..%2f..%2f",
+    "A" * 300,
+    "9" * 40,
+    "null",
+    "[]",
+    "{}",
+    "<xml/>",
+    "]]>",
+    "&amp;",
+    "🙂",
+    "\u202e",
+    "中文",
+    "eyJhZnRlciI6ICJcdTAwMDAifQ",
+]  # last: an /org/users cursor of {"after": "\u0000"}
+_QUERY_KEYS = [
+    "msg_signature",
+    "timestamp",
+    "nonce",
+    "echostr",
+    "code",
+    "state",
+    "next",
+    "cursor",
+    "limit",
+    "after",
+    "id",
+    "url",
+    "ticket",
+    "appid",
+    "redirect_uri",
+]
 
 text_or_nasty = st.one_of(st.text(max_size=60), st.sampled_from(_NASTY))
-query_pairs = st.lists(st.tuples(st.one_of(st.sampled_from(_QUERY_KEYS), st.text(max_size=12)), text_or_nasty),
-                       max_size=6).map(urlencode)
+query_pairs = st.lists(
+    st.tuples(st.one_of(st.sampled_from(_QUERY_KEYS), st.text(max_size=12)), text_or_nasty), max_size=6
+).map(urlencode)
 raw_query = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"), max_size=80)
 query = st.one_of(query_pairs, raw_query)
 
@@ -52,10 +99,11 @@ def _near_miss(token: str):
     i = st.integers(0, len(token) - 1)
     ch = st.sampled_from(string.ascii_letters + string.digits + "-_")
     return st.one_of(
-        i.map(lambda k: token[:k] + token[k + 1:]),
-        st.tuples(i, ch).map(lambda a: token[:a[0]] + a[1] + token[a[0]:]),
-        st.tuples(i, ch).filter(lambda a: token[a[0]] != a[1]).map(lambda a: token[:a[0]] + a[1] + token[a[0] + 1:]),
-        st.just(token.upper()), st.just(token[::-1]),
+        i.map(lambda k: token[:k] + token[k + 1 :]),
+        st.tuples(i, ch).map(lambda a: token[: a[0]] + a[1] + token[a[0] :]),
+        st.tuples(i, ch).filter(lambda a: token[a[0]] != a[1]).map(lambda a: token[: a[0]] + a[1] + token[a[0] + 1 :]),
+        st.just(token.upper()),
+        st.just(token[::-1]),
     )
 
 
@@ -64,39 +112,103 @@ bad_authorization = st.one_of(
     _near_miss(TOKEN).map(lambda t: "Bearer " + t),
     st.sampled_from(["", "Bearer", "Bearer ", "Basic " + TOKEN, TOKEN, "Token " + TOKEN, "Bearer\t" + TOKEN[:-1]]),
 )
-_HEADER_NAMES = ["content-type", "content-length", "transfer-encoding", "cookie", "host", "user-agent", "accept",
-                 "x-forwarded-for", "x-forwarded-proto", "expect", "connection", "content-encoding", "origin",
-                 "referer", "x-real-ip", "accept-encoding"]
+_HEADER_NAMES = [
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "cookie",
+    "host",
+    "user-agent",
+    "accept",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "expect",
+    "connection",
+    "content-encoding",
+    "origin",
+    "referer",
+    "x-real-ip",
+    "accept-encoding",
+]
 header_value = st.one_of(
     st.text(_VISIBLE, max_size=80),
-    st.sampled_from(["-1", "0", "1", "99999999999999999999", "abc", "chunked", "gzip", "100-continue", "close",
-                     "application/json", "application/xml", "text/xml; charset=gbk", "multipart/form-data",
-                     "wxwork/4.1 MicroMessenger", "wqbot_login=" + "a" * 32, "wqbot_login=../../x"]),
+    st.sampled_from(
+        [
+            "-1",
+            "0",
+            "1",
+            "99999999999999999999",
+            "abc",
+            "chunked",
+            "gzip",
+            "100-continue",
+            "close",
+            "application/json",
+            "application/xml",
+            "text/xml; charset=gbk",
+            "multipart/form-data",
+            "wxwork/4.1 MicroMessenger",
+            "wqbot_login=" + "a" * 32,
+            "wqbot_login=../../x",
+        ]
+    ),
 )
 # Our own cookies, forged: signed-looking "payload.mac" values and junk, in any characters a
 # header carries.
-cookie_header = st.tuples(st.just("cookie"), st.builds(
-    lambda name, a, b, dot: f"{name}={a}{'.' if dot else ''}{b}",
-    st.sampled_from(["wqbot_admin", "wqbot_admin_login", "wqbot_login"]),
-    st.one_of(st.text(_VISIBLE.filter(lambda c: c not in ";,"), max_size=30), st.just("e30")),
-    st.text(_VISIBLE.filter(lambda c: c not in ";,"), max_size=50), st.booleans()))
-headers = st.lists(st.one_of(
-    st.tuples(st.one_of(st.sampled_from(_HEADER_NAMES), st.text(_TCHAR, min_size=1, max_size=24)), header_value),
-    cookie_header), max_size=5)
+cookie_header = st.tuples(
+    st.just("cookie"),
+    st.builds(
+        lambda name, a, b, dot: f"{name}={a}{'.' if dot else ''}{b}",
+        st.sampled_from(["wqbot_admin", "wqbot_admin_login", "wqbot_login"]),
+        st.one_of(st.text(_VISIBLE.filter(lambda c: c not in ";,"), max_size=30), st.just("e30")),
+        st.text(_VISIBLE.filter(lambda c: c not in ";,"), max_size=50),
+        st.booleans(),
+    ),
+)
+headers = st.lists(
+    st.one_of(
+        st.tuples(st.one_of(st.sampled_from(_HEADER_NAMES), st.text(_TCHAR, min_size=1, max_size=24)), header_value),
+        cookie_header,
+    ),
+    max_size=5,
+)
 
 _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text_or_nasty)
-json_value = st.recursive(_json_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
-                          max_leaves=12)
-_API_FIELDS = ["id", "type", "task_id", "title", "description", "initiator", "recipients", "url", "deadline",
-               "result", "ticket"]
-api_object = st.dictionaries(st.sampled_from(_API_FIELDS),
-                             st.one_of(json_value, st.sampled_from(["approve", "sign", "notice", "close", "approved"]),
-                                       st.lists(st.sampled_from(USERS + ("nobody", "")), max_size=4),
-                                       st.just("https://sign.example.com/h5/#/x"), st.just(PUBLIC + "/page")),
-                             max_size=9)
+json_value = st.recursive(
+    _json_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4), max_leaves=12
+)
+_API_FIELDS = [
+    "id",
+    "type",
+    "task_id",
+    "title",
+    "description",
+    "initiator",
+    "recipients",
+    "url",
+    "deadline",
+    "result",
+    "ticket",
+]
+api_object = st.dictionaries(
+    st.sampled_from(_API_FIELDS),
+    st.one_of(
+        json_value,
+        st.sampled_from(["approve", "sign", "notice", "close", "approved"]),
+        st.lists(st.sampled_from(USERS + ("nobody", "")), max_size=4),
+        st.just("https://sign.example.com/h5/#/x"),
+        st.just(PUBLIC + "/page"),
+    ),
+    max_size=9,
+)
 xmlish = st.builds(
-    lambda enc, extra: f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt>{extra}</xml>",
-    st.one_of(st.text(max_size=80), st.binary(min_size=1, max_size=96).map(lambda b: __import__("base64").b64encode(b).decode())),
+    lambda enc, extra: (
+        f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt>{extra}</xml>"
+    ),
+    st.one_of(
+        st.text(max_size=80),
+        st.binary(min_size=1, max_size=96).map(lambda b: __import__("base64").b64encode(b).decode()),
+    ),
     st.sampled_from(["", "<AgentID>1</AgentID>", "<Encrypt>x</Encrypt>", "<Encrypt/>", "<!-- c -->", "<a><b/></a>"]),
 )
 body = st.one_of(
@@ -115,29 +227,59 @@ CALLBACK_PATHS = st.sampled_from(["/wecom/callback", "/wecom/contacts/callback"]
 def routes(real: list[tuple[str, str]], other_paths) -> st.SearchStrategy[tuple[str, str]]:
     """(method, path): three times in four a route as declared, else any method on any path."""
     declared = st.sampled_from(real)
-    return st.one_of(declared, declared, declared,
-                     st.tuples(method, st.one_of(st.sampled_from([p for _, p in real]), other_paths)))
+    return st.one_of(
+        declared, declared, declared, st.tuples(method, st.one_of(st.sampled_from([p for _, p in real]), other_paths))
+    )
 
 
 API_ROUTES = routes(
-    [("POST", "/api/v1/notifications"), ("GET", "/api/v1/notifications/wq-evt-hostile-1"),
-     ("GET", "/api/v1/notifications/wq%00evt"),
-     ("GET", "/api/v1/org/departments"), ("GET", "/api/v1/org/users"), ("GET", "/api/v1/org/changes"),
-     ("POST", "/api/v1/tickets/validate"), ("POST", "/api/v1/jssdk/signature")],
-    st.one_of(any_text.map(lambda t: "/api/v1/notifications/" + t), any_text.map(lambda t: "/api/v1/" + t)))
-LOGIN_ROUTES = routes([("GET", p) for p in ("/oauth/h5", "/oauth/h5/callback", "/wx/qrlogin", "/wx/login", "/login")],
-                      any_text.map(lambda t: "/oauth/" + t))
-CALLBACK_ROUTES = routes([(m, p) for m in ("GET", "POST") for p in ("/wecom/callback", "/wecom/contacts/callback")],
-                         st.nothing())
+    [
+        ("POST", "/api/v1/notifications"),
+        ("GET", "/api/v1/notifications/wq-evt-hostile-1"),
+        ("GET", "/api/v1/notifications/wq%00evt"),
+        ("GET", "/api/v1/org/departments"),
+        ("GET", "/api/v1/org/users"),
+        ("GET", "/api/v1/org/changes"),
+        ("POST", "/api/v1/tickets/validate"),
+        ("POST", "/api/v1/jssdk/signature"),
+    ],
+    st.one_of(any_text.map(lambda t: "/api/v1/notifications/" + t), any_text.map(lambda t: "/api/v1/" + t)),
+)
+LOGIN_ROUTES = routes(
+    [("GET", p) for p in ("/oauth/h5", "/oauth/h5/callback", "/wx/qrlogin", "/wx/login", "/login")],
+    any_text.map(lambda t: "/oauth/" + t),
+)
+CALLBACK_ROUTES = routes(
+    [(m, p) for m in ("GET", "POST") for p in ("/wecom/callback", "/wecom/contacts/callback")], st.nothing()
+)
 _STARTS = {"/oauth/h5", "/wx/qrlogin"}
 ADMIN_ROUTES = routes(
-    [("GET", p) for p in ("/admin", "/admin/", "/admin/directory", "/admin/notifications", "/admin/webhooks",
-                          "/admin/login", "/admin/login/wecom", "/admin/login/wecom/callback",
-                          "/admin/static/admin.css")]
-    + [("POST", p) for p in ("/admin/login", "/admin/logout", "/admin/actions/sync", "/admin/actions/resend",
-                             "/admin/actions/redeliver")],
-    any_text.map(lambda t: "/admin/actions/" + t))
-
+    [
+        ("GET", p)
+        for p in (
+            "/admin",
+            "/admin/",
+            "/admin/directory",
+            "/admin/notifications",
+            "/admin/webhooks",
+            "/admin/login",
+            "/admin/login/wecom",
+            "/admin/login/wecom/callback",
+            "/admin/static/admin.css",
+        )
+    ]
+    + [
+        ("POST", p)
+        for p in (
+            "/admin/login",
+            "/admin/logout",
+            "/admin/actions/sync",
+            "/admin/actions/resend",
+            "/admin/actions/redeliver",
+        )
+    ],
+    any_text.map(lambda t: "/admin/actions/" + t),
+)
 
 
 def send(client, method: str, path: str, query: str, headers: list, body: bytes, extra_headers=()):
@@ -159,8 +301,17 @@ def _allowed_origins(settings) -> set[str]:
         p = urlsplit(u)
         return f"{p.scheme}://{p.netloc}"
 
-    return {origin(u) for u in (settings.public_url, settings.h5_url, settings.pc_url, settings.wecom_oauth_base,
-                                settings.wecom_sso_base) if u}
+    return {
+        origin(u)
+        for u in (
+            settings.public_url,
+            settings.h5_url,
+            settings.pc_url,
+            settings.wecom_oauth_base,
+            settings.wecom_sso_base,
+        )
+        if u
+    }
 
 
 # -- without credentials: nothing changes --------------------------------------------------------
@@ -176,8 +327,13 @@ def test_unsigned_callbacks_change_nothing(clients, via, route, query, headers, 
 
 
 @FUZZ
-@given(path=CALLBACK_PATHS, enc=st.one_of(st.text(max_size=120), st.binary(max_size=200).map(
-    lambda b: __import__("base64").b64encode(b).decode())), extra=st.sampled_from(["", "<AgentID>1</AgentID>"]))
+@given(
+    path=CALLBACK_PATHS,
+    enc=st.one_of(
+        st.text(max_size=120), st.binary(max_size=200).map(lambda b: __import__("base64").b64encode(b).decode())
+    ),
+    extra=st.sampled_from(["", "<AgentID>1</AgentID>"]),
+)
 def test_signed_garbage_changes_nothing(clients, settings, path, enc, extra):
     """A valid msg_signature over an Encrypt that is not ours: refused before anything is applied."""
     crypto = app_crypto(settings) if path == "/wecom/callback" else contacts_crypto(settings)
@@ -223,9 +379,17 @@ def test_login_routes_change_nothing_but_a_new_login(clients, settings, route, q
 
 
 @FUZZ
-@given(route=ADMIN_ROUTES, query=query, headers=headers, body=body,
-       form=st.dictionaries(st.sampled_from(["password", "login_nonce", "csrf", "notification_id", "delivery_id",
-                                             "userid", "next"]), text_or_nasty, max_size=4))
+@given(
+    route=ADMIN_ROUTES,
+    query=query,
+    headers=headers,
+    body=body,
+    form=st.dictionaries(
+        st.sampled_from(["password", "login_nonce", "csrf", "notification_id", "delivery_id", "userid", "next"]),
+        text_or_nasty,
+        max_size=4,
+    ),
+)
 def test_admin_without_a_session_changes_nothing(clients, route, query, headers, body, form):
     """The operators' console is outside-facing too: without a session nothing changes."""
     method, path = route
@@ -253,8 +417,12 @@ def test_admin_non_ascii_input_is_refused_not_500(clients, settings, case):
     else:
         name = "wqbot_admin" if case == "session cookie" else "wqbot_admin_login"
         client.cookies.clear()
-        r = client.request("POST" if case == "login cookie" else "GET", "/admin/login" if case == "login cookie" else "/admin",
-                           headers=[(b"cookie", name.encode() + b"=e30.\xe9\xe9")], data={"login_nonce": "x"})
+        r = client.request(
+            "POST" if case == "login cookie" else "GET",
+            "/admin/login" if case == "login cookie" else "/admin",
+            headers=[(b"cookie", name.encode() + b"=e30.\xe9\xe9")],
+            data={"login_nonce": "x"},
+        )
     assert 400 <= r.status_code < 500 or r.status_code in (302, 303), (r.status_code, r.text[:200])
 
 
@@ -287,19 +455,79 @@ def test_a_nul_character_gets_400_not_500(clients, case):
 
 
 # WeCom message fields, with values a hostile (or broken) sender could put in them.
-_FIELDS = ["MsgType", "Event", "EventKey", "ChangeType", "UserID", "NewUserID", "Name", "Department", "MainDepartment",
-           "Id", "ParentId", "Order", "Content", "MsgId", "AgentID", "TaskId", "CardType", "ResponseCode",
-           "SelectedItems", "FromUserName", "CreateTime", "Status", "IsLeaderInDept", "Mobile", "Email", "Position"]
-_VALUES = ["text", "event", "click", "view", "enter_agent", "template_card_event", "change_contact", "create_user",
-           "update_user", "delete_user", "create_party", "update_party", "delete_party", "update_tag", "pending",
-           "help", "approve", "reject", "待办", "帮助", "lisi", "nobody", "1", "0", "-1", "1,2,3", "99999999999999999999",
-           "button_interaction"]
+_FIELDS = [
+    "MsgType",
+    "Event",
+    "EventKey",
+    "ChangeType",
+    "UserID",
+    "NewUserID",
+    "Name",
+    "Department",
+    "MainDepartment",
+    "Id",
+    "ParentId",
+    "Order",
+    "Content",
+    "MsgId",
+    "AgentID",
+    "TaskId",
+    "CardType",
+    "ResponseCode",
+    "SelectedItems",
+    "FromUserName",
+    "CreateTime",
+    "Status",
+    "IsLeaderInDept",
+    "Mobile",
+    "Email",
+    "Position",
+]
+_VALUES = [
+    "text",
+    "event",
+    "click",
+    "view",
+    "enter_agent",
+    "template_card_event",
+    "change_contact",
+    "create_user",
+    "update_user",
+    "delete_user",
+    "create_party",
+    "update_party",
+    "delete_party",
+    "update_tag",
+    "pending",
+    "help",
+    "approve",
+    "reject",
+    "待办",
+    "帮助",
+    "lisi",
+    "nobody",
+    "1",
+    "0",
+    "-1",
+    "1,2,3",
+    "99999999999999999999",
+    "button_interaction",
+]
 # Characters XML can carry (WeCom's own XML is well-formed): what reaches the handlers.
-xml_text = st.one_of(st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=60),
-                     st.sampled_from([v for v in _NASTY if v != "\x00"]))
-field_value = st.one_of(st.sampled_from(_VALUES), xml_text, st.integers(),
-                        st.dictionaries(st.sampled_from(["SelectedItem", "QuestionKey", "OptionIds", "OptionId", "Key"]),
-                                        st.one_of(xml_text, st.lists(xml_text, max_size=3)), max_size=3))
+xml_text = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=60),
+    st.sampled_from([v for v in _NASTY if v != "\x00"]),
+)
+field_value = st.one_of(
+    st.sampled_from(_VALUES),
+    xml_text,
+    st.integers(),
+    st.dictionaries(
+        st.sampled_from(["SelectedItem", "QuestionKey", "OptionIds", "OptionId", "Key"]),
+        st.one_of(xml_text, st.lists(xml_text, max_size=3)),
+        max_size=3,
+    ),
+)
 inner_fields = st.dictionaries(st.sampled_from(_FIELDS), field_value, max_size=10)
 
 
@@ -320,8 +548,11 @@ def test_signed_callbacks_with_garbage_inside_never_5xx(clients, settings, via, 
 
 
 @FUZZ
-@given(flow=st.sampled_from([("/oauth/h5", "/oauth/h5/callback"), ("/wx/qrlogin", "/wx/login")]),
-       code=text_or_nasty, headers=headers)
+@given(
+    flow=st.sampled_from([("/oauth/h5", "/oauth/h5/callback"), ("/wx/qrlogin", "/wx/login")]),
+    code=text_or_nasty,
+    headers=headers,
+)
 def test_a_real_login_state_with_a_hostile_code_never_5xx(clients, flow, code, headers):
     from store.login import LoginTicket
 
@@ -346,25 +577,50 @@ def served(tmp_path_factory):
         yield running
 
 
-_RAW_TARGETS = ["/wecom/callback", "/wecom/contacts/callback", "/api/v1/notifications", "/api/v1/org/users",
-                "/api/v1/tickets/validate", "/oauth/h5", "/oauth/h5/callback", "/wx/login", "/login", "/healthz",
-                "/metrics", "/admin", "/admin/login", "*", "http://evil.example/", "//x", "/%", "/%00", "/\x7f"]
+_RAW_TARGETS = [
+    "/wecom/callback",
+    "/wecom/contacts/callback",
+    "/api/v1/notifications",
+    "/api/v1/org/users",
+    "/api/v1/tickets/validate",
+    "/oauth/h5",
+    "/oauth/h5/callback",
+    "/wx/login",
+    "/login",
+    "/healthz",
+    "/metrics",
+    "/admin",
+    "/admin/login",
+    "*",
+    "http://evil.example/",
+    "//x",
+    "/%",
+    "/%00",
+    "/\x7f",
+]
 _HTTP_METHOD = st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS", "CONNECT", "TRACE", "PRI"])
 _HTTP_VERSION = st.sampled_from(["HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.1x", "", "http/1.1"])
 _ANY_TARGET = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF), min_size=1, max_size=30)
 _SANE_LINE = st.tuples(st.sampled_from(["GET", "POST"]), st.sampled_from(_RAW_TARGETS[:14]), query, st.just("HTTP/1.1"))
 _WILD_LINE = st.one_of(
-    st.tuples(st.one_of(_HTTP_METHOD, st.text(_TCHAR, min_size=1, max_size=8)),
-              st.one_of(st.sampled_from(_RAW_TARGETS), _ANY_TARGET), st.one_of(query, st.just("")),
-              st.one_of(_HTTP_VERSION, st.just("HTTP/1.1"))),
+    st.tuples(
+        st.one_of(_HTTP_METHOD, st.text(_TCHAR, min_size=1, max_size=8)),
+        st.one_of(st.sampled_from(_RAW_TARGETS), _ANY_TARGET),
+        st.one_of(query, st.just("")),
+        st.one_of(_HTTP_VERSION, st.just("HTTP/1.1")),
+    ),
 )
 _SANE_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
-_SANE_HEADER = st.one_of(st.tuples(st.sampled_from(_HEADER_NAMES + ["authorization"]), st.one_of(_SANE_VALUE, header_value)),
-                         st.tuples(st.text(_TCHAR, min_size=1, max_size=16), _SANE_VALUE))
+_SANE_HEADER = st.one_of(
+    st.tuples(st.sampled_from(_HEADER_NAMES + ["authorization"]), st.one_of(_SANE_VALUE, header_value)),
+    st.tuples(st.text(_TCHAR, min_size=1, max_size=16), _SANE_VALUE),
+)
 _WILD_HEADER = st.one_of(
     _SANE_HEADER,
-    st.tuples(st.text(st.characters(min_codepoint=0x01, max_codepoint=0xFF), max_size=16),
-              st.text(st.characters(min_codepoint=0x01, max_codepoint=0xFF), max_size=30)),
+    st.tuples(
+        st.text(st.characters(min_codepoint=0x01, max_codepoint=0xFF), max_size=16),
+        st.text(st.characters(min_codepoint=0x01, max_codepoint=0xFF), max_size=30),
+    ),
 )
 
 
@@ -387,8 +643,17 @@ def raw_requests(draw) -> bytes:
         payload = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)) if payload else b"0\r\n\r\n"
     elif framing == "bad chunked":
         lines.append(b"Transfer-Encoding: chunked")
-        payload = draw(st.sampled_from([b"zz\r\nabc\r\n0\r\n\r\n", b"5\r\nabc\r\n", b"-1\r\n\r\n",
-                                        b"ffffffffffffffffff\r\nx\r\n", b"0\r\nX-Trailer: 1\r\n\r\n"]))
+        payload = draw(
+            st.sampled_from(
+                [
+                    b"zz\r\nabc\r\n0\r\n\r\n",
+                    b"5\r\nabc\r\n",
+                    b"-1\r\n\r\n",
+                    b"ffffffffffffffffff\r\nx\r\n",
+                    b"0\r\nX-Trailer: 1\r\n\r\n",
+                ]
+            )
+        )
     elif framing == "lying length":
         lines.append(b"Content-Length: %d" % draw(st.sampled_from([-1, 0, 1, 2**63, 10**30])))
     eol = b"\n" if wild and draw(st.booleans()) else b"\r\n"
@@ -426,7 +691,9 @@ def test_raw_http_at_wqbot_serve_never_5xx(served, request):
     port, log_path = served
     answer = _exchange(port, request)
     status = answer[:12].decode("latin-1")
-    event(f"answer {status[9:12] or 'none'}" + (" (uvicorn: invalid HTTP)" if b"Invalid HTTP request" in answer else ""))
+    event(
+        f"answer {status[9:12] or 'none'}" + (" (uvicorn: invalid HTTP)" if b"Invalid HTTP request" in answer else "")
+    )
     assert not status.startswith(("HTTP/1.1 5", "HTTP/1.0 5")), (request[:300], answer[:300])
 
 

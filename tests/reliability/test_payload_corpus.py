@@ -6,6 +6,7 @@ applying the next valid delivery.
 Then hypothesis, and atheris (coverage-guided; skipped where it is not installed: it is not a
 test dependency, its wheels cover only some Pythons), over the crypto and the XML parser
 directly: anything in, a value or the module's own typed error out, never another exception."""
+
 from __future__ import annotations
 
 import base64
@@ -36,7 +37,9 @@ def encrypt_raw(raw: bytes, aes_key: str) -> str:
     return base64.b64encode(AES.new(key, AES.MODE_CBC, key[:16]).encrypt(raw)).decode()
 
 
-def layout(msg: bytes, receive_id: bytes = CORP.encode(), msg_len: int | None = None, pad: bytes | None = None) -> bytes:
+def layout(
+    msg: bytes, receive_id: bytes = CORP.encode(), msg_len: int | None = None, pad: bytes | None = None
+) -> bytes:
     """prefix(16) | msg_len(4, big-endian) | msg | receive_id | PKCS#7 to 32 — each part overridable."""
     data = PREFIX + struct.pack(">I", len(msg) if msg_len is None else msg_len) + msg + receive_id
     if pad is None:
@@ -67,10 +70,13 @@ def flip(enc: str, bit: int) -> str:
     return base64.b64encode(bytes(ct)).decode()
 
 
-VALID = message(FromUserName="lisi", MsgType="event", Event="click", EventKey="help", AgentID=1000002,
-                CreateTime=1700000000)
-BOMB = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">'
-        '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;">]><xml><MsgType>&lol3;</MsgType></xml>')
+VALID = message(
+    FromUserName="lisi", MsgType="event", Event="click", EventKey="help", AgentID=1000002, CreateTime=1700000000
+)
+BOMB = (
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">'
+    '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;">]><xml><MsgType>&lol3;</MsgType></xml>'
+)
 XXE = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Content>&e;</Content></xml>'
 
 
@@ -93,19 +99,27 @@ def corpus(token: str, aes_key: str, other_aes_key: str) -> dict[str, tuple[int,
 
     # The Encrypt value as a whole.
     crypto_case("base64 with a character changed to '%'", 400, "base64", "%" + key_enc[1:])
-    crypto_case("base64 with '+' turned into a space", 400, "base64", key_enc.replace("+", " ", 1) if "+" in key_enc
-                else " " + key_enc[1:])
+    crypto_case(
+        "base64 with '+' turned into a space",
+        400,
+        "base64",
+        key_enc.replace("+", " ", 1) if "+" in key_enc else " " + key_enc[1:],
+    )
     crypto_case("base64 cut to a length not a multiple of 4", 400, "base64", key_enc[:-3])
-    crypto_case("ciphertext cut to a length not a multiple of 16", 400, "length",
-                base64.b64encode(ct[:-5]).decode())
+    crypto_case("ciphertext cut to a length not a multiple of 16", 400, "length", base64.b64encode(ct[:-5]).decode())
     crypto_case("ciphertext cut by its last block", 400, "padding", base64.b64encode(ct[:-16]).decode())
     crypto_case("ciphertext cut to one block", 400, "padding", base64.b64encode(ct[:16]).decode())
     crypto_case("ciphertext of nothing but zeros", 400, "padding", base64.b64encode(b"\0" * len(ct)).decode())
     crypto_case("valid signature over a short garbage string", 400, "base64", "garbage!")
-    crypto_case("valid signature over base64 of 48 random bytes", 400, "padding",
-                base64.b64encode(bytes(range(48))).decode())
-    crypto_case("encrypted with another EncodingAESKey", 400, "padding",
-                WeComCrypto(token, other_aes_key, CORP).encrypt(VALID, random_prefix=PREFIX))
+    crypto_case(
+        "valid signature over base64 of 48 random bytes", 400, "padding", base64.b64encode(bytes(range(48))).decode()
+    )
+    crypto_case(
+        "encrypted with another EncodingAESKey",
+        400,
+        "padding",
+        WeComCrypto(token, other_aes_key, CORP).encrypt(VALID, random_prefix=PREFIX),
+    )
     # Bit flips that the padding catches (the last block); others garble the message or the
     # receive id and are checked below with the statuses decrypting gives.
     for bit in (len(ct) * 8 - 1, len(ct) * 8 - 8, len(ct) * 8 - 100):
@@ -113,19 +127,23 @@ def corpus(token: str, aes_key: str, other_aes_key: str) -> dict[str, tuple[int,
 
     # msg_len, the 4-byte length field, lying.
     crypto_case("msg_len larger than the rest", 400, "length", raw_encrypt(layout(msg, msg_len=len(msg) + 1000)))
-    crypto_case("msg_len 0xFFFFFFFF (negative as a signed int)", 400, "length",
-                raw_encrypt(layout(msg, msg_len=0xFFFFFFFF)))
+    crypto_case(
+        "msg_len 0xFFFFFFFF (negative as a signed int)", 400, "length", raw_encrypt(layout(msg, msg_len=0xFFFFFFFF))
+    )
     crypto_case("msg_len 0x80000000", 400, "length", raw_encrypt(layout(msg, msg_len=0x80000000)))
     crypto_case("msg_len 0: the message becomes the receive id", 403, "receive_id", raw_encrypt(layout(msg, msg_len=0)))
     crypto_case("msg_len short by 5", 403, "receive_id", raw_encrypt(layout(msg, msg_len=len(msg) - 5)))
-    crypto_case("msg_len covering the receive id too", 403, "receive_id",
-                raw_encrypt(layout(msg, msg_len=len(msg) + len(CORP))))
+    crypto_case(
+        "msg_len covering the receive id too", 403, "receive_id", raw_encrypt(layout(msg, msg_len=len(msg) + len(CORP)))
+    )
     crypto_case("no room for msg_len", 400, "length", raw_encrypt(PREFIX + b"\x00\x00" + bytes((14,)) * 14))
     # PKCS#7 padding (WeCom pads to 32).
     crypto_case("pad byte 0", 400, "padding", raw_encrypt(pad_to_block(layout(msg, pad=b""), b"\x00")))
     crypto_case("pad byte 33", 400, "padding", raw_encrypt(pad_to_block(layout(msg, pad=b""), bytes((33,)) * 33)))
     crypto_case("pad byte 255", 400, "padding", raw_encrypt(pad_to_block(layout(msg, pad=b""), b"\xff")))
-    crypto_case("pad bytes inconsistent", 400, "padding", raw_encrypt(pad_to_block(layout(msg, pad=b""), b"\x01\x02\x03\x04")))
+    crypto_case(
+        "pad bytes inconsistent", 400, "padding", raw_encrypt(pad_to_block(layout(msg, pad=b""), b"\x01\x02\x03\x04"))
+    )
     crypto_case("pad longer than the data after the prefix", 400, "length", raw_encrypt(PREFIX + bytes((32,)) * 48))
     crypto_case("pad byte 32 spanning the whole plaintext", 400, "padding", raw_encrypt(bytes((32,)) * 31 + b"\x21"))
     # The receive id.
@@ -151,30 +169,64 @@ def corpus(token: str, aes_key: str, other_aes_key: str) -> dict[str, tuple[int,
     inner("NUL inside", b"<xml><A>\x00</A></xml>")
     # Well-formed but no message WeCom sends: acknowledged (a 4xx would make WeCom retry it for
     # ever) and not applied.
-    crypto_case("12,000 nested elements inside", 200, "", raw_encrypt(layout(
-        b"<xml>" + b"<a>" * 6000 + b"</a>" * 6000 + b"</xml>")))
+    crypto_case(
+        "12,000 nested elements inside",
+        200,
+        "",
+        raw_encrypt(layout(b"<xml>" + b"<a>" * 6000 + b"</a>" * 6000 + b"</xml>")),
+    )
     crypto_case("no MsgType inside", 200, "", raw_encrypt(layout(b"<xml><Content>hi</Content></xml>")))
-    crypto_case("unknown MsgType inside", 200, "", raw_encrypt(layout(
-        message(FromUserName="lisi", MsgType="hologram", CreateTime=1).encode())))
+    crypto_case(
+        "unknown MsgType inside",
+        200,
+        "",
+        raw_encrypt(layout(message(FromUserName="lisi", MsgType="hologram", CreateTime=1).encode())),
+    )
 
     # Signature problems (anyone without the Token).
     enc = key_enc
     cases["signature of the unmodified payload over a flipped one"] = (
-        403, "signature", signed_query(key_enc), envelope(flip(key_enc, 200)))
+        403,
+        "signature",
+        signed_query(key_enc),
+        envelope(flip(key_enc, 200)),
+    )
     cases["signature from another Token"] = (403, "signature", signed_query(enc, "OtherToken"), envelope(enc))
-    cases["signature in upper case"] = (403, "signature", {**signed_query(enc), "msg_signature": signed_query(enc)[
-        "msg_signature"].upper()}, envelope(enc))
-    cases["signature for another timestamp"] = (403, "signature", {**signed_query(enc), "timestamp": "1700000001"},
-                                                envelope(enc))
-    cases["signature empty"] = (400, "missing query parameter", {**signed_query(enc), "msg_signature": ""}, envelope(enc))
-    cases["no nonce"] = (400, "missing query parameter", {k: v for k, v in signed_query(enc).items() if k != "nonce"},
-                         envelope(enc))
+    cases["signature in upper case"] = (
+        403,
+        "signature",
+        {**signed_query(enc), "msg_signature": signed_query(enc)["msg_signature"].upper()},
+        envelope(enc),
+    )
+    cases["signature for another timestamp"] = (
+        403,
+        "signature",
+        {**signed_query(enc), "timestamp": "1700000001"},
+        envelope(enc),
+    )
+    cases["signature empty"] = (
+        400,
+        "missing query parameter",
+        {**signed_query(enc), "msg_signature": ""},
+        envelope(enc),
+    )
+    cases["no nonce"] = (
+        400,
+        "missing query parameter",
+        {k: v for k, v in signed_query(enc).items() if k != "nonce"},
+        envelope(enc),
+    )
 
     # The envelope around Encrypt.
     q = signed_query(enc)
     cases["Encrypt missing"] = (400, "XML has no Encrypt", q, f"<xml><ToUserName>{CORP}</ToUserName></xml>")
     cases["Encrypt empty"] = (400, "XML has no Encrypt", q, "<xml><Encrypt></Encrypt></xml>")
-    cases["Encrypt twice"] = (400, "XML has no Encrypt", q, f"<xml><Encrypt>{enc}</Encrypt><Encrypt>{enc}</Encrypt></xml>")
+    cases["Encrypt twice"] = (
+        400,
+        "XML has no Encrypt",
+        q,
+        f"<xml><Encrypt>{enc}</Encrypt><Encrypt>{enc}</Encrypt></xml>",
+    )
     cases["Encrypt with children"] = (400, "XML has no Encrypt", q, f"<xml><Encrypt><A>{enc}</A></Encrypt></xml>")
     cases["Encrypt with an attribute"] = (400, "XML has no Encrypt", q, f'<xml><Encrypt a="1">{enc}</Encrypt></xml>')
     cases["envelope not XML"] = (400, "not well-formed", q, enc)
@@ -200,8 +252,9 @@ def test_the_corpus_starts_from_a_payload_that_is_applied(clients, settings):
     assert Delivery.select().count() == n + 1
 
 
-@pytest.mark.parametrize("path,via", [("/wecom/callback", "app"), ("/wecom/callback", "fast"),
-                                      ("/wecom/contacts/callback", "fast")])
+@pytest.mark.parametrize(
+    "path,via", [("/wecom/callback", "app"), ("/wecom/callback", "fast"), ("/wecom/contacts/callback", "fast")]
+)
 def test_every_malformed_payload_gets_its_4xx_and_changes_nothing(clients, settings, path, via):
     from store.models import Delivery
 
@@ -212,8 +265,9 @@ def test_every_malformed_payload_gets_its_4xx_and_changes_nothing(clients, setti
     failures = []
     for i, (name, (status, check, query, body)) in enumerate(sorted(cases.items())):
         before = snapshot()
-        r = client.post(path, params=query, content=body.encode("utf-8", "surrogateescape") if isinstance(body, str)
-                        else body)
+        r = client.post(
+            path, params=query, content=body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
+        )
         diff = changes(before, snapshot())
         if r.status_code != status or not r.text.startswith(check):
             failures.append(f"{name}: wanted {status} {check}…, got {r.status_code} {r.text[:200]!r}")
@@ -273,8 +327,12 @@ def test_decrypt_takes_any_text(enc):
 
 
 @FUZZ
-@given(msg=st.binary(max_size=200), receive_id=st.one_of(st.just(CORP.encode()), st.binary(max_size=24)),
-       msg_len=st.one_of(st.none(), st.integers(0, 2**32 - 1)), pad=st.one_of(st.none(), st.binary(max_size=40)))
+@given(
+    msg=st.binary(max_size=200),
+    receive_id=st.one_of(st.just(CORP.encode()), st.binary(max_size=24)),
+    msg_len=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    pad=st.one_of(st.none(), st.binary(max_size=40)),
+)
 def test_decrypt_of_any_layout(msg, receive_id, msg_len, pad):
     """AES-valid ciphertexts of any prefix|msg_len|msg|receive id|padding: a message comes out
     only when every part is right."""
@@ -283,8 +341,8 @@ def test_decrypt_of_any_layout(msg, receive_id, msg_len, pad):
     out = decrypts_or_refuses(encrypt_raw(raw, APP[1]))
     if out is not None:
         n = len(msg) if msg_len is None else msg_len
-        body = raw[16:-raw[-1]]
-        assert out.encode() == body[4:4 + n] and body[4 + n:] == CORP.encode()
+        body = raw[16 : -raw[-1]]
+        assert out.encode() == body[4 : 4 + n] and body[4 + n :] == CORP.encode()
 
 
 @FUZZ
@@ -318,10 +376,37 @@ xml_name = st.sampled_from(["xml", "A", "Encrypt", "MsgType", "a:b", "x-y", "_",
 xml_piece = st.one_of(
     st.builds(lambda n, t: f"<{n}>{t}</{n}>", xml_name, st.text(max_size=20)),
     st.builds(lambda t: f"<![CDATA[{t}]]>", st.text(max_size=20)),
-    st.sampled_from(["<!DOCTYPE x>", '<!DOCTYPE x [<!ENTITY e "v">]>', '<!ENTITY e SYSTEM "file:///etc/passwd">',
-                     "&e;", "&lt;", "&#0;", "&#x1F600;", "&#xD800;", "<!-- c -->", "<?xml version='1.0'?>",
-                     "<?pi x?>", "]]>", "<", ">", "&", "<xml", "</xml>", "<a/>", '<a b="1" b="2"/>', "\r\n", "\x00",
-                     "\ufeff", "\ufffe", "<!", "<![CDATA[", "<!-", "<!doctype x>"]),
+    st.sampled_from(
+        [
+            "<!DOCTYPE x>",
+            '<!DOCTYPE x [<!ENTITY e "v">]>',
+            '<!ENTITY e SYSTEM "file:///etc/passwd">',
+            "&e;",
+            "&lt;",
+            "&#0;",
+            "&#x1F600;",
+            "&#xD800;",
+            "<!-- c -->",
+            "<?xml version='1.0'?>",
+            "<?pi x?>",
+            "]]>",
+            "<",
+            ">",
+            "&",
+            "<xml",
+            "</xml>",
+            "<a/>",
+            '<a b="1" b="2"/>',
+            "\r\n",
+            "\x00",
+            "\ufeff",
+            "\ufffe",
+            "<!",
+            "<![CDATA[",
+            "<!-",
+            "<!doctype x>",
+        ]
+    ),
 )
 xml_doc = st.lists(xml_piece, max_size=12).map(lambda ps: "<xml>" + "".join(ps) + "</xml>")
 
@@ -339,9 +424,18 @@ def test_xml_parse_returns_a_dict_or_refuses(data):
 
 
 @FUZZ
-@given(st.dictionaries(st.text(st.characters(min_codepoint=ord("A"), max_codepoint=ord("z"),
-                                             exclude_characters="[\\]^`"), min_size=1, max_size=8),
-                       st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=40), min_size=1, max_size=6))
+@given(
+    st.dictionaries(
+        st.text(
+            st.characters(min_codepoint=ord("A"), max_codepoint=ord("z"), exclude_characters="[\\]^`"),
+            min_size=1,
+            max_size=8,
+        ),
+        st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=40),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_documents_we_build_parse_back(fields):
     assert parse(document(fields)) == {k: (v.strip() or None) for k, v in fields.items()}
 
@@ -349,7 +443,7 @@ def test_documents_we_build_parse_back(fields):
 # -- atheris (coverage-guided) over the same two parsers ---------------------------------------------
 # Run in its own interpreter: atheris.Fuzz() ends the process, and this one must not import the
 # test settings (under WQBOT_TEST_BACKEND=pg that would create a database nobody drops).
-ATHERIS_HARNESS = r'''
+ATHERIS_HARNESS = r"""
 import base64, sys
 import atheris
 with atheris.instrument_imports():
@@ -392,7 +486,7 @@ def one(data):
 
 atheris.Setup([sys.argv[0], "-runs=" + runs, "-max_len=2048", "-print_final_stats=1", sys.argv[5]], one)
 atheris.Fuzz()
-'''
+"""
 
 
 def test_atheris_over_crypto_and_xml(tmp_path):
@@ -405,12 +499,24 @@ def test_atheris_over_crypto_and_xml(tmp_path):
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     enc = CRYPTO.encrypt(VALID, random_prefix=PREFIX)
-    for i, seed_ in enumerate([b"\0" + enc.encode(), b"\1" + layout(VALID.encode()), b"\2" + envelope(enc).encode(),
-                               b"\3" + VALID.encode(), b"\2" + BOMB.encode()]):
+    for i, seed_ in enumerate(
+        [
+            b"\0" + enc.encode(),
+            b"\1" + layout(VALID.encode()),
+            b"\2" + envelope(enc).encode(),
+            b"\3" + VALID.encode(),
+            b"\2" + BOMB.encode(),
+        ]
+    ):
         (seeds / f"seed{i}").write_bytes(seed_)
     runs = str(examples(50_000, 2_000_000))
-    r = subprocess.run([sys.executable, "-c", ATHERIS_HARNESS, *APP[:2], CORP, runs, str(seeds)], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=examples(300, 7200))
+    r = subprocess.run(
+        [sys.executable, "-c", ATHERIS_HARNESS, *APP[:2], CORP, runs, str(seeds)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=examples(300, 7200),
+    )
     stats = [line for line in r.stderr.splitlines() if line.startswith(("stat::number_of_executed_units", "Done"))]
     print("atheris:", "; ".join(stats))
     assert r.returncode == 0, r.stderr[-4000:]

@@ -13,6 +13,7 @@ two `wqbot worker` processes (tests/reliability/cluster.py), with nothing killed
 The cluster tests need the scaled-out backend (WQBOT_TEST_BACKEND=pg); the regression for (a) at
 the bottom runs on both backends.
 """
+
 from __future__ import annotations
 
 import collections
@@ -28,8 +29,9 @@ import pytest
 from tests.conftest import BACKEND, TEST_ENV
 from tests.reliability.cluster import LONG, Cluster, Senders, card_of
 
-scaled_out = pytest.mark.skipif(BACKEND != "pg", reason="the scaled-out setup runs on PostgreSQL + Redis "
-                                                        "(WQBOT_TEST_BACKEND=pg)")
+scaled_out = pytest.mark.skipif(
+    BACKEND != "pg", reason="the scaled-out setup runs on PostgreSQL + Redis (WQBOT_TEST_BACKEND=pg)"
+)
 AUTH = {"Authorization": f"Bearer {TEST_ENV['WEIQIAN_API_TOKEN']}"}
 INTERVAL = 10  # SYNC_INTERVAL_MINUTES of the shared cluster: the product's default
 
@@ -41,8 +43,9 @@ def wait_for(predicate, timeout: float, what: str, cluster: Cluster | None = Non
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                                 + (f"\n{cluster.logs()}" if cluster else ""))
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{cluster.logs()}" if cluster else "")
+            )
         time.sleep(every)
 
 
@@ -66,16 +69,19 @@ def cluster(tmp_path_factory, _database):
     truncate_all(_database)
     huey.immediate = False
     huey.storage.flush_all()
-    with Cluster(tmp_path_factory.mktemp("scaled"), webs=2, workers=2, sim_users=60,
-                 env={"SYNC_INTERVAL_MINUTES": str(INTERVAL)}) as c:
+    with Cluster(
+        tmp_path_factory.mktemp("scaled"), webs=2, workers=2, sim_users=60, env={"SYNC_INTERVAL_MINUTES": str(INTERVAL)}
+    ) as c:
         yield c
     huey.storage.flush_all()
 
 
 def gettoken_calls(cluster: Cluster) -> collections.Counter:
     """gettoken calls by secret: the emulator logs the secret masked to its last two characters."""
-    kinds = {"****" + TEST_ENV["WECOM_APP_SECRET"][-2:]: "app",
-             "****" + TEST_ENV["WECOM_CONTACTS_SECRET"][-2:]: "contacts"}
+    kinds = {
+        "****" + TEST_ENV["WECOM_APP_SECRET"][-2:]: "app",
+        "****" + TEST_ENV["WECOM_CONTACTS_SECRET"][-2:]: "contacts",
+    }
     return collections.Counter(kinds.get(c["params"].get("corpsecret"), "?") for c in cluster.calls("gettoken"))
 
 
@@ -89,13 +95,20 @@ def push_approvals(cluster: Cluster, http, n: int, recipients: int, tag: str) ->
     for i in range(n):
         nid, task = f"so-{tag}-{i}", f"SO-{tag}-{i}"
         who = rng.sample(members, recipients)
-        r = s.post_notification(http, cluster.web_urls[i % 2], {
-            "id": nid, "type": "approve", "task_id": task, "title": f"并发审批-{i}", "recipients": who})
+        r = s.post_notification(
+            http,
+            cluster.web_urls[i % 2],
+            {"id": nid, "type": "approve", "task_id": task, "title": f"并发审批-{i}", "recipients": who},
+        )
         assert r.status_code == 202, r.text
         out.append({"id": nid, "task_id": task, "recipients": who, "card": card_of(nid, task)})
     cards = cluster.sim.messaging.cards
-    wait_for(lambda: all(t["card"] in cards and len(cards[t["card"]].copies) == recipients for t in out), 60,
-             "every card delivered", cluster)
+    wait_for(
+        lambda: all(t["card"] in cards and len(cards[t["card"]].copies) == recipients for t in out),
+        60,
+        "every card delivered",
+        cluster,
+    )
     return out
 
 
@@ -162,8 +175,10 @@ def test_the_periodic_sync_runs_once_per_interval_not_once_per_worker(cluster):
     runs = periodic()
     per_interval = collections.Counter(interval(r.started_at) for r in runs)
     skipped = sum(p.tail(200_000).count("periodic sync skipped") for p in cluster.workers)
-    publish("periodic sync, 2 workers", {"copies_enqueued": 3, "runs": len(runs) - before,
-                                         "skipped": skipped, "runs_per_interval": dict(per_interval)})
+    publish(
+        "periodic sync, 2 workers",
+        {"copies_enqueued": 3, "runs": len(runs) - before, "skipped": skipped, "runs_per_interval": dict(per_interval)},
+    )
     assert max(per_interval.values()) == 1, [(r.id, r.started_at, r.status) for r in runs]
     assert all(r.status == "ok" for r in runs), [r.as_dict() for r in runs]
     assert skipped >= 2
@@ -179,6 +194,7 @@ def test_the_access_token_and_tickets_are_shared_by_every_process(cluster):
 
     s = Senders(cluster)
     with httpx.Client(timeout=15) as http:
+
         def work(tag: str):
             tasks = push_approvals(cluster, http, 6, 4, tag)
             for i, t in enumerate(tasks):  # decisions: card updates by the workers
@@ -190,8 +206,14 @@ def test_the_access_token_and_tickets_are_shared_by_every_process(cluster):
             for url in cluster.web_urls * 3:
                 r = http.post(f"{url}/api/v1/jssdk/signature", headers=AUTH, json={"url": f"{cluster.web_urls[0]}/h5/"})
                 assert r.status_code == 200, r.text
-            wait_for(lambda: _outbox_empty() and not WebhookDelivery.select().where(
-                WebhookDelivery.status == "pending").exists(), 60, "the queued work to finish", cluster)
+            wait_for(
+                lambda: (
+                    _outbox_empty() and not WebhookDelivery.select().where(WebhookDelivery.status == "pending").exists()
+                ),
+                60,
+                "the queued work to finish",
+                cluster,
+            )
 
         work("tok1")
         first = gettoken_calls(cluster)
@@ -201,10 +223,18 @@ def test_the_access_token_and_tickets_are_shared_by_every_process(cluster):
         expired = cluster.sim.expire_tokens(None)
         work("tok2")
         second = gettoken_calls(cluster)
-        publish("token shared, 2 web + 2 workers + wqbot sync", {
-            "gettoken_app": second["app"], "gettoken_contacts": second["contacts"], "tokens_expired": expired,
-            "message_send": len(cluster.calls("message/send")), "user_get": len(cluster.calls("user/get")),
-            "jsapi_ticket": len(cluster.calls("get_jsapi_ticket")), "agent_ticket": len(cluster.calls("ticket/get"))})
+        publish(
+            "token shared, 2 web + 2 workers + wqbot sync",
+            {
+                "gettoken_app": second["app"],
+                "gettoken_contacts": second["contacts"],
+                "tokens_expired": expired,
+                "message_send": len(cluster.calls("message/send")),
+                "user_get": len(cluster.calls("user/get")),
+                "jsapi_ticket": len(cluster.calls("get_jsapi_ticket")),
+                "agent_ticket": len(cluster.calls("ticket/get")),
+            },
+        )
         assert second["app"] == 2, second  # one forced refresh for every process together
         assert second["contacts"] <= 1, second
 
@@ -227,8 +257,15 @@ def test_concurrent_taps_through_both_web_processes_give_one_decision(cluster):
         plan = []
         for t in tasks:
             for j, u in enumerate(t["recipients"]):
-                plan.append((t, u, "approve" if j % 2 else "reject", cluster.web_urls[j % 2],
-                             s.tap_plaintext(u, t["card"], "approve" if j % 2 else "reject")))
+                plan.append(
+                    (
+                        t,
+                        u,
+                        "approve" if j % 2 else "reject",
+                        cluster.web_urls[j % 2],
+                        s.tap_plaintext(u, t["card"], "approve" if j % 2 else "reject"),
+                    )
+                )
         gate = threading.Barrier(len(plan))
         answers: list[tuple[dict, str, str, httpx.Response | None]] = []
         lock = threading.Lock()
@@ -250,8 +287,9 @@ def test_concurrent_taps_through_both_web_processes_give_one_decision(cluster):
             th.start()
         for th in threads:
             th.join(60)
-    assert all(r is not None and r.status_code == 200 for *_, r in answers), \
-        [(u, r and r.status_code) for _, u, _, r in answers if r is None or r.status_code != 200]
+    assert all(r is not None and r.status_code == 200 for *_, r in answers), [
+        (u, r and r.status_code) for _, u, _, r in answers if r is None or r.status_code != 200
+    ]
     wait_for(lambda: _outbox_empty(), 60, "card updates and webhooks", cluster)
 
     decided_by_me = {"已同意", "已拒绝"}
@@ -272,10 +310,19 @@ def test_concurrent_taps_through_both_web_processes_give_one_decision(cluster):
         stale = [c.userid for c in copies if c.state == "active" and c.userid != row.decided_by]
         if stale:
             problems.append((t["task_id"], "cards not updated", stale))
-    publish("concurrent taps, 2 web processes", {
-        "tasks": len(tasks), "taps": len(answers), "tappers_per_task": tapping,
-        "decisions": sum(1 for t in tasks if NotifyTask.get(NotifyTask.task_id == t["task_id"]).state_via == "chat"),
-        "webhooks_received": sum(received[t["task_id"]] for t in tasks), "problems": len(problems)})
+    publish(
+        "concurrent taps, 2 web processes",
+        {
+            "tasks": len(tasks),
+            "taps": len(answers),
+            "tappers_per_task": tapping,
+            "decisions": sum(
+                1 for t in tasks if NotifyTask.get(NotifyTask.task_id == t["task_id"]).state_via == "chat"
+            ),
+            "webhooks_received": sum(received[t["task_id"]] for t in tasks),
+            "problems": len(problems),
+        },
+    )
     assert not problems, problems
 
 
@@ -302,8 +349,9 @@ def test_the_change_feed_has_no_gaps_under_concurrent_writers(cluster):
         with httpx.Client(timeout=10) as http:
             while True:
                 done = stop.is_set()
-                r = http.get(f"{cluster.web_urls[i % 2]}/api/v1/org/changes", params={"after": cursor, "limit": 25},
-                             headers=AUTH)
+                r = http.get(
+                    f"{cluster.web_urls[i % 2]}/api/v1/org/changes", params={"after": cursor, "limit": 25}, headers=AUTH
+                )
                 i += 1
                 if r.status_code != 200:
                     reader_error.append(r.text)
@@ -328,8 +376,9 @@ def test_the_change_feed_has_no_gaps_under_concurrent_writers(cluster):
                 assert r.status_code == 200
 
     per_writer = 150 if LONG else 60
-    threads = [threading.Thread(target=reader)] + [threading.Thread(target=writer, args=(k, per_writer))
-                                                   for k in range(4)]
+    threads = [threading.Thread(target=reader)] + [
+        threading.Thread(target=writer, args=(k, per_writer)) for k in range(4)
+    ]
     for th in threads:
         th.start()
     cluster.run_cli(["sync", "--full", "--force"])  # the sync's chunks interleave with the callbacks and fetches
@@ -339,11 +388,18 @@ def test_the_change_feed_has_no_gaps_under_concurrent_writers(cluster):
     stop.set()
     threads[0].join(60)
     assert not reader_error, reader_error
-    stored = [seq for seq, in Change.select(Change.seq).order_by(Change.seq).tuples()]
-    kinds = collections.Counter(k for k, in Change.select(Change.kind).tuples())
-    publish("change feed, 2 web + 2 workers + wqbot sync", {
-        "changes": len(stored), "seen_by_reader": len(seen), "kinds": dict(kinds),
-        "duplicates": len(seen) - len(set(seen)), "missed": len(set(stored) - set(seen))})
+    stored = [seq for (seq,) in Change.select(Change.seq).order_by(Change.seq).tuples()]
+    kinds = collections.Counter(k for (k,) in Change.select(Change.kind).tuples())
+    publish(
+        "change feed, 2 web + 2 workers + wqbot sync",
+        {
+            "changes": len(stored),
+            "seen_by_reader": len(seen),
+            "kinds": dict(kinds),
+            "duplicates": len(seen) - len(set(seen)),
+            "missed": len(set(stored) - set(seen)),
+        },
+    )
     assert seen == sorted(set(seen)), "the reader saw a seq out of order or twice"
     assert seen == stored, f"missed {sorted(set(stored) - set(seen))[:20]}"
     assert stored == list(range(stored[0], stored[0] + len(stored))), "the feed has holes"
@@ -370,14 +426,17 @@ def test_the_periodic_sync_runs_once_a_minute_on_two_real_schedulers(cluster):
         runs = list(SyncRun.select().where(SyncRun.trigger == "periodic", SyncRun.started_at >= since))
         per_minute = collections.Counter(int(r.started_at // 60) for r in runs)
         # since each worker's last start
-        skipped = sum(p.tail(500_000).rsplit("==== start", 1)[-1].count("periodic sync skipped")
-                      for p in cluster.workers)
+        skipped = sum(
+            p.tail(500_000).rsplit("==== start", 1)[-1].count("periodic sync skipped") for p in cluster.workers
+        )
     finally:
         for w in cluster.workers:
             w.stop()
             w.env = {**w.env, "SYNC_INTERVAL_MINUTES": str(INTERVAL)}
             w.start()
-    publish("periodic sync, 2 workers, real schedulers", {"minutes": minutes, "runs": len(runs),
-                                                          "runs_per_minute": sorted(per_minute.values())})
+    publish(
+        "periodic sync, 2 workers, real schedulers",
+        {"minutes": minutes, "runs": len(runs), "runs_per_minute": sorted(per_minute.values())},
+    )
     assert len(runs) >= minutes and max(per_minute.values()) == 1, sorted(per_minute.items())
     assert skipped >= minutes - 1, cluster.logs()

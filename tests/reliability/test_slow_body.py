@@ -11,6 +11,7 @@ liked. `wqbot serve` runs bot.header_timeout.HeaderTimeoutProtocol (httptools wi
 408 and closed HEADER_TIMEOUT (10) seconds after the request's first byte, and 431 past
 MAX_HEADER_BYTES (64 KiB: httptools has no size limit either). In-process on a uvicorn server
 with a short limit, then at a real `wqbot serve`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -68,10 +69,20 @@ class Client:
 
 
 def scope(method: str, path: str, query: str = "", headers=()):
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
-            "headers": [(k.encode(), v.encode()) for k, v in headers], "client": ("127.0.0.1", 5000),
-            "server": ("127.0.0.1", 8000)}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
 
 
 async def run(app, sc, client: Client, timeout: float = 10):
@@ -98,8 +109,13 @@ def callback_request(settings):
 def test_a_trickled_callback_body_gets_408_after_the_limit(served, settings):
     query, body = callback_request(settings)
     before = snapshot()
-    c = asyncio.run(run(served, scope("POST", "/wecom/callback", query, [("content-length", str(len(body)))]),
-                        Client([body[i:i + 1] for i in range(len(body))], gap=0.1)))
+    c = asyncio.run(
+        run(
+            served,
+            scope("POST", "/wecom/callback", query, [("content-length", str(len(body)))]),
+            Client([body[i : i + 1] for i in range(len(body))], gap=0.1),
+        )
+    )
     assert c.status == 408 and c.header(b"connection") == b"close"
     assert "not complete within 0.5 seconds" in c.text()
     assert LIMIT <= c.answered_at < LIMIT + 3  # the limit, a tick, and a generous margin for a busy machine
@@ -111,8 +127,9 @@ def test_a_trickled_callback_body_gets_408_after_the_limit(served, settings):
 
 def test_headers_and_then_nothing_gets_408(served, settings):
     query, body = callback_request(settings)
-    c = asyncio.run(run(served, scope("POST", "/wecom/callback", query, [("content-length", str(len(body)))]),
-                        Client([], gap=0)))
+    c = asyncio.run(
+        run(served, scope("POST", "/wecom/callback", query, [("content-length", str(len(body)))]), Client([], gap=0))
+    )
     assert c.status == 408 and c.reads == 1
 
 
@@ -120,11 +137,15 @@ def test_a_trickled_api_body_gets_408_and_the_app_stops_quietly(served):
     """The Starlette side: request.stream() raises ClientDisconnect on the disconnect it is
     handed; that must not escape as an error (uvicorn would log it and try a 500)."""
     body = b'{"id": "wq-evt-slow", "type": "notice", "task_id": "T-9", "title": "x", "recipients": ["lisi"]}'
-    headers = [("content-type", "application/json"), ("content-length", str(len(body))),
-               ("authorization", AUTH["Authorization"])]
+    headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        ("authorization", AUTH["Authorization"]),
+    ]
     before = snapshot()
-    c = asyncio.run(run(served, scope("POST", "/api/v1/notifications", "", headers),
-                        Client([body[:10], body[10:20]], gap=0.2)))
+    c = asyncio.run(
+        run(served, scope("POST", "/api/v1/notifications", "", headers), Client([body[:10], body[10:20]], gap=0.2))
+    )
     assert c.status == 408 and len(c.sent) == 2
     assert not changes(before, snapshot())
 
@@ -137,8 +158,13 @@ def test_a_body_slow_but_within_the_limit_is_served(settings, store, queue):
     app = BodyTimeout(CallbackFastPath(create_app(settings, init_store=False)), seconds=2.0)
     query, body = callback_request(settings)
     third = len(body) // 3 + 1
-    c = asyncio.run(run(app, scope("POST", "/wecom/callback", query, [("content-length", str(len(body)))]),
-                        Client([body[:third], body[third:2 * third], body[2 * third:]], gap=0.2, then_wait=False)))
+    c = asyncio.run(
+        run(
+            app,
+            scope("POST", "/wecom/callback", query, [("content-length", str(len(body)))]),
+            Client([body[:third], body[third : 2 * third], body[2 * third :]], gap=0.2, then_wait=False),
+        )
+    )
     assert c.status == 200 and c.text().startswith("<xml>")
     assert Delivery.select().count() == 1
 
@@ -179,8 +205,13 @@ def test_slow_clients_do_not_hold_up_the_rest(settings, store, queue):
         slow, fast = [], []
         for _ in range(10):
             query, body = callback_request(settings)
-            slow.append(run(app, scope("POST", "/wecom/callback", query, [("content-length", str(len(body)))]),
-                            Client([body[:5], body[5:6], body[6:7]], gap=0.4)))
+            slow.append(
+                run(
+                    app,
+                    scope("POST", "/wecom/callback", query, [("content-length", str(len(body)))]),
+                    Client([body[:5], body[5:6], body[6:7]], gap=0.4),
+                )
+            )
         for i in range(40):
             params, body = signed(app_crypto(settings), click("help", CreateTime=i))
             query = "&".join(f"{k}={v}" for k, v in params.items())
@@ -231,7 +262,7 @@ class Trickle(threading.Thread):
                 if not data:
                     return
             s.settimeout(30)
-            while (data := s.recv(4096)):
+            while data := s.recv(4096):
                 self._got(data)
             self._got(b"")
         except (ConnectionError, OSError):
@@ -266,14 +297,18 @@ def test_serve_cuts_off_a_trickled_body_and_serves_everyone_else(server, setting
     port, log_path = server
     params, body = signed(app_crypto(settings), click("help"))
     query = "&".join(f"{k}={v}" for k, v in params.items())
-    head = (f"POST /wecom/callback?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /wecom/callback?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     slow = Trickle(port, head, body.encode(), gap=1.0)
     slow.start()
     sent, ok = _keep_serving(port, settings, until=lambda: not slow.is_alive() or time.monotonic() - slow.t0 > 40)
     slow.join(5)
-    print(f"trickled body: 408 after {slow.answered_at:.1f} s, closed after {slow.closed_at:.1f} s, "
-          f"{slow.sent_bytes} of {len(body)} bytes sent; meanwhile {ok}/{sent} other requests answered 200")
+    print(
+        f"trickled body: 408 after {slow.answered_at:.1f} s, closed after {slow.closed_at:.1f} s, "
+        f"{slow.sent_bytes} of {len(body)} bytes sent; meanwhile {ok}/{sent} other requests answered 200"
+    )
     assert slow.answer.startswith(b"HTTP/1.1 408"), (slow.answer[:200], open(log_path).read()[-1500:])
     assert b"connection: close" in slow.answer.lower() and b"not complete within 10 seconds" in slow.answer
     # Cut off at BODY_TIMEOUT (10 s) after the headers, give or take the 1 s sweep tick, with a
@@ -290,8 +325,10 @@ def test_serve_cuts_off_trickled_headers_and_serves_everyone_else(server, settin
     slow.start()
     sent, ok = _keep_serving(port, settings, until=lambda: not slow.is_alive() or time.monotonic() - slow.t0 > 40)
     slow.join(5)
-    print(f"trickled headers: 408 after {slow.answered_at:.1f} s, {slow.sent_bytes} header bytes sent; "
-          f"meanwhile {ok}/{sent} other requests answered 200")
+    print(
+        f"trickled headers: 408 after {slow.answered_at:.1f} s, {slow.sent_bytes} header bytes sent; "
+        f"meanwhile {ok}/{sent} other requests answered 200"
+    )
     assert slow.answer.startswith(b"HTTP/1.1 408"), (slow.answer[:200], open(log_path).read()[-1500:])
     assert b"not complete within 10 seconds" in slow.answer
     assert HEADER_TIMEOUT - 0.5 <= slow.answered_at <= HEADER_TIMEOUT + 6, slow.answered_at
@@ -324,8 +361,17 @@ def uvicorn_port(short_header_limit):
         await send({"type": "http.response.body", "body": b"ok"})
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=HeaderTimeoutProtocol,
-                                           loop="asyncio", lifespan="off", log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            http=HeaderTimeoutProtocol,
+            loop="asyncio",
+            lifespan="off",
+            log_level="warning",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -401,7 +447,7 @@ def _one_request(port: int, request: bytes) -> tuple[bytes, float]:
             pass
         data = b""
         try:
-            while (more := s.recv(65536)):
+            while more := s.recv(65536):
                 data += more
                 if data.endswith(b"ok"):
                     break
@@ -430,7 +476,7 @@ def test_headers_within_the_limit_and_large_bodies_are_served(uvicorn_port):
     body = b"x" * (1024 * 1024)
     post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     assert _one_request(uvicorn_port, post)[0].startswith(b"HTTP/1.1 200")
-    chunks = [post[i:i + 100_000] for i in range(0, len(post), 100_000)]
+    chunks = [post[i : i + 100_000] for i in range(0, len(post), 100_000)]
     with socket.create_connection(("127.0.0.1", uvicorn_port)) as s:
         s.settimeout(5)
         for c in chunks:

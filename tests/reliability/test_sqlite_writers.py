@@ -4,6 +4,7 @@ Found by bench/soak.py: on the embedded setup, a full sync of 100,000 members co
 chunk on the worker thread, and SQLite's busy wait (sleep, retry) let it keep the write lock
 throughout; the callback commits on the event loop waited until busy_timeout and WeCom's 5 s
 deadline had long passed. Runs on its own SQLite file whatever WQBOT_TEST_BACKEND is."""
+
 from __future__ import annotations
 
 import threading

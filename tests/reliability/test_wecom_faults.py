@@ -11,6 +11,7 @@ WeCom acted, and still:
 
 WQBOT_RELIABILITY_SCALE=long makes the directory, the rounds and the notifications bigger.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,9 @@ def sync_until_converged(w: F.World) -> tuple[int, list[str]]:
         if not F.directory_diff(w.sim):
             return n, statuses
     problems = F.directory_diff(w.sim)
-    raise AssertionError(f"{MAX_RUNS} full syncs did not converge ({statuses}): {len(problems)} differences, "
-                         f"e.g. {problems[:5]}")
+    raise AssertionError(
+        f"{MAX_RUNS} full syncs did not converge ({statuses}): {len(problems)} differences, e.g. {problems[:5]}"
+    )
 
 
 @pytest.mark.parametrize("mode", ["list", "list_id"])
@@ -101,10 +103,15 @@ def test_full_syncs_converge_to_the_emulator_under_faults(mode, settings, store,
         if calls["total"] >= 300:  # the mix really is about a fifth of the calls (the draws are random)
             assert 0.12 < faulted / calls["total"] < 0.28, (faulted, calls["total"])
         check_gettoken(w, secrets=2, label=f"sync/{mode}")
-        feed = Counter(k for k, in Change.select(Change.kind).tuples())
-        REPORT[f"sync/{mode}"] = {"runs per round": [len(s) for s in runs], "statuses": runs,
-                                  "api calls": calls["total"], "faults fired": faulted,
-                                  "emulator changes": dict(mutator.log), "feed": dict(feed)}
+        feed = Counter(k for (k,) in Change.select(Change.kind).tuples())
+        REPORT[f"sync/{mode}"] = {
+            "runs per round": [len(s) for s in runs],
+            "statuses": runs,
+            "api calls": calls["total"],
+            "faults fired": faulted,
+            "emulator changes": dict(mutator.log),
+            "feed": dict(feed),
+        }
 
 
 def check_gettoken(w: F.World, secrets: int, label: str) -> dict:
@@ -117,8 +124,13 @@ def check_gettoken(w: F.World, secrets: int, label: str) -> dict:
     assert issued <= limit, (issued, fired)
     failed = len(calls) - issued
     assert failed <= fired.get("gettoken", 0), (failed, fired)
-    out = {"scenario": label, "gettoken ok": issued, "gettoken failed": failed, "expired-token faults": fired.get("expired", 0),
-           "bound": limit}
+    out = {
+        "scenario": label,
+        "gettoken ok": issued,
+        "gettoken failed": failed,
+        "expired-token faults": fired.get("expired", 0),
+        "bound": limit,
+    }
     REPORT.setdefault("gettoken", []).append(out)
     return out
 
@@ -135,7 +147,7 @@ def seed_directory(w: F.World) -> list[str]:
 
     run = run_sync(w.settings, trigger="reliability", full=True)
     assert run.status == "ok", run.errors
-    return sorted(u for u, in User.select(User.userid).where(User.active).tuples())
+    return sorted(u for (u,) in User.select(User.userid).where(User.active).tuples())
 
 
 def post_notifications(w: F.World, client, members: list[str], rng: random.Random) -> dict:
@@ -145,9 +157,17 @@ def post_notifications(w: F.World, client, members: list[str], rng: random.Rando
     for i in range(NOTIFICATIONS):
         kind = kinds[i % 3]
         recipients = rng.sample(members, rng.randint(5, 9))
-        body = {"id": f"rel-{i}", "type": kind, "task_id": f"T-REL-{i}", "title": f"合同 {i}",
-                "description": "请处理", "initiator": rng.choice(members), "recipients": recipients,
-                "url": f"/pages/task/task_detail?id=T-REL-{i}", "deadline": deadline_iso()}
+        body = {
+            "id": f"rel-{i}",
+            "type": kind,
+            "task_id": f"T-REL-{i}",
+            "title": f"合同 {i}",
+            "description": "请处理",
+            "initiator": rng.choice(members),
+            "recipients": recipients,
+            "url": f"/pages/task/task_detail?id=T-REL-{i}",
+            "deadline": deadline_iso(),
+        }
         if kind == "notice":
             body.pop("deadline")
         r = client.post("/api/v1/notifications", json=body, headers=AUTH)
@@ -194,8 +214,9 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
         with app_client(w.settings) as client:
             notes = post_notifications(w, client, members, rng)
             pushed = settle(w, queue)
-            assert not Notification.select().where(Notification.status != "sent").exists(), \
-                [(n.id, n.status, n.error) for n in Notification.select().where(Notification.status != "sent")]
+            assert not Notification.select().where(Notification.status != "sent").exists(), [
+                (n.id, n.status, n.error) for n in Notification.select().where(Notification.status != "sent")
+            ]
             check_deliveries(w, notes)
 
             # one recipient of each approve card taps 同意; each sign task is closed by 微签
@@ -203,9 +224,14 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
             for nid, body in notes.items():
                 if body["type"] == "approve":
                     card = NotifyCard.select().where(NotifyCard.notification == nid).order_by(NotifyCard.batch).first()
-                    userid = next(u for u, in NotifyRecipient.select(NotifyRecipient.userid).where(
-                        NotifyRecipient.card == card.card_id).order_by(NotifyRecipient.id).tuples()
-                        if w.sim.directory.user(u).status == 1)  # only active members can tap
+                    userid = next(
+                        u
+                        for (u,) in NotifyRecipient.select(NotifyRecipient.userid)
+                        .where(NotifyRecipient.card == card.card_id)
+                        .order_by(NotifyRecipient.id)
+                        .tuples()
+                        if w.sim.directory.user(u).status == 1
+                    )  # only active members can tap
                     answer = tap(w, userid, card.card_id)
                     assert answer["status"] == 200 and "已同意" in (answer["effect"] or ""), answer
                     tappers[nid] = userid
@@ -213,15 +239,25 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
                     # a recipient of each batch opens the card's "…" menu first: wqbot keeps the
                     # ResponseCode that came with it (a second way to update that member's card)
                     for card in NotifyCard.select().where(NotifyCard.notification == nid):
-                        userid = next((u for u, in NotifyRecipient.select(NotifyRecipient.userid).where(
-                            NotifyRecipient.card == card.card_id).tuples()
-                            if w.sim.directory.user(u).status == 1), None)
+                        userid = next(
+                            (
+                                u
+                                for (u,) in NotifyRecipient.select(NotifyRecipient.userid)
+                                .where(NotifyRecipient.card == card.card_id)
+                                .tuples()
+                                if w.sim.directory.user(u).status == 1
+                            ),
+                            None,
+                        )
                         if userid:
                             answer = tap(w, userid, card.card_id, key="open")
                             assert answer["status"] == 200 and "news" in (answer["effect"] or ""), answer
                             menus += 1
-                    r = client.post("/api/v1/notifications", headers=AUTH, json={
-                        "id": f"{nid}-close", "type": "close", "task_id": body["task_id"], "result": "signed"})
+                    r = client.post(
+                        "/api/v1/notifications",
+                        headers=AUTH,
+                        json={"id": f"{nid}-close", "type": "close", "task_id": body["task_id"], "result": "signed"},
+                    )
                     assert r.status_code == 202, r.text
             updated = settle(w, queue)
         assert {t.state for t in NotifyTask.select()} == {"approved", "signed"}
@@ -236,14 +272,22 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
         updates = w.calls("message/update_template_card")
         waits = sorted(n.sent_at - n.created_at for n in Notification.select().where(Notification.kind != "close"))
         REPORT[f"push/{'lost' if lost else 'faults'}"] = {
-            "notifications": len(notes), "batches": NotifyCard.select().count(), "menu taps": menus,
+            "notifications": len(notes),
+            "batches": NotifyCard.select().count(),
+            "menu taps": menus,
             "recipients": NotifyRecipient.select().count(),
-            "message/send calls": len(sends), "accepted": sum(1 for c in sends if c["errcode"] == 0),
+            "message/send calls": len(sends),
+            "accepted": sum(1 for c in sends if c["errcode"] == 0),
             "absorbed by duplicate check": sum(1 for c in sends if c.get("duplicate_of")),
-            "update calls": len(updates), "updates accepted": sum(1 for c in updates if c["errcode"] == 0),
-            "answers lost": dict(w.lost.lost) if w.lost else {}, "unknown outcomes (send)": sum(w.spy.unknown.values()),
-            "faults": fired, "queue": {"push": pushed, "update": updated}, "seconds": round(time.monotonic() - t0, 1),
-            "accepted → sent (s)": {"p50": round(waits[len(waits) // 2], 2), "max": round(waits[-1], 2)}}
+            "update calls": len(updates),
+            "updates accepted": sum(1 for c in updates if c["errcode"] == 0),
+            "answers lost": dict(w.lost.lost) if w.lost else {},
+            "unknown outcomes (send)": sum(w.spy.unknown.values()),
+            "faults": fired,
+            "queue": {"push": pushed, "update": updated},
+            "seconds": round(time.monotonic() - t0, 1),
+            "accepted → sent (s)": {"p50": round(waits[len(waits) // 2], 2), "max": round(waits[-1], 2)},
+        }
         if lost:
             # the lost answers did happen, on both APIs, after the emulator had acted, and each
             # lost send was followed by one resend that the duplicate check answered (more only if
@@ -260,8 +304,11 @@ def check_deliveries(w: F.World, notes: dict) -> None:
 
     msgs = w.sim.messaging
     expected = defaultdict(set)  # card id -> userids
-    for card_id, userid in NotifyRecipient.select(NotifyRecipient.card, NotifyRecipient.userid).where(
-            NotifyRecipient.status == "sent").tuples():
+    for card_id, userid in (
+        NotifyRecipient.select(NotifyRecipient.card, NotifyRecipient.userid)
+        .where(NotifyRecipient.status == "sent")
+        .tuples()
+    ):
         expected[card_id].add(userid.lower())
     assert not NotifyRecipient.select().where(NotifyRecipient.status != "sent").exists()
     assert sum(len(v) for v in expected.values()) == sum(len(set(b["recipients"])) for b in notes.values())
@@ -284,8 +331,12 @@ def check_deliveries(w: F.World, notes: dict) -> None:
     for card_id in expected:
         # every accepted call beyond the one that delivered was answered by the duplicate check,
         # and only after wqbot could not know whether its earlier call went through
-        assert accepted[card_id] - 1 == dup[card_id] <= w.spy.unknown[card_id], \
-            (card_id, accepted[card_id], dup[card_id], w.spy.unknown[card_id])
+        assert accepted[card_id] - 1 == dup[card_id] <= w.spy.unknown[card_id], (
+            card_id,
+            accepted[card_id],
+            dup[card_id],
+            w.spy.unknown[card_id],
+        )
     stored_codes = {c.card_id: c.response_code for c in NotifyCard.select()}
     assert all(stored_codes[c] for c in expected if notes_kind(c, notes) != "notice")
 
@@ -318,7 +369,8 @@ def check_card_updates(w: F.World, notes: dict, tappers: dict) -> None:
                     else:
                         assert copy.updated_by == "api", who
                         assert copy.replace_name == texts.CARD_DECIDED_BY["approve"].format(
-                            name=w.sim.directory.user(tappers[nid]).name), who
+                            name=w.sim.directory.user(tappers[nid]).name
+                        ), who
                 else:
                     assert copy.updates == 1 and copy.state == "card_replaced", (who, copy.public())
                     assert copy.template["emphasis_content"]["title"] == texts.CARD_RESULT["signed"], who
@@ -338,9 +390,18 @@ def active_members(w, n: int) -> list[str]:
 
 
 def push_task(client, nid: str, kind: str, task_id: str, members: list[str]) -> None:
-    r = client.post("/api/v1/notifications", headers=AUTH, json={
-        "id": nid, "type": kind, "task_id": task_id, "title": "合同", "recipients": members,
-        "deadline": deadline_iso()})
+    r = client.post(
+        "/api/v1/notifications",
+        headers=AUTH,
+        json={
+            "id": nid,
+            "type": kind,
+            "task_id": task_id,
+            "title": "合同",
+            "recipients": members,
+            "deadline": deadline_iso(),
+        },
+    )
     assert r.status_code == 202, r.text
 
 
@@ -378,8 +439,9 @@ def test_a_transient_refusal_of_a_card_update_is_retried_not_given_up(fault, set
             tap(w, members[0], card_id)
             F.drain(queue)
         copies = w.sim.messaging.cards[card_id].copies
-        assert [(c.userid, c.updates, c.updated_by) for c in copies.values() if c.userid != members[0]] == \
-            [(m, 1, "api") for m in members[1:]]
+        assert [(c.userid, c.updates, c.updated_by) for c in copies.values() if c.userid != members[0]] == [
+            (m, 1, "api") for m in members[1:]
+        ]
         assert NotifyCard.get().error is None
 
 
@@ -398,14 +460,18 @@ def test_a_lost_answer_to_a_card_update_is_not_applied_twice(settings, store, qu
             F.drain(queue)
             card_id = NotifyCard.get().card_id
             tap(w, members[0], card_id, key="open")  # wqbot now also holds members[0]'s own code
-            r = client.post("/api/v1/notifications", headers=AUTH, json={
-                "id": "rel-lost-close", "type": "close", "task_id": "T-LOST", "result": "signed"})
+            r = client.post(
+                "/api/v1/notifications",
+                headers=AUTH,
+                json={"id": "rel-lost-close", "type": "close", "task_id": "T-LOST", "result": "signed"},
+            )
             assert r.status_code == 202, r.text
             F.drain(queue)
         assert w.lost.lost["message/update_template_card"] == 1
         copies = w.sim.messaging.cards[card_id].copies.values()
-        assert sorted((c.userid, c.updates, c.state) for c in copies) == \
-            sorted((m, 1, "card_replaced") for m in members)
+        assert sorted((c.userid, c.updates, c.state) for c in copies) == sorted(
+            (m, 1, "card_replaced") for m in members
+        )
         card = NotifyCard.get()
         assert card.code_used_at is not None and card.error is None
 
@@ -424,8 +490,9 @@ def test_a_message_send_that_times_out_before_or_after_wecom_acts_is_delivered_o
     with F.World(settings, lost_answers=lost, users=20, departments=3) as w:
         members = active_members(w, 3)
         if when == "before":
-            F.add_faults(w.ctl, [{"path": "message/send", "kind": "timeout", "hold_seconds": F.HOLD_SECONDS,
-                                  "count": 1}])
+            F.add_faults(
+                w.ctl, [{"path": "message/send", "kind": "timeout", "hold_seconds": F.HOLD_SECONDS, "count": 1}]
+            )
         with app_client(w.settings) as client:
             push_task(client, "rel-timeout", "approve", "T-TO", members)
             F.drain(queue)
@@ -438,11 +505,19 @@ def test_a_message_send_that_times_out_before_or_after_wecom_acts_is_delivered_o
             first, second = w.calls("message/send")
             assert w.spy.unknown[card_id] == 1 and w.spy.ok[card_id] == 1
             if when == "before":
-                assert (first["fault"], first["errcode"], second["errcode"], second.get("duplicate_of")) == \
-                    ("timeout", None, 0, None)
+                assert (first["fault"], first["errcode"], second["errcode"], second.get("duplicate_of")) == (
+                    "timeout",
+                    None,
+                    0,
+                    None,
+                )
             else:
-                assert (first["fault"], first["errcode"], second["errcode"], second.get("duplicate_of")) == \
-                    (None, 0, 0, message["msgid"])
+                assert (first["fault"], first["errcode"], second["errcode"], second.get("duplicate_of")) == (
+                    None,
+                    0,
+                    0,
+                    message["msgid"],
+                )
                 assert w.lost.lost["message/send"] == 1
             tap(w, members[0], card_id)
             F.drain(queue)

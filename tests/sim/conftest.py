@@ -1,6 +1,7 @@
 """Fixtures for the emulator's contract tests: a SimConfig, a TestClient on the emulator, token
 helpers, and a real loopback receiver that decrypts what the emulator POSTs with wechatpy (an
 independent implementation of WeCom's crypto) and can answer with an encrypted passive reply."""
+
 from __future__ import annotations
 
 import time
@@ -21,9 +22,17 @@ CORP = "wwsimtest0000000001"
 
 
 def make_config(**kw) -> SimConfig:
-    base = dict(corp_id=CORP, users=60, departments=10, seed=7, callback_url="http://127.0.0.1:9/unused",
-                callback_retries=0, callback_retry_interval=0.0, callback_timeout=3.0,
-                redirect_domain="wqbot.example.com")
+    base = dict(
+        corp_id=CORP,
+        users=60,
+        departments=10,
+        seed=7,
+        callback_url="http://127.0.0.1:9/unused",
+        callback_retries=0,
+        callback_retry_interval=0.0,
+        callback_timeout=3.0,
+        redirect_domain="wqbot.example.com",
+    )
     base.update(kw)
     return SimConfig(**base)
 
@@ -100,8 +109,9 @@ class Receiver:
         out = self.reply(msg)
         if not out:
             return PlainTextResponse("")
-        return Response(self.crypto.encrypt_message(out, "nonce123", str(int(time.time()))),
-                        media_type="application/xml")
+        return Response(
+            self.crypto.encrypt_message(out, "nonce123", str(int(time.time()))), media_type="application/xml"
+        )
 
     def clear(self) -> None:
         self.received.clear()

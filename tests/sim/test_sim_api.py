@@ -1,5 +1,6 @@
 """Contract tests of the emulator's server API against PROTOCOL.md §5–7: tokens, directory reads,
 list_id paging, quotas, OAuth codes, messages and cards, menus, agent, JS-SDK tickets."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,9 @@ from .conftest import make_config
 
 
 def gettoken(client, cfg, secret=None, corpid=None):
-    return client.get("/cgi-bin/gettoken", params={"corpid": corpid or cfg.corp_id,
-                                                   "corpsecret": secret or cfg.app_secret}).json()
+    return client.get(
+        "/cgi-bin/gettoken", params={"corpid": corpid or cfg.corp_id, "corpsecret": secret or cfg.app_secret}
+    ).json()
 
 
 # -- tokens ---------------------------------------------------------------------------------------
@@ -51,8 +53,10 @@ def test_token_missing_invalid_and_expired(client, sim, cfg):
 def test_control_api_expires_tokens(client, cfg):
     tok = gettoken(client, cfg)["access_token"]
     assert client.post("/sim/tokens/expire", json={"kind": "app"}).json() == {"expired": 1}
-    assert client.get("/cgi-bin/agent/get", params={"access_token": tok, "agentid": cfg.agent_id}).json()["errcode"] \
+    assert (
+        client.get("/cgi-bin/agent/get", params={"access_token": tok, "agentid": cfg.agent_id}).json()["errcode"]
         == 42001
+    )
 
 
 # -- directory reads ----------------------------------------------------------------------------------
@@ -105,8 +109,13 @@ def test_privacy_switch_hides_contact_fields_from_the_app_only(wx, sim):
 def test_contacts_secret_from_a_new_ip_reads_ids_only(wx, sim):
     sim.cfg.contacts_new_ip = True
     u = next(iter(sim.directory.users.values()))
-    for path, params in (("user/get", {"userid": u.userid}), ("department/list", {}), ("department/get", {"id": 1}),
-                         ("user/list", {"department_id": 1}), ("user/simplelist", {"department_id": 1})):
+    for path, params in (
+        ("user/get", {"userid": u.userid}),
+        ("department/list", {}),
+        ("department/get", {"id": 1}),
+        ("user/list", {"department_id": 1}),
+        ("user/simplelist", {"department_id": 1}),
+    ):
         assert wx.call(path, kind="contacts", **params)["errcode"] == 48009, path
     assert wx.call("department/simplelist", kind="contacts")["errcode"] == 0
     assert wx.call("user/list_id", kind="contacts", json={"limit": 10})["errcode"] == 0
@@ -188,8 +197,9 @@ def test_post_api_via_get_and_bad_json(client, cfg, wx):
 
 def test_errmsg_carries_hint_and_ip_like_wecom(client):
     r = client.get("/cgi-bin/user/get", params={"userid": "x", "access_token": "nope"}).json()
-    assert "hint: [" in r["errmsg"] and "more info at https://open.work.weixin.qq.com/devtool/query?e=40014" \
-        in r["errmsg"]
+    assert (
+        "hint: [" in r["errmsg"] and "more info at https://open.work.weixin.qq.com/devtool/query?e=40014" in r["errmsg"]
+    )
 
 
 # -- quotas -----------------------------------------------------------------------------------------
@@ -198,8 +208,9 @@ def test_per_api_quota_answers_45009_then_recovers(client, sim, wx):
     assert r.status_code == 200
     u = next(iter(sim.directory.users.values())).userid
     tok = wx.get()
-    codes = [client.get("/cgi-bin/user/get", params={"access_token": tok, "userid": u}).json()["errcode"]
-             for _ in range(5)]
+    codes = [
+        client.get("/cgi-bin/user/get", params={"access_token": tok, "userid": u}).json()["errcode"] for _ in range(5)
+    ]
     assert codes == [0, 0, 0, 45009, 45009]
     # another API has its own window
     assert client.get("/cgi-bin/department/simplelist", params={"access_token": tok}).json()["errcode"] == 0
@@ -218,8 +229,10 @@ def test_default_quota_is_protocols_10000_per_minute(sim):
 
 def test_debug_mode_allows_5_per_minute(client, wx):
     tok = wx.get()
-    codes = [client.get("/cgi-bin/department/simplelist", params={"access_token": tok, "debug": "1"}).json()["errcode"]
-             for _ in range(6)]
+    codes = [
+        client.get("/cgi-bin/department/simplelist", params={"access_token": tok, "debug": "1"}).json()["errcode"]
+        for _ in range(6)
+    ]
     assert codes == [0] * 5 + [45009]
 
 
@@ -274,8 +287,12 @@ def send(wx, cfg, **body):
 
 
 def button_card(task_id="T-1001"):
-    return {"card_type": "button_interaction", "main_title": {"title": "采购合同-2026-001"}, "task_id": task_id,
-            "button_list": [{"text": "同意", "style": 1, "key": "approve"}, {"text": "拒绝", "style": 2, "key": "reject"}]}
+    return {
+        "card_type": "button_interaction",
+        "main_title": {"title": "采购合同-2026-001"},
+        "task_id": task_id,
+        "button_list": [{"text": "同意", "style": 1, "key": "approve"}, {"text": "拒绝", "style": 2, "key": "reject"}],
+    }
 
 
 def test_send_reports_invalid_users_lowercased(wx, cfg, sim, client):
@@ -333,22 +350,36 @@ def test_message_payload_rules(wx, cfg, sim):
     assert send(wx, cfg, touser=u, msgtype="bogus")["errcode"] == 40008
     assert send(wx, cfg, touser=u, agentid=999)["errcode"] == 301002
     assert send(wx, cfg, touser=u, msgtype="news", news={"articles": []})["errcode"] == 45008
-    assert wx.call("message/send", kind="contacts", json={"touser": u, "msgtype": "text", "agentid": cfg.agent_id,
-                                                          "text": {"content": "x"}})["errcode"] == 48002
+    assert (
+        wx.call(
+            "message/send",
+            kind="contacts",
+            json={"touser": u, "msgtype": "text", "agentid": cfg.agent_id, "text": {"content": "x"}},
+        )["errcode"]
+        == 48002
+    )
 
 
 def test_cards_get_a_response_code_and_need_a_callback_url(wx, cfg, sim):
     users = [u.userid for u in sim.directory.users.values() if u.status == 1][:3]
     r = send(wx, cfg, touser="|".join(users), msgtype="template_card", template_card=button_card())
     assert r["errcode"] == 0 and r["response_code"]
-    notice = {"card_type": "text_notice", "main_title": {"title": "已签署"}, "card_action": {"type": 1, "url": "https://x"}}
+    notice = {
+        "card_type": "text_notice",
+        "main_title": {"title": "已签署"},
+        "card_action": {"type": 1, "url": "https://x"},
+    }
     r2 = send(wx, cfg, touser=users[0], msgtype="template_card", template_card=notice)
     assert r2["errcode"] == 0 and "response_code" not in r2
     no_task = button_card()
     del no_task["task_id"]
     assert send(wx, cfg, touser=users[0], msgtype="template_card", template_card=no_task)["errcode"] == 42014
-    assert send(wx, cfg, touser=users[0], msgtype="template_card",
-                template_card={**notice, "card_action": None})["errcode"] == 42045
+    assert (
+        send(wx, cfg, touser=users[0], msgtype="template_card", template_card={**notice, "card_action": None})[
+            "errcode"
+        ]
+        == 42045
+    )
     sim.cfg.callback_url = ""
     assert send(wx, cfg, touser=users[0], msgtype="template_card", template_card=button_card("T-2"))["errcode"] == 43012
 
@@ -357,17 +388,27 @@ def test_update_template_card_codes_are_single_use(wx, cfg, sim, client):
     users = [u.userid for u in sim.directory.users.values() if u.status == 1][:3]
     r = send(wx, cfg, touser="|".join(users), msgtype="template_card", template_card=button_card("T-7"))
     code = r["response_code"]
-    upd = {"agentid": cfg.agent_id, "response_code": code, "userids": [users[0], "ghost"],
-           "button": {"replace_name": "已同意"}}
+    upd = {
+        "agentid": cfg.agent_id,
+        "response_code": code,
+        "userids": [users[0], "ghost"],
+        "button": {"replace_name": "已同意"},
+    }
     first = wx.call("message/update_template_card", json=upd)
     assert first == {"errcode": 0, "errmsg": "ok", "invaliduser": ["ghost"]}
     assert wx.call("message/update_template_card", json=upd)["errcode"] == 40058
     card = client.get("/sim/cards/T-7").json()
-    assert card["copies"][users[0]]["state"] == "button_replaced" and card["copies"][users[0]]["replace_name"] == "已同意"
+    assert (
+        card["copies"][users[0]]["state"] == "button_replaced" and card["copies"][users[0]]["replace_name"] == "已同意"
+    )
     assert card["all_updated"] is False and sorted(card["not_updated"]) == sorted(users[1:])
     tap = client.post("/sim/send", json={"userid": users[1], "type": "card", "task_id": "T-7", "key": "approve"}).json()
-    atall = {"agentid": cfg.agent_id, "response_code": tap["fields"]["ResponseCode"], "atall": 1,
-             "button": {"replace_name": "已由他人处理"}}
+    atall = {
+        "agentid": cfg.agent_id,
+        "response_code": tap["fields"]["ResponseCode"],
+        "atall": 1,
+        "button": {"replace_name": "已由他人处理"},
+    }
     assert wx.call("message/update_template_card", json=atall)["errcode"] == 0
     assert client.get("/sim/cards/T-7").json()["all_updated"] is True
     assert client.get("/sim/cards").json()["cards"][0]["all_updated"] is True
@@ -377,8 +418,12 @@ def test_update_template_card_rules(wx, cfg, sim):
     users = [u.userid for u in sim.directory.users.values() if u.status == 1][:2]
     r = send(wx, cfg, touser="|".join(users), msgtype="template_card", template_card=button_card("T-9"))
     base = {"agentid": cfg.agent_id, "response_code": r["response_code"], "userids": users}
-    assert wx.call("message/update_template_card", json={**base, "response_code": "forged",
-                                                          "button": {"replace_name": "x"}})["errcode"] == 40058
+    assert (
+        wx.call(
+            "message/update_template_card", json={**base, "response_code": "forged", "button": {"replace_name": "x"}}
+        )["errcode"]
+        == 40058
+    )
     assert wx.call("message/update_template_card", json=base)["errcode"] == 40063
     sim.clock.advance(sim.cfg.response_code_ttl + 1)
     assert wx.call("message/update_template_card", json={**base, "button": {"replace_name": "x"}})["errcode"] == 40058
@@ -413,9 +458,13 @@ def test_recall(wx, cfg, sim):
 
 
 # -- menus, agent, tickets ------------------------------------------------------------------------------
-MENU = {"button": [{"type": "click", "name": "待我处理", "key": "pending"},
-                   {"type": "view", "name": "进入微签", "url": "https://wqbot.example.com/oauth/h5"},
-                   {"name": "更多", "sub_button": [{"type": "click", "name": "帮助", "key": "help"}]}]}
+MENU = {
+    "button": [
+        {"type": "click", "name": "待我处理", "key": "pending"},
+        {"type": "view", "name": "进入微签", "url": "https://wqbot.example.com/oauth/h5"},
+        {"name": "更多", "sub_button": [{"type": "click", "name": "帮助", "key": "help"}]},
+    ]
+}
 
 
 def test_menu_lifecycle_and_rules(wx, cfg, client):
@@ -429,7 +478,9 @@ def test_menu_lifecycle_and_rules(wx, cfg, client):
     assert wx.call("menu/create", json=four, agentid=aid)["errcode"] == 40016
     long_name = {"button": [{"type": "click", "name": "一二三四五六", "key": "k"}]}
     assert wx.call("menu/create", json=long_name, agentid=aid)["errcode"] == 40018
-    six = {"button": [{"name": "子", "sub_button": [{"type": "click", "name": str(i), "key": str(i)} for i in range(6)]}]}
+    six = {
+        "button": [{"name": "子", "sub_button": [{"type": "click", "name": str(i), "key": str(i)} for i in range(6)]}]
+    }
     assert wx.call("menu/create", json=six, agentid=aid)["errcode"] == 40023
     bad_type = {"button": [{"type": "tap", "name": "x", "key": "x"}]}
     assert wx.call("menu/create", json=bad_type, agentid=aid)["errcode"] == 40017

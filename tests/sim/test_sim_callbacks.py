@@ -1,6 +1,7 @@
 """The callbacks the emulator makes, received on real loopback URLs and decrypted with wechatpy:
 change_contact for every directory change (full and IDs-only shapes, PROTOCOL §3.9), member
 events and card taps (§3.1–3.6) with their passive replies, the console's URL check, retries."""
+
 from __future__ import annotations
 
 import time
@@ -14,14 +15,24 @@ from .conftest import CORP, make_config
 
 
 def reply_xml(to: str, msg_type: str, **fields) -> str:
-    return document({"ToUserName": to, "FromUserName": CORP, "CreateTime": int(time.time()), "MsgType": msg_type,
-                     **fields})
+    return document(
+        {"ToUserName": to, "FromUserName": CORP, "CreateTime": int(time.time()), "MsgType": msg_type, **fields}
+    )
 
 
 def test_create_user_sends_full_create_user_to_the_contacts_url(live):
     client, sim, app_rx, contacts_rx = live
-    r = client.post("/sim/users", json={"userid": "zhaoliu", "name": "赵六", "department": [1, 2],
-                                        "position": "测试工程师", "mobile": "13800000001", "gender": "2"})
+    r = client.post(
+        "/sim/users",
+        json={
+            "userid": "zhaoliu",
+            "name": "赵六",
+            "department": [1, 2],
+            "position": "测试工程师",
+            "mobile": "13800000001",
+            "gender": "2",
+        },
+    )
     assert r.status_code == 201
     cb = r.json()["callbacks"][0]
     assert cb["status"] == 200 and cb["target"] == "contacts" and cb["error"] is None
@@ -54,8 +65,11 @@ def test_rename_move_and_delete(live):
     assert contacts_rx.received[-1]["Name"] == "新名字" and "Department" not in contacts_rx.received[-1]
     client.delete("/sim/users/renamed-one")
     msg = contacts_rx.received[-1]
-    assert msg["ChangeType"] == "delete_user" and msg["UserID"] == "renamed-one" and set(msg) == {
-        "ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", "ChangeType", "UserID"}
+    assert (
+        msg["ChangeType"] == "delete_user"
+        and msg["UserID"] == "renamed-one"
+        and set(msg) == {"ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", "ChangeType", "UserID"}
+    )
     assert client.delete("/sim/users/renamed-one").status_code == 404
 
 
@@ -64,8 +78,13 @@ def test_departments(live):
     r = client.post("/sim/departments", json={"name": "华东销售部", "parentid": 1, "id": 500, "order": 100})
     assert r.status_code == 201
     msg = contacts_rx.received[-1]
-    assert (msg["ChangeType"], msg["Id"], msg["Name"], msg["ParentId"], msg["Order"]) == \
-        ("create_party", "500", "华东销售部", "1", "100")
+    assert (msg["ChangeType"], msg["Id"], msg["Name"], msg["ParentId"], msg["Order"]) == (
+        "create_party",
+        "500",
+        "华东销售部",
+        "1",
+        "100",
+    )
     client.patch("/sim/departments/500", json={"parentid": 2})
     msg = contacts_rx.received[-1]
     assert msg["ChangeType"] == "update_party" and msg["ParentId"] == "2" and "Name" not in msg
@@ -89,10 +108,16 @@ def test_ids_only_mode_as_after_2022(live):
     client, sim, _, contacts_rx = live
     client.patch("/sim/config", json={"ids_only_callbacks": True})
     client.post("/sim/users", json={"userid": "idsonly", "name": "只给ID", "department": [2], "mobile": "13900000009"})
-    assert contacts_rx.received[-1] == {"ToUserName": CORP, "FromUserName": "sys",
-                                        "CreateTime": contacts_rx.received[-1]["CreateTime"], "MsgType": "event",
-                                        "Event": "change_contact", "ChangeType": "create_user",
-                                        "UserID": "idsonly", "Department": "2"}
+    assert contacts_rx.received[-1] == {
+        "ToUserName": CORP,
+        "FromUserName": "sys",
+        "CreateTime": contacts_rx.received[-1]["CreateTime"],
+        "MsgType": "event",
+        "Event": "change_contact",
+        "ChangeType": "create_user",
+        "UserID": "idsonly",
+        "Department": "2",
+    }
     n = len(contacts_rx.received)
     assert client.patch("/sim/users/idsonly", json={"name": "改名不通知"}).json()["callbacks"] == []
     assert len(contacts_rx.received) == n
@@ -128,11 +153,18 @@ def test_silent_changes_send_nothing(live):
 def test_member_events_and_passive_replies(live):
     client, sim, app_rx, _ = live
     u = next(u for u in sim.directory.users.values() if u.status == 1)
-    app_rx.reply = lambda m: reply_xml(m["FromUserName"], "text", Content=f"收到：{m.get('EventKey') or m.get('Content')}")
+    app_rx.reply = lambda m: reply_xml(
+        m["FromUserName"], "text", Content=f"收到：{m.get('EventKey') or m.get('Content')}"
+    )
     r = client.post("/sim/send", json={"userid": u.userid, "type": "click", "key": "pending"}).json()
     msg = app_rx.received[-1]
-    assert (msg["MsgType"], msg["Event"], msg["EventKey"], msg["FromUserName"], msg["AgentID"]) == \
-        ("event", "click", "pending", u.userid, str(sim.cfg.agent_id))
+    assert (msg["MsgType"], msg["Event"], msg["EventKey"], msg["FromUserName"], msg["AgentID"]) == (
+        "event",
+        "click",
+        "pending",
+        u.userid,
+        str(sim.cfg.agent_id),
+    )
     assert r["status"] == 200 and r["reply_fields"]["Content"] == "收到：pending" and r["reply_error"] is None
     assert r["effect"] == f"{u.userid} sees a text reply"
     seen = client.get("/sim/messages", params={"userid": u.userid}).json()["messages"]
@@ -176,46 +208,75 @@ class _ReplyWith:
 
 
 def button_card(task_id: str) -> dict:
-    return {"card_type": "button_interaction", "main_title": {"title": "采购合同"}, "task_id": task_id,
-            "button_list": [{"text": "同意", "key": "approve"}, {"text": "拒绝", "key": "reject", "style": 2}]}
+    return {
+        "card_type": "button_interaction",
+        "main_title": {"title": "采购合同"},
+        "task_id": task_id,
+        "button_list": [{"text": "同意", "key": "approve"}, {"text": "拒绝", "key": "reject", "style": 2}],
+    }
 
 
 def test_card_tap_carries_task_and_fresh_response_code(live):
     client, sim, app_rx, _ = live
-    tok = client.get("/cgi-bin/gettoken", params={"corpid": CORP, "corpsecret": sim.cfg.app_secret}).json()["access_token"]
+    tok = client.get("/cgi-bin/gettoken", params={"corpid": CORP, "corpsecret": sim.cfg.app_secret}).json()[
+        "access_token"
+    ]
     people = [u.userid for u in sim.directory.users.values() if u.status == 1][:3]
-    sent = client.post("/cgi-bin/message/send", params={"access_token": tok}, json={
-        "touser": "|".join(people), "msgtype": "template_card", "agentid": sim.cfg.agent_id,
-        "template_card": button_card("T-1001")}).json()
+    sent = client.post(
+        "/cgi-bin/message/send",
+        params={"access_token": tok},
+        json={
+            "touser": "|".join(people),
+            "msgtype": "template_card",
+            "agentid": sim.cfg.agent_id,
+            "template_card": button_card("T-1001"),
+        },
+    ).json()
     assert sent["errcode"] == 0
     app_rx.reply = lambda m: reply_xml(m["FromUserName"], "update_button", Button={"ReplaceName": "已同意"})
     r = client.post("/sim/send", json={"userid": people[0], "type": "card", "task_id": "T-1001", "key": "approve"})
     assert r.status_code == 200
     msg = app_rx.received[-1]
-    assert (msg["Event"], msg["EventKey"], msg["TaskId"], msg["CardType"]) == \
-        ("template_card_event", "approve", "T-1001", "button_interaction")
+    assert (msg["Event"], msg["EventKey"], msg["TaskId"], msg["CardType"]) == (
+        "template_card_event",
+        "approve",
+        "T-1001",
+        "button_interaction",
+    )
     code = msg["ResponseCode"]
     assert code and code != sent["response_code"]
     assert r.json()["effect"] == f"card T-1001 of {people[0]} now shows '已同意'"
     card = client.get("/sim/cards/T-1001").json()
-    assert card["copies"][people[0]]["state"] == "button_replaced" and card["copies"][people[0]]["updated_by"] == \
-        "passive_reply"
+    assert (
+        card["copies"][people[0]]["state"] == "button_replaced"
+        and card["copies"][people[0]]["updated_by"] == "passive_reply"
+    )
     # the tapped card is greyed out: a second tap is refused unless forced (a race)
     again = client.post("/sim/send", json={"userid": people[0], "type": "card", "task_id": "T-1001", "key": "approve"})
     assert again.status_code == 409 and "已同意" in again.json()["message"]
-    forced = client.post("/sim/send", json={"userid": people[0], "type": "card", "task_id": "T-1001", "key": "reject",
-                                            "force": True})
+    forced = client.post(
+        "/sim/send", json={"userid": people[0], "type": "card", "task_id": "T-1001", "key": "reject", "force": True}
+    )
     assert forced.status_code == 200 and app_rx.received[-1]["EventKey"] == "reject"
     # the callback's code updates everyone else's card, once
-    upd = {"agentid": sim.cfg.agent_id, "response_code": code, "userids": people[1:],
-           "button": {"replace_name": f"已由 {people[0]} 同意"}}
-    assert client.post("/cgi-bin/message/update_template_card", params={"access_token": tok}, json=upd).json()[
-        "errcode"] == 0
+    upd = {
+        "agentid": sim.cfg.agent_id,
+        "response_code": code,
+        "userids": people[1:],
+        "button": {"replace_name": f"已由 {people[0]} 同意"},
+    }
+    assert (
+        client.post("/cgi-bin/message/update_template_card", params={"access_token": tok}, json=upd).json()["errcode"]
+        == 0
+    )
     assert client.get("/sim/cards/T-1001").json()["all_updated"] is True
-    assert client.post("/cgi-bin/message/update_template_card", params={"access_token": tok}, json=upd).json()[
-        "errcode"] == 40058
-    bad_key = client.post("/sim/send", json={"userid": people[1], "type": "card", "task_id": "T-1001", "key": "x",
-                                             "force": True})
+    assert (
+        client.post("/cgi-bin/message/update_template_card", params={"access_token": tok}, json=upd).json()["errcode"]
+        == 40058
+    )
+    bad_key = client.post(
+        "/sim/send", json={"userid": people[1], "type": "card", "task_id": "T-1001", "key": "x", "force": True}
+    )
     assert bad_key.status_code == 400 and "approve" in bad_key.json()["message"]
     stranger = [u.userid for u in sim.directory.users.values() if u.status == 1][5]
     assert client.post("/sim/send", json={"userid": stranger, "type": "card", "task_id": "T-1001"}).status_code == 404
@@ -232,8 +293,9 @@ def test_url_verification(live):
 
 
 def test_unreachable_url_is_retried_then_reported():
-    app = create_app(make_config(callback_url="http://127.0.0.1:9/cb", callback_retries=2,
-                                 callback_retry_interval=0.01))
+    app = create_app(
+        make_config(callback_url="http://127.0.0.1:9/cb", callback_retries=2, callback_retry_interval=0.01)
+    )
     with TestClient(app) as client:
         r = client.post("/sim/users", json={"userid": "nobody-listens", "name": "无人", "department": [1]}).json()
         cb = r["callbacks"][0]
@@ -243,5 +305,7 @@ def test_unreachable_url_is_retried_then_reported():
         assert client.delete("/sim/callbacks").json() == {"cleared": True}
     no_url = create_app(make_config(callback_url=""))
     with TestClient(no_url) as client:
-        cb = client.post("/sim/users", json={"userid": "x1", "name": "无地址", "department": [1]}).json()["callbacks"][0]
+        cb = client.post("/sim/users", json={"userid": "x1", "name": "无地址", "department": [1]}).json()["callbacks"][
+            0
+        ]
         assert cb["status"] is None and "no callback URL" in cb["error"]

@@ -1,5 +1,6 @@
 """`wqbot sim` as a person runs it: the banner names the URL and the settings to point wqbot at,
 and the emulator answers there. Plus SimConfig.from_env and the control API's config/reset."""
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_wqbot_sim_prints_how_to_point_wqbot_at_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "PUBLIC_URL"))}
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "sim", "--port", "0", "--users", "40",
-                             "--departments", "5", "--token-expires-in", "60"],
-                            cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "sim",
+            "--port",
+            "0",
+            "--users",
+            "40",
+            "--departments",
+            "5",
+            "--token-expires-in",
+            "60",
+        ],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         lines = []
         deadline = time.monotonic() + 20
@@ -38,8 +56,11 @@ def test_wqbot_sim_prints_how_to_point_wqbot_at_it(tmp_path):
         for name in ("WECOM_API_BASE", "WECOM_OAUTH_BASE", "WECOM_SSO_BASE"):
             assert f"{name}={url}" in text
         assert f"WECOM_CORP_ID={DEFAULTS['WECOM_CORP_ID']}" in text and "40 members, 5 departments" in text
-        r = httpx.get(url + "/cgi-bin/gettoken", params={"corpid": DEFAULTS["WECOM_CORP_ID"],
-                                                        "corpsecret": DEFAULTS["WECOM_APP_SECRET"]}, timeout=5)
+        r = httpx.get(
+            url + "/cgi-bin/gettoken",
+            params={"corpid": DEFAULTS["WECOM_CORP_ID"], "corpsecret": DEFAULTS["WECOM_APP_SECRET"]},
+            timeout=5,
+        )
         assert r.json()["expires_in"] == 60
         assert httpx.get(url + "/", timeout=5).status_code == 200
     finally:
@@ -49,8 +70,9 @@ def test_wqbot_sim_prints_how_to_point_wqbot_at_it(tmp_path):
 
 def test_from_env_reads_wqbots_settings_and_dotenv(tmp_path):
     (tmp_path / ".env").write_text("WECOM_CORP_ID=wwfromdotenv\nWECOM_APP_SECRET=dotenv-secret\n")
-    cfg = SimConfig.from_env(env={"WECOM_APP_SECRET": "env-secret", "PUBLIC_URL": "http://127.0.0.1:8123"},
-                             dotenv=tmp_path / ".env", users=5)
+    cfg = SimConfig.from_env(
+        env={"WECOM_APP_SECRET": "env-secret", "PUBLIC_URL": "http://127.0.0.1:8123"}, dotenv=tmp_path / ".env", users=5
+    )
     assert cfg.corp_id == "wwfromdotenv" and cfg.app_secret == "env-secret" and cfg.users == 5
     assert cfg.contacts_secret == DEFAULTS["WECOM_CONTACTS_SECRET"]
     assert cfg.redirect_domain == "127.0.0.1:8123" and cfg.callback_url == "http://127.0.0.1:8123/wecom/callback"

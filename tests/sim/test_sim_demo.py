@@ -1,5 +1,6 @@
 """`wqbot demo` end to end, as a person runs it: a subprocess that starts the emulator, `wqbot serve`
 and the 微签 stand-in, tours the product, exits 0 and leaves nothing behind."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,14 @@ def child_env() -> dict:
 
 
 def run_demo(*extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bot.cli", "demo", *extra], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=child_env())
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "demo", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+    )
 
 
 def urls(text: str) -> dict:
@@ -63,9 +70,14 @@ def test_demo_tours_every_step_and_cleans_up():
 
 @pytest.mark.slow
 def test_demo_keep_leaves_both_running_until_interrupted():
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "demo", "--keep"], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=child_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "demo", "--keep"],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+    )
     lines = []
     try:
         deadline = time.monotonic() + 180

@@ -1,4 +1,5 @@
 """Fault injection and the call log: every fault kind, counts, shares, paths, and masking."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,9 @@ def add_fault(client, **spec):
 def test_errcode_for_the_next_k_calls(client, sim, wx):
     add_fault(client, path="user/get", errcode=-1, count=2)
     tok, uid = wx.get(), first_user(sim)
-    codes = [client.get("/cgi-bin/user/get", params={"access_token": tok, "userid": uid}).json()["errcode"]
-             for _ in range(3)]
+    codes = [
+        client.get("/cgi-bin/user/get", params={"access_token": tok, "userid": uid}).json()["errcode"] for _ in range(3)
+    ]
     assert codes == [-1, -1, 0]
     assert client.get("/sim/faults").json()["faults"] == []
     calls = client.get("/sim/calls", params={"api": "user/get"}).json()["calls"]
@@ -70,8 +72,10 @@ def test_http_500(client, wx):
 def test_share_of_calls(client, sim, wx):
     add_fault(client, path="user/get", errcode=-1, ratio=0.25, seed=42)
     tok, uid = wx.get(), first_user(sim)
-    codes = [client.get("/cgi-bin/user/get", params={"access_token": tok, "userid": uid}).json()["errcode"]
-             for _ in range(400)]
+    codes = [
+        client.get("/cgi-bin/user/get", params={"access_token": tok, "userid": uid}).json()["errcode"]
+        for _ in range(400)
+    ]
     share = codes.count(-1) / 400
     assert 0.18 < share < 0.32
     assert set(codes) == {0, -1}
@@ -80,8 +84,14 @@ def test_share_of_calls(client, sim, wx):
 
 
 def test_mix_of_faults(client, sim, wx):
-    add_fault(client, path="user/get", ratio=1.0, count=60, seed=3,
-              choices=[{"errcode": -1}, {"kind": "http500"}, {"errcode": 45009}, {"errcode": 42001}])
+    add_fault(
+        client,
+        path="user/get",
+        ratio=1.0,
+        count=60,
+        seed=3,
+        choices=[{"errcode": -1}, {"kind": "http500"}, {"errcode": 45009}, {"errcode": 42001}],
+    )
     uid = first_user(sim)
     seen = set()
     for _ in range(60):
@@ -115,9 +125,14 @@ def test_timeout_holds_longer_than_the_client_waits():
 
 
 def test_fault_specs_are_validated(client):
-    for spec, word in (({"kind": "boom"}, "kind"), ({"errcode": "x"}, "errcode"), ({"errcode": -1, "count": 0}, "count"),
-                       ({"errcode": -1, "ratio": 2}, "ratio"), ({"kind": "timeout", "hold_seconds": 3600}, "hold"),
-                       ({"kind": "latency"}, "latency_ms")):
+    for spec, word in (
+        ({"kind": "boom"}, "kind"),
+        ({"errcode": "x"}, "errcode"),
+        ({"errcode": -1, "count": 0}, "count"),
+        ({"errcode": -1, "ratio": 2}, "ratio"),
+        ({"kind": "timeout", "hold_seconds": 3600}, "hold"),
+        ({"kind": "latency"}, "latency_ms"),
+    ):
         r = client.post("/sim/faults", json=spec)
         assert r.status_code == 400 and word in r.json()["message"], spec
     f = add_fault(client, errcode=-1)
@@ -135,7 +150,9 @@ def test_call_log_masks_secrets_and_resets(client, sim, wx):
     text = str(log)
     assert tok not in text and code not in text and sim.cfg.app_secret not in text
     getinfo = [c for c in log["calls"] if c["api"] == "auth/getuserinfo"][0]
-    assert getinfo["params"]["access_token"].startswith("****") and getinfo["token"] == "app" and getinfo["errcode"] == 0
+    assert (
+        getinfo["params"]["access_token"].startswith("****") and getinfo["token"] == "app" and getinfo["errcode"] == 0
+    )
     summary = client.get("/sim/calls/summary").json()
     assert summary["apis"]["gettoken"]["calls"] == 1
     assert client.delete("/sim/calls").json()["cleared"] is True
@@ -154,4 +171,6 @@ def test_the_call_log_rotates_but_counts_stay_exact():
         log = c.get("/sim/calls").json()
         assert log["kept"] == 5 and log["total"] == 8 and [x["seq"] for x in log["calls"]] == [4, 5, 6, 7, 8]
         assert c.get("/sim/calls/summary").json() == {
-            "total": 8, "apis": {"gettoken": {"calls": 8, "errors": {"40001": 8}, "faults": 0}}}
+            "total": 8,
+            "apis": {"gettoken": {"calls": 8, "errors": {"40001": 8}, "faults": 0}},
+        }

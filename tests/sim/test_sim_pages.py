@@ -1,5 +1,6 @@
 """The login stand-ins: the OAuth authorize page and the PC QR-login page check their parameters
 as WeCom does (PROTOCOL §8) and redirect with a single-use code and the original state."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
@@ -12,16 +13,28 @@ CALLBACK = "https://wqbot.example.com/oauth/h5/callback"
 
 
 def authorize(client, **overrides):
-    params = {"appid": CORP, "redirect_uri": CALLBACK, "response_type": "code", "scope": "snsapi_base",
-              "state": "Ab12cd", "agentid": "1000002"}
+    params = {
+        "appid": CORP,
+        "redirect_uri": CALLBACK,
+        "response_type": "code",
+        "scope": "snsapi_base",
+        "state": "Ab12cd",
+        "agentid": "1000002",
+    }
     params.update(overrides)
     params = {k: v for k, v in params.items() if v is not None}
     return client.get("/connect/oauth2/authorize", params=params, follow_redirects=False)
 
 
 def sso(client, **overrides):
-    params = {"login_type": "CorpApp", "appid": CORP, "agentid": "1000002",
-              "redirect_uri": "https://wqbot.example.com/wx/login", "state": "s1", "lang": "zh"}
+    params = {
+        "login_type": "CorpApp",
+        "appid": CORP,
+        "agentid": "1000002",
+        "redirect_uri": "https://wqbot.example.com/wx/login",
+        "state": "s1",
+        "lang": "zh",
+    }
     params.update(overrides)
     params = {k: v for k, v in params.items() if v is not None}
     return client.get("/wwlogin/sso/login", params=params, follow_redirects=False)
@@ -55,19 +68,22 @@ def test_non_member_and_refusal(client, wx):
     assert "code" not in q and q["state"] == ["Ab12cd"]
 
 
-@pytest.mark.parametrize("overrides,errcode,text", [
-    ({"redirect_uri": "https://evil.example.com/oauth/h5/callback"}, 50001, "redirect_uri需使用应用可信域名"),
-    ({"redirect_uri": "https://wqbot.example.com:443/oauth/h5/callback"}, 50001, "redirect_uri需使用应用可信域名"),
-    ({"redirect_uri": "/oauth/h5/callback"}, 40058, "redirect_uri"),
-    ({"redirect_uri": None}, 40058, "redirect_uri"),
-    ({"appid": "wwother"}, 40013, "appid"),
-    ({"response_type": "token"}, 40058, "response_type"),
-    ({"scope": "snsapi_userinfo"}, 40058, "scope"),
-    ({"state": "has.dots-and-dashes"}, 40058, "state"),
-    ({"state": "a" * 129}, 40058, "state"),
-    ({"agentid": "999"}, 40056, "agentid"),
-    ({"agentid": None, "scope": "snsapi_privateinfo"}, 40058, "agentid"),
-])
+@pytest.mark.parametrize(
+    "overrides,errcode,text",
+    [
+        ({"redirect_uri": "https://evil.example.com/oauth/h5/callback"}, 50001, "redirect_uri需使用应用可信域名"),
+        ({"redirect_uri": "https://wqbot.example.com:443/oauth/h5/callback"}, 50001, "redirect_uri需使用应用可信域名"),
+        ({"redirect_uri": "/oauth/h5/callback"}, 40058, "redirect_uri"),
+        ({"redirect_uri": None}, 40058, "redirect_uri"),
+        ({"appid": "wwother"}, 40013, "appid"),
+        ({"response_type": "token"}, 40058, "response_type"),
+        ({"scope": "snsapi_userinfo"}, 40058, "scope"),
+        ({"state": "has.dots-and-dashes"}, 40058, "state"),
+        ({"state": "a" * 129}, 40058, "state"),
+        ({"agentid": "999"}, 40056, "agentid"),
+        ({"agentid": None, "scope": "snsapi_privateinfo"}, 40058, "agentid"),
+    ],
+)
 def test_authorize_refuses_what_wecom_refuses(client, sim, overrides, errcode, text):
     u = next(iter(sim.directory.users.values()))
     r = authorize(client, sim_userid=u.userid, **overrides)
@@ -103,10 +119,15 @@ def test_sso_login(client, sim, wx):
     assert "code" not in parse_qs(urlsplit(refused.headers["location"]).query)
 
 
-@pytest.mark.parametrize("overrides,errcode", [
-    ({"login_type": "ServiceApp"}, 40058), ({"appid": "wwother"}, 40013), ({"agentid": None}, 40056),
-    ({"redirect_uri": "https://other.example.com/wx/login"}, 50001),
-])
+@pytest.mark.parametrize(
+    "overrides,errcode",
+    [
+        ({"login_type": "ServiceApp"}, 40058),
+        ({"appid": "wwother"}, 40013),
+        ({"agentid": None}, 40056),
+        ({"redirect_uri": "https://other.example.com/wx/login"}, 50001),
+    ],
+)
 def test_sso_refuses_what_wecom_refuses(client, overrides, errcode):
     assert sso(client, **overrides).headers["X-Sim-Errcode"] == str(errcode)
 

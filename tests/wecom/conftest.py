@@ -1,5 +1,6 @@
 """Fixtures for the WeCom API client: a respx fake of WeCom's HTTP edge, a tiny real HTTP server
 for cross-process tests, the shared token backends of this test backend, a recording sleep."""
+
 from __future__ import annotations
 
 import json
@@ -36,6 +37,7 @@ class FakeWeCom:
 
     def api(self, method: str, path: str, answer: dict | None = None):
         """A route that checks the token and answers `answer` (errcode 0 added)."""
+
         def handle(request: httpx.Request) -> httpx.Response:
             if request.url.params.get("access_token") != self.token:
                 return httpx.Response(200, json={"errcode": 42001, "errmsg": "access_token expired"})

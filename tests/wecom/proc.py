@@ -6,6 +6,7 @@
 It prints "ready", waits for a line on stdin (so both processes start together), then prints one
 JSON line with its results. Settings come from the environment (the test passes its own).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,7 @@ def rate(key: str, per_min: int, n: int) -> dict:
     from bot.wecom._ratelimit import Limits, RedisRateLimiter
 
     r = redis.Redis.from_url(os.environ["QUEUE_URL"])
-    limiter = RedisRateLimiter(r, os.environ["WQBOT_QUEUE_NAME"], Limits(per_min=per_min, per_hour=10 ** 6))
+    limiter = RedisRateLimiter(r, os.environ["WQBOT_QUEUE_NAME"], Limits(per_min=per_min, per_hour=10**6))
     ready_and_wait()
     granted = sum(1 for _ in range(n) if limiter.acquire(key, 0.0) == 0.0)
     return {"granted": granted}

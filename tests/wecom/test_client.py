@@ -1,4 +1,5 @@
 """Retries, backoff, the one token retry, paging and timeouts (respx at WeCom's HTTP edge)."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ def assert_backoff(sleeps, n):
     """n delays, each within its capped exponential step with jitter (50-100 % of the step)."""
     assert len(sleeps) == n, sleeps
     for i, d in enumerate(sleeps):
-        step = BACKOFF_BASE * 2 ** i
+        step = BACKOFF_BASE * 2**i
         assert step / 2 <= d <= step, (i, d)
 
 
@@ -76,15 +77,16 @@ def test_a_token_that_another_caller_already_replaced_is_not_fetched_again(make_
     c = make_client()
     assert c.token() == "TOKEN-1"
     wecom.token = "TOKEN-2"
-    assert c.token(stale="TOKEN-1") == "TOKEN-2"      # the failed one: refreshed
-    assert c.token(stale="TOKEN-1") == "TOKEN-2"      # already replaced: kept
+    assert c.token(stale="TOKEN-1") == "TOKEN-2"  # the failed one: refreshed
+    assert c.token(stale="TOKEN-1") == "TOKEN-2"  # already replaced: kept
     assert wecom.gettoken_calls == 2
 
 
 # -- retries and backoff ------------------------------------------------------------------------------
 def test_busy_is_retried_with_capped_exponential_backoff(make_client, wecom, sleeps):
     route = wecom.router.get(f"{BASE}/cgi-bin/agent/get").mock(
-        side_effect=[err(-1, "system busy"), err(-1, "system busy"), err(-1, "system busy"), ok(agentid=1)])
+        side_effect=[err(-1, "system busy"), err(-1, "system busy"), err(-1, "system busy"), ok(agentid=1)]
+    )
     assert make_client().agent_get() == {"agentid": 1}
     assert route.call_count == 4
     assert_backoff(sleeps, 3)
@@ -109,10 +111,17 @@ def test_backoff_is_capped(monkeypatch, make_client, wecom, sleeps):
     assert len(sleeps) == 8 and max(sleeps) <= _client.BACKOFF_CAP and sleeps[-1] >= _client.BACKOFF_CAP / 2
 
 
-@pytest.mark.parametrize("failure", [
-    httpx.Response(502), httpx.Response(503, text="busy"), httpx.ReadTimeout("slow"), httpx.ConnectError("refused"),
-    httpx.ConnectTimeout("no route"), httpx.RemoteProtocolError("closed"),
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(502),
+        httpx.Response(503, text="busy"),
+        httpx.ReadTimeout("slow"),
+        httpx.ConnectError("refused"),
+        httpx.ConnectTimeout("no route"),
+        httpx.RemoteProtocolError("closed"),
+    ],
+)
 def test_network_failures_and_5xx_are_retried(make_client, wecom, sleeps, failure):
     route = wecom.router.get(f"{BASE}/cgi-bin/agent/get").mock(side_effect=[failure, failure, ok(agentid=1)])
     assert make_client().agent_get() == {"agentid": 1}
@@ -131,8 +140,9 @@ def test_persistent_timeouts_end_in_a_transport_error(make_client, wecom, sleeps
 
 @pytest.mark.parametrize("code", [45009, 45033])
 def test_rate_limit_backs_off_longer_then_retries_once(make_client, wecom, sleeps, code):
-    route = wecom.router.get(f"{BASE}/cgi-bin/agent/get").mock(side_effect=[err(code, "api freq out of limit"),
-                                                                            ok(agentid=1)])
+    route = wecom.router.get(f"{BASE}/cgi-bin/agent/get").mock(
+        side_effect=[err(code, "api freq out of limit"), ok(agentid=1)]
+    )
     assert make_client().agent_get() == {"agentid": 1}
     assert route.call_count == 2
     assert len(sleeps) == 1 and RATE_BACKOFF - 0.5 <= sleeps[0] <= RATE_BACKOFF * 1.5

@@ -1,4 +1,5 @@
 """Every errcode class and its hint, through the client; configuration errors are never retried."""
+
 from __future__ import annotations
 
 import httpx
@@ -20,8 +21,10 @@ from bot.wecom._errors import from_response, hint_for, parse_ip
 
 from .conftest import BASE
 
-IP_MSG = ("not allow to access from your ip, hint: [1700000000_12_abc], from ip: 203.0.113.7, "
-          "more info at https://open.work.weixin.qq.com/devtool/query?e=60020")
+IP_MSG = (
+    "not allow to access from your ip, hint: [1700000000_12_abc], from ip: 203.0.113.7, "
+    "more info at https://open.work.weixin.qq.com/devtool/query?e=60020"
+)
 
 # errcode, class, words the hint must contain (what to change), config error?
 CASES = [
@@ -49,7 +52,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("errcode,cls,words,config", CASES, ids=[str(c[0]) for c in CASES])
-def test_errcode_raises_its_class_with_a_hint_and_is_not_retried(make_client, wecom, sleeps, errcode, cls, words, config):
+def test_errcode_raises_its_class_with_a_hint_and_is_not_retried(
+    make_client, wecom, sleeps, errcode, cls, words, config
+):
     errmsg = IP_MSG if errcode == 60020 else f"error {errcode}"
     route = wecom.router.get(f"{BASE}/cgi-bin/agent/get").respond(json={"errcode": errcode, "errmsg": errmsg})
     with pytest.raises(APIError) as e:
@@ -78,12 +83,16 @@ def test_60020_without_an_ip_still_says_where_to_go():
     assert parse_ip("x from ip: 2001:db8::1, more") == "2001:db8::1"
 
 
-@pytest.mark.parametrize("errcode,words", [(40001, ["WECOM_APP_SECRET", "Secret"]), (40013, ["WECOM_CORP_ID", "企业ID"])])
+@pytest.mark.parametrize(
+    "errcode,words", [(40001, ["WECOM_APP_SECRET", "Secret"]), (40013, ["WECOM_CORP_ID", "企业ID"])]
+)
 def test_gettoken_refusal_is_bad_credentials_and_not_retried(make_client, settings, errcode, words, sleeps):
     import respx
 
     with respx.mock() as router:
-        route = router.get(f"{BASE}/cgi-bin/gettoken").respond(json={"errcode": errcode, "errmsg": "invalid credential"})
+        route = router.get(f"{BASE}/cgi-bin/gettoken").respond(
+            json={"errcode": errcode, "errmsg": "invalid credential"}
+        )
         with pytest.raises(BadCredentials) as e:
             make_client().agent_get()
     assert route.call_count == 1 and sleeps == []
@@ -134,8 +143,12 @@ def test_errors_copy_and_pickle_with_their_attributes():
     import copy
     import pickle
 
-    for err in (from_response(60020, IP_MSG, "/cgi-bin/user/get"), from_response(45009, "x"),
-                from_response(40001, "bad", "/cgi-bin/gettoken", gettoken=True), TransportError("/p", "timed out")):
+    for err in (
+        from_response(60020, IP_MSG, "/cgi-bin/user/get"),
+        from_response(45009, "x"),
+        from_response(40001, "bad", "/cgi-bin/gettoken", gettoken=True),
+        TransportError("/p", "timed out"),
+    ):
         for again in (copy.copy(err), pickle.loads(pickle.dumps(err))):
             assert type(again) is type(err) and vars(again) == vars(err) and str(again) == str(err)
 

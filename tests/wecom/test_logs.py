@@ -1,4 +1,5 @@
 """Secrets and tokens never reach logs, exception text or reprs — httpx's own log lines included."""
+
 from __future__ import annotations
 
 import logging
@@ -54,7 +55,9 @@ def test_failing_calls_leak_no_secret_or_token(settings, counting_wecom, debug_l
 
     # 60020 on a call (the token is in the query string), with an errmsg that echoes the token
     counting_wecom.answers["/cgi-bin/user/get"] = {
-        "errcode": 60020, "errmsg": f"not allow to access from your ip, access_token {TOKEN}, from ip: 203.0.113.7"}
+        "errcode": 60020,
+        "errmsg": f"not allow to access from your ip, access_token {TOKEN}, from ip: 203.0.113.7",
+    }
     with pytest.raises(APIError) as e:
         c.user_get("zhangsan")
     raised.append(e.value)
@@ -99,5 +102,8 @@ def test_a_timeout_does_not_chain_httpx_errors_that_carry_the_url(make_client, w
 def test_redact_url_masks_credential_query_values():
     url = "https://qyapi.weixin.qq.com/cgi-bin/gettoken?corpid=ww1&corpsecret=S3CR3T&x=1"
     assert redact_url(url) == "https://qyapi.weixin.qq.com/cgi-bin/gettoken?corpid=ww1&corpsecret=****&x=1"
-    assert redact_url("/cgi-bin/user/get?access_token=abc.def-ghi&userid=u") == "/cgi-bin/user/get?access_token=****&userid=u"
+    assert (
+        redact_url("/cgi-bin/user/get?access_token=abc.def-ghi&userid=u")
+        == "/cgi-bin/user/get?access_token=****&userid=u"
+    )
     assert redact_url("/auth/getuserinfo?code=C0DE") == "/auth/getuserinfo?code=****"

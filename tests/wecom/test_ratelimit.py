@@ -1,4 +1,5 @@
 """The client-side rate limiter: bucket arithmetic, window ceilings, holds, Redis sharing."""
+
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,7 @@ def test_settings_choose_the_limits():
 
 def test_bucket_arithmetic():
     clock = Clock()
-    lim = LocalRateLimiter(Limits(per_min=80, per_hour=10 ** 6), clock=clock)
+    lim = LocalRateLimiter(Limits(per_min=80, per_hour=10**6), clock=clock)
     step = 60 / 70  # 80/min ceiling: burst 10, refill 70/min
     assert [lim.acquire("k", 0) for _ in range(10)] == [0.0] * 10
     assert lim.acquire("k", 0) is None  # empty, and a refusal takes nothing
@@ -75,11 +76,11 @@ def greedy(limits, seconds, tick, window):
 
 
 def test_no_rolling_minute_exceeds_the_ceiling():
-    assert 70 <= greedy(Limits(per_min=80, per_hour=10 ** 6), 600, 0.05, 60) <= 80
+    assert 70 <= greedy(Limits(per_min=80, per_hour=10**6), 600, 0.05, 60) <= 80
 
 
 def test_no_rolling_hour_exceeds_the_ceiling():
-    assert 550 <= greedy(Limits(per_min=10 ** 6, per_hour=600), 3 * 3600, 5, 3600) <= 600
+    assert 550 <= greedy(Limits(per_min=10**6, per_hour=600), 3 * 3600, 5, 3600) <= 600
 
 
 def test_block_holds_every_caller_back():
@@ -101,7 +102,7 @@ def redis_limiter(namespace):
 
 
 def test_redis_bucket_arithmetic(redis_limiter):
-    lim = redis_limiter(Limits(per_min=80, per_hour=10 ** 6))
+    lim = redis_limiter(Limits(per_min=80, per_hour=10**6))
     assert lim.batch == 1
     assert [lim.acquire("k", 0) for _ in range(10)] == [0.0] * 10
     assert lim.acquire("k", 0) is None
@@ -110,8 +111,8 @@ def test_redis_bucket_arithmetic(redis_limiter):
 
 
 def test_redis_limiter_is_shared_and_so_is_a_hold(redis_limiter):
-    a = redis_limiter(Limits(per_min=80, per_hour=10 ** 6))
-    b = redis_limiter(Limits(per_min=80, per_hour=10 ** 6))
+    a = redis_limiter(Limits(per_min=80, per_hour=10**6))
+    b = redis_limiter(Limits(per_min=80, per_hour=10**6))
     granted = sum(1 for i in range(20) if (a if i % 2 else b).acquire("k", 0) == 0.0)
     assert granted == 10
     a.block("held", 20)
@@ -130,8 +131,12 @@ def test_redis_limiter_takes_small_batches_and_spends_them_locally(redis_limiter
 def test_two_processes_share_one_bucket(namespace):
     redis_or_skip()
     env = {**os.environ, **TEST_ENV, "QUEUE_URL": REDIS_URL, "WQBOT_QUEUE_NAME": namespace}
-    outs = run_together([spawn(["rate", "corp:/cgi-bin/user/get", "80", "30"], env),
-                         spawn(["rate", "corp:/cgi-bin/user/get", "80", "30"], env)])
+    outs = run_together(
+        [
+            spawn(["rate", "corp:/cgi-bin/user/get", "80", "30"], env),
+            spawn(["rate", "corp:/cgi-bin/user/get", "80", "30"], env),
+        ]
+    )
     total = sum(o["granted"] for o in outs)
     assert 10 <= total <= 11, outs  # one burst of 10 between both (each alone would get 10)
 
@@ -140,7 +145,7 @@ def test_redis_down_falls_back_to_the_process_and_logs_once(caplog):
     import redis
 
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    lim = RedisRateLimiter(dead, "nowhere", Limits(per_min=80, per_hour=10 ** 6))
+    lim = RedisRateLimiter(dead, "nowhere", Limits(per_min=80, per_hour=10**6))
     caplog.set_level(logging.INFO, logger="wqbot.wecom")
     assert [lim.acquire("k", 0) for _ in range(10)] == [0.0] * 10
     assert lim.acquire("k", 0) is None  # still limited, per process

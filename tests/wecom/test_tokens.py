@@ -1,5 +1,6 @@
 """Token sharing: single flight across threads, clients and OS processes; stale tokens; failures
 shared briefly; a shared cache that is down."""
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,8 @@ def test_a_token_replaced_elsewhere_is_not_fetched_again(make_client, wecom, sha
     b.agent_get()
     assert wecom.gettoken_calls == 1
     wecom.token = "TOKEN-2"  # WeCom dropped TOKEN-1 early
-    a.agent_get()            # 42001 → drops TOKEN-1 (still the shared one) → one gettoken
-    b.agent_get()            # 42001 → TOKEN-1 is no longer the shared one: takes TOKEN-2, no gettoken
+    a.agent_get()  # 42001 → drops TOKEN-1 (still the shared one) → one gettoken
+    b.agent_get()  # 42001 → TOKEN-1 is no longer the shared one: takes TOKEN-2, no gettoken
     assert wecom.gettoken_calls == 2 and route.call_count == 6
 
 
@@ -209,8 +210,9 @@ def test_store_without_the_table_falls_back(make_client, wecom, tmp_path, caplog
     assert any("shared token cache unavailable" in r.getMessage() for r in caplog.records)
 
 
-def test_a_callers_open_transaction_neither_holds_nor_stalls_the_token(make_client, wecom, store, shared_factory,
-                                                                        caplog):
+def test_a_callers_open_transaction_neither_holds_nor_stalls_the_token(
+    make_client, wecom, store, shared_factory, caplog
+):
     """The store backend uses its own connections: a rollback in the caller keeps the shared token,
     and on SQLite (one writer) a renewal inside the caller's write transaction does not wait for
     the lock the caller itself holds."""
@@ -234,8 +236,15 @@ def test_a_callers_open_transaction_neither_holds_nor_stalls_the_token(make_clie
 
 # -- across OS processes --------------------------------------------------------------------------------------
 def spawn(args, env):
-    return subprocess.Popen([sys.executable, "-m", "tests.wecom.proc", *args], cwd=ROOT, env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.wecom.proc", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def run_together(procs, timeout=60):
@@ -255,8 +264,13 @@ def run_together(procs, timeout=60):
 
 @pytest.mark.parametrize("shared", ["redis", "store"])
 def test_two_processes_over_an_expired_token_cause_one_gettoken(settings, store, namespace, counting_wecom, shared):
-    env = {**os.environ, **TEST_ENV, "WECOM_API_BASE": counting_wecom.base, "WQBOT_QUEUE_NAME": namespace,
-           "DATABASE_URL": DATABASE_URL}
+    env = {
+        **os.environ,
+        **TEST_ENV,
+        "WECOM_API_BASE": counting_wecom.base,
+        "WQBOT_QUEUE_NAME": namespace,
+        "DATABASE_URL": DATABASE_URL,
+    }
     if shared == "redis":
         r = redis_or_skip()
         env["QUEUE_URL"] = REDIS_URL
