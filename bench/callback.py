@@ -303,7 +303,6 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
     from bot.crypto import WeComCrypto
     from bot.handlers import contacts_router
     from bot.router import Inbound, Router
-
     from store import db
 
     def row_of(msg):
@@ -363,7 +362,6 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
 
 def inprocess(n: int, repeats: int, pg_url: str | None) -> dict:
     import settings as settings_mod
-
     from bot.app import create_app
     from bot.callbacks import CallbackFastPath
     from store import init_store

@@ -58,8 +58,8 @@ from bench.callback import (
     pg_create,
     pg_drop,
     process_children,
-    wrk,
     write_requests,
+    wrk,
 )
 from bench.soak_load import OK
 

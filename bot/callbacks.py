@@ -39,10 +39,9 @@ from bot.logs import new_trace_id
 from bot.ops import metrics
 from bot.router import Context, Inbound, Router
 from bot.xml import MAX_BODY, XMLError, parse
-from store import db
+from store import clock, db
 from store.db import is_postgres, write_transaction
 from store.models import Delivery
-from store import clock
 
 log = logging.getLogger("wqbot.callback")
 

@@ -11,6 +11,7 @@ import logging
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
 from store import clock
 
 log = logging.getLogger("wqbot.health")

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import os
 from contextvars import ContextVar
 
 _CRED_PARAM = re.compile(

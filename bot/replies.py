@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .xml import document
 from store import clock
+
+from .xml import document
 
 TEXT_LIMIT = 2048  # bytes, WeCom's cap for a passive text reply
 NEWS_LIMIT = 8  # articles per news reply

@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 
 import peewee as pw
-
 from playhouse.migrate import SchemaMigrator, migrate
 
-from .migrations import step
-from .db import is_postgres
-from .models import Model, db, now
 from . import clock
+from .db import is_postgres
+from .migrations import step
+from .models import Model, db, now
 
 
 class Department(Model):

@@ -36,9 +36,9 @@ def test_url_verification_returns_plain_echostr(client, settings):
 
 def test_official_vector_through_the_app(vectors, store):
     """The own-V set (PROTOCOL §2.4) V1 GET, as WeCom sends it: URL-encoded in the query."""
-    import settings as settings_mod
     from starlette.testclient import TestClient
 
+    import settings as settings_mod
     from bot.app import create_app
     from tests.conftest import TEST_ENV
 
@@ -105,13 +105,13 @@ def test_unknown_event_is_acked_empty(client, settings, store):
 
 def test_same_delivery_three_times_is_handled_once(settings, store):
     """A handler with a visible effect (an outbox row) runs once; every retry gets 200 and the same reply."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
     from starlette.testclient import TestClient
 
     from bot import replies
     from bot.callbacks import CallbackEndpoint
     from bot.tasks import defer
-    from starlette.applications import Starlette
-    from starlette.routing import Route
 
     calls = []
     router = Router()
@@ -240,9 +240,9 @@ def test_contacts_callback_uses_its_own_token_and_key(client, settings, store):
 
 
 def test_contacts_callback_is_off_without_its_settings(store):
-    import settings as settings_mod
     from starlette.testclient import TestClient
 
+    import settings as settings_mod
     from bot.app import create_app
     from tests.conftest import TEST_ENV
 
@@ -256,9 +256,9 @@ def test_contacts_callback_is_off_without_its_settings(store):
 
 
 def test_wecom_disabled_verifies_but_changes_nothing(store):
-    import settings as settings_mod
     from starlette.testclient import TestClient
 
+    import settings as settings_mod
     from bot.app import create_app
     from tests.conftest import TEST_ENV
 

@@ -14,8 +14,8 @@ import pytest
 from bot.xml import parse
 from store import db
 from store.notifications import NotifyCard, NotifyTask, WebhookDelivery
-from tests.conftest import BACKEND
 from tests import notify_support as ns
+from tests.conftest import BACKEND
 from tests.notify_support import AUTH, add_member, app_client, drain, notification, tap_xml
 from tests.support import app_crypto, decrypt_reply, signed
 

@@ -10,8 +10,8 @@ import pytest
 import respx
 
 from bot.cli import build_parser
-from bot.menus import cli as menu_cli
 from bot.menus import MENU_FILE, MenuError, build, load, render, validate
+from bot.menus import cli as menu_cli
 from bot.menus.diff import diff
 
 API = "http://wecom.test"

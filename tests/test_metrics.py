@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
 import subprocess
 import sys
 import textwrap
+import time
 
 from prometheus_client.parser import text_string_to_metric_families
 

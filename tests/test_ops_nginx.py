@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import ssl
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import wait_until_serving
-
 from tests.conftest import BACKEND, TEST_ENV
+from tests.support import wait_until_serving
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)

@@ -87,8 +87,8 @@ def test_a_resync_without_changes_writes_nothing(settings, fake):
 
 def test_query_count_does_not_grow_with_the_directory(settings, store):
     def queries(n_users, change):
-        from tests.conftest import truncate_all
         from store import db
+        from tests.conftest import truncate_all
 
         truncate_all(db.obj)
         f = FakeWeCom(settings).standard(n_users)

@@ -10,11 +10,10 @@ import pytest
 
 pytest.importorskip("sim")
 
-from sim import SimConfig, create_app  # noqa: E402
-from sim.server import ServerThread  # noqa: E402
-
 from bot.sync import run_sync  # noqa: E402
 from bot.wecom import WeComClient  # noqa: E402
+from sim import SimConfig, create_app  # noqa: E402
+from sim.server import ServerThread  # noqa: E402
 from store.directory import Department, User, UserDepartment  # noqa: E402
 
 

@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bot.wecom import WeComError, client_for
+from store import clock
 
 from .common import APIError, endpoint, json_body
-from store import clock
 
 log = logging.getLogger("wqbot.jssdk")
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from peewee import fn
 
-
 log = logging.getLogger("wqbot.auth")
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 def routes(settings) -> list:
     from starlette.routing import Route
 
-    from bot.ops import tasks  # noqa: F401  (the console enqueues its jobs from this process)
-
     from bot.health import readyz
+    from bot.ops import tasks  # noqa: F401  (the console enqueues its jobs from this process)
     from bot.ops.admin import admin_routes
     from bot.ops.web import metrics_endpoint
 

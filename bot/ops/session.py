@@ -14,6 +14,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+
 from store import clock
 
 COOKIE = "wqbot_admin"

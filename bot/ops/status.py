@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+
 from store import clock
 
 log = logging.getLogger("wqbot.ops")

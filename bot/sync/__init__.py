@@ -20,11 +20,10 @@ fetch.py (the list / list_id modes), reconcile.py (bulk diff, guards, run record
 (one run at a time), tasks.py (huey: fetches and the periodic run), recipients.py, cli.py.
 """
 
+# the huey tasks must be registered wherever bot.sync is imported (workers import it by name)
+from . import tasks  # noqa: E402,F401
 from .apply import apply_oauth_contact, link_account
 from .recipients import resolve_recipients
 from .reconcile import run_sync
-
-# the huey tasks must be registered wherever bot.sync is imported (workers import it by name)
-from . import tasks  # noqa: E402,F401
 
 __all__ = ["apply_oauth_contact", "link_account", "resolve_recipients", "run_sync"]

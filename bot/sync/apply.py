@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import logging
 
+from store import clock
+from store.db import write_transaction
 from store.directory import Department, User, UserDepartment, record_change, record_changes
 
 from . import records as R
-from store.db import write_transaction
-from store import clock
 
 log = logging.getLogger("wqbot.sync")
 

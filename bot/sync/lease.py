@@ -16,9 +16,9 @@ import uuid
 
 import peewee as pw
 
+from store import clock
 from store.db import write_transaction
 from store.directory import SyncState
-from store import clock
 
 KEY = "lease"
 TTL = 300.0

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import peewee as pw
 
 from bot.wecom import WeComError, client_for
-from store.db import is_postgres
+from store import clock
+from store.db import is_postgres, write_transaction
 from store.directory import Department, SyncRun, SyncState, User, UserDepartment, record_changes
 
 from . import records as R
@@ -46,10 +47,7 @@ from .fetch import (
     fetch_list_id,
     fetch_user_details,
 )
-from store.db import write_transaction
-
 from .lease import Lease
-from store import clock
 
 log = logging.getLogger("wqbot.sync")
 

@@ -8,6 +8,7 @@ import logging
 from bot.tasks import huey, outbox_task
 from bot.wecom import NoPrivilege, NotFound, client_for
 from settings import get_settings
+from store import clock
 from store.db import write_transaction
 from store.directory import SyncState
 
@@ -15,7 +16,6 @@ from . import records as R
 from .apply import apply_department, apply_user
 from .lease import Busy
 from .reconcile import SyncDisabled, run_sync
-from store import clock
 
 log = logging.getLogger("wqbot.sync")
 

@@ -44,7 +44,6 @@ errmsg and hint.
 """
 
 from ._client import WeComClient, client_for, reset_clients
-from ._ratelimit import Limits
 from ._errors import (
     APIError,
     BadCredentials,
@@ -57,6 +56,7 @@ from ._errors import (
     TransportError,
     WeComError,
 )
+from ._ratelimit import Limits
 
 __all__ = [
     "APIError",

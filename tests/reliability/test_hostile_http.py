@@ -16,11 +16,13 @@ import string
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from tests.conftest import TEST_ENV
-from tests.reliability.hostile import AUTH, CORP, PUBLIC, USERS, changes, examples, snapshot
 from tests.reliability import hostile
+from tests.reliability.hostile import AUTH, CORP, PUBLIC, USERS, changes, examples, snapshot
 from tests.support import app_crypto, contacts_crypto, signed
 
 clients = hostile.clients  # fixture

@@ -13,13 +13,15 @@ import base64
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from bot.crypto import CryptoError, WeComCrypto, decode_aes_key
 from bot.xml import XMLError, document, parse
 from tests.conftest import TEST_ENV
-from tests.reliability.hostile import changes, examples, snapshot
 from tests.reliability import hostile
+from tests.reliability.hostile import changes, examples, snapshot
 from tests.support import CORP, message
 
 clients = hostile.clients  # fixture

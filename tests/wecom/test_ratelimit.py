@@ -9,10 +9,10 @@ from collections import deque
 import pytest
 
 from bot.wecom._ratelimit import Limits, LocalRateLimiter, RedisRateLimiter
+from tests.conftest import REDIS_URL, TEST_ENV
 
 from .conftest import redis_or_skip
 from .test_tokens import run_together, spawn
-from tests.conftest import REDIS_URL, TEST_ENV
 
 
 class Clock:

@@ -16,9 +16,9 @@ import pytest
 
 from bot.wecom import BadCredentials, WeComClient
 from bot.wecom._tokens import Entry, LocalTokenStore, RedisBackend, SQLBackend
+from tests.conftest import DATABASE_URL, REDIS_URL, TEST_ENV
 
 from .conftest import BASE, redis_or_skip
-from tests.conftest import DATABASE_URL, REDIS_URL, TEST_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
