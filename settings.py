@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bot.crypto import decode_aes_key
+
 
 class SettingsError(Exception):
     def __init__(self, variable: str, problem: str):
@@ -94,8 +96,6 @@ def _token(v: str) -> str:
 def _aes_key(v: str) -> str:
     v = v.strip()
     if v:
-        from bot.crypto import decode_aes_key
-
         try:
             decode_aes_key(v)
         except ValueError as e:

@@ -131,7 +131,8 @@ def median_us(fn, items, repeats: int) -> float:
 def crypto_floor(n: int, repeats: int) -> dict:
     from wechatpy.enterprise.crypto import WeChatCrypto
 
-    from bot import replies, texts
+    from bot import texts
+    from bot.callback import replies
     from bot.crypto import WeComCrypto
 
     ours = WeComCrypto(ENV["WECOM_TOKEN"], ENV["WECOM_AES_KEY"], CORP)
@@ -299,10 +300,10 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    from bot.callbacks import CallbackEndpoint, CallbackFastPath
+    from bot.app import create_app
+    from bot.callback import CallbackEndpoint, CallbackFastPath
+    from bot.callback.router import Router
     from bot.crypto import WeComCrypto
-    from bot.handlers import contacts_router
-    from bot.router import Inbound, Router
     from store import db
 
     def row_of(msg):
@@ -325,7 +326,7 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
 
     @sql_router.event("change_contact", change_type="update_user")
     def upsert_with_sql(msg, ctx):
-        # the same statement, built by peewee once and reused (what bot/callbacks.py does for Delivery)
+        # the same statement, built by peewee once and reused (what bot/callback/deliveries.py does)
         row = row_of(msg)
         if "sql" not in sql_cache:
             q = BenchContact.insert(row).on_conflict(
@@ -346,24 +347,20 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
         ("row", inline(peewee_router), "inline app: CallbackEndpoint + a handler that upserts one row with peewee"),
         ("rowsql", inline(sql_router), "inline app: the same upsert as one prepared statement (peewee builds it once)"),
     ]
-    probe = Inbound(MsgType="event", Event="change_contact", ChangeType="update_user")
-    if contacts_router.resolve(probe) is not None:
-        from bot.app import create_app
-
-        apps.append(
-            (
-                "contacts",
-                CallbackFastPath(create_app(settings, init_store=False)),
-                "the served app with bot/handlers/contacts.py (V2 shape: a rename, plus a deferred user/get)",
-            )
+    apps.append(
+        (
+            "contacts",
+            CallbackFastPath(create_app(settings, init_store=False)),
+            "the served app with bot/handlers/contacts.py (V2 shape: a rename, plus a deferred user/get)",
         )
+    )
     return apps
 
 
 def inprocess(n: int, repeats: int, pg_url: str | None) -> dict:
     import settings as settings_mod
     from bot.app import create_app
-    from bot.callbacks import CallbackFastPath
+    from bot.callback import CallbackFastPath
     from store import init_store
     from store.models import Delivery
 
@@ -375,7 +372,7 @@ def inprocess(n: int, repeats: int, pg_url: str | None) -> dict:
     for store_name, url in stores:
         database = init_store(url)
         database.create_tables([BenchContact], safe=True)
-        # what `wqbot serve` serves (bot.cli.asgi_app): create_app() behind CallbackFastPath
+        # what `wqbot serve` serves (bot.server.stack): create_app() behind CallbackFastPath
         apps = [
             (
                 "click",
@@ -563,9 +560,9 @@ class Server:
     def _wait_ready(self) -> None:
         import httpx
 
+        from bot.callback.xml import parse
         from bot.crypto import WeComCrypto
         from bot.texts import HELP
-        from bot.xml import parse
 
         crypto = WeComCrypto(ENV["WECOM_TOKEN"], ENV["WECOM_AES_KEY"], CORP)
         q, body = make_requests(1)[0]

@@ -248,9 +248,13 @@ class Setup:
         return out
 
     def enqueue_sync(self) -> None:
-        """The console's 立即同步: `ops.sync_now(full=True)` on the setup's own queue; its worker runs it."""
+        """The console's 立即同步 (bot.ops.actions.sync_now) on the setup's own queue; its worker runs it."""
+        script = (
+            "from bot.app import build; from bot.ops.actions import sync_now; from settings import get_settings; "
+            "from store import init_store; s = get_settings(); init_store(s.database_url); build(s); sync_now(s)"
+        )
         subprocess.run(
-            [PY, "-c", "from bot.ops.jobs import sync_now; sync_now(full=True)"],
+            [PY, "-c", script],
             cwd=self.workdir,
             env=self.env,
             check=True,

@@ -1,71 +1,54 @@
-"""The ASGI application: routes only. Each capability's endpoints live in its own package."""
+"""The wqbot application: the capabilities, each contributing its part when the app is built.
+
+app = create_app(settings)      # the ASGI app (`wqbot serve` puts bot/server's layers in front)
+registry = build(settings)      # what a worker needs: the queue tasks and periodic jobs
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.routing import Route
 
-from bot.callbacks import CallbackEndpoint
-from bot.crypto import WeComCrypto
-from bot.health import healthz
+from bot import api, auth, callback, notify, ops, queue, sync
+from bot.handlers import cards, chat, contacts
+from bot.registry import Registry
 from settings import Settings, get_settings
+from store import init_store as open_store
+
+CAPABILITIES: tuple[Callable[[Registry], None], ...] = (
+    queue.contribute,  # the outbox sweeper, delivery-key pruning
+    ops.contribute,  # /healthz, /readyz, /metrics, /admin; errors for the console, 立即同步
+    sync.contribute,  # directory sync: fetches, the periodic reconciliation
+    contacts.contribute,  # change_contact callbacks
+    notify.contribute,  # push, card updates, webhooks, the deadline sweep
+    cards.contribute,  # 同意/拒绝 taps
+    auth.contribute,  # /oauth/h5, /wx/qrlogin, /wx/login, /login
+    api.contribute,  # /api/v1/*
+    chat.contribute,  # menu clicks, text, opening the app
+)
 
 
-def callback_routes(settings: Settings) -> list[Route]:
-    from bot.handlers import contacts_router, router
-
-    app_crypto = WeComCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id)
-    contacts_crypto = (
-        WeComCrypto(settings.wecom_contacts_token, settings.wecom_contacts_aes_key, settings.wecom_corp_id)
-        if settings.contacts_callback_enabled
-        else None
-    )
-    # change_contact may arrive on either URL (PROTOCOL §3.0), so the app URL routes both sets.
-    app_router = type(router)()
-    app_router.include(router)
-    app_router.include(contacts_router)
-    return [
-        Route("/wecom/callback", CallbackEndpoint(app_crypto, app_router, settings, "app"), methods=["GET", "POST"]),
-        Route(
-            "/wecom/contacts/callback",
-            CallbackEndpoint(contacts_crypto, contacts_router, settings, "contacts"),
-            methods=["GET", "POST"],
-        ),
-    ]
-
-
-def feature_routes(settings: Settings) -> list:
-    """Routes contributed by capability packages (org API, notifications, login, admin…)."""
-    import importlib
-
-    routes = []
-    for mod in ("bot.api", "bot.auth", "bot.ops"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        routes.extend(m.routes(settings))
-    return routes
+def build(settings: Settings) -> Registry:
+    registry = Registry(settings)
+    for contribute in CAPABILITIES:
+        contribute(registry)
+    return registry
 
 
 def create_app(settings: Settings | None = None, init_store: bool = True) -> Starlette:
     settings = settings or get_settings()
+    registry = build(settings)
 
     @asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if init_store:
-            from store import init_store as init
-
-            init(settings.database_url)
+            open_store(settings.database_url)
         yield
 
-    routes = [Route("/healthz", healthz, methods=["GET"])]
-    routes += callback_routes(settings)
-    routes += feature_routes(settings)
+    routes = callback.routes(settings, registry.app_callbacks, registry.contacts_callbacks) + registry.routes
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings
     return app

@@ -1,4 +1,4 @@
-"""`wqbot`: the one console script (CONTRACT §5)."""
+"""`wqbot`: the one console script (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import importlib
 import logging
 import sys
 
-from settings import SettingsError
+from bot.observability import logs
+from settings import SettingsError, get_settings
 
 # command -> "module:function"; each function takes the parsed args and returns an exit code.
+# Imported when the command runs, so each command loads only what it needs (`wqbot menu show`
+# neither uvicorn nor the emulator).
 COMMANDS = {
-    "serve": "bot.cli:serve",
-    "worker": "bot.cli:worker",
+    "serve": "bot.server.commands:serve",
+    "worker": "bot.server.commands:worker",
     "sync": "bot.sync.cli:main",
     "menu": "bot.menus.cli:main",
     "doctor": "bot.ops.doctor:main",
@@ -69,120 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings():
-    from settings import get_settings
-
-    return get_settings()
-
-
-def _setup_logging(args) -> None:
-    from bot import logs
-
+def _setup_logging(args: argparse.Namespace) -> None:
     try:
-        s = _settings()
+        s = get_settings()
         fmt = args.log_format or s.log_format
         secrets = s.secret_values
     except SettingsError:
         fmt, secrets = args.log_format or "text", ()
     logs.setup(fmt=fmt, secrets=secrets)
-
-
-def start_consumer(workers: int = 2):
-    """Run the huey consumer on threads inside this process (embedded deployment)."""
-    from bot.tasks import huey, load_task_modules
-
-    load_task_modules()
-    # The embedded (SQLite) queue is polled, and huey's idle backoff grows to 10 s by default:
-    # a card tap's updates and webhook would wait that long. Poll at most every 0.1 s instead.
-    consumer = huey.create_consumer(
-        workers=workers, worker_type="thread", periodic=True, check_worker_health=True, max_delay=0.1
-    )
-    consumer.start()
-    return consumer
-
-
-def _available(module: str) -> str:
-    """uvicorn's fast HTTP parser / event loop when installed (uvicorn[standard]), else its default."""
-    import importlib.util
-
-    return module if importlib.util.find_spec(module) else "auto"
-
-
-def asgi_app():
-    """uvicorn's app factory, run in every web process: `bot.asgi:app` behind the callback fast
-    path (bot.callbacks.CallbackFastPath), both behind the request body time limit
-    (bot.body_timeout: uvicorn has none), with the heap frozen.
-
-    gc.freeze() moves the ~60,000 long-lived objects of the imported modules out of the cyclic
-    collector's sight. Under load a full collection otherwise scanned them every few seconds and
-    held every request in that process for up to ~35 ms: most of the p99 (bench/callback.py)."""
-    import gc
-
-    from bot.asgi import app
-    from bot.body_timeout import BodyTimeout
-    from bot.callbacks import CallbackFastPath
-
-    gc.collect()
-    gc.freeze()
-    return BodyTimeout(CallbackFastPath(app))
-
-
-def serve(args) -> int:
-    import uvicorn
-
-    s = _settings()
-    from store import init_store
-
-    init_store(s.database_url)  # migrate once here, before workers fork
-    if args.workers > 1 and s.queue_is_embedded:
-        print("wqbot: --workers > 1 needs QUEUE_URL=redis://… (the embedded queue is one process)", file=sys.stderr)
-        return 2
-    from bot import logs
-    from bot.ops.metrics import prepare_multiprocess
-
-    prepare_multiprocess(args.workers)  # several processes: /metrics sums them (PROMETHEUS_MULTIPROC_DIR)
-    consumer = None
-    if s.queue_is_embedded and not args.no_worker:
-        consumer = start_consumer()
-    print(
-        f"wqbot: serving on http://{args.host}:{args.port}  (callback URL: {s.public_url}/wecom/callback)",
-        file=sys.stderr,
-    )
-    try:
-        uvicorn.run(
-            "bot.cli:asgi_app",
-            factory=True,
-            # httptools with a time limit on request headers (bot.header_timeout); without
-            # httptools, uvicorn's default, which has none.
-            http="bot.header_timeout:HeaderTimeoutProtocol" if _available("httptools") != "auto" else "auto",
-            loop=_available("uvloop"),
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            proxy_headers=args.proxy_headers,
-            forwarded_allow_ips=args.forwarded_allow_ips,
-            log_level="warning",
-            access_log=False,
-            log_config=logs.uvicorn_log_config(),  # uvicorn's own lines: same format, same redaction
-        )
-    finally:
-        if consumer is not None:
-            consumer.stop(graceful=True)
-    return 0
-
-
-def worker(args) -> int:
-    s = _settings()
-    from store import init_store
-
-    init_store(s.database_url)
-    from bot.tasks import huey, load_task_modules
-
-    load_task_modules()
-    consumer = huey.create_consumer(workers=args.workers, worker_type="thread", periodic=True)
-    print(f"wqbot: worker consuming {s.queue_url.split('@')[-1]}", file=sys.stderr)
-    consumer.run()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,13 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     target = COMMANDS[args.command]
     module, _, func = target.partition(":")
     try:
-        try:
-            fn = getattr(importlib.import_module(module), func)
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
-                print(f"wqbot {args.command}: not available in this build", file=sys.stderr)
-                return 2
-            raise
+        fn = getattr(importlib.import_module(module), func)
         return int(fn(args) or 0)
     except SettingsError as e:
         print(f"wqbot: setting {e}", file=sys.stderr)

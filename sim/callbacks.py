@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from bot.callback.xml import XMLError, document, parse
 from bot.crypto import CryptoError, WeComCrypto
-from bot.xml import XMLError, document, parse
 
 BODY_LOG_LIMIT = 4000
 

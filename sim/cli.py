@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from .app import create_app
 from .config import SECRET_NAMES, SimConfig
+from .server import bind
+from .state import Sim
 
 
 def config_from_args(args) -> SimConfig:
@@ -61,10 +64,6 @@ def banner(cfg: SimConfig, url: str, generated_in: float, n_users: int, n_depts:
 
 def main(args) -> int:
     import uvicorn
-
-    from .app import create_app
-    from .server import bind
-    from .state import Sim
 
     cfg = config_from_args(args)
     try:

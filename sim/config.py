@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit
 
+from settings import read_dotenv
+
 
 def _dev_aes_key(label: str) -> str:
     return base64.b64encode(hashlib.sha256(f"wqbot-sim {label}".encode()).digest()).decode()[:43]
@@ -146,7 +148,6 @@ class SimConfig:
         """Credentials from the environment over `.env` (the environment wins), defaults otherwise.
 
         Also returns where each credential came from in `.sources` (env or default), for the banner."""
-        from settings import read_dotenv
 
         source = dict(read_dotenv(dotenv)) if dotenv else {}
         source.update(os.environ if env is None else env)

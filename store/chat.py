@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import peewee as pw
 
-from .migrations import step
-from .models import Model, now
+from .models import EpochField, Model, now
 
 
 class Greeting(Model):
     userid = pw.CharField(primary_key=True, max_length=64)
     day = pw.CharField(max_length=10)  # YYYY-MM-DD in China Standard Time
-    greeted_at = pw.DoubleField(default=now)  # FloatField is REAL (float4) on PostgreSQL: minutes off
+    greeted_at = EpochField(default=now)
 
     class Meta:
         table_name = "chat_greeting"
@@ -32,6 +31,11 @@ def claim_greeting(userid: str, day: str) -> bool:
     return q.as_rowcount().execute() == 1
 
 
-@step("0501_chat_greeting")
 def _create(db: pw.Database) -> None:
     db.create_tables([Greeting])
+
+
+# migration steps (store/migrations.py runs them in id order, each once)
+STEPS = [
+    ("0501_chat_greeting", _create),
+]

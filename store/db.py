@@ -39,17 +39,6 @@ def connect(url: str) -> peewee.Database:
     raise ValueError(f"DATABASE_URL: unsupported scheme {parts.scheme!r}")
 
 
-def init_store(url: str, migrate: bool = True) -> peewee.Database:
-    """Bind the proxy to DATABASE_URL and bring the schema up to date."""
-    database = connect(url)
-    db.initialize(database)
-    if migrate:
-        from .migrations import migrate as run
-
-        run(database)
-    return database
-
-
 def is_postgres(database: peewee.Database | None = None) -> bool:
     d = database or db.obj
     return isinstance(d, peewee.PostgresqlDatabase)

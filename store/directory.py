@@ -20,8 +20,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from . import clock
 from .db import is_postgres
-from .migrations import step
-from .models import Model, db, now
+from .models import EpochField, Model, db, now
 
 
 class Department(Model):
@@ -32,8 +31,8 @@ class Department(Model):
     active = pw.BooleanField(default=True)
     # sha1 of what the directory last said about it (name, parent, order): unchanged → no write
     content_hash = pw.CharField(max_length=40, default="")
-    details_at = pw.DoubleField(default=0.0)  # last time the name came from department/list|get
-    updated_at = pw.DoubleField(default=now)
+    details_at = EpochField(default=0.0)  # last time the name came from department/list|get
+    updated_at = EpochField(default=now)
 
 
 class User(Model):
@@ -53,9 +52,9 @@ class User(Model):
     # per-department order and leader flags) and the bare department set (user/list_id).
     detail_hash = pw.CharField(max_length=40, default="")
     dept_hash = pw.CharField(max_length=40, default="")
-    details_at = pw.DoubleField(default=0.0, index=True)  # when details last came from the API
-    created_at = pw.DoubleField(default=now)
-    updated_at = pw.DoubleField(default=now)
+    details_at = EpochField(default=0.0, index=True)  # when details last came from the API
+    created_at = EpochField(default=now)
+    updated_at = EpochField(default=now)
 
 
 class UserDepartment(Model):
@@ -82,7 +81,7 @@ class Change(Model):
     kind = pw.CharField(max_length=32)
     ref = pw.CharField(max_length=64, column_name="ref_id")  # the userid or department id
     data = pw.TextField()
-    at = pw.DoubleField(default=now)
+    at = EpochField(default=now)
 
     class Meta:
         table_name = "directory_change"
@@ -97,8 +96,8 @@ class SyncRun(Model):
     forced = pw.BooleanField(default=False)
     mode = pw.CharField(max_length=16, null=True)  # list | list_id; NULL: the run failed before it chose one
     status = pw.CharField(max_length=16, default="running")  # running | ok | partial | held | failed
-    started_at = pw.DoubleField(default=now, index=True)
-    finished_at = pw.DoubleField(null=True)
+    started_at = EpochField(default=now, index=True)
+    finished_at = EpochField(null=True)
     users_seen = pw.IntegerField(default=0)
     departments_seen = pw.IntegerField(default=0)
     created = pw.IntegerField(default=0)
@@ -130,8 +129,8 @@ class SyncState(Model):
     key = pw.CharField(primary_key=True, max_length=64)
     value = pw.TextField(default="")
     holder = pw.CharField(max_length=64, null=True)
-    expires_at = pw.DoubleField(null=True)
-    updated_at = pw.DoubleField(default=now)
+    expires_at = EpochField(null=True)
+    updated_at = EpochField(default=now)
 
 
 # -- the feed -----------------------------------------------------------------------------------
@@ -197,13 +196,11 @@ def record_change(kind: str, ref, data: dict) -> int:
 
 
 # -- migrations -----------------------------------------------------------------------------------
-@step("0201_directory")
 def _create(database: pw.Database) -> None:
     database.create_tables([Department, User, UserDepartment, FeedCounter, Change, SyncRun, SyncState])
     FeedCounter.insert(id=1, last=0).on_conflict_ignore().execute()
 
 
-@step("0202_directory_double_timestamps")
 def _double(database: pw.Database) -> None:
     """Timestamps as double precision: PostgreSQL's REAL (peewee's FloatField) keeps ~7 digits,
     which rounds epoch seconds to about two minutes. (SQLite's REAL is already a double.)"""
@@ -217,9 +214,16 @@ def _double(database: pw.Database) -> None:
                 )
 
 
-@step("0203_sync_run_mode_null_until_chosen")
 def _mode_nullable(database: pw.Database) -> None:
     """A run that fails before it chooses list or list_id mode records NULL, not '' (shown as —)."""
     migrator = SchemaMigrator.from_database(database)
     migrate(migrator.drop_not_null("sync_run", "mode"), migrator.drop_column_default("sync_run", "mode"))
     SyncRun.update(mode=None).where(SyncRun.mode == "").execute()
+
+
+# migration steps (store/migrations.py runs them in id order, each once)
+STEPS = [
+    ("0201_directory", _create),
+    ("0202_directory_double_timestamps", _double),
+    ("0203_sync_run_mode_null_until_chosen", _mode_nullable),
+]

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from .migrations import step
-from .models import Model, now
+from .models import EpochField, Model, now
 
 STATE_TTL = 600  # seconds a login may take on WeCom's side (QR scan included)
 TICKET_TTL = 300  # seconds 微签 has to validate a ticket
@@ -43,9 +42,9 @@ class OAuthState(Model):
     flow = pw.CharField(max_length=8)
     next_path = pw.TextField(null=True)  # validated path inside the app; NULL: the landing page itself
     browser_hash = pw.CharField(max_length=64)  # the browser that started the login (cookie)
-    created_at = pw.DoubleField(default=now)
-    expires_at = pw.DoubleField(index=True)
-    used_at = pw.DoubleField(null=True)
+    created_at = EpochField(default=now)
+    expires_at = EpochField(index=True)
+    used_at = EpochField(null=True)
 
     class Meta:
         table_name = "login_oauth_state"
@@ -57,15 +56,14 @@ class LoginTicket(Model):
     ticket_hash = pw.CharField(primary_key=True, max_length=64)
     userid = pw.CharField(max_length=64)
     via = pw.CharField(max_length=8)
-    created_at = pw.DoubleField(default=now)
-    expires_at = pw.DoubleField(index=True)
-    used_at = pw.DoubleField(null=True)
+    created_at = EpochField(default=now)
+    expires_at = EpochField(index=True)
+    used_at = EpochField(null=True)
 
     class Meta:
         table_name = "login_ticket"
 
 
-@step("0401_login_tables")
 def _create(db: pw.Database) -> None:
     db.create_tables([OAuthState, LoginTicket])
 
@@ -177,3 +175,9 @@ def purge_expired(older_than: float = 86400) -> int:
     n = OAuthState.delete().where(OAuthState.expires_at < cutoff).execute()
     n += LoginTicket.delete().where(LoginTicket.expires_at < cutoff).execute()
     return n
+
+
+# migration steps (store/migrations.py runs them in id order, each once)
+STEPS = [
+    ("0401_login_tables", _create),
+]

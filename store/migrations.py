@@ -1,41 +1,33 @@
 """Versioned schema migrations, run on start-up by `init_store` (never by hand).
 
-Each step has a unique id; applied ids are recorded in `schema_migration`, so steps added by
-different features are each applied exactly once, in id order. Number ranges by feature:
-0001-0099 foundation, 0100 API client, 0200 directory (store/directory.py), 0300
-notifications (store/notifications.py), 0400 login (store/login.py), 0500 menus/chat, 0600
-operations (store/ops.py). Never edit a step that has shipped: add a new one.
+Each step has a unique id; applied ids are recorded in `schema_migration`, so every step is
+applied exactly once, in id order. Number ranges by table module: 0001-0099 core (here), 0200
+directory (store/directory.py), 0300 notifications, 0400 login, 0500 chat, 0600 operations.
+Each module lists its steps in `STEPS`; this one collects them.
+
+Never edit a step that has shipped: add a new one, written with playhouse.migrate operations
+(`SchemaMigrator.from_database(db)`: add_column, drop_not_null, …) so it does the same on SQLite
+and PostgreSQL. A step that creates tables from the models (`create_tables`) creates them as the
+models are now: later steps must then be harmless on such a fresh table (0203 is).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import peewee as pw
 
+from . import chat, directory, login, notifications, ops
+from . import models as m
 from .db import write_transaction
 
-STEPS: list[tuple[str, callable]] = []
+Step = tuple[str, Callable[[pw.Database], None]]
 
 
-def step(step_id: str):
-    """Register a migration step. Ids are unique; a duplicate is a programming error."""
-
-    def register(fn):
-        if any(sid == step_id for sid, _ in STEPS):
-            raise RuntimeError(f"migration step {step_id} registered twice")
-        STEPS.append((step_id, fn))
-        return fn
-
-    return register
-
-
-@step("0001_core")
 def _core(db: pw.Database) -> None:
-    from . import models as m
-
     db.create_tables([m.Delivery, m.Outbox, m.KeyValue])
 
 
-@step("0002_core_double_timestamps")
 def _core_double(db: pw.Database) -> None:
     # 0001 created these as REAL on PostgreSQL (float4: Unix times rounded to 128 s).
     if isinstance(db, pw.PostgresqlDatabase):
@@ -56,16 +48,21 @@ def _lock(db: pw.Database):
     # SQLite: migrate()'s write_transaction() takes the write lock up front.
 
 
+CORE_STEPS: list[Step] = [("0001_core", _core), ("0002_core_double_timestamps", _core_double)]
+STEPS: list[Step] = sorted(
+    CORE_STEPS + directory.STEPS + notifications.STEPS + login.STEPS + chat.STEPS + ops.STEPS, key=lambda s: s[0]
+)
+assert len({sid for sid, _ in STEPS}) == len(STEPS), "two migration steps share an id"
+
+
 def migrate(db: pw.Database) -> list[str]:
     """Apply pending steps in id order; returns the ids applied."""
-    from . import models as m  # imports every capability module, which registers its steps
-
     applied = []
     db.create_tables([m.SchemaMigration], safe=True)
     with write_transaction(db):
         _lock(db)
         done = {r.id for r in m.SchemaMigration.select(m.SchemaMigration.id)}
-        for sid, fn in sorted(STEPS, key=lambda s: s[0]):
+        for sid, fn in STEPS:
             if sid in done:
                 continue
             fn(db)

@@ -1,7 +1,7 @@
-"""Every table wqbot keeps. Core tables are here; each capability declares its tables in its own
-module of this package (store/directory.py, store/notifications.py, store/login.py, …), imported
-at the bottom so `store.models` is the one place to find them all. Schema changes are
-migration steps (store/migrations.py `@step`), registered next to the models they create."""
+"""The core tables (delivery keys, the outbox, shared key-values) and what every table builds on:
+`Model` and `EpochField`. Each capability declares its tables in its own module of this package
+(store/directory.py, store/notifications.py, store/login.py, store/chat.py, store/ops.py), with
+the migration steps that create them; store/migrations.py runs them all in order."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from .clock import now
 from .db import db
 
 
-# Timestamps are DoubleField: peewee's FloatField is REAL (float4) on PostgreSQL, which rounds a
-# Unix time to the nearest 128 seconds.
+class EpochField(pw.DoubleField):
+    """A moment as Unix seconds (what `store.clock.now()` gives). A double on purpose: peewee's
+    FloatField is REAL (float4) on PostgreSQL, which rounds a Unix time to 128-second steps."""
+
+
 class Model(pw.Model):
     class Meta:
         database = db
@@ -21,7 +24,7 @@ class Model(pw.Model):
 
 class SchemaMigration(Model):
     id = pw.CharField(primary_key=True, max_length=100)
-    applied_at = pw.DoubleField(default=now)
+    applied_at = EpochField(default=now)
 
 
 # -- callbacks ---------------------------------------------------------------------------------
@@ -32,7 +35,7 @@ class Delivery(Model):
 
     key = pw.CharField(primary_key=True, max_length=64)
     kind = pw.CharField(max_length=64)
-    received_at = pw.DoubleField(default=now, index=True)
+    received_at = EpochField(default=now, index=True)
     reply = pw.TextField(null=True)
 
 
@@ -45,8 +48,8 @@ class Outbox(Model):
     id = pw.BigAutoField()
     task = pw.CharField(max_length=100)
     payload = pw.TextField()
-    created_at = pw.DoubleField(default=now, index=True)
-    enqueued_at = pw.DoubleField(default=now)
+    created_at = EpochField(default=now, index=True)
+    enqueued_at = EpochField(default=now)
     attempts = pw.IntegerField(default=0)
     trace_id = pw.CharField(max_length=40, null=True)
 
@@ -56,17 +59,4 @@ class KeyValue(Model):
 
     key = pw.CharField(primary_key=True, max_length=200)
     value = pw.TextField()
-    expires_at = pw.DoubleField(null=True)
-
-
-# Capability tables. Each module registers its migration steps with store.migrations.step.
-import importlib as _importlib  # noqa: E402
-
-for _mod in ("directory", "notifications", "login", "chat", "ops"):
-    try:
-        _m = _importlib.import_module(f"{__package__}.{_mod}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"{__package__}.{_mod}":
-            raise
-        continue
-    globals().update({k: v for k, v in vars(_m).items() if isinstance(v, type) and issubclass(v, Model)})
+    expires_at = EpochField(null=True)

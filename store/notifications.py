@@ -11,16 +11,14 @@ task each approve/sign card belongs to, and the webhooks owed back to 微签.
 - `WebhookDelivery`  one row per webhook owed to 微签; its id is the X-Wqbot-Delivery uuid
 - `WebhookAttempt`   every try of a delivery (status code or error, duration)
 
-Times are epoch seconds in DoubleField: peewee's FloatField is a 4-byte REAL on PostgreSQL,
-which rounds today's epoch to 128 s.
+Times are `EpochField`s (store/models.py).
 """
 
 from __future__ import annotations
 
 import peewee as pw
 
-from .migrations import step
-from .models import Model, now
+from .models import EpochField, Model, now
 
 
 class Notification(Model):
@@ -31,10 +29,10 @@ class Notification(Model):
     fingerprint = pw.CharField(max_length=64)  # sha256 of the raw request, to log a reused id
     status = pw.CharField(max_length=16, default="queued")  # queued|sending|sent|partial|failed|done
     error = pw.TextField(null=True)
-    created_at = pw.DoubleField(default=now)
-    sent_at = pw.DoubleField(null=True)
+    created_at = EpochField(default=now)
+    sent_at = EpochField(null=True)
     push_attempts = pw.IntegerField(default=0)
-    lease_until = pw.DoubleField(null=True)  # a worker is pushing it until then
+    lease_until = EpochField(null=True)  # a worker is pushing it until then
     round = pw.IntegerField(default=1)  # NotifyTask.round this notification belongs to
 
 
@@ -51,13 +49,13 @@ class NotifyTask(Model):
     description = pw.TextField(null=True)
     initiator = pw.CharField(max_length=200, null=True)
     url = pw.TextField(null=True)
-    deadline = pw.DoubleField(null=True, index=True)
+    deadline = EpochField(null=True, index=True)
     notification = pw.CharField(max_length=128)  # the first notification of this task
-    created_at = pw.DoubleField(default=now)
-    updated_at = pw.DoubleField(default=now)
+    created_at = EpochField(default=now)
+    updated_at = EpochField(default=now)
     decided_by = pw.CharField(max_length=128, null=True)
     decided_action = pw.CharField(max_length=16, null=True)  # approve | reject (chat decisions)
-    decided_at = pw.DoubleField(null=True)
+    decided_at = EpochField(null=True)
     decided_notification = pw.CharField(max_length=128, null=True)
 
 
@@ -71,7 +69,7 @@ class NotifyRecipient(Model):
     reason = pw.TextField(null=True)
     card = pw.CharField(max_length=128, null=True)  # NotifyCard.card_id of its batch
     round = pw.IntegerField(default=1)
-    updated_at = pw.DoubleField(default=now)
+    updated_at = EpochField(default=now)
 
     class Meta:
         indexes = (
@@ -90,11 +88,11 @@ class NotifyCard(Model):
     status = pw.CharField(max_length=16, default="queued")  # queued | sending (maybe delivered) | sent | failed
     msgid = pw.CharField(max_length=200, null=True)
     response_code = pw.TextField(null=True)
-    code_at = pw.DoubleField(null=True)
-    code_claimed_at = pw.DoubleField(null=True)
-    code_used_at = pw.DoubleField(null=True)
+    code_at = EpochField(null=True)
+    code_claimed_at = EpochField(null=True)
+    code_used_at = EpochField(null=True)
     applied_revision = pw.IntegerField(default=0)  # the task revision its recipients' cards show
-    sent_at = pw.DoubleField(null=True)
+    sent_at = EpochField(null=True)
     error = pw.TextField(null=True)
 
 
@@ -103,9 +101,9 @@ class CardResponseCode(Model):
     userid = pw.CharField(max_length=200)
     task_id = pw.CharField(max_length=128, null=True, index=True)
     response_code = pw.TextField()
-    received_at = pw.DoubleField(default=now)
-    claimed_at = pw.DoubleField(null=True)
-    used_at = pw.DoubleField(null=True)
+    received_at = EpochField(default=now)
+    claimed_at = EpochField(null=True)
+    used_at = EpochField(null=True)
     applied_revision = pw.IntegerField(default=0)
     error = pw.TextField(null=True)
 
@@ -121,18 +119,18 @@ class WebhookDelivery(Model):
     body = pw.TextField()  # the exact bytes signed and sent, kept so every retry is identical
     status = pw.CharField(max_length=16, default="pending", index=True)  # pending | delivered | failed
     attempts = pw.IntegerField(default=0)
-    created_at = pw.DoubleField(default=now)
-    next_attempt_at = pw.DoubleField(default=now, index=True)
-    lease_until = pw.DoubleField(null=True)
+    created_at = EpochField(default=now)
+    next_attempt_at = EpochField(default=now, index=True)
+    lease_until = EpochField(null=True)
     last_status = pw.IntegerField(null=True)
     last_error = pw.TextField(null=True)
-    finished_at = pw.DoubleField(null=True)
+    finished_at = EpochField(null=True)
 
 
 class WebhookAttempt(Model):
     id = pw.BigAutoField()
     delivery = pw.CharField(max_length=36, index=True)
-    at = pw.DoubleField(default=now)
+    at = EpochField(default=now)
     status_code = pw.IntegerField(null=True)
     error = pw.TextField(null=True)
     duration_ms = pw.DoubleField(null=True)
@@ -141,6 +139,11 @@ class WebhookAttempt(Model):
 TABLES = [Notification, NotifyTask, NotifyRecipient, NotifyCard, CardResponseCode, WebhookDelivery, WebhookAttempt]
 
 
-@step("0301_notifications")
 def _create(db: pw.Database) -> None:
     db.create_tables(TABLES)
+
+
+# migration steps (store/migrations.py runs them in id order, each once)
+STEPS = [
+    ("0301_notifications", _create),
+]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import peewee as pw
 
-from .migrations import step
-from .models import Model, now
+from .models import EpochField, Model, now
 
 
 class OpsError(Model):
@@ -18,10 +17,8 @@ class OpsError(Model):
     message = pw.TextField()  # redacted before it is stored
     hint = pw.TextField(default="")  # what to fix, naming the setting or WeCom console page
     count = pw.IntegerField(default=1)
-    # DoubleField: peewee's FloatField is REAL (float4) on PostgreSQL, which rounds a Unix time
-    # to 128-second steps.
-    first_at = pw.DoubleField(default=now)
-    last_at = pw.DoubleField(default=now, index=True)
+    first_at = EpochField(default=now)
+    last_at = EpochField(default=now, index=True)
     trace_id = pw.CharField(max_length=40, null=True)
 
 
@@ -29,13 +26,18 @@ class AdminAudit(Model):
     """Who pressed which button on the admin console, and what came of it."""
 
     id = pw.BigAutoField()
-    at = pw.DoubleField(default=now, index=True)
+    at = EpochField(default=now, index=True)
     userid = pw.CharField(max_length=100)  # WeCom userid, or "password" for the local admin login
     action = pw.CharField(max_length=50)
     target = pw.CharField(max_length=200, default="")
     result = pw.TextField(default="")
 
 
-@step("0601_ops_tables")
 def _ops_tables(db: pw.Database) -> None:
     db.create_tables([OpsError, AdminAudit])
+
+
+# migration steps (store/migrations.py runs them in id order, each once)
+STEPS = [
+    ("0601_ops_tables", _ops_tables),
+]

@@ -96,7 +96,7 @@ def pytest_sessionfinish(session, exitstatus):
     if BACKEND == "pg":
         _pg_drop(DATABASE_URL)
         try:
-            from bot.tasks import huey
+            from bot.queue import huey
 
             huey.storage.flush_all()
         except Exception:
@@ -152,10 +152,18 @@ def settings(base_settings):
     return base_settings
 
 
+@pytest.fixture(scope="session")
+def registered(base_settings):
+    """Every capability's queue tasks and periodic jobs registered with huey, as in a worker."""
+    from bot.app import build
+
+    return build(base_settings)
+
+
 @pytest.fixture
-def queue():
+def queue(registered):
     """The huey instance with its storage emptied; tasks run only when the test says so."""
-    from bot.tasks import huey
+    from bot.queue import huey
 
     huey.immediate = False
     huey.storage.flush_all()
@@ -164,9 +172,9 @@ def queue():
 
 
 @pytest.fixture
-def immediate_queue():
+def immediate_queue(registered):
     """huey in immediate mode: a task runs when it is enqueued (deterministic)."""
-    from bot.tasks import huey
+    from bot.queue import huey
 
     huey.immediate = True
     yield huey

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+from bot.callback.xml import document
 from bot.crypto import WeComCrypto
-from bot.xml import document
 
 CORP = "ww1a2b3c4d5e6f7a8b"
 
@@ -42,7 +42,7 @@ def text(content: str, user: str = "lisi", msg_id: int = 1) -> str:
 
 
 def decrypt_reply(crypto: WeComCrypto, body: str) -> str:
-    from bot.xml import parse
+    from bot.callback.xml import parse
 
     env = parse(body)
     return crypto.decrypt_message(env["MsgSignature"], env["TimeStamp"], env["Nonce"], env["Encrypt"])

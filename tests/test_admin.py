@@ -319,7 +319,7 @@ def test_an_action_that_does_not_apply_says_why(console):
 
 
 def test_sync_now_runs_the_directory_sync(console, immediate_queue, monkeypatch):
-    import bot.sync
+    from bot.ops import jobs
 
     runs = []
 
@@ -329,7 +329,7 @@ def test_sync_now_runs_the_directory_sync(console, immediate_queue, monkeypatch)
 
         return SyncRun.create(trigger=trigger, full=full, status="ok", finished_at=time.time())
 
-    monkeypatch.setattr(bot.sync, "run_sync", fake_run_sync)
+    monkeypatch.setattr(jobs, "run_sync", fake_run_sync)
     login(console)
     token = csrf_of(console.get("/admin").text)
     r = console.post("/admin/actions/sync", data={"csrf": token})
@@ -412,12 +412,13 @@ def test_readyz_without_wecom(store):
         assert r.status_code == 200 and r.json()["checks"]["sync"].startswith("off")
 
 
-def test_a_failing_task_is_remembered_with_its_hint(store, immediate_queue):
+def test_a_failing_task_is_remembered_with_its_hint(settings, store, immediate_queue):
+    from bot.app import build
     from bot.ops.status import recent_errors
-    from bot.tasks import huey, load_task_modules
+    from bot.queue import huey
     from bot.wecom import IPNotAllowed
 
-    load_task_modules()  # as a worker does: registers the failure hook
+    build(settings)  # as a worker does: subscribes the failure hook
 
     @huey.task(name="tests.admin.failing")
     def failing():

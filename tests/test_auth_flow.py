@@ -51,7 +51,7 @@ def test_start_redirects_to_wecom_with_a_fresh_state_and_binds_the_browser(login
 
 
 def test_start_links_built_by_h5_entry_are_accepted(login_client, wecom, store, settings):
-    from bot.links import h5_entry
+    from bot.auth.links import h5_entry
 
     r = login_client.get(h5_entry(settings, "/pages/task/task_detail?id=T-1001&from=card"))
     assert r.status_code == 302

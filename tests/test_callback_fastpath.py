@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from bot.callbacks import CallbackEndpoint, CallbackFastPath
-from bot.xml import parse
+from bot.callback import CallbackEndpoint, CallbackFastPath
+from bot.callback.xml import parse
 from store.models import Delivery
 from tests.support import app_crypto, click, contacts_crypto, decrypt_reply, signed
 from tests.test_callback import _bad_cases

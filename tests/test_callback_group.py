@@ -8,14 +8,16 @@ import asyncio
 import hashlib
 from urllib.parse import urlencode
 
-from bot import replies
-from bot.callbacks import CallbackEndpoint
-from bot.router import Router
-from bot.tasks import defer
-from bot.xml import parse
+from bot.callback import CallbackEndpoint, replies
+from bot.callback.router import Router
+from bot.callback.xml import parse
+from bot.queue import OutboxTask, defer
 from store.models import Delivery, Outbox
 from tests.conftest import BACKEND, DATABASE_URL
 from tests.support import app_crypto, click, decrypt_reply, signed
+
+# deferred work the tests look for in the outbox; never registered, so never run
+NOOP = OutboxTask("test.noop", lambda **kwargs: None)
 
 
 async def post(app, params: dict, body: str, on_start=None) -> tuple[int, str]:
@@ -100,7 +102,7 @@ def test_many_at_once_each_applied_and_answered_after_its_commit(settings, store
     @router.event("click", key="who")
     def who(msg, ctx):
         calls.append(msg.sender)
-        defer("test.noop", user=msg.sender)
+        defer(NOOP, user=msg.sender)
         return replies.text(f"你好 {msg.sender}")
 
     app = endpoint(settings, router)
@@ -128,7 +130,7 @@ def test_twins_and_retries_in_one_group_are_applied_once(settings, store):
     @router.event("click", key="count")
     def count(msg, ctx):
         calls.append(msg.sender)
-        defer("test.noop", user=msg.sender)
+        defer(NOOP, user=msg.sender)
         return replies.text(f"第{len(calls)}次 {msg.sender}")
 
     app = endpoint(settings, router)
@@ -165,7 +167,7 @@ def test_a_failing_handler_fails_only_its_own_delivery(settings, store):
 
     @router.event("click", key="maybe")
     def maybe(msg, ctx):
-        defer("test.noop", user=msg.sender)
+        defer(NOOP, user=msg.sender)
         if msg.sender == "bad":
             raise RuntimeError("boom")
         return replies.text("ok " + msg.sender)
@@ -232,13 +234,13 @@ def test_sqlite_without_returning_records_row_by_row(settings, store, monkeypatc
     """SQLite older than 3.35 has no RETURNING: each key is its own statement, same outcome."""
     import pytest
 
-    import bot.callbacks
+    from bot.callback import deliveries
 
     if BACKEND != "sqlite":
         pytest.skip("SQLite only")
     from tests.conftest import truncate_all
 
-    monkeypatch.setattr(bot.callbacks, "SQLITE_RETURNING", False)
+    monkeypatch.setattr(deliveries, "SQLITE_RETURNING", False)
     test_twins_and_retries_in_one_group_are_applied_once(settings, store)
     truncate_all(store)
     test_a_failing_handler_fails_only_its_own_delivery(settings, store)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bot.xml import parse
+from bot.callback.xml import parse
 from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyTask, WebhookDelivery
 from tests import notify_support as ns
 from tests.notify_support import (

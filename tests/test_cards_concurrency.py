@@ -1,8 +1,9 @@
 """Two taps at the same moment on two workers: exactly one decision, one webhook.
 
-Each tap is verified, decrypted and applied by the callback endpoint's synchronous path in its
-own thread, so on its own database connection, as two worker processes would. (Within one
-process the endpoint's group commit already serialises deliveries through one connection.)"""
+Each tap is verified and routed by the callback endpoint and applied by the routine the endpoint
+uses (bot.callback.deliveries.apply) in its own thread, so on its own database connection, as two
+web processes would. (Within one process the group commit already serialises deliveries through
+one connection.)"""
 
 from __future__ import annotations
 
@@ -11,28 +12,30 @@ import time
 
 import pytest
 
-from bot.xml import parse
+from bot.callback.xml import parse
 from store import db
 from store.notifications import NotifyCard, NotifyTask, WebhookDelivery
 from tests import notify_support as ns
 from tests.conftest import BACKEND
 from tests.notify_support import AUTH, add_member, app_client, drain, notification, tap_xml
-from tests.support import app_crypto, decrypt_reply, signed
+from tests.support import app_crypto, signed
 
 # fixtures from tests/notify_support.py
 fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
 
 
 def endpoint(s):
-    from bot.app import callback_routes
+    from bot.app import create_app
 
-    return next(r.endpoint for r in callback_routes(s) if r.path == "/wecom/callback")
+    return next(r.endpoint for r in create_app(s, init_store=False).routes if r.path == "/wecom/callback")
 
 
 def tap_once(ep, s, user: str, card: str, key: str, out: dict, barrier: threading.Barrier | None = None):
-    """One worker: verify, decrypt and apply the tap in its own transaction on its own connection
-    (the endpoint's synchronous path), redelivering (as WeCom retries) on a 5xx."""
-    from bot.router import Inbound
+    """One worker: verify, decrypt and apply the tap in its own transaction on its own connection,
+    redelivering (as WeCom retries) when applying it failed (the endpoint answers that with a 5xx)."""
+    from bot.callback import deliveries
+    from bot.callback.router import Inbound
+    from bot.queue import enqueue_outbox
 
     params, body = signed(app_crypto(s), tap_xml(user, card, key))
     plaintext = app_crypto(s).decrypt_message(
@@ -42,9 +45,11 @@ def tap_once(ep, s, user: str, card: str, key: str, out: dict, barrier: threadin
         barrier.wait()
     try:
         for _ in range(5):
-            r = ep.dispatch(Inbound(parse(plaintext)), plaintext)
-            if r.status_code == 200:
-                reply = parse(decrypt_reply(app_crypto(s), r.body.decode()))
+            d = ep.delivery(Inbound(parse(plaintext)), plaintext)
+            [(ok, reply_xml)] = deliveries.apply([d])
+            if ok:
+                d.context.run(enqueue_outbox)
+                reply = parse(reply_xml)
                 out[user] = reply.get("Button", {}).get("ReplaceName") or reply.get("Content")
                 return
             out["retries"] = out.get("retries", 0) + 1
@@ -74,20 +79,20 @@ def test_second_tap_waits_on_the_row_lock_and_loses(
 ):
     """Worker A has decided but not committed; worker B's tap is blocked on the task row; when A
     commits, B's conditional UPDATE matches no row and B answers 已处理."""
-    import bot.notify.webhook as webhook
+    from bot.notify import decisions
 
     with app_client(hook_settings) as c:
         cards = push(c, queue, 1)
     ep = endpoint(hook_settings)
     claimed, release = threading.Event(), threading.Event()
-    real = webhook.owe_action
+    real = decisions.owe_action
 
     def slow_owe(*a, **kw):  # runs inside the winner's transaction, after its UPDATE
         claimed.set()
         assert release.wait(10)
         return real(*a, **kw)
 
-    monkeypatch.setattr(webhook, "owe_action", slow_owe)
+    monkeypatch.setattr(decisions, "owe_action", slow_owe)
     out: dict = {}
     a = threading.Thread(target=tap_once, args=(ep, hook_settings, "lisi", cards["T-0"], "approve", out))
     b = threading.Thread(target=tap_once, args=(ep, hook_settings, "wangwu", cards["T-0"], "reject", out))

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from bot.links import h5_entry
+from bot.auth.links import h5_entry
 from store.notifications import NotifyTask
 from tests.notify_support import AUTH, add_member, app_client, notification, wecom  # noqa: F401
 from tests.support import app_crypto, click, message, signed, text

@@ -51,7 +51,7 @@ def test_post_vectors_decrypt_exactly(vectors):
     cases = list(_cases(vectors, "decrypt_post"))
     assert {c["name"] for _, c in cases} >= {"A-POST", "B-POST", "C-POST", "V2", "V3"}
     for s, c in cases:
-        from bot.xml import parse
+        from bot.callback.xml import parse
 
         encrypt = parse(c["post_body"])["Encrypt"]
         got = _crypto(s).decrypt_message(c["msg_signature"], c["timestamp"], c["nonce"], encrypt)
@@ -178,7 +178,7 @@ texts = st.one_of(
 def test_wechatpy_decrypts_what_we_encrypt(content, nonce):
     xml = f"<xml><Content><![CDATA[{content}]]></Content></xml>"
     body = C.encrypt_reply(xml, "1700000000", nonce)
-    from bot.xml import parse
+    from bot.callback.xml import parse
 
     env = parse(body)
     got = _wechatpy().decrypt_message(
@@ -195,7 +195,7 @@ def test_wechatpy_decrypts_what_we_encrypt(content, nonce):
 def test_we_decrypt_what_wechatpy_encrypts(content, nonce):
     xml = f"<xml><Content><![CDATA[{content}]]></Content></xml>"
     out = _wechatpy().encrypt_message(xml, nonce, "1700000000")
-    from bot.xml import parse
+    from bot.callback.xml import parse
 
     env = parse(out)
     assert C.decrypt_message(env["MsgSignature"], env["TimeStamp"], env["Nonce"], env["Encrypt"]) == xml
@@ -203,5 +203,5 @@ def test_we_decrypt_what_wechatpy_encrypts(content, nonce):
 
 def test_a_64k_message_round_trips_with_wechatpy():
     xml = "<xml><Content><![CDATA[" + "签" * (64 * 1024 // 3) + "]]></Content></xml>"
-    env = __import__("bot.xml", fromlist=["parse"]).parse(_wechatpy().encrypt_message(xml, "42", "1700000000"))
+    env = __import__("bot.callback.xml", fromlist=["parse"]).parse(_wechatpy().encrypt_message(xml, "42", "1700000000"))
     assert C.decrypt_message(env["MsgSignature"], env["TimeStamp"], env["Nonce"], env["Encrypt"]) == xml

@@ -6,14 +6,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from bot import logs
-from bot.tasks import defer, load_task_modules, outbox_task
+from bot.observability import logs, trace
+from bot.queue import defer, enqueue_outbox, outbox_task, register_task
 from tests.conftest import TEST_ENV
 from tests.support import app_crypto, message, signed
 
@@ -29,12 +30,20 @@ SECRET_VARS = (
 )
 
 
+class _Flushed(io.StringIO):
+    """The log stream: records are written by the listener thread, so reading waits for it."""
+
+    def getvalue(self) -> str:
+        logs.flush()
+        return super().getvalue()
+
+
 @pytest.fixture
 def captured(settings):
     """Logging set up as `wqbot` does it, into a buffer; restored afterwards."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
-    buf = io.StringIO()
+    buf = _Flushed()
 
     def setup(fmt="json"):
         buf.seek(0)
@@ -105,15 +114,15 @@ def test_redact_is_usable_for_stored_text(captured, settings):
     assert settings.wecom_app_secret not in red and "abc" not in red and "def" not in red
 
 
-def test_uvicorn_logs_go_through_the_same_filter(captured, settings):
+def test_uvicorn_logs_go_through_the_same_filter(captured, settings, monkeypatch):
     import logging.config
 
     captured()
     config = logs.uvicorn_log_config()
-    assert config["filters"]["redact"]["secrets"]
+    assert config["handlers"]["wqbot"]["secrets"]
+    buf = _Flushed()
+    monkeypatch.setattr(sys, "stderr", buf)  # uvicorn's handler writes to stderr
     logging.config.dictConfig(config)
-    buf = io.StringIO()
-    logging.getLogger().handlers[0].setStream(buf)
     try:
         raise ValueError(settings.secret_key)
     except ValueError:
@@ -124,19 +133,21 @@ def test_uvicorn_logs_go_through_the_same_filter(captured, settings):
 
 
 # -- trace ids -------------------------------------------------------------------------------------
-load_task_modules()  # what a worker does first: registers bot.ops.tasks' queue hooks
 seen: list[dict] = []
 
 
 @outbox_task("tests.logs.trace_probe")
 def trace_probe(word: str) -> None:
     logging.getLogger("wqbot.test.task").info("probe ran", extra={"word": word})
-    seen.append({"word": word, "trace": logs.current_trace_id()})
+    seen.append({"word": word, "trace": trace.current_trace_id()})
+
+
+register_task(trace_probe)  # as a capability's contribute() does when the app is built
 
 
 def test_a_callback_trace_id_follows_into_its_task(captured, settings, store, immediate_queue):
-    from bot.callbacks import CallbackEndpoint
-    from bot.router import Router
+    from bot.callback import CallbackEndpoint
+    from bot.callback.router import Router
     from store.models import Outbox
 
     router = Router()
@@ -146,13 +157,14 @@ def test_a_callback_trace_id_follows_into_its_task(captured, settings, store, im
     def on_text(msg, ctx):
         contexts.append(ctx)
         logging.getLogger("wqbot.test.handler").info("handler ran")
-        ctx.defer(trace_probe, word=msg["Content"])
+        defer(trace_probe, word=msg["Content"])
 
     endpoint = CallbackEndpoint(app_crypto(settings), router, settings, "app")
     app = Starlette(routes=[Route("/cb", endpoint, methods=["GET", "POST"])])
     buf = captured("json")
     seen.clear()
     created = []
+    outer = trace.current_trace_id()
     orig = Outbox.create
 
     def spy(**kw):
@@ -179,31 +191,29 @@ def test_a_callback_trace_id_follows_into_its_task(captured, settings, store, im
     task_lines = [r for r in records if r["logger"] == "wqbot.test.task"]
     assert [r["trace_id"] for r in handler_lines] == [first, second]
     assert [(r["word"], r["trace_id"]) for r in task_lines] == [("hello", first), ("again", second)]
-    assert logs.current_trace_id() is None  # the task's trace does not leak into the caller
+    assert trace.current_trace_id() == outer  # the task's trace does not leak into the caller
 
 
 def test_a_task_without_a_delivery_gets_its_own_trace(captured, store, immediate_queue):
     from store import db
 
     seen.clear()
-    token = logs.bind_trace(None)
+    token = trace.bind_trace(None)
     try:
         with db.atomic():
             defer(trace_probe, word="solo")
-        from bot.tasks import enqueue_outbox
-
         enqueue_outbox()
     finally:
-        logs.unbind_trace(token)
+        trace.unbind_trace(token)
     assert seen[0]["word"] == "solo" and seen[0]["trace"] and len(seen[0]["trace"]) == 16
 
 
 def test_text_format_shows_the_trace(captured):
     buf = captured("text")
-    token = logs.bind_trace("abcdef0123456789")
+    token = trace.bind_trace("abcdef0123456789")
     try:
         logging.getLogger("wqbot.test").warning("hello")
     finally:
-        logs.unbind_trace(token)
+        trace.unbind_trace(token)
     line = buf.getvalue().strip()
     assert line.endswith("WARNING wqbot.test [abcdef0123456789]: hello")

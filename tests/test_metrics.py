@@ -10,7 +10,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.ops import metrics
+from bot.observability import metrics
 from tests.support import app_crypto, message, signed
 
 
@@ -72,7 +72,7 @@ def test_every_hook_shows_up(client):
 
 
 def test_queue_depth_is_read_when_scraped(client, queue, store):
-    from bot.tasks import defer, enqueue_outbox
+    from bot.queue import defer, enqueue_outbox
     from store import db
     from tests.test_logs import trace_probe
 
@@ -96,7 +96,7 @@ def test_outside_label_values_are_capped(monkeypatch):
 
 CHILD = textwrap.dedent("""
     import sys
-    from bot.ops import metrics
+    from bot.observability import metrics
     n = int(sys.argv[1])
     for _ in range(n):
         metrics.callback_done("app", "event:click", "ok", 0.003)

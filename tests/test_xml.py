@@ -1,4 +1,4 @@
-"""bot.xml.parse: the flat fast path must give exactly what the full parser (expat + xmltodict, DTDs
+"""bot.callback.xml.parse: the flat fast path must give exactly what the full parser (expat + xmltodict, DTDs
 refused) gives, and refuse exactly what it refuses."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import xmltodict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.xml import XMLError, _parse_flat, cdata, document, parse
+from bot.callback.xml import XMLError, _parse_flat, cdata, document, parse
 
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.I)
 

@@ -1,23 +1,19 @@
-"""`/api/v1/*`: the HTTP API 微签 calls (bearer `WEIQIAN_API_TOKEN`).
+"""`/api/v1/*`: the HTTP API 微签 calls (bearer `WEIQIAN_API_TOKEN`; docs/api.md).
 
-Each resource has its own module exposing `routes(settings) -> list[Route]`:
-org.py (directory read API), notifications.py, tickets.py, jssdk.py."""
+Each resource has its own module exposing `routes(settings) -> list[Route]`: org.py (the
+directory and its change feed), notifications.py, tickets.py, jssdk.py; common.py holds what
+they share (authentication, JSON bodies, errors)."""
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
-RESOURCES = ("org", "notifications", "tickets", "jssdk")
+from . import jssdk, notifications, org, tickets
+
+if TYPE_CHECKING:
+    from bot.registry import Registry
 
 
-def routes(settings) -> list:
-    out = []
-    for name in RESOURCES:
-        try:
-            m = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-            continue
-        out.extend(m.routes(settings))
-    return out
+def contribute(app: Registry) -> None:
+    for resource in (org, notifications, tickets, jssdk):
+        app.routes.extend(resource.routes(app.settings))

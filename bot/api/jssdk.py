@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bot.auth.urls import origin
 from bot.wecom import WeComError, client_for
 from store import clock
 
@@ -35,14 +36,12 @@ def signature(ticket: str, noncestr: str, timestamp: str | int, url: str) -> str
 
 
 def allowed_origins(settings) -> set[str]:
-    from bot.auth.urls import origin
 
     return {o for o in (origin(settings.public_url), origin(settings.h5_url) if settings.h5_url else None) if o}
 
 
 def page_url(settings, url) -> str:
     """The URL to sign (fragment removed), or APIError 400 naming what is wrong with it."""
-    from bot.auth.urls import origin
 
     if not isinstance(url, str) or not url:
         raise APIError(400, "invalid_url", 'send {"url": "<the full URL of the page, location.href>"}')

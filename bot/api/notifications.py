@@ -7,12 +7,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bot.api.common import APIError, endpoint, json_body
+from bot.notify import intake, status
+from bot.notify.request import Invalid, parse
+from bot.notify.status import describe
 
 
 def _accept(req, fp):
     # One thread for the transaction and the enqueue after it: the outbox rows deferred in the
     # transaction are tracked in a context variable of this thread's context.
-    from bot.notify import intake, status
 
     n, created = intake.accept(req, fp)
     return status.describe(n.id), created
@@ -20,8 +22,6 @@ def _accept(req, fp):
 
 @endpoint
 async def create_notification(request, settings):
-    from bot.notify import intake
-    from bot.notify.request import Invalid, parse
 
     body = await json_body(request)
     try:
@@ -34,7 +34,6 @@ async def create_notification(request, settings):
 
 @endpoint
 async def get_notification(request, settings):
-    from bot.notify.status import describe
 
     nid = request.path_params["id"]
     if any(c < " " or c == "\x7f" for c in nid):  # never in an accepted id; PostgreSQL refuses NUL outright

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bot.auth import identity
 from store import login as login_store
 
 from .common import APIError, endpoint, json_body
@@ -23,7 +24,6 @@ MAX_TICKET = 128
 
 
 def redeem(settings, ticket: str) -> dict:
-    from bot.auth import identity
 
     try:
         redeemed = login_store.redeem_ticket(settings.secret_key, ticket)

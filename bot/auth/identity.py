@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from peewee import fn
 
+from bot.sync.apply import apply_oauth_contact
+from store.directory import User, UserDepartment
+
 log = logging.getLogger("wqbot.auth")
 
 
@@ -27,7 +30,6 @@ class Member:
 
 def find_member(userid: str) -> Member | None:
     """The directory row for `userid` (WeCom userids are case-insensitive), or None."""
-    from store.directory import User
 
     row = User.get_or_none(User.userid == userid)
     if row is None:
@@ -39,7 +41,6 @@ def find_member(userid: str) -> Member | None:
 
 def identity(userid: str) -> dict | None:
     """CONTRACT §2 ticket identity minus `via`: {"userid", "name", "departments", "account"}."""
-    from store.directory import User, UserDepartment
 
     row = User.get_or_none(User.userid == userid)
     if row is None:
@@ -70,7 +71,6 @@ def store_private_fields(settings, userid: str, detail: dict) -> str | None:
     The merge rules (a directory value wins; sync never nulls an OAuth value) belong to the
     directory: bot.sync.apply.apply_oauth_contact. Empty values (the member declined) change
     nothing. Returns the account key."""
-    from bot.sync.apply import apply_oauth_contact
 
     mobile = _clean(detail.get("mobile")) or None
     email = _clean(detail.get("email")) or _clean(detail.get("biz_mail")) or None

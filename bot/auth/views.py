@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bot.links import h5_entry
+from bot.auth.links import h5_entry
 from bot.wecom import APIError, InvalidCode, NoPrivilege, TransportError, WeComError, client_for
 from store import login as login_store
 

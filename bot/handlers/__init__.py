@@ -1,20 +1,7 @@
-"""Callback handlers, one module per capability, assembled into the routers the endpoints use.
+"""Callback handlers: what wqbot does with each message WeCom delivers, one module per capability.
+Each module's `contribute(app)` registers its handlers on the app's routers when it is built.
 
-- chat.py      menu clicks and text messages (help, pending, …)
+- chat.py      menu clicks, text messages, opening the app (help, 待我处理, the greeting)
 - contacts.py  change_contact events (directory sync)
 - cards.py     template_card_event taps (sign notifications)
 """
-
-import importlib
-
-from bot.router import Router
-
-router = Router()  # the app callback (/wecom/callback)
-contacts_router = Router()  # the 通讯录同步 callback (/wecom/contacts/callback)
-
-for _name in ("chat", "contacts", "cards"):
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as e:  # a capability not built yet
-        if e.name != f"{__name__}.{_name}":
-            raise

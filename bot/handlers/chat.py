@@ -1,4 +1,4 @@
-"""Menu clicks, text messages and app-open events from employees (CONTRACT §4).
+"""Menu clicks, text messages and app-open events from employees (docs/api.md, "Menu and chat").
 
 Every reply here is built from the store inside the callback's transaction and returned as the
 passive reply, well within WeCom's 5-second deadline; nothing calls out.
@@ -13,16 +13,27 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from datetime import datetime, timezone
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-from bot import replies, texts
-from bot.handlers import router
-from bot.links import h5_entry
+from bot import texts
+from bot.auth.links import h5_entry
+from bot.callback import replies
+from bot.callback.replies import Reply
+from bot.callback.router import Context, Inbound
+from bot.notify import pending_tasks
+from bot.notify.pending import PendingTask
+from bot.notify.recipients import names as directory_names
+from bot.observability.logs import LogThrottle
+from settings import Settings
+from store.chat import claim_greeting
 from store.clock import CST, today_cst
+
+if TYPE_CHECKING:
+    from bot.registry import Registry
 
 log = logging.getLogger("wqbot.chat")
 
-HELP_WORDS = {"帮助", "help", "?", "？", "菜单", "menu"}
 PENDING_WORDS = {"待办", "pending", "待我处理", "待处理", "我的待办"}
 
 # 微签 H5 pages. The home page lists the employee's tasks, so "还有 N 项" opens it.
@@ -38,46 +49,29 @@ def normalise(text: str) -> str:
     return stripped or s
 
 
-def help_reply():
+def help_reply() -> Reply:
     return replies.text(texts.HELP)
 
 
 # -- 待我处理 ------------------------------------------------------------------------------------
-def _field(item, name):
-    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, CST).strftime("%m-%d %H:%M")
 
 
-def _when(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    elif isinstance(value, (int, float)):
-        dt = datetime.fromtimestamp(value, timezone.utc)
-    else:
-        try:
-            dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return ""
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(CST).strftime("%m-%d %H:%M")
-
-
-def _article(task, settings, names: dict) -> dict:
-    kind = texts.PENDING_KIND.get(_field(task, "type"), texts.PENDING_KIND_OTHER)
-    title = _field(task, "title") or texts.PENDING_UNTITLED.format(task_id=_field(task, "task_id"))
-    when = _when(_field(task, "created_at"))
-    initiator = _field(task, "initiator")
+def _article(task: PendingTask, settings: Settings, names: dict[str, str]) -> dict[str, str]:
+    kind = texts.PENDING_KIND.get(task["type"], texts.PENDING_KIND_OTHER)
+    title = task["title"] or texts.PENDING_UNTITLED.format(task_id=task["task_id"])
+    when = _when(task["created_at"])
+    initiator = task["initiator"]
     # 微签's own description ("张三 发起了审批，请处理") reads best; else who started it, by name.
-    desc = _field(task, "description") or (
+    desc = task["description"] or (
         texts.PENDING_DESC.format(initiator=names.get(initiator, initiator)) if initiator else ""
     )
     desc = texts.PENDING_DESC_WHEN.format(desc=desc, when=when) if desc and when else (desc or when)
     # A task without its own H5 page (or with something that is not a path) opens the task
     # list, still logged in: /oauth/h5 would refuse anything but a path anyway.
-    path = _field(task, "url")
-    if not (isinstance(path, str) and path.startswith("/") and not path.startswith("//")):
+    path = task["url"]
+    if not (path and path.startswith("/") and not path.startswith("//")):
         path = TASK_LIST
     return {
         "title": _clip(texts.PENDING_TITLE.format(kind=kind, title=title), TITLE_BYTES),
@@ -86,7 +80,7 @@ def _article(task, settings, names: dict) -> dict:
     }
 
 
-TITLE_BYTES, DESC_BYTES = 128, 512  # WeCom's news article limits (message/send, PROTOCOL §5.5)
+TITLE_BYTES, DESC_BYTES = 128, 512  # WeCom's news article limits (message/send; docs/wecom.md)
 
 
 def _clip(s: str, limit: int) -> str:
@@ -94,14 +88,11 @@ def _clip(s: str, limit: int) -> str:
     return s if len(raw) <= limit else raw[: limit - 3].decode("utf-8", "ignore") + "…"
 
 
-def pending_reply(userid: str, settings):
+def pending_reply(userid: str, settings: Settings) -> Reply:
     """The open approve/sign tasks of `userid`, newest first, as one news reply.
 
     WeCom shows at most 8 articles: with more tasks, 7 are listed and the 8th says
     "还有 N 项" and opens the H5 task list."""
-    from bot.notify import pending_tasks
-    from bot.notify.recipients import names as directory_names
-
     limit = replies.NEWS_LIMIT
     tasks, total = pending_tasks(userid, limit)
     total = max(total, len(tasks))
@@ -112,7 +103,7 @@ def pending_reply(userid: str, settings):
     else:
         shown = tasks[: limit - 1]
         more = total - len(shown)
-    names = directory_names(_field(t, "initiator") for t in shown if not _field(t, "description"))
+    names = directory_names(t["initiator"] for t in shown if not t["description"])
     articles = [_article(t, settings, names) for t in shown]
     if more:
         articles.append(
@@ -125,30 +116,33 @@ def pending_reply(userid: str, settings):
     return replies.news(articles)
 
 
-@router.event("click", key="pending")
-def on_pending_click(msg, ctx):
+def on_pending_click(msg: Inbound, ctx: Context) -> Reply:
     return pending_reply(msg.sender, ctx.settings)
 
 
 # -- help and everything else ------------------------------------------------------------------
-@router.event("click", key="help")
-def on_help_click(msg, ctx):
+def on_help_click(msg: Inbound, ctx: Context) -> Reply:
     return help_reply()
 
 
-@router.event("click")
-def on_unknown_click(msg, ctx):
+# A stale menu sends its unknown key on every click: one warning per key a minute is enough.
+_unknown_keys = LogThrottle(interval=60.0)
+
+
+def on_unknown_click(msg: Inbound, ctx: Context) -> Reply:
     # A key in WeCom's copy of the menu that no handler knows: stale menu or a typo in menu.toml.
-    log.warning(
-        "unknown menu key %r, answering with help (compare with `wqbot menu diff`)",
-        msg.event_key,
-        extra={"event_key": msg.event_key},
-    )
+    key = msg.event_key
+    log_now, suppressed = _unknown_keys.allow(key)
+    if log_now:
+        log.warning(
+            "unknown menu key %r, answering with help (compare with `wqbot menu diff`)",
+            key,
+            extra={"event_key": key, "repeats_not_logged": suppressed},
+        )
     return help_reply()
 
 
-@router.message("text")
-def on_text(msg, ctx):
+def on_text(msg: Inbound, ctx: Context) -> Reply:
     word = normalise(msg.get_str("Content"))
     if word in PENDING_WORDS:
         return pending_reply(msg.sender, ctx.settings)
@@ -162,19 +156,24 @@ def today() -> str:
     return today_cst().isoformat()
 
 
-@router.event("enter_agent")
-def on_enter_agent(msg, ctx):
+def on_enter_agent(msg: Inbound, ctx: Context) -> Reply | None:
     if not ctx.settings.greet_on_enter or not msg.sender:
         return None
-    from store.chat import claim_greeting
-
     if not claim_greeting(msg.sender, today()):
         return None
     return replies.text(texts.GREETING.format(pending=_pending_line(msg.sender)))
 
 
 def _pending_line(userid: str) -> str:
-    from bot.notify import pending_tasks
-
     _, total = pending_tasks(userid, 0)
     return texts.GREETING_PENDING.format(n=total) if total else ""
+
+
+def contribute(app: Registry) -> None:
+    """The app menu's clicks (bot/menus/menu.toml), text messages and opening the app."""
+    on = app.app_callbacks
+    on.event("click", key="pending")(on_pending_click)
+    on.event("click", key="help")(on_help_click)
+    on.event("click")(on_unknown_click)
+    on.message("text")(on_text)
+    on.event("enter_agent")(on_enter_agent)

@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import sys
 
+from bot.callback.router import Inbound
+from bot.handlers import chat
 from bot.menus.definition import MENU_FILE, MenuError, build, click_keys
 from bot.menus.diff import diff
+from bot.registry import Registry
+from bot.wecom import APIError, TransportError, WeComError, client_for
+from settings import Settings, get_settings
+from store import db, init_store
 
 NO_MENU = 46003  # menu/get: the app has no menu yet
 
 
 def main(args) -> int:
-    from settings import get_settings
 
     s = get_settings()
     path = getattr(args, "file", None) or MENU_FILE
@@ -27,11 +32,10 @@ def main(args) -> int:
         for p in e.problems:
             print(f"  {p}", file=sys.stderr)
         return 2
-    _warn_unhandled(menu)
+    _warn_unhandled(menu, s)
     if args.action == "show":
         print(json.dumps(menu, ensure_ascii=False, indent=2))
         return 0
-    from bot.wecom import TransportError, WeComError
 
     try:
         if args.action == "push":
@@ -49,8 +53,6 @@ def main(args) -> int:
 
 
 def _client(s):
-    from bot.wecom import client_for
-    from store import db, init_store
 
     if db.obj is None:  # the client may keep its tokens in the store
         init_store(s.database_url)
@@ -68,7 +70,6 @@ def _push(s, menu: dict) -> int:
 
 
 def _current(s) -> dict | None:
-    from bot.wecom import APIError
 
     try:
         return _client(s).menu_get()
@@ -91,13 +92,12 @@ def _diff(s, menu: dict) -> int:
     return 1
 
 
-def _warn_unhandled(menu: dict) -> None:
+def _warn_unhandled(menu: dict, settings: Settings) -> None:
     """A click key no handler knows is answered with help: likely a typo in the menu file."""
-    from bot.handlers import chat, router
-    from bot.router import Inbound
-
+    app = Registry(settings)
+    chat.contribute(app)
     for key in click_keys(menu):
-        handler = router.resolve(Inbound(MsgType="event", Event="click", EventKey=key))
+        handler = app.app_callbacks.resolve(Inbound(MsgType="event", Event="click", EventKey=key))
         if handler is None or handler is chat.on_unknown_click:
             print(
                 f"note: click key {key!r} has no handler in bot/handlers/chat.py: taps get the help text",

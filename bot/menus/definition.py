@@ -14,7 +14,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from bot.links import h5_entry
+from bot.auth.links import h5_entry
 
 MENU_FILE = Path(__file__).with_name("menu.toml")
 

@@ -1,4 +1,4 @@
-"""Sign notifications in chat (issue 6, CONTRACT §3).
+"""Sign notifications in chat: 微签 posts a task, its recipients get a card and decide on it.
 
     微签 ─POST /api/v1/notifications─▶ intake (stored + push queued, one transaction) ─▶ 202
     huey notify.push ─▶ message/send, ≤ 1000 userids per call, per-recipient status
@@ -15,8 +15,20 @@ admin console's 重新发送 / 重新投递).
 
 from __future__ import annotations
 
-from . import push, sweep, updates, webhook  # noqa: F401  (declare the huey tasks)
+from typing import TYPE_CHECKING
+
+from . import push, sweep, updates, webhook
 from .pending import pending_tasks
 from .retry import Refused, resend, retry_webhook
 
-__all__ = ["Refused", "pending_tasks", "resend", "retry_webhook"]
+if TYPE_CHECKING:
+    from bot.registry import Registry
+
+__all__ = ["Refused", "contribute", "pending_tasks", "resend", "retry_webhook"]
+
+
+def contribute(app: Registry) -> None:
+    """The push, card-update and webhook tasks and the every-minute sweep. The API route is in
+    bot/api/notifications.py, the taps in bot/handlers/cards.py."""
+    app.tasks(push.push, updates.update_cards, webhook.deliver)
+    app.periodic(sweep.sweep)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot import texts
-from bot.links import h5_entry
+from bot.auth.links import h5_entry
 from store.clock import CST
 
 BATCH = 1000  # message/send touser and update_template_card userids: at most 1000 (§5.5, §5.7)

@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import logging
 
-from bot import replies, texts
-from bot.tasks import defer
+from peewee import fn
+
+from bot import texts
+from bot.callback import replies
+from bot.queue import defer
 from store.models import now
 from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyRecipient, NotifyTask
+
+from . import cards, content
+from .updates import update_cards
+from .webhook import owe_action
 
 log = logging.getLogger("wqbot.notify")
 
@@ -71,8 +78,6 @@ def open_task(req) -> int:
 def close(task_id: str, result: str) -> int | None:
     """Set the task to `result` and defer updating every card of its current round.
     Returns the new revision, or None when there was nothing to change."""
-    from .updates import update_cards
-
     for _ in range(5):
         task = NotifyTask.get_or_none(NotifyTask.task_id == task_id)
         if task is None or task.state == result:
@@ -91,8 +96,6 @@ def close(task_id: str, result: str) -> int | None:
 # -- deadlines ------------------------------------------------------------------------------------
 def expire(task_id: str, at: float | None = None) -> int | None:
     """pending → expired once the deadline passed; defers the card updates. New revision or None."""
-    from .updates import update_cards
-
     t = at or now()
     # the conditional UPDATE first (no read before the write: see updates.run on SQLite snapshots)
     changed = (
@@ -128,8 +131,6 @@ def _recipient(notification_id: str, userid: str) -> NotifyRecipient | None:
     )
     r = q.where(NotifyRecipient.userid == userid).first()
     if r is None:  # WeCom userids are case-insensitive; 微签 may have sent another case
-        from peewee import fn
-
         r = q.where(fn.LOWER(NotifyRecipient.userid) == userid.lower()).first()
     return r
 
@@ -167,9 +168,6 @@ def result_label(task: NotifyTask) -> str:
 
 def tap(settings, card_id: str, userid: str, action: str, response_code: str = ""):
     """A 同意/拒绝 tap (template_card_event). Runs in the callback's transaction; returns the reply."""
-    from .updates import update_cards
-    from .webhook import owe_action
-
     card = NotifyCard.get_or_none(NotifyCard.card_id == card_id)
     if card is None or not card.task_id:
         log.info("tap on a card we do not know", extra={"card": card_id})
@@ -222,8 +220,6 @@ def tap(settings, card_id: str, userid: str, action: str, response_code: str = "
 
 def menu(settings, card_id: str, userid: str, response_code: str = ""):
     """The sign card's "…" menu (template_card_menu_event): keep the code, answer with the link."""
-    from . import cards, content
-
     card = NotifyCard.get_or_none(NotifyCard.card_id == card_id)
     if card is None:
         return None

@@ -9,12 +9,13 @@ import logging
 
 import peewee
 
-from bot import tasks
+from bot import queue
 from store import db
 from store.models import now
 from store.notifications import Notification
 
 from . import decisions
+from .push import push
 from .request import NotificationRequest
 
 log = logging.getLogger("wqbot.notify")
@@ -32,15 +33,15 @@ def accept(req: NotificationRequest, fp: str = "") -> tuple[Notification, bool]:
             with db.atomic():
                 created = _create(req, fp)
         except peewee.IntegrityError:
-            tasks.discard_pending()
+            queue.discard_pending()
             existing = Notification.get_or_none(Notification.id == req.id)  # a concurrent twin won
             if existing is None:
                 raise
         except BaseException:
-            tasks.discard_pending()
+            queue.discard_pending()
             raise
         else:
-            tasks.enqueue_outbox()
+            queue.enqueue_outbox()
             return created, True
     if fp and existing.fingerprint != fp:
         log.warning(
@@ -50,8 +51,6 @@ def accept(req: NotificationRequest, fp: str = "") -> tuple[Notification, bool]:
 
 
 def _create(req: NotificationRequest, fp: str) -> Notification:
-    from .push import push
-
     t = now()
     body = json.dumps(req.to_dict(), ensure_ascii=False)
     if req.type == "close":
@@ -74,5 +73,5 @@ def _create(req: NotificationRequest, fp: str) -> Notification:
     if req.type in ("approve", "sign"):
         n.round = decisions.open_task(req)
         Notification.update(round=n.round).where(Notification.id == n.id).execute()
-    tasks.defer(push, notification_id=req.id)
+    queue.defer(push, notification_id=req.id)
     return n

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from store.models import now
 from store.notifications import NotifyRecipient, NotifyTask
 
@@ -24,7 +26,18 @@ def _open_tasks(userid: str, at: float):
     )
 
 
-def pending_tasks(userid: str, limit: int) -> tuple[list[dict], int]:
+class PendingTask(TypedDict):
+    task_id: str
+    type: str  # approve | sign
+    title: str
+    description: str | None
+    url: str | None  # the 微签 H5 path
+    created_at: float  # epoch seconds
+    initiator: str | None  # as 微签 sent it
+    deadline: float | None  # epoch seconds
+
+
+def pending_tasks(userid: str, limit: int) -> tuple[list[PendingTask], int]:
     """`userid`'s open tasks — approve tasks still undecided, sign tasks not yet done, deadline
     not passed — newest first, at most `limit`, and how many there are in all.
 
@@ -36,15 +49,15 @@ def pending_tasks(userid: str, limit: int) -> tuple[list[dict], int]:
         return [], total
     rows = q.order_by(NotifyTask.created_at.desc(), NotifyTask.task_id).limit(limit)
     return [
-        {
-            "task_id": t.task_id,
-            "type": t.kind,
-            "title": t.title,
-            "description": t.description,
-            "url": t.url,
-            "created_at": t.created_at,
-            "initiator": t.initiator,
-            "deadline": t.deadline,
-        }
+        PendingTask(
+            task_id=t.task_id,
+            type=t.kind,
+            title=t.title,
+            description=t.description,
+            url=t.url,
+            created_at=t.created_at,
+            initiator=t.initiator,
+            deadline=t.deadline,
+        )
         for t in rows
     ], total

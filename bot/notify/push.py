@@ -18,7 +18,8 @@ import logging
 
 from peewee import chunked, fn
 
-from bot.tasks import outbox_task
+from bot.observability import metrics
+from bot.queue import defer, enqueue_outbox, outbox_task
 from bot.wecom import APIError, RateLimited, TransportError, client_for
 from settings import get_settings
 from store import db
@@ -26,6 +27,7 @@ from store.models import now
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
 
 from . import cards, content, recipients
+from .updates import update_cards
 
 log = logging.getLogger("wqbot.notify")
 
@@ -104,10 +106,6 @@ def _push(n: Notification, settings, client) -> str:
 def _update_cards_of(task: NotifyTask) -> None:
     """Queue the card update of the task's current state (idempotent: batches that already show
     it are skipped)."""
-    from bot.tasks import defer, enqueue_outbox
-
-    from .updates import update_cards
-
     exclude = [task.decided_by] if task.state_via == "chat" and task.decided_by else []
     with db.atomic():
         defer(update_cards, task_id=task.task_id, revision=task.revision, exclude=exclude)
@@ -293,8 +291,6 @@ def _finish(notification_id: str) -> str:
     Notification.update(status=status, sent_at=now(), lease_until=None).where(
         Notification.id == notification_id
     ).execute()
-    from bot.ops import metrics
-
     metrics.pushes(counts)
     log.info(
         "notification pushed",

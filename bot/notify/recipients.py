@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from peewee import chunked
 
+from bot.sync import resolve_recipients
 from store.directory import User
 
 
@@ -24,8 +25,6 @@ def resolve(keys: list[str]) -> tuple[dict[str, str], list[str]]:
         return {}, []
     if _directory_empty():
         return {k: k for k in keys}, []
-    from bot.sync import resolve_recipients
-
     mapping, unknown = resolve_recipients(keys)
     return dict(mapping), list(unknown)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from peewee import fn
 
-from bot import tasks
+from bot import queue
 from store.db import write_transaction
 from store.models import now
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask, WebhookDelivery
@@ -67,8 +67,8 @@ def resend(notification_id: str) -> str:
         if not userids:
             raise Refused("not_failed", "no failed recipient to send to again")
         _new_batches(n, userids)
-        tasks.defer(push, notification_id=n.id)
-    tasks.enqueue_outbox()
+        queue.defer(push, notification_id=n.id)
+    queue.enqueue_outbox()
     return f"{len(userids)} recipient(s) queued"
 
 
@@ -129,6 +129,6 @@ def retry_webhook(delivery_id: str) -> str:
         )
         if not reopened:
             return "already pending"
-        tasks.defer(webhook.deliver, delivery_id=row.id)
-    tasks.enqueue_outbox()
+        queue.defer(webhook.deliver, delivery_id=row.id)
+    queue.enqueue_outbox()
     return "queued"

@@ -7,8 +7,8 @@ import logging
 
 from huey import crontab
 
-from bot import tasks
-from bot.tasks import huey
+from bot import queue
+from bot.queue import periodic_job
 from store import db
 from store.models import now
 from store.notifications import Notification
@@ -27,14 +27,14 @@ def expire_due(at: float | None = None) -> int:
         with db.atomic():
             if decisions.expire(task_id, t):
                 n += 1
-        tasks.enqueue_outbox()
+        queue.enqueue_outbox()
     return n
 
 
 def requeue_webhooks(at: float | None = None) -> int:
     ids = webhook.overdue(at)
     for delivery_id in ids:
-        webhook.deliver(None, {"delivery_id": delivery_id})
+        queue.enqueue(webhook.deliver, delivery_id=delivery_id)
     return len(ids)
 
 
@@ -51,12 +51,12 @@ def requeue_pushes(at: float | None = None) -> int:
     )
     ids = [r.id for r in q]
     for nid in ids:
-        push.push(None, {"notification_id": nid})
+        queue.enqueue(push.push, notification_id=nid)
     return len(ids)
 
 
-@huey.periodic_task(crontab(minute="*"), name="notify.sweep")
-def sweep() -> dict:
+@periodic_job("notify.sweep", crontab(minute="*"))
+def sweep() -> dict[str, int]:
     out = {"expired": expire_due(), "webhooks": requeue_webhooks(), "pushes": requeue_pushes()}
     if any(out.values()):
         log.info("notification sweep", extra=out)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 
 from bot import texts
-from bot.tasks import outbox_task
+from bot.queue import outbox_task
 from bot.wecom import APIError, RateLimited, TransportError, client_for
 from settings import get_settings
 from store.models import now

@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 
 import httpx
 
-from bot.tasks import defer, outbox_task
+from bot.observability import metrics
+from bot.queue import defer, enqueue, outbox_task
 from settings import get_settings
 from store.models import now
 from store.notifications import WebhookAttempt, WebhookDelivery
@@ -155,8 +156,6 @@ def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str
         error=error,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
-    from bot.ops import metrics
-
     metrics.webhook_attempt(status, row.attempts)
     if status is not None and 200 <= status < 300:
         _finish(row, "delivered", status, None, clock())
@@ -180,7 +179,7 @@ def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str
     ).execute()
     log.warning("webhook failed, retrying in %.0f s: %s", due - t, problem, extra={"delivery": row.id})
     if schedule:
-        deliver.schedule(args=(None, {"delivery_id": row.id}), delay=max(0.0, due - t))
+        enqueue(deliver, delay=max(0.0, due - t), delivery_id=row.id)
     return "retry"
 
 

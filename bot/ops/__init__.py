@@ -1,23 +1,26 @@
-"""Operations: /readyz, /metrics, the admin console (/admin), `wqbot doctor`, queue hooks.
-
-Other modules feed metrics through `bot.ops.metrics` (tiny hooks that never raise)."""
+"""Operations: /healthz, /readyz, /metrics, the admin console (/admin), `wqbot doctor`, and the
+queue side of operations (errors remembered for the console, the console's 立即同步)."""
 
 from __future__ import annotations
 
-# No imports with side effects here: the WeCom client imports bot.ops.metrics in processes that
-# have no queue (wqbot menu, doctor). Queue hooks and jobs live in bot.ops.tasks.
+from typing import TYPE_CHECKING
+
+from huey.signals import SIGNAL_ERROR
+
+from . import jobs
+from .admin import admin_routes
+from .health import healthz, readyz
+from .web import metrics_endpoint
+
+if TYPE_CHECKING:
+    from bot.registry import Registry
 
 
-def routes(settings) -> list:
-    from starlette.routing import Route
-
-    from bot.health import readyz
-    from bot.ops import tasks  # noqa: F401  (the console enqueues its jobs from this process)
-    from bot.ops.admin import admin_routes
-    from bot.ops.web import metrics_endpoint
-
-    return [
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *admin_routes(settings),
-    ]
+def contribute(app: Registry) -> None:
+    app.route("/healthz", healthz)
+    app.route("/readyz", readyz)
+    app.route("/metrics", metrics_endpoint)
+    app.routes.extend(admin_routes(app.settings))
+    app.tasks(jobs.sync_now)
+    app.periodic(jobs.prune_errors)
+    app.on_queue_signal(SIGNAL_ERROR, jobs.remember_failure)

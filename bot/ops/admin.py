@@ -22,6 +22,8 @@ from starlette.routing import Route
 
 from bot.ops import actions, panels
 from bot.ops import session as sess
+from bot.ops.status import audit
+from bot.wecom import WeComError, client_for
 from store import clock
 
 log = logging.getLogger("wqbot.admin")
@@ -222,7 +224,6 @@ class Console:
             return self._login_page(request, "登录已过期或不是从本页面发起的，请重新扫码。", status=403)
         if not q.get("code"):
             return self._login_page(request, "已取消扫码登录。", status=400)
-        from bot.wecom import WeComError, client_for
 
         try:
             info = await run_in_threadpool(client_for(s).auth_getuserinfo, q["code"])
@@ -292,7 +293,6 @@ class Console:
             return PlainTextResponse("unknown action", status_code=404)
         target = form.get("id", "")
         ok, code, detail = await run_in_threadpool(actions.run, self.settings, name, target)
-        from bot.ops.status import audit
 
         await run_in_threadpool(audit, admin.userid, name, target, detail)
         log.info("admin action", extra={"admin": admin.userid, "action": name, "target": target, "ok": ok})

@@ -17,6 +17,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bot.crypto import WeComCrypto
+from bot.observability.logs import redact
+from bot.queue import make_huey
+from bot.wecom import BadCredentials, IPNotAllowed, NoPrivilege, TransportError, client_for
+from settings import SettingsError, load
+from store.db import connect
+
 OK, FAIL = "✓", "✗"
 CLOCK_SKEW_LIMIT = 60.0  # seconds
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
@@ -57,7 +64,6 @@ def _is_local(host: str) -> bool:
 
 def wecom_fix(e, secret_var: str = "WECOM_APP_SECRET", creds: str = "app") -> str:
     """What to change for a WeCom error, naming the console page (the client's hints, refined)."""
-    from bot.wecom import BadCredentials, IPNotAllowed, TransportError
 
     if isinstance(e, IPNotAllowed):
         where = "管理工具 → 通讯录同步 → 企业可信IP" if creds == "contacts" else "应用管理 → 自建应用 → 企业可信IP"
@@ -106,7 +112,6 @@ class Doctor:
 
     # -- the checks -----------------------------------------------------------------------------
     def check_settings(self) -> bool:
-        from settings import SettingsError, load
 
         if self.settings is None:
             try:
@@ -182,8 +187,6 @@ class Doctor:
         s = self.settings
         where = s.database_url.split("@")[-1]
         try:
-            from store.db import connect
-
             database = connect(s.database_url)
             try:
                 database.connect(reuse_if_open=True)
@@ -212,8 +215,6 @@ class Doctor:
             self.add("store", True, f"{where} answers; {state}")
         qwhere = s.queue_url.split("@")[-1]
         try:
-            from bot.tasks import make_huey
-
             storage = make_huey(s.queue_url, name="wqbot-doctor").storage
             if hasattr(storage, "conn") and hasattr(storage.conn, "ping"):
                 storage.conn.ping()
@@ -230,7 +231,6 @@ class Doctor:
             self.add("queue", True, f"{qwhere} answers")
 
     def _client(self):
-        from bot.wecom import client_for
 
         return client_for(self.settings)
 
@@ -308,7 +308,6 @@ class Doctor:
         self.add("可信域名", True, f"app {name!r} (AgentId {s.wecom_agent_id}) trusts {have}{note}")
 
     def check_directory(self) -> None:
-        from bot.wecom import IPNotAllowed, NoPrivilege, TransportError
 
         s = self.settings
         client = self._client()
@@ -394,7 +393,6 @@ class Doctor:
             return f" (the app secret cannot read them: {_describe(e)})"
 
     def check_callback(self) -> None:
-        from bot.crypto import WeComCrypto
 
         s = self.settings
         urls = [
@@ -537,7 +535,6 @@ def main(args=None, out=None) -> int:
     out = out or sys.stdout
     doctor = Doctor(env=None if args is None or not getattr(args, "env", None) else args.env)
     checks = doctor.run()
-    from bot.logs import redact
 
     for c in checks:
         print(redact(c.line()), file=out)

@@ -59,7 +59,7 @@ def notifications(limit: int = 50) -> dict:
                 and any(r["status"] in ("failed", "invalid") for r in rs),
             }
         )
-    return {"available": True, "items": items}
+    return {"items": items}
 
 
 def webhooks(limit: int = 50) -> dict:
@@ -79,4 +79,4 @@ def webhooks(limit: int = 50) -> dict:
                 "can_retry": w.status == "failed",
             }
         )
-    return {"available": True, "items": items}
+    return {"items": items}

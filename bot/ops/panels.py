@@ -1,13 +1,16 @@
-"""What each admin page shows, read from the store. A capability that is not built (its model
-missing) gives {"available": False}, and its panel says "not available"."""
+"""What each admin page shows, read from the store."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 from urllib.parse import quote, urlencode
 
-from bot.ops import status as st
-from store import clock
+from bot.auth.urls import public_base
+from settings import Settings
+from store.directory import Department, User, UserDepartment
+
+from . import notify_view
+from . import status as st
 
 SYNC_STATUS = {"running": "进行中", "ok": "成功", "partial": "部分成功", "held": "已暂停（删除过多）", "failed": "失败"}
 ACTION_ERRORS = {
@@ -26,14 +29,9 @@ def action_error_text(code: str | None) -> str | None:
     return ACTION_ERRORS.get(code or "", ACTION_ERRORS["failed"]) if code else None
 
 
-def admin_sso_url(settings, state: str) -> str:
-    """WeCom PC web login (PROTOCOL §8.2) returning to the console instead of to 微签."""
-    try:
-        from bot.auth.urls import public_base
-
-        base = public_base(settings)
-    except ImportError:
-        base = settings.public_url
+def admin_sso_url(settings: Settings, state: str) -> str:
+    """WeCom PC web login (docs/wecom.md) returning to the console instead of to 微签."""
+    base = public_base(settings)
     params = [
         ("login_type", "CorpApp"),
         ("appid", settings.wecom_corp_id),
@@ -46,12 +44,10 @@ def admin_sso_url(settings, state: str) -> str:
 
 
 # -- status -----------------------------------------------------------------------------------------
-def _sync_panel() -> dict:
+def _sync_panel() -> dict[str, Any]:
     info = st.last_sync()
-    if info is None:
-        return {"available": False}
-    run = info.get("last")
-    out = {"available": True, "last": run, "last_ok_at": info.get("last_ok_at"), "running": info.get("running")}
+    run = info["last"]
+    out = {"last": run, "last_ok_at": info["last_ok_at"], "running": info["running"]}
     if run:
         out["status_text"] = SYNC_STATUS.get(run.get("status"), run.get("status"))
         out["counts"] = [
@@ -73,7 +69,7 @@ def _sync_panel() -> dict:
     return out
 
 
-def status(settings) -> dict:
+def status(settings: Settings) -> dict[str, Any]:
     masked = settings.masked()
     masked["ADMIN_USERIDS"] = ", ".join(settings.admin_userids)
     rows = sorted((name, value if value != "" else "（未设置）") for name, value in masked.items())
@@ -82,24 +78,13 @@ def status(settings) -> dict:
         "sync": _sync_panel(),
         "queue": st.queue_depth(),
         "errors": st.recent_errors(20),
-        "audit": _safe(st.recent_audit, 10),
+        "audit": st.recent_audit(10),
         "wecom_enabled": settings.wecom_enabled,
     }
 
 
-def _safe(fn, *args):
-    try:
-        return fn(*args)
-    except Exception:
-        return None
-
-
 # -- directory --------------------------------------------------------------------------------------
-def directory() -> dict:
-    try:
-        from store.directory import Department, User, UserDepartment
-    except ImportError:
-        return {"available": False}
+def directory() -> dict[str, Any]:
     depts = list(Department.select().order_by(Department.parent_id, Department.order.desc(), Department.id).dicts())
     rows = (
         UserDepartment.select(UserDepartment.department_id, User.userid, User.name, User.active, User.position)
@@ -125,7 +110,6 @@ def directory() -> dict:
     total_users = User.select().count()
     unplaced = User.select().where(~User.userid.in_(UserDepartment.select(UserDepartment.userid))).count()
     return {
-        "available": True,
         "roots": roots,
         "total_users": total_users,
         "total_departments": len(depts),
@@ -136,28 +120,9 @@ def directory() -> dict:
 
 
 # -- notifications and webhooks ---------------------------------------------------------------------
-def notifications(limit: int = 50) -> dict:
-    try:
-        from bot.ops import notify_view
-    except ImportError:
-        return {"available": False}
+def notifications(limit: int = 50) -> dict[str, Any]:
     return notify_view.notifications(limit)
 
 
-def webhooks(limit: int = 50) -> dict:
-    try:
-        from bot.ops import notify_view
-    except ImportError:
-        return {"available": False}
+def webhooks(limit: int = 50) -> dict[str, Any]:
     return notify_view.webhooks(limit)
-
-
-def _json(text, default):
-    try:
-        return json.loads(text) if text else default
-    except ValueError:
-        return default
-
-
-def _now() -> float:
-    return clock.now()

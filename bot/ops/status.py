@@ -1,26 +1,27 @@
-"""What the admin console, /readyz and /metrics report: read from the store and the queue.
-
-Every reader tolerates a capability that is not built or not migrated yet (its model missing):
-it answers None, and the page shows "not available" for that panel.
-"""
+"""What the admin console, /readyz and /metrics report: read from the store and the queue, and
+the console's own records (recent errors, the admin audit)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
+from bot.observability.logs import redact
+from bot.observability.trace import current_trace_id
+from bot.queue import huey
 from store import clock
+from store.directory import SyncRun
+from store.models import Outbox
+from store.ops import AdminAudit, OpsError
 
 log = logging.getLogger("wqbot.ops")
 
 ERROR_KEEP_SECONDS = 14 * 86400
 
 
-def queue_depth() -> dict:
-    from bot.tasks import huey
-    from store.models import Outbox
-
-    out: dict = {"huey": None, "scheduled": None, "outbox": None, "outbox_oldest_seconds": None}
+def queue_depth() -> dict[str, Any]:
+    out: dict[str, Any] = {"huey": None, "scheduled": None, "outbox": None, "outbox_oldest_seconds": None}
     try:
         out["huey"] = int(huey.pending_count())
         out["scheduled"] = int(huey.scheduled_count())
@@ -39,9 +40,6 @@ def queue_depth() -> dict:
 def record_error(source: str, message: str, hint: str = "", trace_id: str | None = None) -> None:
     """Remember a problem for the admin console. Never raises; secrets are redacted first."""
     try:
-        from bot.logs import current_trace_id, redact
-        from store.ops import OpsError
-
         message, hint = redact(str(message))[:2000], redact(str(hint or ""))[:1000]
         key = hashlib.sha1(f"{source}\0{message}".encode()).hexdigest()
         t = clock.now()
@@ -70,70 +68,39 @@ def record_error(source: str, message: str, hint: str = "", trace_id: str | None
         log.debug("could not record error: %s", e)
 
 
-def recent_errors(limit: int = 20) -> list | None:
-    try:
-        from store.ops import OpsError
-
-        return list(OpsError.select().order_by(OpsError.last_at.desc()).limit(limit))
-    except Exception:
-        return None
+def recent_errors(limit: int = 20) -> list[OpsError]:
+    return list(OpsError.select().order_by(OpsError.last_at.desc()).limit(limit))
 
 
 def prune_errors() -> int:
-    from store.ops import OpsError
-
     return OpsError.delete().where(OpsError.last_at < clock.now() - ERROR_KEEP_SECONDS).execute()
 
 
 def audit(userid: str, action: str, target: str = "", result: str = "") -> None:
     try:
-        from store.ops import AdminAudit
-
         AdminAudit.create(userid=userid[:100], action=action[:50], target=str(target)[:200], result=str(result)[:2000])
     except Exception as e:
         log.warning("could not write the admin audit row: %s", e)
 
 
-def recent_audit(limit: int = 10) -> list:
-    from store.ops import AdminAudit
-
+def recent_audit(limit: int = 10) -> list[AdminAudit]:
     return list(AdminAudit.select().order_by(AdminAudit.at.desc()).limit(limit))
 
 
 # -- directory sync ---------------------------------------------------------------------------------
-def _sync_run_model():
-    """The directory capability's sync-run record, if it is built (store/directory.py)."""
-    try:
-        import store.directory as d
-    except ModuleNotFoundError:
-        return None
-    return getattr(d, "SyncRun", None)
-
-
-def last_sync() -> dict | None:
-    """{"last": row-as-dict or None, "last_ok_at": ts or None}; None when sync is not built."""
-    model = _sync_run_model()
-    if model is None:
-        return None
-    try:
-        return _describe_sync(model)
-    except Exception as e:
-        log.warning("could not read the last sync run: %s", e)
-        return None
-
-
 COMPLETED = ("ok", "partial", "held")  # runs that read the directory through (held: disables kept back)
 
 
-def _describe_sync(model) -> dict:
-    last = model.select().order_by(model.started_at.desc(), model.id.desc()).first()
+def last_sync() -> dict[str, Any]:
+    """{"last": the newest run as a dict or None, "last_ok_at": when a run last completed or None,
+    "running": whether one runs now}."""
+    last = SyncRun.select().order_by(SyncRun.started_at.desc(), SyncRun.id.desc()).first()
     ok_at = (
-        model.select(model.finished_at)
-        .where(model.status.in_(COMPLETED) & model.finished_at.is_null(False))
-        .order_by(model.finished_at.desc())
+        SyncRun.select(SyncRun.finished_at)
+        .where(SyncRun.status.in_(COMPLETED) & SyncRun.finished_at.is_null(False))
+        .order_by(SyncRun.finished_at.desc())
         .limit(1)
         .scalar()
     )
-    running = model.select().where(model.status == "running").exists()
-    row = last.as_dict() if last is not None and hasattr(last, "as_dict") else (last.__data__ if last else None)
-    return {"last": row, "last_ok_at": ok_at, "running": running}
+    running = SyncRun.select().where(SyncRun.status == "running").exists()
+    return {"last": last.as_dict() if last is not None else None, "last_ok_at": ok_at, "running": running}

@@ -1,4 +1,4 @@
-"""Directory sync (issue 5): WeCom departments and members into the store, kept current by the
+"""Directory sync: WeCom departments and members into the store, kept current by the
 live change_contact events (bot/handlers/contacts.py) and a periodic reconciliation.
 
 For other capabilities:
@@ -20,10 +20,23 @@ fetch.py (the list / list_id modes), reconcile.py (bulk diff, guards, run record
 (one run at a time), tasks.py (huey: fetches and the periodic run), recipients.py, cli.py.
 """
 
-# the huey tasks must be registered wherever bot.sync is imported (workers import it by name)
-from . import tasks  # noqa: E402,F401
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import tasks
 from .apply import apply_oauth_contact, link_account
 from .recipients import resolve_recipients
 from .reconcile import run_sync
 
-__all__ = ["apply_oauth_contact", "link_account", "resolve_recipients", "run_sync"]
+if TYPE_CHECKING:
+    from bot.registry import Registry
+
+__all__ = ["apply_oauth_contact", "contribute", "link_account", "resolve_recipients", "run_sync"]
+
+
+def contribute(app: Registry) -> None:
+    """The fetches change_contact handlers defer (bot/handlers/contacts.py), and the periodic
+    reconciliation. The org API is in bot/api/org.py."""
+    app.tasks(tasks.fetch_user, tasks.fetch_department)
+    app.periodic(tasks.reconcile)

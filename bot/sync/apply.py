@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+from settings import get_settings
 from store import clock
 from store.db import write_transaction
 from store.directory import Department, User, UserDepartment, record_change, record_changes
@@ -233,8 +234,6 @@ def link_account(user: User | str, settings=None) -> str | None:
     (`mobile_source="oauth"`), call this so the member links to their 微签 account. Writes (and
     records `user.updated`) only when the key changed. Returns the account key."""
     if settings is None:
-        from settings import get_settings
-
         settings = get_settings()
     userid = user.userid if isinstance(user, User) else user
     with write_transaction():

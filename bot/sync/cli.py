@@ -10,7 +10,11 @@ import json
 import sys
 import time
 
-from store import clock
+from settings import get_settings
+from store import clock, db, init_store
+
+from .lease import Busy
+from .reconcile import SyncDisabled, run_sync
 
 
 class Progress:
@@ -80,11 +84,6 @@ def summary(run) -> str:
 
 
 def main(args) -> int:
-    from settings import get_settings
-    from store import db, init_store
-
-    from .lease import Busy
-    from .reconcile import SyncDisabled, run_sync
 
     full, force = bool(getattr(args, "full", False)), bool(getattr(args, "force", False))
     if force and not full:

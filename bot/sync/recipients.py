@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import peewee as pw
 
+from settings import get_settings
 from store.directory import User
 
 from . import records as R
@@ -20,8 +21,6 @@ def resolve_recipients(keys: list[str], settings=None) -> tuple[dict[str, str], 
     an account match; userids compare case-insensitively, as WeCom's do. One query per 500
     keys (plus one per 500 keys that matched nothing exactly)."""
     if settings is None:
-        from settings import get_settings
-
         settings = get_settings()
     mf = settings.sync_match_field
     wanted = list(dict.fromkeys(k for k in keys if isinstance(k, str) and k))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
+from bot.observability import metrics
 from bot.wecom import WeComError, client_for
 from store import clock
 from store.db import is_postgres, write_transaction
@@ -58,6 +59,18 @@ CHUNK = 500
 # a 100k sync without a rest, 4.7 s with 2× (bench/soak.py). Waiting for WeCom is not CPU and earns
 # no rest. Scaled out the sync has a worker process of its own and PostgreSQL has row locks: no rest.
 EMBEDDED_REST = 4.0
+# SyncRun counters as wqbot_sync_changes_total labels
+METRIC_CHANGES = {
+    "created": "user.created",
+    "updated": "user.updated",
+    "renamed": "user.renamed",
+    "disabled": "user.disabled",
+    "reactivated": "user.reactivated",
+    "departments_created": "department.created",
+    "departments_updated": "department.updated",
+    "departments_disabled": "department.disabled",
+    "held_disables": "user.disable_held",
+}
 MODE_KEY, CURSOR_KEY, DEPT_CURSOR_KEY = "mode", "refresh_cursor", "dept_refresh_cursor"
 REPROBE_AFTER = 24 * 3600.0  # list_id mode tries list mode again this often (a fixed IP/visible range)
 
@@ -550,9 +563,8 @@ class Run:
         r.warnings = json.dumps(self.warnings, ensure_ascii=False)
         r.reason = "\n".join(self.reasons) or None
         r.save()
-        from bot.ops import metrics
-
-        metrics.sync_finished(r)
+        changes = {label: int(getattr(r, field) or 0) for field, label in METRIC_CHANGES.items()}
+        metrics.sync_run(r.mode or "unknown", r.status, changes, r.finished_at - r.started_at)
         for w in self.warnings:
             log.warning(w)
         log.info(

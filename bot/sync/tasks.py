@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import calendar
 import logging
+from datetime import datetime
 
-from bot.tasks import huey, outbox_task
+from bot.queue import outbox_task, periodic_job
 from bot.wecom import NoPrivilege, NotFound, client_for
 from settings import get_settings
 from store import clock
@@ -51,7 +52,7 @@ def fetch_department(id: int) -> None:
     apply_department(R.department_from_api(data), partial=False)
 
 
-def due(dt) -> bool:
+def due(dt: datetime) -> bool:
     """Every SYNC_INTERVAL_MINUTES, counted in whole minutes since the epoch (UTC): on the clock
     (:00, :10, …) when the interval divides an hour, and evenly spaced for any other value."""
     try:
@@ -82,7 +83,7 @@ def claim_interval(settings, at: float | None = None) -> bool:
         )
 
 
-@huey.periodic_task(due, name="sync.reconcile")
+@periodic_job("sync.reconcile", due)
 def reconcile() -> int | None:
     """The periodic reconciliation: once per interval, however many workers schedule it."""
     s = get_settings()

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from bot.observability import metrics
+
 from . import _redact
 from ._errors import (
     RATE_ERRORS,
@@ -27,7 +29,6 @@ from ._tokens import LocalTokenStore, RedisBackend, SQLBackend, TokenStore
 
 
 def _metrics():
-    from bot.ops import metrics  # lazy: the client must not depend on the ops package at import
 
     return metrics
 

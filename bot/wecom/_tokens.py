@@ -35,7 +35,10 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from ._errors import APIError, TransportError, WeComError, from_response
+from store.db import SQLITE_PRAGMAS, connect
+from store.db import db as main
+
+from ._errors import APIError, BadCredentials, TransportError, WeComError, from_response
 
 log = logging.getLogger("wqbot.wecom")
 
@@ -100,8 +103,6 @@ def fail_ttl(err: BaseException) -> float:
 
 def dump_error(err: WeComError) -> str:
     if isinstance(err, APIError):
-        from ._errors import BadCredentials
-
         return json.dumps(
             {
                 "errcode": err.errcode,
@@ -409,8 +410,6 @@ class SQLBackend:
     def __init__(self, database_url: str):
         import peewee
 
-        from store.db import SQLITE_PRAGMAS, connect
-
         self.db = connect(database_url)
         self._sqlite = isinstance(self.db, peewee.SqliteDatabase)
         if self._sqlite:
@@ -450,7 +449,6 @@ class SQLBackend:
         renewal inside a caller's write transaction)."""
         if not self._sqlite:
             return False
-        from store.db import db as main
 
         return main.obj is not None and main.in_transaction()
 

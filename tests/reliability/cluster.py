@@ -41,7 +41,7 @@ FAST_SWEEPS_ENV = "WQBOT_RELIABILITY_FAST_SWEEPS"
 # values: outbox rows re-enqueued after 120 s, a push lease of 120 s, a stuck push re-pushed
 # after 300 s, a webhook lease of 30 s and a sweep grace of 60 s.
 FAST_SWEEPS = {
-    ("bot.tasks", "STALE_AFTER"): 10.0,
+    ("bot.queue._outbox", "STALE_AFTER"): 10.0,
     ("bot.notify.push", "LEASE"): 8.0,
     ("bot.notify.sweep", "STUCK_PUSH_AFTER"): 8.0,
     ("bot.notify.webhook", "LEASE"): 15.0,  # still longer than the webhook's 10 s timeout
@@ -405,7 +405,7 @@ class Senders:
         self.auth = {"Authorization": f"Bearer {e['WEIQIAN_API_TOKEN']}"}
 
     def change_contact(self, change_type: str, userid: str, name: str) -> str:
-        from bot.xml import document
+        from bot.callback.xml import document
 
         return document(
             {
@@ -438,7 +438,7 @@ class Senders:
     def tap_plaintext(self, userid: str, card_id: str, key: str) -> str:
         """The template_card_event WeCom sends when `userid` taps `key` on the card: the emulator
         issues the tap's ResponseCode, so wqbot's later update_template_card is checked as WeCom would."""
-        from bot.xml import document
+        from bot.callback.xml import document
 
         sim = self.cluster.sim
         fields = sim.messaging.tap(userid, card_id, key, None, True)
@@ -446,7 +446,7 @@ class Senders:
 
     def reply_fields(self, response) -> dict | None:
         """The decrypted passive reply of a callback answer (None for an empty body)."""
-        from bot.xml import parse
+        from bot.callback.xml import parse
 
         if response.status_code != 200 or not response.text.strip():
             return None

@@ -297,7 +297,7 @@ def minutes_pass(huey) -> dict:
     """What the periodic sweepers do once their thresholds have passed: re-enqueue outbox rows and
     notifications whose queue entries were spent (huey gave up on them), then drain again."""
     from bot.notify import sweep
-    from bot.tasks import STALE_AFTER, sweep_outbox
+    from bot.queue import STALE_AFTER, sweep_outbox
     from store.models import Outbox
     from store.notifications import Notification
 

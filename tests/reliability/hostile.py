@@ -57,7 +57,7 @@ def table_digests() -> dict[str, tuple[int, str]]:
 
 
 def snapshot() -> dict:
-    from bot.tasks import huey
+    from bot.queue import huey
 
     return {"tables": table_digests(), "queue": (huey.pending_count(), huey.scheduled_count())}
 
@@ -143,7 +143,7 @@ def clients(settings, store, queue):
 
     from bot.app import create_app
     from bot.auth import domain
-    from bot.callbacks import CallbackFastPath
+    from bot.callback import CallbackFastPath
     from bot.wecom import reset_clients
 
     reset_clients()

@@ -215,10 +215,10 @@ class Traffic:
 def trigger_sweeps() -> None:
     """Enqueue the periodic sweeps now (the workers run them), instead of waiting for the minute."""
     from bot.notify.sweep import sweep
-    from bot.tasks import sweep_outbox
+    from bot.queue import enqueue, sweep_outbox
 
-    sweep_outbox()
-    sweep()
+    enqueue(sweep_outbox)
+    enqueue(sweep)
 
 
 def outstanding(traffic: Traffic) -> dict:
@@ -534,6 +534,7 @@ def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_dec
     kept their buttons. Now the batch is sent again byte for byte (WeCom's duplicate check answers
     with the first result) and its cards are updated like every other card of the task."""
     from bot.notify import push
+    from bot.queue import enqueue
     from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
 
     for u, name in (("lisi", "李四"), ("wangwu", "王五"), ("zhaoliu", "赵六")):
@@ -561,7 +562,7 @@ def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_dec
         assert r.status_code == 200
         assert NotifyTask.get().state == "approved"
 
-        trigger = push.push(None, {"notification_id": "wq-evt-000123"})  # as the sweeper re-enqueues it
+        trigger = enqueue(push.push, notification_id="wq-evt-000123")  # as the sweeper re-enqueues it
         assert trigger is not None
         ns.drain(queue)
 

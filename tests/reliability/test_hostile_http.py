@@ -539,7 +539,7 @@ inner_fields = st.dictionaries(st.sampled_from(_FIELDS), field_value, max_size=1
 def test_signed_callbacks_with_garbage_inside_never_5xx(clients, settings, via, path, fields, sender):
     """Correctly signed and encrypted, for our corp, with any fields inside: never a 5xx (a 5xx
     makes WeCom retry the same delivery for ever)."""
-    from bot.xml import document
+    from bot.callback.xml import document
 
     crypto = app_crypto(settings) if path == "/wecom/callback" else contacts_crypto(settings)
     plaintext = document({"ToUserName": CORP, "FromUserName": sender, "CreateTime": 1700000000, **fields})
@@ -716,7 +716,7 @@ def test_wqbot_serve_is_unharmed_by_the_raw_requests(served, settings):
 def test_the_snapshot_sees_every_kind_of_change(clients, settings):
     """The no-change assertions above can fail: an insert, an update of one column, a delete
     and a queued task each show."""
-    from bot.tasks import huey
+    from bot.queue import huey
     from store.directory import User
     from store.login import OAuthState
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from bot.callback.xml import XMLError, document, parse
 from bot.crypto import CryptoError, WeComCrypto, decode_aes_key
-from bot.xml import XMLError, document, parse
 from tests.conftest import TEST_ENV
 from tests.reliability import hostile
 from tests.reliability.hostile import changes, examples, snapshot
@@ -450,7 +450,7 @@ import base64, sys
 import atheris
 with atheris.instrument_imports():
     from bot.crypto import CryptoError, WeComCrypto, decode_aes_key
-    from bot.xml import XMLError, parse
+    from bot.callback.xml import XMLError, parse
 from Crypto.Cipher import AES
 
 token, aes_key, corp, runs = sys.argv[1:5]

@@ -63,7 +63,7 @@ def cluster(tmp_path_factory, _database):
     """One scaled-out cluster for the module; the store and queue are emptied before it starts."""
     if BACKEND != "pg":
         pytest.skip("the scaled-out setup runs on PostgreSQL + Redis (WQBOT_TEST_BACKEND=pg)")
-    from bot.tasks import huey
+    from bot.queue import huey
     from tests.conftest import truncate_all
 
     truncate_all(_database)
@@ -149,8 +149,8 @@ def test_a_second_copy_of_the_periodic_sync_in_the_same_interval_does_not_sync_a
 def test_the_periodic_sync_runs_once_per_interval_not_once_per_worker(cluster):
     """What two workers' schedulers do for one due minute, made deterministic: one copy of the
     periodic task runs to the end, then the other worker's copy (and a restarted worker's) arrives."""
+    from bot.queue import enqueue, huey
     from bot.sync.tasks import reconcile
-    from bot.tasks import huey
     from store.directory import SyncRun
 
     def periodic() -> list[SyncRun]:
@@ -166,10 +166,10 @@ def test_the_periodic_sync_runs_once_per_interval_not_once_per_worker(cluster):
     before = len(periodic())
     # The first worker's copy. The cluster's own schedulers also enqueue it at every due minute:
     # if one got there first in this interval, that run is the interval's one and ours is skipped.
-    reconcile()
+    enqueue(reconcile)
     wait_for(finished_this_interval, 60, "the interval's first periodic run to finish", cluster)
-    reconcile()  # the second worker's copy, a few seconds later
-    reconcile()  # a worker restarted within the same interval
+    enqueue(reconcile)  # the second worker's copy, a few seconds later
+    enqueue(reconcile)  # a worker restarted within the same interval
     wait_for(lambda: huey.pending_count() == 0, 30, "the queue to drain", cluster)
     time.sleep(3)  # both copies are taken; let them finish
     runs = periodic()

@@ -1,13 +1,13 @@
 """Issue 10 §4: slow-loris clients get a time limit.
 
-Bodies: bot.body_timeout.BodyTimeout (what `wqbot serve` serves, in front of CallbackFastPath)
+Bodies: bot.server.body_timeout.BodyTimeout (what `wqbot serve` serves, in front of CallbackFastPath)
 answers 408 and closes the connection when a body is not complete BODY_TIMEOUT (10) seconds
 after the app starts reading it. In-process with a short limit, then once at a real `wqbot
 serve` with the real one, while other clients are served meanwhile.
 
 Headers: uvicorn (0.54, httptools and h11 alike) arms no timer before a request's headers are
 complete, so a client trickling its header lines (or sending nothing) was held as long as it
-liked. `wqbot serve` runs bot.header_timeout.HeaderTimeoutProtocol (httptools with a limit):
+liked. `wqbot serve` runs bot.server.header_timeout.HeaderTimeoutProtocol (httptools with a limit):
 408 and closed HEADER_TIMEOUT (10) seconds after the request's first byte, and 431 past
 MAX_HEADER_BYTES (64 KiB: httptools has no size limit either). In-process on a uvicorn server
 with a short limit, then at a real `wqbot serve`."""
@@ -22,8 +22,8 @@ import time
 import httpx
 import pytest
 
-from bot.body_timeout import BODY_TIMEOUT, BodyTimeout
-from bot.header_timeout import HEADER_TIMEOUT
+from bot.server.body_timeout import BODY_TIMEOUT, BodyTimeout
+from bot.server.header_timeout import HEADER_TIMEOUT
 from tests.reliability.hostile import AUTH, changes, free_port, snapshot, wqbot_serve
 from tests.support import app_crypto, click, signed
 
@@ -95,7 +95,7 @@ async def run(app, sc, client: Client, timeout: float = 10):
 def served(settings, store, queue):
     """What `wqbot serve` serves, with the in-process limit."""
     from bot.app import create_app
-    from bot.callbacks import CallbackFastPath
+    from bot.callback import CallbackFastPath
 
     return BodyTimeout(CallbackFastPath(create_app(settings, init_store=False)), seconds=LIMIT)
 
@@ -152,7 +152,7 @@ def test_a_trickled_api_body_gets_408_and_the_app_stops_quietly(served):
 
 def test_a_body_slow_but_within_the_limit_is_served(settings, store, queue):
     from bot.app import create_app
-    from bot.callbacks import CallbackFastPath
+    from bot.callback import CallbackFastPath
     from store.models import Delivery
 
     app = BodyTimeout(CallbackFastPath(create_app(settings, init_store=False)), seconds=2.0)
@@ -196,7 +196,7 @@ def test_slow_clients_do_not_hold_up_the_rest(settings, store, queue):
     """Ten slow bodies and forty normal callbacks at once on one loop: the normal ones are all
     answered (and applied) while the slow ones wait; the slow ones all get their 408."""
     from bot.app import create_app
-    from bot.callbacks import CallbackFastPath
+    from bot.callback import CallbackFastPath
     from store.models import Delivery
 
     app = BodyTimeout(CallbackFastPath(create_app(settings, init_store=False)), seconds=3.0)
@@ -339,7 +339,7 @@ def test_serve_cuts_off_trickled_headers_and_serves_everyone_else(server, settin
 # -- the header limit, in-process on uvicorn ----------------------------------------------------------
 @pytest.fixture
 def short_header_limit(monkeypatch):
-    from bot import header_timeout
+    from bot.server import header_timeout
 
     monkeypatch.setattr(header_timeout, "HEADER_TIMEOUT", LIMIT)
     return LIMIT
@@ -350,7 +350,7 @@ def uvicorn_port(short_header_limit):
     """A uvicorn server (httptools with the header limit) on a thread, answering "ok"."""
     import uvicorn
 
-    from bot.header_timeout import HeaderTimeoutProtocol
+    from bot.server.header_timeout import HeaderTimeoutProtocol
 
     async def app(sc, receive, send):
         if sc["type"] != "http":
@@ -457,7 +457,7 @@ def _one_request(port: int, request: bytes) -> tuple[bytes, float]:
 
 
 def test_headers_larger_than_the_limit_get_431(uvicorn_port):
-    from bot.header_timeout import MAX_HEADER_BYTES
+    from bot.server.header_timeout import MAX_HEADER_BYTES
 
     big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (4 * MAX_HEADER_BYTES) + b"\r\n\r\n"
     data, took = _one_request(uvicorn_port, big)
@@ -469,7 +469,7 @@ def test_headers_larger_than_the_limit_get_431(uvicorn_port):
 def test_headers_within_the_limit_and_large_bodies_are_served(uvicorn_port):
     """The limit counts the request line and headers only: a 1 MiB body sent in the same write
     is the body's business."""
-    from bot.header_timeout import MAX_HEADER_BYTES
+    from bot.server.header_timeout import MAX_HEADER_BYTES
 
     near = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES - 200) + b"\r\n\r\n"
     assert _one_request(uvicorn_port, near)[0].startswith(b"HTTP/1.1 200")

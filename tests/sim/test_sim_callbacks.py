@@ -8,7 +8,7 @@ import time
 
 from starlette.testclient import TestClient
 
-from bot.xml import document
+from bot.callback.xml import document
 from sim import create_app
 
 from .conftest import CORP, make_config

@@ -12,14 +12,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from store import clock
+from bot.queue import huey
+from settings import Settings
+from store import clock, db
+
+from .status import last_sync
 
 log = logging.getLogger("wqbot.health")
 
 
 def check_store() -> str | None:
-    from store import db
-
     try:
         db.execute_sql("SELECT 1").fetchone()
         return None
@@ -28,8 +30,6 @@ def check_store() -> str | None:
 
 
 def check_queue() -> str | None:
-    from bot.tasks import huey
-
     try:
         storage = huey.storage
         if hasattr(storage, "conn") and hasattr(storage.conn, "ping"):
@@ -41,20 +41,15 @@ def check_queue() -> str | None:
         return f"queue unreachable ({type(e).__name__}): check QUEUE_URL"
 
 
-def sync_max_age(settings) -> float:
+def sync_max_age(settings: Settings) -> float:
     return (2 * settings.sync_interval_minutes + 5) * 60
 
 
-def check_sync(settings) -> tuple[str | None, str]:
+def check_sync(settings: Settings) -> tuple[str | None, str]:
     """(problem or None, a short description for the answer)."""
     if not settings.wecom_enabled:
         return None, "off (WECOM_ENABLED=false)"
-    from bot.ops.status import last_sync
-
-    run = last_sync()
-    if run is None:
-        return None, "not available in this build"
-    ok_at = run.get("last_ok_at")
+    ok_at = last_sync()["last_ok_at"]
     if not ok_at:
         return "no directory sync has completed yet: run `wqbot sync` and see `wqbot doctor`", "never completed"
     age = clock.now() - ok_at

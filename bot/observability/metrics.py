@@ -1,6 +1,6 @@
 """Prometheus metrics, and the tiny hooks the rest of wqbot calls to feed them.
 
-    from bot.ops import metrics
+    from bot.observability import metrics
     metrics.callback_done("app", "event:click", "ok", 0.004)
 
 Every hook is cheap and never raises: without prometheus-client installed, or if a metric cannot
@@ -15,11 +15,14 @@ kept by any process: it is read from the queue and the outbox when Prometheus sc
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 
 import httpx
 
@@ -115,100 +118,75 @@ def _kind(value: str) -> str:
 
 
 # -- hooks ------------------------------------------------------------------------------------------
-def callback_done(endpoint: str, kind: str, outcome: str, seconds: float) -> None:
-    """One callback answered. outcome: ok, duplicate, ignored, refused, bad_request, error…"""
+# Every hook records through `_record`: a metric that cannot be recorded (prometheus-client
+# missing, a bad label) is dropped, never raised into the caller's work.
+def _record(fn: Callable[[_Metrics], object]) -> None:
     m = _get()
     if m is None:
         return
     try:
-        m.callbacks.labels(endpoint, _kind(kind), outcome).inc()
-        m.callback_seconds.labels(endpoint).observe(seconds)
+        fn(m)
     except Exception:
         pass
+
+
+def callback_done(endpoint: str, kind: str, outcome: str, seconds: float) -> None:
+    """One callback answered. outcome: ok, duplicate, ignored, refused, bad_request, error…"""
+
+    def record(m: _Metrics) -> None:
+        m.callbacks.labels(endpoint, _kind(kind), outcome).inc()
+        m.callback_seconds.labels(endpoint).observe(seconds)
+
+    _record(record)
+
+
+_OUTCOMES = {200: "ok", 403: "refused", 404: "off", 500: "error"}
 
 
 def callback_status(endpoint: str, method: str, status: int, seconds: float, kind: str | None = None) -> None:
     """callback_done from what the endpoint answered: the outcome follows from the HTTP status."""
     if kind is None:
         kind = "url_verify" if method == "GET" else "message"
-    outcome = {200: "ok", 403: "refused", 404: "off", 500: "error"}.get(
-        status, "bad_request" if 400 <= status < 500 else "error"
-    )
+    outcome = _OUTCOMES.get(status, "bad_request" if 400 <= status < 500 else "error")
     callback_done(endpoint, kind, outcome, seconds)
 
 
-def wecom_call(path: str, errcode, seconds: float) -> None:
+def wecom_call(path: str, errcode: object, seconds: float) -> None:
     """One HTTP request to the WeCom API. errcode: WeCom's errcode, or "transport" / "http_NNN"."""
-    m = _get()
-    if m is None:
-        return
-    try:
+
+    def record(m: _Metrics) -> None:
         p = _kind(path)
         m.api_calls.labels(p, str(errcode)).inc()
         m.api_seconds.labels(p).observe(seconds)
-    except Exception:
-        pass
+
+    _record(record)
 
 
 def token_refresh(creds: str, ok: bool = True) -> None:
-    m = _get()
-    if m is not None:
-        try:
-            m.token_refreshes.labels(creds, "ok" if ok else "failed").inc()
-        except Exception:
-            pass
+    _record(lambda m: m.token_refreshes.labels(creds, "ok" if ok else "failed").inc())
 
 
-def sync_run(mode: str, outcome: str, changes: dict | None = None, seconds: float | None = None) -> None:
+def sync_run(mode: str, outcome: str, changes: dict[str, int] | None = None, seconds: float | None = None) -> None:
     """One directory sync finished. changes: {"user.created": 3, "department.deleted": 1, …}."""
-    m = _get()
-    if m is None:
-        return
-    try:
+
+    def record(m: _Metrics) -> None:
         m.sync_runs.labels(_kind(mode), _kind(outcome)).inc()
         for change, n in (changes or {}).items():
             if n:
                 m.sync_changes.labels(_kind(change)).inc(n)
         if seconds is not None:
             m.sync_seconds.labels(_kind(mode)).observe(seconds)
-    except Exception:
-        pass
 
-
-_SYNC_CHANGES = {
-    "created": "user.created",
-    "updated": "user.updated",
-    "renamed": "user.renamed",
-    "disabled": "user.disabled",
-    "reactivated": "user.reactivated",
-    "departments_created": "department.created",
-    "departments_updated": "department.updated",
-    "departments_disabled": "department.disabled",
-    "held_disables": "user.disable_held",
-}
-
-
-def sync_finished(run) -> None:
-    """sync_run() from a finished store.directory.SyncRun row."""
-    try:
-        changes = {label: int(getattr(run, field, 0) or 0) for field, label in _SYNC_CHANGES.items()}
-        seconds = (run.finished_at - run.started_at) if run.finished_at and run.started_at else None
-        sync_run(run.mode or "unknown", run.status, changes, seconds)
-    except Exception:
-        pass
+    _record(record)
 
 
 def push(status: str, count: int = 1) -> None:
     """Notification recipients reached a status (sent, invalid, failed…)."""
-    m = _get()
-    if m is not None and count:
-        try:
-            m.pushes.labels(_kind(status)).inc(count)
-        except Exception:
-            pass
+    if count:
+        _record(lambda m: m.pushes.labels(_kind(status)).inc(count))
 
 
-def pushes(counts: dict) -> None:
+def pushes(counts: dict[str, int]) -> None:
     """A notification's push finished: {recipient status: count}."""
     for status, n in (counts or {}).items():
         push(status, n)
@@ -227,15 +205,13 @@ def webhook_attempt(status_code: int | None, attempt: int = 1) -> None:
 
 def webhook_delivery(outcome: str, attempt: int = 1) -> None:
     """One POST to WEIQIAN_WEBHOOK_URL. outcome: delivered, retrying, failed. attempt counts from 1."""
-    m = _get()
-    if m is None:
-        return
-    try:
+
+    def record(m: _Metrics) -> None:
         m.webhooks.labels(_kind(outcome)).inc()
         if attempt > 1:
             m.webhook_retries.inc()
-    except Exception:
-        pass
+
+    _record(record)
 
 
 class WeComTransport(httpx.BaseTransport):
@@ -247,8 +223,6 @@ class WeComTransport(httpx.BaseTransport):
         self.inner = inner or httpx.HTTPTransport()
 
     def handle_request(self, request):
-        import time
-
         started = time.perf_counter()
         path = request.url.path
         try:
@@ -279,8 +253,6 @@ def _errcode(response) -> str:
     if response.status_code != 200:
         return f"http_{response.status_code}"
     try:
-        import json
-
         data = json.loads(response.content)
         return str(int(data.get("errcode", 0) or 0)) if isinstance(data, dict) else "not_json"
     except (ValueError, TypeError):
@@ -289,8 +261,6 @@ def _errcode(response) -> str:
 
 def wecom_transport(**kwargs):
     """The transport for the WeCom client's httpx.Client (kwargs go to httpx.HTTPTransport)."""
-    import httpx
-
     try:
         return WeComTransport(httpx.HTTPTransport(**kwargs))
     except Exception:  # never let metrics stop the client from being built
@@ -298,30 +268,9 @@ def wecom_transport(**kwargs):
 
 
 # -- exposition ------------------------------------------------------------------------------------
-class QueueCollector:
-    """Queue depth, read when scraped: huey's pending tasks, and outbox rows not yet done."""
-
-    def collect(self):
-        from prometheus_client.core import GaugeMetricFamily
-
-        depth = GaugeMetricFamily(
-            "wqbot_queue_depth", "Work waiting: huey tasks, and outbox rows not yet done", labels=["queue"]
-        )
-        from bot.ops.status import queue_depth
-
-        q = queue_depth()
-        for name in ("huey", "scheduled", "outbox"):
-            if q.get(name) is not None:
-                depth.add_metric([name], q[name])
-        yield depth
-        if q.get("outbox_oldest_seconds") is not None:
-            yield GaugeMetricFamily(
-                "wqbot_outbox_oldest_seconds", "Age of the oldest outbox row", value=q["outbox_oldest_seconds"]
-            )
-
-
-def render() -> bytes:
-    """The exposition text for GET /metrics (every process's samples in multiprocess mode)."""
+def render(*collectors: object) -> bytes:
+    """The exposition text for GET /metrics: every process's samples in multiprocess mode, plus
+    `collectors` read at scrape time (the queue depth: bot/ops/web.py)."""
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
     _get()  # make sure the families exist even before anything was recorded
@@ -332,7 +281,8 @@ def render() -> bytes:
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = _LocalRegistry(REGISTRY, registry)
-    registry.register(QueueCollector())
+    for collector in collectors:
+        registry.register(collector)
     return generate_latest(registry)
 
 

@@ -1,23 +1,37 @@
-"""Logging: one JSON object per line (or text), with secrets redacted before anything is written.
+"""Logging: one JSON object per line (or text), secrets redacted before anything is written,
+and nothing formatted or written on the thread that logs.
+
+    from bot.observability import logs
+    logs.setup(fmt="json", level="INFO", secrets=settings.secret_values)
+
+`setup()` puts a `QueueHandler` on the root logger; a listener thread redacts, formats and
+writes. A record costs the event loop a `getMessage()` and a queue put, not a JSON dump, a dozen
+regular expressions and a write to stderr. `flush()` waits until what was logged is written.
 
 The redaction filter masks every configured secret value, and any value of a query parameter or
 field named like a credential (access_token, corpsecret, code, ticket, EncodingAESKey, …), in
 the message, its arguments, extra fields and exception tracebacks.
 
-Trace ids: each callback gets one (`new_trace_id()`); it is stored on the outbox rows the
-callback defers, and set again while the huey task runs (bot.ops.tracing), so one id follows a
-delivery from the HTTP request into every task it caused. Every record carries it as `trace_id`.
+`LogThrottle` keeps a warning that a caller can repeat per request (an unknown menu key) to one
+record per key per interval.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
-import os
+import queue
 import re
 import sys
+import threading
 import time
-from contextvars import ContextVar
+from logging.handlers import QueueHandler, QueueListener
+from typing import Any, TextIO
+
+from settings import get_settings
+
+from .trace import current_trace_id
 
 _CRED_PARAM = re.compile(
     r"(?i)\b(access_token|corpsecret|corp_secret|secret|secret_key|code|auth_code|ticket|jsapi_ticket|user_ticket"
@@ -27,32 +41,6 @@ _CRED_PARAM = re.compile(
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+([A-Za-z0-9._~+/=-]{4,})")
 _STD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "trace_id"}
-
-_trace: ContextVar[str | None] = ContextVar("wqbot_trace_id", default=None)
-
-
-# -- trace ids -------------------------------------------------------------------------------------
-def new_trace_id() -> str:
-    """Start a trace for this request/delivery: returns the id and makes it current."""
-    tid = os.urandom(8).hex()  # 16 hex characters; a fifth of uuid4()'s cost (bench/callback.py)
-    _trace.set(tid)
-    return tid
-
-
-def current_trace_id() -> str | None:
-    return _trace.get()
-
-
-def bind_trace(trace_id: str | None):
-    """Make `trace_id` current (a queued task resuming its delivery's trace); returns a reset token."""
-    return _trace.set(trace_id)
-
-
-def unbind_trace(token) -> None:
-    try:
-        _trace.reset(token)
-    except (ValueError, RuntimeError):  # set in another context (a thread pool hop): just clear
-        _trace.set(None)
 
 
 # -- redaction -------------------------------------------------------------------------------------
@@ -90,7 +78,7 @@ class RedactFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         if not hasattr(record, "trace_id"):
-            record.trace_id = _trace.get()
+            record.trace_id = current_trace_id()
         return True
 
 
@@ -102,8 +90,6 @@ def redact(text: str) -> str:
     global _filter
     if _filter is None:
         try:
-            from settings import get_settings
-
             _filter = RedactFilter(get_settings().secret_values)
         except Exception:
             return RedactFilter().redact(text)
@@ -146,51 +132,128 @@ def _formatter(fmt: str) -> logging.Formatter:
     return JSONFormatter() if fmt == "json" else TextFormatter()
 
 
-_config: dict = {"fmt": "json", "level": "INFO", "secrets": ()}
+_config: dict[str, Any] = {"fmt": "json", "level": "INFO", "secrets": ()}
 
 
-def setup(fmt: str = "json", level: str = "INFO", secrets: tuple[str, ...] = (), stream=None) -> logging.Handler:
+class _Handoff(QueueHandler):
+    """The root handler: hands a record to the listener thread. Only what must happen on the
+    logging thread happens here: the message is merged with its arguments (they may change
+    later) and the trace id is read from this thread's context."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        try:
+            record.msg = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            record.msg = str(record.msg)
+        record.args = None
+        if not hasattr(record, "trace_id"):
+            record.trace_id = current_trace_id()
+        return record
+
+
+_listener: QueueListener | None = None
+_queue: queue.Queue[logging.LogRecord] | None = None
+_lock = threading.Lock()
+
+
+def _writer(fmt: str, secrets: tuple[str, ...], stream: TextIO | None) -> logging.Handler:
     global _filter
-    _config.update(fmt=fmt, level=level, secrets=tuple(secrets))
     _filter = RedactFilter(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(_filter)
     handler.setFormatter(_formatter(fmt))
+    return handler
+
+
+def _start(writer: logging.Handler) -> logging.Handler:
+    """Stop the listener of an earlier setup (flushing it) and start one for `writer`; the
+    handler to put on the root logger."""
+    global _listener, _queue
+    with _lock:
+        if _listener is not None:
+            _listener.stop()
+        _queue = queue.Queue()
+        _listener = QueueListener(_queue, writer, respect_handler_level=False)
+        _listener.start()
+        return _Handoff(_queue)
+
+
+def setup(
+    fmt: str = "json", level: str = "INFO", secrets: tuple[str, ...] = (), stream: TextIO | None = None
+) -> logging.Handler:
+    _config.update(fmt=fmt, level=level, secrets=tuple(secrets))
+    handler = _start(_writer(fmt, tuple(secrets), stream))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     return handler
 
 
-def _make_filter(secrets=()):
-    return RedactFilter(tuple(secrets))
+def flush() -> None:
+    """Wait until every record logged so far has been written."""
+    q = _queue
+    if q is not None and _listener is not None and _listener._thread is not None:
+        q.join()
 
 
-def _make_formatter(fmt="json"):
-    return _formatter(fmt)
+def _stop() -> None:
+    global _listener
+    with _lock:
+        if _listener is not None:
+            _listener.stop()  # writes what is still queued
+            _listener = None
 
 
-def uvicorn_log_config() -> dict:
+atexit.register(_stop)
+
+
+def _queued_stderr(fmt: str = "json", secrets: tuple[str, ...] = ()) -> logging.Handler:
+    """dictConfig factory (uvicorn applies the config in every worker process)."""
+    return _start(_writer(fmt, tuple(secrets), None))
+
+
+def uvicorn_log_config() -> dict[str, Any]:
     """A logging dictConfig for uvicorn.run(log_config=…): uvicorn applies it in every worker
-    process, so its own loggers (errors, tracebacks) go through the same redaction and format."""
+    process, so its own loggers (errors, tracebacks) go through the same redaction and format,
+    and are written by the listener thread too."""
     c = _config
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": "bot.logs._make_filter", "secrets": list(c["secrets"])}},
-        "formatters": {"wqbot": {"()": "bot.logs._make_formatter", "fmt": c["fmt"]}},
         "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
-                "filters": ["redact"],
-                "formatter": "wqbot",
+            "wqbot": {
+                "()": "bot.observability.logs._queued_stderr",
+                "fmt": c["fmt"],
+                "secrets": list(c["secrets"]),
             }
         },
-        "root": {"handlers": ["stderr"], "level": c["level"]},
+        "root": {"handlers": ["wqbot"], "level": c["level"]},
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True, "level": "WARNING"},
             "uvicorn.error": {"handlers": [], "propagate": True, "level": "WARNING"},
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
         },
     }
+
+
+class LogThrottle:
+    """At most one record per key per `interval` seconds, for warnings a client can repeat at
+    will (each unknown menu key of a stale menu, on every click). Keys beyond `max_keys` share
+    one budget, so a flood of distinct keys cannot grow memory either."""
+
+    def __init__(self, interval: float = 60.0, max_keys: int = 1000):
+        self.interval, self.max_keys = interval, max_keys
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str) -> tuple[bool, int]:
+        """(log now?, how many were suppressed since the last one logged for this key)."""
+        if len(self._last) >= self.max_keys and key not in self._last:
+            key = "\0other"
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False, 0
+        self._last[key] = now
+        return True, self._suppressed.pop(key, 0)

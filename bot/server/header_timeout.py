@@ -11,7 +11,7 @@ the connection is just closed); and they must fit in
 `MAX_HEADER_BYTES`, else 431. Either way the connection is closed. Idle keep-alive connections
 stay uvicorn's business (timeout_keep_alive).
 
-Like bot.body_timeout, no timer per request (call_later + cancel measured ~2.5 µs): waiting
+Like body_timeout.py, no timer per request (call_later + cancel measured ~2.5 µs): waiting
 connections sit in an insertion-ordered (so deadline-ordered) dict that one sweep a tick walks."""
 
 from __future__ import annotations

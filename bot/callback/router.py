@@ -15,15 +15,19 @@
     def on_approve(msg, ctx): ...
 
 A handler runs inside the delivery's store transaction and may return a `Reply`. It must not
-call out (WeCom API, 微签): it defers that work with `ctx.defer(task, **kwargs)`.
+call out (WeCom API, 微签): it defers that work with `bot.queue.defer(task, **kwargs)`, which
+commits with the delivery. Handlers are registered when the app is built (each capability's
+`contribute()`), never when a module is imported.
 The most specific matcher wins; ties go to the one registered first.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+
+from settings import Settings
 
 log = logging.getLogger("wqbot.router")
 
@@ -67,14 +71,9 @@ class Inbound(dict):
 
 @dataclass
 class Context:
-    settings: object
+    settings: Settings
     endpoint: str  # "app" or "contacts"
     trace_id: str = ""
-
-    def defer(self, task, **kwargs) -> None:
-        from bot.tasks import defer
-
-        defer(task, **kwargs)
 
 
 Handler = Callable[[Inbound, Context], object]

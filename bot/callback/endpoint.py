@@ -1,0 +1,210 @@
+"""`/wecom/callback` and `/wecom/contacts/callback`: verify, decrypt, route, apply, reply.
+
+Verification is separate from handling: nothing reaches a handler unless its signature,
+ciphertext and receive id (our corp id) all check out. Each delivery is applied once
+(bot/callback/deliveries.py), and the answer is sent only after its transaction committed;
+deliveries that arrive together share that transaction (bot/callback/group_commit.py).
+
+The endpoint speaks ASGI itself: no Request or Response objects on the way, and every outcome,
+bad input included, is answered here with a status and a message saying what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from urllib.parse import unquote_plus
+
+from starlette.types import Receive, Scope, Send
+
+from bot.crypto import CryptoError, InvalidReceiveId, InvalidSignature, WeComCrypto
+from bot.observability import metrics
+from bot.observability.trace import new_trace_id
+from bot.queue import enqueue_outbox
+from settings import Settings
+from store.db import is_postgres
+
+from . import deliveries
+from .deliveries import VerifiedDelivery
+from .group_commit import GroupCommit
+from .router import Context, Inbound, Router
+from .xml import MAX_BODY, XMLError, parse
+
+log = logging.getLogger("wqbot.callback")
+
+_QUERY = ("msg_signature", "timestamp", "nonce")
+_TEXT = b"text/plain; charset=utf-8"
+_XML = b"application/xml"
+# PostgreSQL: groups in flight at once per process. 2 and 3 were measured: smaller groups, more
+# CPU per callback, no more throughput (bench/README.md).
+PG_LANES = 1
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived: nothing to answer."""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> bytes:
+    """The request body, refused past `limit` bytes (by Content-Length before reading)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                too_big = int(value) > limit
+            except ValueError:
+                raise BadRequest(400, "Content-Length is not a number") from None
+            if too_big:
+                raise BadRequest(413, f"body larger than {limit} bytes")
+            break
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise BadRequest(413, f"body larger than {limit} bytes")
+        if not message.get("more_body", False):
+            return body
+
+
+def query_params(raw: bytes) -> dict[str, str]:
+    """The query string as Starlette reads it (parse_qsl, blanks kept, the last value wins)."""
+    out = {}
+    for part in raw.decode("latin-1").split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            if "%" in name or "+" in name:
+                name = unquote_plus(name)
+            if "%" in value or "+" in value:
+                value = unquote_plus(value)
+            out[name] = value
+    return out
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class CallbackEndpoint:
+    """One WeCom callback URL. `endpoint` is "app" (接收消息) or "contacts" (通讯录同步)."""
+
+    def __init__(self, crypto: WeComCrypto | None, router: Router, settings: Settings, endpoint: str):
+        self.crypto = crypto
+        self.router = router
+        self.settings = settings
+        self.endpoint = endpoint
+        self._group: GroupCommit[VerifiedDelivery] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            status, body, content_type = await self._serve(scope, receive)
+        except BadRequest as e:
+            status, body, content_type = e.status, e.message.encode(), _TEXT
+        except _ClientGone:
+            return
+        await _send(send, status, body, content_type)
+        metrics.callback_status(
+            self.endpoint, scope["method"], status, time.perf_counter() - started, scope.get("wqbot.kind")
+        )
+
+    async def _serve(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
+        if self.crypto is None:
+            return 404, b"contacts callback is off: set WECOM_CONTACTS_TOKEN and WECOM_CONTACTS_AES_KEY", _TEXT
+        q = query_params(scope.get("query_string", b""))
+        missing = [k for k in _QUERY if not q.get(k)]
+        method = scope["method"]
+        if method == "GET":
+            if not q.get("echostr"):
+                missing.append("echostr")
+            if missing:
+                raise BadRequest(400, "missing query parameter: " + ", ".join(missing))
+            try:
+                echo = self.crypto.verify_url(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
+            except CryptoError as e:
+                return self._refuse(e)
+            return 200, echo.encode(), _TEXT
+        if method != "POST":
+            return 405, b"use GET (URL check) or POST (messages)", _TEXT
+        if missing:
+            raise BadRequest(400, "missing query parameter: " + ", ".join(missing))
+        body = await read_body(scope, receive)
+        try:
+            envelope = parse(body)
+        except XMLError as e:
+            raise BadRequest(400, str(e)) from None
+        encrypted = envelope.get("Encrypt")
+        if not isinstance(encrypted, str) or not encrypted:
+            raise BadRequest(400, "XML has no Encrypt element")
+        try:
+            plaintext = self.crypto.decrypt_message(q["msg_signature"], q["timestamp"], q["nonce"], encrypted)
+        except CryptoError as e:
+            return self._refuse(e)
+        try:
+            msg = Inbound(parse(plaintext))
+        except XMLError as e:
+            raise BadRequest(400, f"decrypted message: {e}") from None
+        scope["wqbot.kind"] = msg.kind
+        return await self._apply(msg, plaintext)
+
+    def _refuse(self, e: CryptoError) -> tuple[int, bytes, bytes]:
+        status = 403 if isinstance(e, (InvalidSignature, InvalidReceiveId)) else 400
+        log.warning("callback refused", extra={"endpoint": self.endpoint, "check": e.check})
+        return status, f"{e.check}: {e.message}".encode(), _TEXT
+
+    def delivery(self, msg: Inbound, plaintext: str) -> VerifiedDelivery | None:
+        """The delivery to apply, or None when it is acknowledged without being applied."""
+        kind = msg.kind
+        handler = self.router.resolve(msg)
+        if handler is None:
+            log.debug("no handler", extra={"kind": kind, "endpoint": self.endpoint})
+            return None
+        if not self.settings.wecom_enabled:
+            log.info("WECOM_ENABLED=false: verified but not applied", extra={"kind": kind})
+            return None
+        key = self.endpoint[0] + hashlib.sha1(plaintext.encode()).hexdigest()
+        ctx = Context(settings=self.settings, endpoint=self.endpoint, trace_id=new_trace_id())
+        return VerifiedDelivery(key, kind, msg, ctx, handler)
+
+    async def _apply(self, msg: Inbound, plaintext: str) -> tuple[int, bytes, bytes]:
+        d = self.delivery(msg, plaintext)
+        if d is None:
+            return 200, b"", _TEXT
+        try:
+            reply_xml = await self._group_for_loop().submit(d)
+        except Exception:
+            log.exception("handler failed; WeCom will retry", extra={"kind": d.kind, "delivery": d.key})
+            return 500, b"temporarily unable to apply this delivery; it will be retried", _TEXT
+        d.context.run(enqueue_outbox)
+        if not reply_xml:
+            return 200, b"", _TEXT
+        assert self.crypto is not None and isinstance(reply_xml, str)
+        return 200, self.crypto.encrypt_reply(reply_xml).encode(), _XML
+
+    def _group_for_loop(self) -> GroupCommit[VerifiedDelivery]:
+        loop = asyncio.get_running_loop()
+        group = self._group
+        if group is None or group.loop is not loop:  # a new loop (TestClient makes one per client)
+            if is_postgres():
+                executor = deliveries.store_threads(PG_LANES)
+                group = GroupCommit(loop, deliveries.on_usable_connection(deliveries.apply), executor, PG_LANES)
+            else:
+                group = GroupCommit(loop, deliveries.apply)
+            self._group = group
+        return group
