@@ -1,18 +1,23 @@
-"""The callback benchmark of issue 2: what one WeCom callback costs us, against baselines measured
-in the same run.
+"""The callback benchmark: what one WeCom callback costs us, against baselines measured in the
+same run, for several loads (bench/loads.py).
 
 1. crypto floor   verify + decrypt + encrypt a reply: ours and wechatpy's, µs per callback.
-2. in-process     POST /wecom/callback through the ASGI app, called directly (no HTTP):
-                  (a) a `help` click answered with an encrypted reply, (b) a change_contact event
-                  whose handler stores a row; both with the durable dedupe write. Against
-                  wechatpy's bare handler (decrypt + xmltodict + encrypt a text reply, no HTTP).
+2. in-process     POST /wecom/callback through what `wqbot serve` serves, called directly (no
+                  HTTP), with the durable dedupe write, for each load; against wechatpy's bare
+                  handler (decrypt + xmltodict + encrypt a text reply, no HTTP).
 3. loopback       `wqbot serve` under wrk (1 thread, 64 connections) with pre-generated UNIQUE
-                  signed callbacks, against wechatpy reference servers written the usual way:
-                  Starlette + uvicorn[standard] (2 workers) and Flask + gunicorn (2 sync workers).
+                  signed callbacks of each load, against the wechatpy reference written the usual
+                  way (Starlette + uvicorn[standard], 2 workers), the HTTP floor (a no-op ASGI app),
+                  and optionally Flask + gunicorn.
+4. profile        where the CPU of one callback goes, per stage (bench/profile.py).
 
-    python -m bench.callback                       # everything (about 3 minutes)
-    python -m bench.callback --repeat 3            # loopback rounds; the table shows medians
-    python -m bench.callback --only crypto,inproc  # skip the loopback part
+Loads (--load, a comma list): help (unique `help` clicks), unknown (clicks with keys no handler
+knows), mixed (clicks, update_user, text, card taps on open tasks; a seeded store, bench/seed.py).
+
+    python -m bench.callback                          # crypto, in-process, loopback for help (~3 min)
+    python -m bench.callback --load help,unknown,mixed --repeat 3
+    python -m bench.callback --only profile --load help,mixed
+    python -m bench.callback --root ../other-checkout # the same benchmark on another tree's code
 
 Needs the [bench] extras (`pip install -e '.[bench]'`) and wrk (`apt-get install wrk`).
 PostgreSQL/Redis rows run when 127.0.0.1:5432 (user postgres) and 127.0.0.1:6379 answer; each run
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -38,7 +44,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import target  # first: the project's modules come from the tree under test
+from bench.loads import LOADS, Load, Seeded, taps_needed
+
+ROOT = target.BENCH_ROOT  # this benchmark's tree (bench/, the reference servers)
+CODE_ROOT = target.CODE_ROOT  # the tree whose code is measured (--root; this one by default)
 BIN = Path(sys.executable).parent
 RUN_ID = secrets.token_hex(3)
 TMP = Path(tempfile.gettempdir()) / f"wqbot-bench-{RUN_ID}"  # made by prepare(), removed at exit
@@ -60,7 +70,6 @@ ENV = {
     "WECOM_API_BASE": "http://127.0.0.1:9",  # nothing here may call out
     "LOG_FORMAT": "text",
 }
-sys.path.insert(0, str(ROOT))
 
 
 def prepare() -> None:
@@ -117,6 +126,15 @@ def make_requests(n: int, kind: str = "click", crypto=None) -> list[tuple[dict, 
     return [sign(crypto, plain(i, salt), i, salt) for i in range(n)]
 
 
+def signed(plains: list[str], crypto=None) -> list[tuple[dict, bytes]]:
+    """(query, body) of each plaintext, signed and encrypted as WeCom sends it."""
+    from bot.crypto import WeComCrypto
+
+    crypto = crypto or WeComCrypto(ENV["WECOM_TOKEN"], ENV["WECOM_AES_KEY"], CORP)
+    salt = secrets.token_hex(3)
+    return [sign(crypto, plain, i, salt) for i, plain in enumerate(plains)]
+
+
 def median_us(fn, items, repeats: int) -> float:
     """Median over `repeats` passes of the µs per item; fn(items) runs one pass."""
     times = []
@@ -132,12 +150,11 @@ def crypto_floor(n: int, repeats: int) -> dict:
     from wechatpy.enterprise.crypto import WeChatCrypto
 
     from bot import texts
-    from bot.callback import replies
     from bot.crypto import WeComCrypto
 
     ours = WeComCrypto(ENV["WECOM_TOKEN"], ENV["WECOM_AES_KEY"], CORP)
     theirs = WeChatCrypto(ENV["WECOM_TOKEN"], ENV["WECOM_AES_KEY"], CORP)
-    reply = replies.text(texts.HELP).to_xml("u0000001", CORP)
+    reply = target.replies().text(texts.HELP).to_xml("u0000001", CORP)
     reqs = []
     for q, body in make_requests(n):
         enc = re.search(rb"<Encrypt><!\[CDATA\[(.*?)\]\]>", body).group(1).decode()
@@ -293,18 +310,17 @@ def bench_store_model():
 
 
 def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
-    """(tag, app, label) for the stored change event: always a tiny app built here with
-    CallbackEndpoint and a handler that upserts one row (the endpoint's own cost), and the real
-    contacts handler through create_app() once bot/handlers/contacts.py routes update_user."""
+    """(tag, app, label) for the stored change event (--load change, in-process only): a tiny app
+    built here with CallbackEndpoint and a handler that upserts one row (the endpoint's own cost),
+    as peewee writes it and as one prepared statement; and the served app's contacts handler."""
     import peewee as pw
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    from bot.app import create_app
-    from bot.callback import CallbackEndpoint, CallbackFastPath
-    from bot.callback.router import Router
     from bot.crypto import WeComCrypto
     from store import db
+
+    CallbackEndpoint, CallbackFastPath, Router = target.callback_parts()
 
     def row_of(msg):
         return {
@@ -326,7 +342,7 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
 
     @sql_router.event("change_contact", change_type="update_user")
     def upsert_with_sql(msg, ctx):
-        # the same statement, built by peewee once and reused (what bot/callback/deliveries.py does)
+        # the same statement, built by peewee once and reused (what the delivery-key store does)
         row = row_of(msg)
         if "sql" not in sql_cache:
             q = BenchContact.insert(row).on_conflict(
@@ -343,70 +359,109 @@ def change_apps(settings, BenchContact) -> list[tuple[str, object, str]]:
         endpoint = CallbackEndpoint(crypto, router, settings, "app")
         return CallbackFastPath(Starlette(routes=[Route("/wecom/callback", endpoint, methods=["GET", "POST"])]))
 
-    apps = [
+    return [
         ("row", inline(peewee_router), "inline app: CallbackEndpoint + a handler that upserts one row with peewee"),
         ("rowsql", inline(sql_router), "inline app: the same upsert as one prepared statement (peewee builds it once)"),
-    ]
-    apps.append(
         (
             "contacts",
-            CallbackFastPath(create_app(settings, init_store=False)),
+            target.served_app(),
             "the served app with bot/handlers/contacts.py (V2 shape: a rename, plus a deferred user/get)",
-        )
-    )
-    return apps
+        ),
+    ]
 
 
-def inprocess(n: int, repeats: int, pg_url: str | None) -> dict:
-    import settings as settings_mod
-    from bot.app import create_app
-    from bot.callback import CallbackFastPath
+class InProcess:
+    """The in-process part: what `wqbot serve` serves (the tree's own factory), called through
+    ASGIClient on one store after another. Logging is set up as `wqbot serve` sets it up, into a
+    file (what a server writes to stderr)."""
+
+    def __init__(self, seeds: dict | None = None):
+        import settings as settings_mod
+
+        self.settings = settings_mod.load(env=dict(os.environ), dotenv=None)
+        settings_mod.override(self.settings)
+        self.log_file = (TMP / "inproc-log.txt").open("w")
+        target.logs().setup(fmt=self.settings.log_format, secrets=self.settings.secret_values, stream=self.log_file)
+        self.seeds = seeds or {}
+        self.app = None
+
+    def open_store(self, store_name: str, url: str, load: str) -> tuple[str, Seeded | None]:
+        """init_store on a fresh store for the load (the mixed load: a copy of the seeded one)."""
+        from store import init_store
+
+        seeded = None
+        if load == "mixed":
+            seed, seeded = self.seeds[store_name]
+            dest = TMP / f"inproc-{store_name}-{secrets.token_hex(2)}"
+            dest.mkdir()
+            url = seed.url_for(dest, f"inproc_{dest.name[-4:]}")
+        init_store(url)
+        if self.app is None:
+            self.app = target.served_app()
+        return url, seeded
+
+    def measure(self, client: "ASGIClient", load: Load, k: int, repeats: int, conc: int) -> dict:
+        from store.models import Delivery
+
+        before = Delivery.select().count()
+        run_asgi(client, [signed(load.take(100))], conc)  # warm up
+        walls, cpus = [], []
+        for _ in range(repeats):
+            reqs = signed(load.take(k))
+            cpu = time.process_time()
+            walls += run_asgi(client, [reqs], conc)
+            cpus.append((time.process_time() - cpu) / k * 1e6)
+        stored = Delivery.select().count() - before
+        if stored != 100 + k * repeats:
+            raise SystemExit(f"bench: {stored} deliveries stored, expected {100 + k * repeats}")
+        return {"wall": statistics.median(walls), "cpu": statistics.median(cpus), "cpus": cpus}
+
+
+def inprocess(part: "InProcess", n: int, repeats: int, pg_url: str | None, loads: list[str]) -> dict:
     from store import init_store
-    from store.models import Delivery
 
-    settings = settings_mod.load(env=dict(os.environ), dotenv=None)
-    settings_mod.override(settings)
-    BenchContact = bench_store_model()
     out = {"bare": wechatpy_bare(n, repeats), "labels": {}}
     stores = [("sqlite", f"sqlite:///{TMP / 'inproc.db'}")] + ([("pg", pg_url)] if pg_url else [])
     for store_name, url in stores:
-        database = init_store(url)
-        database.create_tables([BenchContact], safe=True)
-        # what `wqbot serve` serves (bot.server.stack): create_app() behind CallbackFastPath
-        apps = [
-            (
-                "click",
-                CallbackFastPath(create_app(settings, init_store=False)),
-                "the served app (create_app() behind CallbackFastPath), the `help` click handler",
-            )
-        ]
-        apps += change_apps(settings, BenchContact)
-        for conc in (1, 64):
-            for tag, app, label in apps:
-                out["labels"][tag] = label
-                client = ASGIClient(app)
-                # fewer on PG one at a time (each waits for its commit's fsync), and through the
-                # contacts handler (milliseconds each; see the report)
+        for load_name in [x for x in loads if x in LOADS]:
+            _, seeded = part.open_store(store_name, url, load_name)
+            load = Load(load_name, seeded)
+            out["labels"][load_name] = f"the served app ({target.layout()} layout), {load_name} load"
+            for conc in (1, 64):
+                # fewer on PG one at a time (each waits for its commit's fsync)
                 k = n if (store_name == "sqlite" or conc > 1) else max(200, n // 5)
-                if tag == "contacts":
-                    k = max(200, k // 10)
-                kind = "click" if tag == "click" else "change"
-                before, rows = Delivery.select().count(), BenchContact.select().count()
-                run_asgi(client, [make_requests(100, kind)], conc)  # warm up
-                walls, cpus = [], []
-                for _ in range(repeats):
-                    reqs = make_requests(k, kind)
-                    cpu = time.process_time()
-                    walls += run_asgi(client, [reqs], conc)
-                    cpus.append((time.process_time() - cpu) / k * 1e6)
-                out[f"{store_name}/{tag}/c{conc}"] = {"wall": statistics.median(walls), "cpu": statistics.median(cpus)}
-                stored = Delivery.select().count() - before
-                if stored != 100 + k * repeats:
-                    raise SystemExit(f"bench: {stored} deliveries stored, expected {100 + k * repeats}")
-                if tag.startswith("row") and BenchContact.select().count() - rows != stored:
-                    raise SystemExit("bench: the change handler did not store one row per delivery")
-        database.close()
+                out[f"{store_name}/{load_name}/c{conc}"] = part.measure(ASGIClient(part.app), load, k, repeats, conc)
+            if load.wrapped_taps:
+                out.setdefault("notes", []).append(
+                    f"{store_name}/{load_name}: {load.wrapped_taps} taps on decided tasks"
+                )
+        if "change" in loads:
+            database = init_store(url)
+            BenchContact = bench_store_model()
+            database.create_tables([BenchContact], safe=True)
+            for tag, app, label in change_apps(part.settings, BenchContact):
+                out["labels"][tag] = label
+                for conc in (1, 64):
+                    k = n if (store_name == "sqlite" or conc > 1) else max(200, n // 5)
+                    if tag == "contacts":
+                        k = max(200, k // 10)
+                    rows = BenchContact.select().count()
+                    r = part.measure(ASGIClient(app), _ChangeLoad(), k, repeats, conc)
+                    out[f"{store_name}/{tag}/c{conc}"] = r
+                    if tag.startswith("row") and BenchContact.select().count() - rows != 100 + k * repeats:
+                        raise SystemExit("bench: the change handler did not store one row per delivery")
     return out
+
+
+class _ChangeLoad:
+    """change_contact/update_user renames, one new UserID each (the `change` in-process rows)."""
+
+    def __init__(self):
+        self.salt, self.i = secrets.token_hex(3), 0
+
+    def take(self, n: int) -> list[str]:
+        self.i += n
+        return [change_plain(i, self.salt) for i in range(self.i - n, self.i)]
 
 
 # -- 3. loopback -------------------------------------------------------------------------------
@@ -448,13 +503,13 @@ def pg_available() -> bool:
         return False
 
 
-def pg_create(tag: str) -> str:
+def pg_create(tag: str, template: str | None = None) -> str:
     import psycopg2
 
     name = f"wqbot_bench_{RUN_ID}_{tag}"
     conn = psycopg2.connect(PG_ADMIN)
     conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    conn.cursor().execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     conn.close()
     return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
 
@@ -478,15 +533,23 @@ class Server:
         self.pg_url = None
         self.queue_name = None
 
-    def start(self, port: int) -> None:
+    def start(self, port: int, seed=None, extra_env: dict | None = None) -> None:
+        """Start fresh: a new temp dir, database and queue name; `seed` (bench/seed.py) gives ours a
+        copy of the seeded store instead of an empty one."""
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.kind}-", dir=TMP))
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "WQBOT_"))
         }
-        env.update(ENV, PYTHONPATH=str(ROOT) + os.environ.get("BENCH_EXTRA_PATH", ""))
+        ours = self.kind.startswith("ours")
+        # ours: the code under test; the references: this tree's bench/ (and its bot/texts.py)
+        env.update(ENV, PYTHONPATH=str(CODE_ROOT if ours else ROOT) + os.environ.get("BENCH_EXTRA_PATH", ""))
+        env.update(extra_env or {})
         host = ["127.0.0.1", str(port)]
+        wqbot = [sys.executable, "-m", "bot.cli", "serve", "--host", host[0], "--port", host[1]]
+        if seed is not None and ours:
+            wqbot.append("--no-worker")  # deferred work waits in the queue: its CPU is a worker's
         if self.kind == "flask":
             cmd = [
                 str(BIN / "gunicorn"),
@@ -533,16 +596,15 @@ class Server:
                 "--no-access-log",
             ]
         elif self.kind == "ours-embedded":
-            env.update(
-                DATABASE_URL=f"sqlite:///{self.workdir / 'wqbot.db'}",
-                QUEUE_URL=f"sqlite:///{self.workdir / 'wqbot-queue.db'}",
-            )
-            cmd = [str(BIN / "wqbot"), "serve", "--host", host[0], "--port", host[1]]
+            db_url = seed.url_for(self.workdir, "") if seed is not None else f"sqlite:///{self.workdir / 'wqbot.db'}"
+            env.update(DATABASE_URL=db_url, QUEUE_URL=f"sqlite:///{self.workdir / 'wqbot-queue.db'}")
+            cmd = wqbot
         elif self.kind == "ours-pg":
-            self.pg_url = pg_create(self.workdir.name.replace("-", "_").lower())
+            tag = self.workdir.name.replace("-", "_").lower()
+            self.pg_url = seed.url_for(self.workdir, tag) if seed is not None else pg_create(tag)
             self.queue_name = f"wqbot-bench-{RUN_ID}-{self.workdir.name}"
             env.update(DATABASE_URL=self.pg_url, QUEUE_URL=REDIS_URL, WQBOT_QUEUE_NAME=self.queue_name)
-            cmd = [str(BIN / "wqbot"), "serve", "--host", host[0], "--port", host[1], "--workers", "2"]
+            cmd = wqbot + ["--workers", "2"]
         else:
             raise ValueError(self.kind)
         self.log = (self.workdir / "server.log").open("w")
@@ -559,12 +621,12 @@ class Server:
 
     def _wait_ready(self) -> None:
         import httpx
+        import xmltodict
+        from wechatpy.enterprise.crypto import WeChatCrypto
 
-        from bot.callback.xml import parse
-        from bot.crypto import WeComCrypto
         from bot.texts import HELP
 
-        crypto = WeComCrypto(ENV["WECOM_TOKEN"], ENV["WECOM_AES_KEY"], CORP)
+        crypto = WeChatCrypto(ENV["WECOM_TOKEN"], ENV["WECOM_AES_KEY"], CORP)
         q, body = make_requests(1)[0]
         deadline = time.time() + 30
         while True:
@@ -579,9 +641,12 @@ class Server:
                 time.sleep(0.1)
         if self.kind == "noop":
             return
-        env = parse(r.content)
-        reply = parse(crypto.decrypt_message(env["MsgSignature"], env["TimeStamp"], env["Nonce"], env["Encrypt"]))
-        if r.status_code != 200 or reply.get("Content") != HELP:
+        reply = None
+        if r.status_code == 200 and r.content:
+            env = xmltodict.parse(r.content)["xml"]
+            plain = crypto.decrypt_message(r.content, env["MsgSignature"], env["TimeStamp"], env["Nonce"])
+            reply = xmltodict.parse(plain)["xml"].get("Content")
+        if reply != HELP:
             raise SystemExit(f"bench: {self.name} answered {r.status_code} without the help reply")
 
     def pids(self) -> list[int]:
@@ -697,47 +762,89 @@ def wrk(port: int, requests_file: Path, duration: float, connections: int) -> di
     return parse_wrk(run.stdout)
 
 
-def loopback(
-    duration: float, warmup: float, connections: int, repeat: int, with_pg: bool, max_rate: int, http_floor: bool = True
+REF, EMBEDDED, SCALED, FLOOR, FLASK = (
+    "Starlette + uvicorn[standard], 2 workers (wechatpy, no store)",
+    "wqbot embedded (SQLite, 1 process)",
+    "wqbot scaled out (PostgreSQL + Redis, 2 web workers)",
+    "HTTP floor (no-op ASGI app, uvicorn[standard], 1 worker)",
+    "Flask + gunicorn, 2 sync workers (wechatpy, no store)",
+)
+SERVER_KINDS = {
+    "starlette": (REF, "starlette"),
+    "embedded": (EMBEDDED, "ours-embedded"),
+    "pg": (SCALED, "ours-pg"),
+    "floor": (FLOOR, "noop"),
+    "flask": (FLASK, "flask"),
+}
+
+
+def run_server(
+    s: Server,
+    warm_file: Path,
+    main_file: Path,
+    duration: float,
+    warmup: float,
+    connections: int,
+    seed=None,
+    extra_env: dict | None = None,
 ) -> dict:
+    """One measurement: start fresh, warm up, then wrk with the server's CPU time read around it."""
+    port = free_port()
+    try:
+        s.start(port, seed=seed, extra_env=extra_env)
+        wrk(port, warm_file, warmup, connections)
+        pids = s.pids()
+        cpu = Server.cpu_seconds(pids)
+        r = wrk(port, main_file, duration, connections)
+        r["cpu_us"] = (Server.cpu_seconds(pids) - cpu) / max(r["requests"], 1) * 1e6
+        s.stop()
+        r["stored"] = s.stored()
+        if r["stored"] is not None:
+            # probe + warm-up + measured requests; wrk does not count those in flight at the end
+            r["stored_ok"] = r["stored"] >= r["requests"]
+    finally:
+        s.stop() if s.proc and s.proc.poll() is None else None
+        s.cleanup()
+    return r
+
+
+def loopback(args, loads: list[str], kinds: list[str], seeds: dict) -> dict:
+    """{"floor": [runs], load: {server name: [runs]}}; rounds interleave every server and load."""
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (apt-get install wrk)")
-    servers = [
-        Server("Flask + gunicorn, 2 sync workers (wechatpy, no store)", "flask"),
-        Server("Starlette + uvicorn[standard], 2 workers (wechatpy, no store)", "starlette"),
-        Server("wqbot serve, embedded: SQLite + huey SQLite, 1 process", "ours-embedded"),
-    ]
-    if with_pg:
-        servers.append(Server("wqbot serve --workers 2: PostgreSQL + Redis", "ours-pg"))
-    if http_floor:
-        servers.append(Server("HTTP floor: uvicorn[standard], 1 worker, a no-op ASGI app", "noop"))
-    print(f"  generating {int(max_rate * (duration + warmup)):,} unique signed callbacks…", file=sys.stderr)
-    warm_file, main_file = TMP / "warmup.tsv", TMP / "requests.tsv"
-    write_requests(warm_file, make_requests(int(max_rate * warmup)))
-    write_requests(main_file, make_requests(int(max_rate * duration)))
-    results: dict[str, list[dict]] = {s.name: [] for s in servers}
-    # Rounds interleave the servers, so a noisy neighbour on this shared machine hits all of them.
-    for rnd in range(repeat):
-        for s in servers:
-            port = free_port()
-            try:
-                s.start(port)
-                wrk(port, warm_file, warmup, connections)
-                pids = s.pids()
-                cpu = Server.cpu_seconds(pids)
-                r = wrk(port, main_file, duration, connections)
-                r["cpu_us"] = (Server.cpu_seconds(pids) - cpu) / max(r["requests"], 1) * 1e6
-                s.stop()
-                r["stored"] = s.stored()
-                if r["stored"] is not None:
-                    # probe + warm-up + measured requests; wrk does not count those in flight at the end
-                    r["stored_ok"] = r["stored"] >= r["requests"]
-            finally:
-                s.stop() if s.proc and s.proc.poll() is None else None
-                s.cleanup()
-            results[s.name].append(r)
+    from bench.seed import WEBHOOK
+
+    files = {}
+    for load_name in loads:
+        rate = args.mixed_rate if load_name == "mixed" else args.max_rate
+        seeded = next(iter(seeds.values()))[1] if load_name == "mixed" else None  # the same plan on each
+        load = Load(load_name, seeded)
+        warm, main = TMP / f"warmup-{load_name}.tsv", TMP / f"requests-{load_name}.tsv"
+        print(
+            f"  {load_name}: signing {int(rate * (args.duration + args.warmup)):,} unique callbacks…", file=sys.stderr
+        )
+        write_requests(warm, signed(load.take(int(rate * args.warmup))))
+        write_requests(main, signed(load.take(int(rate * args.duration))))
+        files[load_name] = (warm, main)
+    out: dict = {"floor": [], **{load_name: {} for load_name in loads}}
+    for rnd in range(args.repeat):
+        plan = [("floor", "floor")] if "floor" in kinds else []
+        plan += [(load_name, k) for load_name in loads for k in kinds if k != "floor"]
+        for load_name, kind in plan:
+            name, server_kind = SERVER_KINDS[kind]
+            if load_name == "floor":
+                warm, main = files[loads[0]]
+            else:
+                warm, main = files[load_name]
+            backend = "pg" if kind == "pg" else "sqlite"
+            seed = seeds[backend][0] if load_name == "mixed" and kind in ("embedded", "pg") else None
+            extra = WEBHOOK if load_name == "mixed" else None
+            r = run_server(
+                Server(name, server_kind), warm, main, args.duration, args.warmup, args.connections, seed, extra
+            )
+            (out["floor"] if load_name == "floor" else out[load_name].setdefault(name, [])).append(r)
             print(
-                f"  round {rnd + 1}: {s.name}: {r['rps']:,.0f}/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms, "
+                f"  round {rnd + 1}, {load_name}: {name}: {r['rps']:,.0f}/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms, "
                 f"server CPU {r['cpu_us']:.0f} µs/callback"
                 + (f", {r['non2xx']} non-2xx" if r["non2xx"] else "")
                 + (f", {r['socket_errors']} socket errors" if r["socket_errors"] else "")
@@ -745,14 +852,88 @@ def loopback(
                 + (f", {r['stored']:,} deliveries stored" if r.get("stored") is not None else ""),
                 file=sys.stderr,
             )
-    return results
+    return out
+
+
+def make_seeds(args, backends: list[str], taps: int) -> dict:
+    """backend → (SeedStore, Seeded) for the mixed load, made through the API (bench/seed.py)."""
+    from bench.seed import WEBHOOK, Emulator, SeedStore
+
+    creds = {**ENV, "WECOM_CONTACTS_SECRET": "bench-contacts-secret"}
+    base_env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "WQBOT_", "PUBLIC_URL"))
+        },
+        **creds,
+        **WEBHOOK,
+        "PYTHONPATH": str(CODE_ROOT),
+        "H5_URL": "http://127.0.0.1:9/h5/",
+        "SYNC_INTERVAL_MINUTES": "1440",
+    }
+    workdir = TMP / "seed"
+    workdir.mkdir(exist_ok=True)
+    emulator = Emulator(base_env, args.members, max(2, args.members // 20), workdir)
+    seeds = {}
+    try:
+        members = emulator.members()
+        for backend in backends:
+            pg = (pg_create, pg_drop, REDIS_URL, RUN_ID) if backend == "pg" else None
+            store = SeedStore(backend, workdir / backend, base_env, pg)
+            SEEDS.append(store)
+            seeds[backend] = (store, store.build(emulator, members, taps, free_port(), RUN_ID))
+    finally:
+        emulator.stop()
+    return seeds
+
+
+SEEDS: list = []  # dropped at exit
+
+
+# -- 4. profile ---------------------------------------------------------------------------------
+def profile_part(part: InProcess, loads: list[str], n: int, repeats: int) -> dict:
+    """Per load (SQLite, 64 in flight): CPU µs per callback without the profiler, then the share
+    of each stage under pyinstrument (bench/profile.py)."""
+    from bench.profile import profile
+
+    out = {}
+    for load_name in [x for x in loads if x in LOADS]:
+        url = f"sqlite:///{TMP / f'profile-{load_name}.db'}"
+        _, seeded = part.open_store("sqlite", url, load_name)
+        load = Load(load_name, seeded)
+        client = ASGIClient(part.app)
+        measured = part.measure(client, load, n, repeats, 64)
+        passes = [signed(load.take(n)) for _ in range(3)]
+        shares = profile(functools.partial(run_asgi, client, passes, 64), CODE_ROOT)
+        out[load_name] = {"cpu": measured["cpu"], "shares": shares}
+        print(f"  profile {load_name}: {measured['cpu']:.0f} µs/callback in-process", file=sys.stderr)
+    return out
+
+
+def floor_only(args) -> list[dict]:
+    """The HTTP floor alone (when the loopback part did not run): a short no-op uvicorn run."""
+    warm, main = TMP / "floor-warm.tsv", TMP / "floor-main.tsv"
+    write_requests(warm, make_requests(2000))
+    write_requests(main, make_requests(20000))
+    return [run_server(Server(FLOOR, "noop"), warm, main, 5, 1, args.connections) for _ in range(args.repeat)]
 
 
 # -- report ------------------------------------------------------------------------------------
-def report(crypto: dict | None, inproc: dict | None, loop: dict | None, args) -> str:
+def _spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+    return fmt.format(values[0]) if len(values) == 1 else "–".join(fmt.format(v) for v in (min(values), max(values)))
+
+
+def _med(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def report(crypto, inproc, loop, prof, floor_runs, args, loads) -> str:
     lines = [
         f"wqbot callback benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
         f"python {sys.version.split()[0]}; the machine may be shared, so figures are noisy)",
+        f"code under test: {CODE_ROOT} at {target.commit()} ({target.layout()} layout); "
+        f"benchmark: bench/ of {ROOT} at {target.commit_of(ROOT)}",
         "",
     ]
     if crypto:
@@ -768,84 +949,126 @@ def report(crypto: dict | None, inproc: dict | None, loop: dict | None, args) ->
         ]
     if inproc:
         bare = inproc["bare"]
-        floor = crypto["ours"] if crypto else None
-        names = {
-            "click": "help click → encrypted reply",
-            "row": "change_contact → one row (peewee)",
-            "rowsql": "change_contact → one row (prepared SQL)",
-            "contacts": "change_contact → contacts.py",
-        }
         lines += [
-            "2. in-process: POST /wecom/callback through the ASGI app (no HTTP), µs per callback, "
-            "incl. the durable dedupe write; median of passes",
+            "2. in-process: POST /wecom/callback through what `wqbot serve` serves (no HTTP), µs per callback, "
+            f"incl. the durable dedupe write; median of {args.repeats} passes (CPU: this process, all threads)",
             "",
-        ]
-        lines += [f"   {names[tag]}: {label}" for tag, label in inproc["labels"].items()]
-        lines += [
-            "",
-            "| path | store | in flight | µs (wall) | CPU µs (this process) | vs wechatpy bare | vs crypto floor |",
-            "|---|---|---:|---:|---:|---:|---:|",
-            f"| wechatpy bare handler (decrypt + xmltodict + TextReply + encrypt) | none | 1 | {bare:.1f} | | 1.00× | "
-            + (f"{bare / floor:.1f}× |" if floor else "|"),
+            "| load | store | in flight | µs (wall) | CPU µs | CPU µs, passes | wall vs wechatpy bare |",
+            "|---|---|---:|---:|---:|---|---:|",
+            f"| wechatpy bare handler (decrypt + xmltodict + TextReply + encrypt) | none | 1 | {bare:.1f} | | | 1.00× |",
         ]
         for key, value in inproc.items():
-            if "/" not in key:
+            if key.count("/") != 2:
                 continue
             store, tag, conc = key.split("/")
-            wall = value["wall"]
             lines.append(
-                f"| ours: {names[tag]} | {'SQLite' if store == 'sqlite' else 'PostgreSQL'} | {conc[1:]} | "
-                f"{wall:.1f} | {value['cpu']:.1f} | {wall / bare:.2f}× | "
-                + (f"{wall / floor:.1f}× |" if floor else "|")
+                f"| {tag} | {'SQLite' if store == 'sqlite' else 'PostgreSQL'} | {conc[1:]} | {value['wall']:.1f} | "
+                f"{value['cpu']:.1f} | {_spread(value['cpus'])} | {value['wall'] / bare:.2f}× |"
             )
-        lines += [
-            "",
-            "   target: ours ≤ 1.5× wechatpy's bare handler. PostgreSQL, one at a time: each callback "
-            "waits for its own commit (a disk flush).",
-            "",
-        ]
+        lines += [f"   {tag}: {label}" for tag, label in inproc["labels"].items()]
+        lines += [f"   note: {x}" for x in inproc.get("notes", [])]
+        lines.append("")
+    floor = _med(floor_runs, "cpu_us") if floor_runs else None
     if loop:
-        med = {
-            name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu_us")}
-            for name, runs in loop.items()
-        }
-        names = list(med)
-        flask, star = names[0], names[1]
+        for load_name in [x for x in loads if x in loop]:
+            runs_by = loop[load_name]
+            if not runs_by:
+                continue
+            ref = _med(runs_by[REF], "rps") if REF in runs_by else None
+            lines += [
+                f"3. loopback, {load_name} load: wrk -t1 -c{args.connections} -d{args.duration:g}s, unique signed "
+                f"callbacks, median of {args.repeat} round(s) (each server fresh)",
+                "",
+                "| server | callbacks/s | p50 ms | p99 ms | vs Starlette ref | server CPU µs/callback "
+                "| runs: callbacks/s | runs: CPU µs |",
+                "|---|---:|---:|---:|---:|---:|---|---|",
+            ]
+            rows = list(runs_by.items()) + ([(FLOOR, floor_runs)] if floor_runs else [])
+            for name, runs in rows:
+                flags = ""
+                if any(r["non2xx"] or r["socket_errors"] for r in runs):
+                    flags += " (errors!)"
+                if any(r["wrapped"] for r in runs) and name not in (FLOOR, REF, FLASK):
+                    flags += " (request file wrapped!)"
+                if any(r.get("stored_ok") is False for r in runs):
+                    flags += " (fewer deliveries stored than answered!)"
+                rps = _med(runs, "rps")
+                vs = "—" if name == FLOOR or not ref else f"{rps / ref:.2f}×"
+                lines.append(
+                    f"| {name}{flags} | {rps:,.0f} | {_med(runs, 'p50'):.2f} | {_med(runs, 'p99'):.2f} | {vs} | "
+                    f"{_med(runs, 'cpu_us'):.0f} | {_spread([r['rps'] for r in runs])} | "
+                    f"{_spread([r['cpu_us'] for r in runs])} |"
+                )
+            lines += [""]
+        if "help" in loop and "unknown" in loop:
+            lines += [
+                "   unknown key vs help (the same servers, the same round): server CPU µs per callback",
+                "",
+                "| server | help | unknown | unknown / help | callbacks/s unknown / help |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for name in loop["help"]:
+                if name in loop["unknown"]:
+                    h, u = loop["help"][name], loop["unknown"][name]
+                    lines.append(
+                        f"| {name} | {_med(h, 'cpu_us'):.0f} | {_med(u, 'cpu_us'):.0f} | "
+                        f"{_med(u, 'cpu_us') / _med(h, 'cpu_us'):.2f}× | {_med(u, 'rps') / _med(h, 'rps'):.2f}× |"
+                    )
+            lines.append("")
         lines += [
-            f"3. loopback: wrk -t1 -c{args.connections} -d{args.duration:g}s, unique signed help clicks, "
-            f"median of {args.repeat} round(s) (each on a fresh store)",
-            "",
-            "| server | callbacks/s | p50 ms | p99 ms | vs Starlette ref | vs Flask ref | server CPU µs/callback "
-            "| runs (callbacks/s) |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for name in names:
-            m = med[name]
-            runs = ", ".join(f"{r['rps']:,.0f}" for r in loop[name])
-            flags = ""
-            if any(r["non2xx"] or r["socket_errors"] for r in loop[name]):
-                flags += " (errors!)"
-            if any(r["wrapped"] for r in loop[name]) and "no-op" not in name:
-                flags += " (request file wrapped!)"
-            if any(r.get("stored_ok") is False for r in loop[name]):
-                flags += " (fewer deliveries stored than answered!)"
-            lines.append(
-                f"| {name}{flags} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
-                f"{m['rps'] / med[star]['rps']:.2f}× | {m['rps'] / med[flask]['rps']:.2f}× | {m['cpu_us']:.0f} | {runs} |"
-            )
-        lines += [
-            "",
-            f"   targets: ≥ 1.0× Starlette, ≥ 2.5× Flask, p99 ≤ 15 ms at {args.connections} connections",
             "   server CPU: user+system time of the server's processes (and, for PostgreSQL, of its backends "
-            "serving that database) per answered callback; wrk's own CPU is not counted",
+            "serving that database) per answered callback; wrk's own CPU is not counted. The mixed load runs "
+            "ours with --no-worker: deferred work waits in the queue.",
             "",
         ]
+    if prof:
+        from bench.profile import STAGES
+
+        names = list(prof)
+        lines += [
+            "4. where the CPU of one callback goes (SQLite, 64 in flight; each stage's share of pyinstrument's "
+            "samples applied to the CPU µs measured without the profiler; HTTP from the no-op floor)",
+            "",
+            "| stage | " + " | ".join(f"{x}: µs | share" for x in names) + " |",
+            "|---|" + "---:|---:|" * len(names),
+        ]
+        if floor is not None:
+            lines.append("| HTTP (server side, no-op floor) | " + " | ".join(f"{floor:.0f} | " for _ in names) + " |")
+        for stage in STAGES:
+            cells = [f"{prof[x]['shares'][stage] * prof[x]['cpu']:.1f} | {prof[x]['shares'][stage]:.0%}" for x in names]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        lines.append("| in-process total | " + " | ".join(f"{prof[x]['cpu']:.0f} | 100%" for x in names) + " |")
+        if floor is not None:
+            lines.append(
+                "| HTTP floor + in-process | " + " | ".join(f"{prof[x]['cpu'] + floor:.0f} | " for x in names) + " |"
+            )
+        if loop:
+            cells = []
+            for x in names:
+                runs = loop.get(x, {}).get(EMBEDDED)
+                cells.append(f"{_med(runs, 'cpu_us'):.0f} | " if runs else "— | ")
+            lines.append("| loopback, embedded (measured) | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def reexec_for(root: Path) -> None:
+    """Run this benchmark again with `root`'s code (and its venv's interpreter, when it has one)."""
+    env = {**os.environ, "WQBOT_BENCH_ROOT": str(root), "PYTHONPATH": str(ROOT)}
+    py = root / ".venv/bin/python"
+    exe = str(py) if py.exists() else sys.executable
+    os.chdir(ROOT)
+    os.execve(exe, [exe, "-m", "bench.callback", *sys.argv[1:]], env)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="crypto,inproc,loopback", help="comma list of: crypto, inproc, loopback")
+    p.add_argument("--only", default="crypto,inproc,loopback", help="comma list of: crypto, inproc, loopback, profile")
+    p.add_argument("--load", default="help", help=f"comma list of: {', '.join(LOADS)} (and change: in-process only)")
+    p.add_argument("--root", help="measure the code of this checkout (default: this one); runs with its .venv")
+    p.add_argument(
+        "--servers", default="starlette,embedded,pg,floor", help="comma list of: starlette, embedded, pg, floor, flask"
+    )
     p.add_argument("-n", type=int, default=3000, help="callbacks per in-process pass")
     p.add_argument("--repeats", type=int, default=5, help="in-process passes (median)")
     p.add_argument("--repeat", type=int, default=1, help="loopback rounds (median)")
@@ -853,41 +1076,69 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk warm-up per server")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--max-rate", type=int, default=22000, help="unique requests generated per second of wrk run")
+    p.add_argument("--mixed-rate", type=int, default=9000, help="the same for the mixed load (its taps need tasks)")
+    p.add_argument("--members", type=int, default=200, help="members of the mixed load's directory")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL + Redis rows")
-    p.add_argument("--no-http-floor", action="store_true", help="skip the no-op uvicorn row")
     p.add_argument("--json", help="also write the raw figures here")
     args = p.parse_args(argv)
-    only = set(args.only.split(","))
+    if args.root and Path(args.root).resolve() != CODE_ROOT:
+        reexec_for(Path(args.root).resolve())
+    only, loads = set(args.only.split(",")), args.load.split(",")
+    kinds = [k for k in args.servers.split(",") if k]
+    unknown = [x for x in loads if x not in (*LOADS, "change")] + [k for k in kinds if k not in SERVER_KINDS]
+    if unknown:
+        raise SystemExit(f"bench: unknown load or server: {', '.join(unknown)}")
     prepare()
     with_pg = not args.no_pg and pg_available()
     if not args.no_pg and not with_pg:
         print("bench: PostgreSQL/Redis not reachable; skipping their rows", file=sys.stderr)
+    if not with_pg:
+        kinds = [k for k in kinds if k != "pg"]
     pg_url = None
     try:
-        crypto = inproc = loop = None
+        crypto = inproc = loop = prof = None
+        floor_runs: list[dict] = []
+        seeds: dict = {}
+        if "mixed" in loads and only & {"inproc", "loopback", "profile"}:
+            print("seeding the mixed load's store through the API…", file=sys.stderr)
+            backends = ["sqlite"] + (["pg"] if with_pg and ("pg" in kinds or "inproc" in only) else [])
+            per_run = args.mixed_rate * (args.duration + args.warmup) if "loopback" in only else 0
+            per_inproc = (100 + args.n * args.repeats) * 2 + args.n * 4
+            seeds = make_seeds(args, backends, taps_needed(int(max(per_run, per_inproc))))
         if "crypto" in only:
             print("1. crypto floor…", file=sys.stderr)
             crypto = crypto_floor(args.n, args.repeats)
+        part = InProcess(seeds) if only & {"inproc", "profile"} else None
         if "inproc" in only:
             print("2. in-process…", file=sys.stderr)
             pg_url = pg_create("inproc") if with_pg else None
-            inproc = inprocess(args.n, args.repeats, pg_url)
+            inproc = inprocess(part, args.n, args.repeats, pg_url, loads)
         if "loopback" in only:
             print("3. loopback…", file=sys.stderr)
-            loop = loopback(
-                args.duration,
-                args.warmup,
-                args.connections,
-                args.repeat,
-                with_pg,
-                args.max_rate,
-                not args.no_http_floor,
-            )
-        print(report(crypto, inproc, loop, args))
+            loop = loopback(args, [x for x in loads if x in LOADS], kinds, seeds)
+            floor_runs = loop.pop("floor")
+        if "profile" in only:
+            print("4. profile…", file=sys.stderr)
+            prof = profile_part(part, loads, args.n, args.repeats)
+            if not floor_runs:
+                floor_runs = floor_only(args)
+        print(report(crypto, inproc, loop, prof, floor_runs, args, loads))
         if args.json:
-            Path(args.json).write_text(json.dumps({"crypto": crypto, "inproc": inproc, "loopback": loop}, indent=1))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "commit": target.commit(),
+                        "crypto": crypto,
+                        "inproc": inproc,
+                        "loopback": loop,
+                        "floor": floor_runs,
+                        "profile": prof,
+                    },
+                    indent=1,
+                )
+            )
     finally:
-        if pg_url:
+        if pg_url or SEEDS:
             try:
                 from store import db
 
@@ -895,10 +1146,15 @@ def main(argv=None) -> int:
                     db.obj.close()
             except Exception:
                 pass
+        if pg_url:
             pg_drop(pg_url)
+        for seed in SEEDS:
+            seed.cleanup()
         shutil.rmtree(TMP, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench import callback  # one copy of this module (bench/soak.py imports it by that name)
+
+    sys.exit(callback.main())

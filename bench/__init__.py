@@ -1,0 +1,1 @@
+"""Benchmarks (bench/README.md): run by hand, never as timed tests."""
