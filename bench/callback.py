@@ -45,7 +45,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from bench import target  # first: the project's modules come from the tree under test
-from bench.loads import LOADS, Load, Seeded, taps_needed
+from bench.loads import LOADS, MIX, MIX_KINDS, Load, Seeded, taps_needed
 
 ROOT = target.BENCH_ROOT  # this benchmark's tree (bench/, the reference servers)
 CODE_ROOT = target.CODE_ROOT  # the tree whose code is measured (--root; this one by default)
@@ -396,6 +396,7 @@ class InProcess:
             dest.mkdir()
             url = seed.url_for(dest, f"inproc_{dest.name[-4:]}")
         init_store(url)
+        self.url = url
         if self.app is None:
             self.app = target.served_app()
         return url, seeded
@@ -405,12 +406,14 @@ class InProcess:
 
         before = Delivery.select().count()
         run_asgi(client, [signed(load.take(100))], conc)  # warm up
+        # PostgreSQL: the CPU of its backends serving this database counts too (as in the loopback)
+        backends = pg_backend_pids(self.url) if self.url.startswith("postgres") else []
         walls, cpus = [], []
         for _ in range(repeats):
             reqs = signed(load.take(k))
-            cpu = time.process_time()
+            cpu, pg = time.process_time(), Server.cpu_seconds(backends)
             walls += run_asgi(client, [reqs], conc)
-            cpus.append((time.process_time() - cpu) / k * 1e6)
+            cpus.append((time.process_time() - cpu + Server.cpu_seconds(backends) - pg) / k * 1e6)
         stored = Delivery.select().count() - before
         if stored != 100 + k * repeats:
             raise SystemExit(f"bench: {stored} deliveries stored, expected {100 + k * repeats}")
@@ -423,13 +426,15 @@ def inprocess(part: "InProcess", n: int, repeats: int, pg_url: str | None, loads
     out = {"bare": wechatpy_bare(n, repeats), "labels": {}}
     stores = [("sqlite", f"sqlite:///{TMP / 'inproc.db'}")] + ([("pg", pg_url)] if pg_url else [])
     for store_name, url in stores:
-        for load_name in [x for x in loads if x in LOADS]:
+        for load_name in [x for x in loads if x in LOADS and (x != "mixed" or store_name in part.seeds)]:
             _, seeded = part.open_store(store_name, url, load_name)
             load = Load(load_name, seeded)
             out["labels"][load_name] = f"the served app ({target.layout()} layout), {load_name} load"
             for conc in (1, 64):
-                # fewer on PG one at a time (each waits for its commit's fsync)
+                # fewer on PG one at a time (each waits for its commit's fsync), and of the mixed load
+                # (milliseconds each, and every tap needs an open task)
                 k = n if (store_name == "sqlite" or conc > 1) else max(200, n // 5)
+                k = mixed_k(n) if load_name == "mixed" else k
                 out[f"{store_name}/{load_name}/c{conc}"] = part.measure(ASGIClient(part.app), load, k, repeats, conc)
             if load.wrapped_taps:
                 out.setdefault("notes", []).append(
@@ -437,6 +442,7 @@ def inprocess(part: "InProcess", n: int, repeats: int, pg_url: str | None, loads
                 )
         if "change" in loads:
             database = init_store(url)
+            part.url = url
             BenchContact = bench_store_model()
             database.create_tables([BenchContact], safe=True)
             for tag, app, label in change_apps(part.settings, BenchContact):
@@ -451,6 +457,11 @@ def inprocess(part: "InProcess", n: int, repeats: int, pg_url: str | None, loads
                     if tag.startswith("row") and BenchContact.select().count() - rows != 100 + k * repeats:
                         raise SystemExit("bench: the change handler did not store one row per delivery")
     return out
+
+
+def mixed_k(n: int) -> int:
+    """Callbacks per pass of the mixed load in-process (a fifth of -n)."""
+    return max(200, n // 5)
 
 
 class _ChangeLoad:
@@ -512,6 +523,19 @@ def pg_create(tag: str, template: str | None = None) -> str:
     conn.cursor().execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     conn.close()
     return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def pg_backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends serving the database of `url`."""
+    import psycopg2
+
+    conn = psycopg2.connect(PG_ADMIN)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (url.rsplit("/", 1)[1],))
+        return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
 
 
 def pg_drop(url: str) -> None:
@@ -658,13 +682,7 @@ class Server:
             tree.append(pid)
             todo += children.get(pid, [])
         if self.pg_url:
-            import psycopg2
-
-            conn = psycopg2.connect(PG_ADMIN)
-            cur = conn.cursor()
-            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.pg_url.rsplit("/", 1)[1],))
-            tree += [r[0] for r in cur.fetchall()]
-            conn.close()
+            tree += pg_backend_pids(self.pg_url)
         return tree
 
     @staticmethod
@@ -874,7 +892,10 @@ def make_seeds(args, backends: list[str], taps: int) -> dict:
     }
     workdir = TMP / "seed"
     workdir.mkdir(exist_ok=True)
-    emulator = Emulator(base_env, args.members, max(2, args.members // 20), workdir)
+    port = free_port()  # each backend's seeding server in turn (the emulator's callback URL)
+    emulator = Emulator(
+        base_env, args.members, max(2, args.members // 20), workdir, f"http://127.0.0.1:{port}/wecom/callback"
+    )
     seeds = {}
     try:
         members = emulator.members()
@@ -882,7 +903,7 @@ def make_seeds(args, backends: list[str], taps: int) -> dict:
             pg = (pg_create, pg_drop, REDIS_URL, RUN_ID) if backend == "pg" else None
             store = SeedStore(backend, workdir / backend, base_env, pg)
             SEEDS.append(store)
-            seeds[backend] = (store, store.build(emulator, members, taps, free_port(), RUN_ID))
+            seeds[backend] = (store, store.build(emulator, members, taps, port, RUN_ID))
     finally:
         emulator.stop()
     return seeds
@@ -892,22 +913,32 @@ SEEDS: list = []  # dropped at exit
 
 
 # -- 4. profile ---------------------------------------------------------------------------------
-def profile_part(part: InProcess, loads: list[str], n: int, repeats: int) -> dict:
+def profile_part(part: InProcess, loads: list[str], n: int, repeats: int, pg_url: str | None) -> dict:
     """Per load (SQLite, 64 in flight): CPU µs per callback without the profiler, then the share
-    of each stage under pyinstrument (bench/profile.py)."""
+    of each stage under the CPU-time sampler (bench/profile.py). The mixed load also by kind: each kind
+    alone on a fresh copy of the seeded store, SQLite and PostgreSQL (with its backends' CPU)."""
     from bench.profile import profile
 
-    out = {}
+    out: dict = {}
     for load_name in [x for x in loads if x in LOADS]:
-        url = f"sqlite:///{TMP / f'profile-{load_name}.db'}"
-        _, seeded = part.open_store("sqlite", url, load_name)
+        k = mixed_k(n) if load_name == "mixed" else n
+        _, seeded = part.open_store("sqlite", f"sqlite:///{TMP / f'profile-{load_name}.db'}", load_name)
         load = Load(load_name, seeded)
         client = ASGIClient(part.app)
-        measured = part.measure(client, load, n, repeats, 64)
-        passes = [signed(load.take(n)) for _ in range(3)]
+        measured = part.measure(client, load, k, repeats, 64)
+        passes = [signed(load.take(k)) for _ in range(5)]
         shares = profile(functools.partial(run_asgi, client, passes, 64), CODE_ROOT)
-        out[load_name] = {"cpu": measured["cpu"], "shares": shares}
+        out[load_name] = {"cpu": measured["cpu"], "shares": shares, "samples": shares.pop("_samples")}
         print(f"  profile {load_name}: {measured['cpu']:.0f} µs/callback in-process", file=sys.stderr)
+        if load_name != "mixed":
+            continue
+        out["mixed"]["kinds"] = kinds = {}
+        for store_name in ["sqlite"] + (["pg"] if pg_url and "pg" in part.seeds else []):
+            for kind in MIX_KINDS:
+                _, seeded = part.open_store(store_name, "", "mixed")
+                r = part.measure(ASGIClient(part.app), Load("mixed", seeded, only=kind), k // 2, repeats, 64)
+                kinds.setdefault(kind, {})[store_name] = r["cpu"]
+                print(f"    {store_name} {kind}: {r['cpu']:.0f} µs/callback", file=sys.stderr)
     return out
 
 
@@ -1026,8 +1057,8 @@ def report(crypto, inproc, loop, prof, floor_runs, args, loads) -> str:
 
         names = list(prof)
         lines += [
-            "4. where the CPU of one callback goes (SQLite, 64 in flight; each stage's share of pyinstrument's "
-            "samples applied to the CPU µs measured without the profiler; HTTP from the no-op floor)",
+            "4. where the CPU of one callback goes (SQLite, 64 in flight; each stage's share of the CPU-time "
+            "samples applied to the CPU µs measured without the sampler; HTTP from the no-op floor)",
             "",
             "| stage | " + " | ".join(f"{x}: µs | share" for x in names) + " |",
             "|---|" + "---:|---:|" * len(names),
@@ -1048,7 +1079,24 @@ def report(crypto, inproc, loop, prof, floor_runs, args, loads) -> str:
                 runs = loop.get(x, {}).get(EMBEDDED)
                 cells.append(f"{_med(runs, 'cpu_us'):.0f} | " if runs else "— | ")
             lines.append("| loopback, embedded (measured) | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", "   samples: " + ", ".join(f"{x} {prof[x]['samples']:,}" for x in names), ""]
+        kinds = prof.get("mixed", {}).get("kinds")
+        if kinds:
+            stores = list(next(iter(kinds.values())))
+            weight = {k: sum(f"{a}:{b or 'unknown'}" == k or a == k for a, b in MIX) / len(MIX) for k in kinds}
+            total = {st: sum(weight[k] * v[st] for k, v in kinds.items()) for st in stores}
+            label = {"sqlite": "SQLite", "pg": "PostgreSQL (+ its backends)"}
+            lines += [
+                "   the mixed load by kind: each kind alone, in-process, 64 in flight, CPU µs per callback "
+                "(and its part of the mix's CPU)",
+                "",
+                "| kind | share of the mix | " + " | ".join(f"{label[st]}: µs | part" for st in stores) + " |",
+                "|---|---:|" + "---:|---:|" * len(stores),
+            ]
+            for k, v in kinds.items():
+                cells = [f"{v[st]:.0f} | {weight[k] * v[st] / total[st]:.0%}" for st in stores]
+                lines.append(f"| {k} | {weight[k]:.0%} | " + " | ".join(cells) + " |")
+            lines += ["| weighted sum | 100% | " + " | ".join(f"{total[st]:.0f} | " for st in stores) + " |", ""]
     return "\n".join(lines)
 
 
@@ -1076,7 +1124,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk warm-up per server")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--max-rate", type=int, default=22000, help="unique requests generated per second of wrk run")
-    p.add_argument("--mixed-rate", type=int, default=9000, help="the same for the mixed load (its taps need tasks)")
+    p.add_argument(
+        "--mixed-rate", type=int, default=1500, help="the same for the mixed load (each tap needs an open task)"
+    )
     p.add_argument("--members", type=int, default=200, help="members of the mixed load's directory")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL + Redis rows")
     p.add_argument("--json", help="also write the raw figures here")
@@ -1101,10 +1151,17 @@ def main(argv=None) -> int:
         seeds: dict = {}
         if "mixed" in loads and only & {"inproc", "loopback", "profile"}:
             print("seeding the mixed load's store through the API…", file=sys.stderr)
-            backends = ["sqlite"] + (["pg"] if with_pg and ("pg" in kinds or "inproc" in only) else [])
+            backends = ["sqlite"] + (["pg"] if with_pg and ("pg" in kinds or only & {"inproc", "profile"}) else [])
             per_run = args.mixed_rate * (args.duration + args.warmup) if "loopback" in only else 0
-            per_inproc = (100 + args.n * args.repeats) * 2 + args.n * 4
-            seeds = make_seeds(args, backends, taps_needed(int(max(per_run, per_inproc))))
+            k = mixed_k(args.n)
+            # every copy of the seeded store is tapped from its first task on: the most taps one copy takes
+            taps = max(
+                taps_needed(int(per_run)),
+                taps_needed((100 + k * args.repeats) * 2),  # in-process, one at a time and 64 in flight
+                taps_needed(100 + k * args.repeats + 5 * k),  # the profile
+                100 + k // 2 * args.repeats + 2,  # the profile's taps alone
+            )
+            seeds = make_seeds(args, backends, taps)
         if "crypto" in only:
             print("1. crypto floor…", file=sys.stderr)
             crypto = crypto_floor(args.n, args.repeats)
@@ -1119,7 +1176,8 @@ def main(argv=None) -> int:
             floor_runs = loop.pop("floor")
         if "profile" in only:
             print("4. profile…", file=sys.stderr)
-            prof = profile_part(part, loads, args.n, args.repeats)
+            pg_url = pg_url or (pg_create("inproc") if with_pg else None)
+            prof = profile_part(part, loads, args.n, args.repeats, pg_url)
             if not floor_runs:
                 floor_runs = floor_only(args)
         print(report(crypto, inproc, loop, prof, floor_runs, args, loads))
@@ -1150,7 +1208,10 @@ def main(argv=None) -> int:
             pg_drop(pg_url)
         for seed in SEEDS:
             seed.cleanup()
-        shutil.rmtree(TMP, ignore_errors=True)
+        if os.environ.get("WQBOT_BENCH_KEEP"):
+            print(f"bench: kept {TMP}", file=sys.stderr)
+        else:
+            shutil.rmtree(TMP, ignore_errors=True)
     return 0
 
 

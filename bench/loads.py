@@ -47,6 +47,7 @@ MIX = (
     ("change", None),
     ("text", "pending"),
 )
+MIX_KINDS = ("click:help", "click:pending", "click:unknown", "text", "change", "tap")
 MIX_SHARES = {kind: sum(k == kind for k, _ in MIX) / len(MIX) for kind in ("click", "change", "text", "tap")}
 
 
@@ -114,12 +115,16 @@ class Load:
     warm-up file and of the measured file are different tasks). Each Load taps the seeded tasks
     from the first: give every copy of the seeded store its own Load."""
 
-    def __init__(self, name: str, seeded: Seeded | None = None):
+    def __init__(self, name: str, seeded: Seeded | None = None, only: str | None = None):
         if name not in LOADS:
             raise ValueError(f"unknown load {name!r}: one of {', '.join(LOADS)}")
         if name == "mixed" and seeded is None:
             raise ValueError("the mixed load needs a seeded store (bench/seed.py)")
         self.name, self.seeded = name, seeded
+        # `only`: one kind of the mix (click:help, click:pending, click:unknown, text, change, tap)
+        self.mix = [m for m in MIX if only is None or only in (m[0], f"{m[0]}:{m[1] or 'unknown'}")]
+        if not self.mix:
+            raise ValueError(f"no {only!r} in the mix")
         self.seq = Sequence()
         self.salt = secrets.token_hex(3)
         self.i = 0
@@ -136,9 +141,9 @@ class Load:
         assert self.seeded is not None
         members = self.seeded.members
         user, departments = members[(i * 7919) % len(members)]
-        kind, arg = MIX[i % len(MIX)]
+        kind, arg = self.mix[i % len(self.mix)]
         if kind == "click":
-            return click(t, user, arg or UNKNOWN_KEYS[(i // len(MIX)) % len(UNKNOWN_KEYS)])
+            return click(t, user, arg or UNKNOWN_KEYS[(i // len(self.mix)) % len(UNKNOWN_KEYS)])
         if kind == "text":
             return text(t, user, arg)
         if kind == "change":

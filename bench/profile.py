@@ -1,6 +1,6 @@
-"""Where the CPU of one callback goes, per stage: pyinstrument samples the in-process path
-(bench/callback.py's ASGI client calling what `wqbot serve` serves, 64 callbacks in flight) and
-every sample is charged to a stage by the frames on its stack:
+"""Where the CPU of one callback goes, per stage: a CPU-time sampler (`Sampler`, SIGPROF) samples
+the in-process path (bench/callback.py's ASGI client calling what `wqbot serve` serves, 64
+callbacks in flight) and every sample is charged to a stage by the frames on its stack:
 
     crypto      bot/crypto, pycryptodome: signature, decryption, the reply's encryption
     parse       the query string, the body, the XML (envelope and plaintext), the Inbound
@@ -16,14 +16,14 @@ every sample is charged to a stage by the frames on its stack:
 
 The innermost frame that names a stage decides it, except that store work belongs to the nearest
 enclosing handler (store ·handler) or enqueue (enqueue) frame, and crypto and logging always win.
-The benchmark's own ASGI client is left out. A sampling profiler slows what it samples unevenly,
-so the report gives each stage's share of the samples and applies it to the CPU µs per callback
-measured without the profiler in the same run. The HTTP stage (what the server side of a
+The benchmark's own ASGI client is left out. The report gives each stage's share of the samples
+and applies it to the CPU µs per callback measured without the sampler in the same run. The HTTP stage (what the server side of a
 request costs) is not in this path: bench/callback.py takes it from the no-op floor.
 """
 
 from __future__ import annotations
 
+import signal
 import sysconfig
 from pathlib import Path
 from typing import Any
@@ -126,38 +126,52 @@ def stage_of(marks: list[str]) -> str:
     return inner
 
 
-def charge(root: Any, code_root: Path) -> dict[str, float]:
-    """Seconds per stage over a pyinstrument frame tree."""
-    out: dict[str, float] = {}
+class Sampler:
+    """A CPU-time sampling profiler: SIGPROF every `interval` seconds of this process's CPU time
+    (ITIMER_PROF), the interrupted frame's stack charged to a stage. Unlike a tracing profiler
+    (cProfile, or pyinstrument's per-call hook) it adds nothing to each call, so call-heavy code
+    (peewee) is not inflated against C-heavy code (AES, expat); the cost is per sample only.
+    The signal is handled between two bytecodes of the main thread: time inside a C call is
+    charged to the Python frame that made it, and CPU of other threads (the log writer, the
+    PostgreSQL store thread) to whatever the main thread runs then."""
 
-    def walk(frame: Any, marks: list[str]) -> None:
-        m = marker(_where(frame.file_path, code_root), frame.function or "")
-        here = marks + [m] if m else marks
-        own = frame.total_self_time if not frame.children else frame.total_self_time
-        if own:
-            stage = stage_of(here)
-            out[stage] = out.get(stage, 0.0) + own
-        for child in frame.children:
-            walk(child, here)
+    def __init__(self, code_root: Path, interval: float = 0.0005):
+        self.code_root, self.interval = code_root, interval
+        self.counts: dict[str, int] = {}
+        self._marks: dict[object, str | None] = {}
 
-    walk(root, [])
-    return out
+    def _handler(self, signum: int, frame: Any) -> None:
+        marks, cache = [], self._marks
+        while frame is not None:
+            code = frame.f_code
+            m = cache.get(code, "?")
+            if m == "?":
+                m = cache[code] = marker(_where(code.co_filename, self.code_root), code.co_name)
+            if m:
+                marks.append(m)
+            frame = frame.f_back
+        marks.reverse()
+        stage = stage_of(marks)
+        self.counts[stage] = self.counts.get(stage, 0) + 1
+
+    def run(self, fn: Any) -> None:
+        old = signal.signal(signal.SIGPROF, self._handler)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+        try:
+            fn()
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            signal.signal(signal.SIGPROF, old)
 
 
-def profile(run: Any, code_root: Path, interval: float = 0.0002) -> dict[str, float]:
-    """run() under pyinstrument; the share of the samples per stage (the benchmark's own client
-    left out), and the profiled seconds under "_total"."""
-    from pyinstrument import Profiler
-
-    profiler = Profiler(interval=interval, async_mode="disabled")
-    profiler.start()
-    try:
-        run()
-    finally:
-        session = profiler.stop()
-    seconds = charge(session.root_frame(), code_root)
-    seconds.pop("bench", None)
-    total = sum(seconds.values()) or 1.0
-    shares = {stage: seconds.get(stage, 0.0) / total for stage in STAGES}
-    shares["_total"] = total
+def profile(run: Any, code_root: Path, interval: float = 0.0005) -> dict[str, float]:
+    """run() under the sampler; the share of the samples per stage (the benchmark's own client
+    left out), and the number of samples under "_samples"."""
+    sampler = Sampler(code_root, interval)
+    sampler.run(run)
+    counts = dict(sampler.counts)
+    counts.pop("bench", None)
+    total = sum(counts.values()) or 1
+    shares: dict[str, float] = {stage: counts.get(stage, 0) / total for stage in STAGES}
+    shares["_samples"] = total
     return shares

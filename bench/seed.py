@@ -70,11 +70,11 @@ def _stop(p: subprocess.Popen) -> None:
 class Emulator:
     """`wqbot sim` with the benchmark's credentials (bench/callback.py's ENV)."""
 
-    def __init__(self, env: dict, members: int, departments: int, workdir: Path):
+    def __init__(self, env: dict, members: int, departments: int, workdir: Path, callback_url: str):
         self.log = workdir / "sim.log"
         self.proc = subprocess.Popen(
             [PY, "-m", "bot.cli", "--log-format", "text", "sim", "--port", "0", "--users", str(members)]
-            + ["--departments", str(departments), "--seed", "21"],
+            + ["--departments", str(departments), "--seed", "21", "--callback-url", callback_url],
             cwd=workdir,
             env=env,
             stdout=subprocess.PIPE,
