@@ -557,10 +557,12 @@ class Server:
         self.pg_url = None
         self.queue_name = None
 
-    def start(self, port: int, seed=None, extra_env: dict | None = None) -> None:
+    def start(self, port: int, seed=None, extra_env: dict | None = None, sampled: bool = False) -> None:
         """Start fresh: a new temp dir, database and queue name; `seed` (bench/seed.py) gives ours a
-        copy of the seeded store instead of an empty one."""
+        copy of the seeded store instead of an empty one; `sampled` runs ours under the CPU-time
+        sampler (bench/sampled_serve.py)."""
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.kind}-", dir=TMP))
+        self.samples_file = self.workdir / "samples.json"
         env = {
             k: v
             for k, v in os.environ.items()
@@ -572,6 +574,9 @@ class Server:
         env.update(extra_env or {})
         host = ["127.0.0.1", str(port)]
         wqbot = [sys.executable, "-m", "bot.cli", "serve", "--host", host[0], "--port", host[1]]
+        if sampled and ours:
+            wqbot[2] = "bench.sampled_serve"
+            env.update(PYTHONPATH=f"{CODE_ROOT}{os.pathsep}{ROOT}", WQBOT_BENCH_SAMPLES=str(self.samples_file))
         if seed is not None and ours:
             wqbot.append("--no-worker")  # deferred work waits in the queue: its CPU is a worker's
         if self.kind == "flask":
@@ -805,16 +810,26 @@ def run_server(
     connections: int,
     seed=None,
     extra_env: dict | None = None,
+    sampled: bool = False,
 ) -> dict:
-    """One measurement: start fresh, warm up, then wrk with the server's CPU time read around it."""
+    """One measurement: start fresh, warm up, then wrk with the server's CPU time read around it
+    (`sampled`: and the server's CPU-time samples per stage, taken over the same window)."""
     port = free_port()
     try:
-        s.start(port, seed=seed, extra_env=extra_env)
+        s.start(port, seed=seed, extra_env=extra_env, sampled=sampled)
         wrk(port, warm_file, warmup, connections)
         pids = s.pids()
         cpu = Server.cpu_seconds(pids)
+        if sampled:
+            os.kill(s.proc.pid, signal.SIGUSR1)
         r = wrk(port, main_file, duration, connections)
         r["cpu_us"] = (Server.cpu_seconds(pids) - cpu) / max(r["requests"], 1) * 1e6
+        if sampled:
+            os.kill(s.proc.pid, signal.SIGUSR2)
+            deadline = time.time() + 15
+            while not s.samples_file.exists() and time.time() < deadline:
+                time.sleep(0.1)
+            r["stages"] = json.loads(s.samples_file.read_text())
         s.stop()
         r["stored"] = s.stored()
         if r["stored"] is not None:
@@ -913,7 +928,10 @@ SEEDS: list = []  # dropped at exit
 
 
 # -- 4. profile ---------------------------------------------------------------------------------
-def profile_part(part: InProcess, loads: list[str], n: int, repeats: int, pg_url: str | None) -> dict:
+PROFILE_PASSES = 40
+
+
+def profile_part(part: InProcess, loads: list[str], n: int, repeats: int, pg_url: str | None, samples: int) -> dict:
     """Per load (SQLite, 64 in flight): CPU µs per callback without the profiler, then the share
     of each stage under the CPU-time sampler (bench/profile.py). The mixed load also by kind: each kind
     alone on a fresh copy of the seeded store, SQLite and PostgreSQL (with its backends' CPU)."""
@@ -926,9 +944,11 @@ def profile_part(part: InProcess, loads: list[str], n: int, repeats: int, pg_url
         load = Load(load_name, seeded)
         client = ASGIClient(part.app)
         measured = part.measure(client, load, k, repeats, 64)
-        passes = [signed(load.take(k)) for _ in range(5)]
-        shares = profile(functools.partial(run_asgi, client, passes, 64), CODE_ROOT)
-        out[load_name] = {"cpu": measured["cpu"], "shares": shares, "samples": shares.pop("_samples")}
+        # passes of k until the sampler has its samples (at most PROFILE_PASSES: every tap needs a task)
+        runs = (functools.partial(run_asgi, client, [signed(load.take(k))], 64) for _ in range(PROFILE_PASSES))
+        shares, sampler = profile(runs, CODE_ROOT, samples)
+        top = {stage: sampler.top(stage) for stage in shares if stage != "_samples"}
+        out[load_name] = {"cpu": measured["cpu"], "shares": shares, "samples": shares.pop("_samples"), "top": top}
         print(f"  profile {load_name}: {measured['cpu']:.0f} µs/callback in-process", file=sys.stderr)
         if load_name != "mixed":
             continue
@@ -939,6 +959,49 @@ def profile_part(part: InProcess, loads: list[str], n: int, repeats: int, pg_url
                 r = part.measure(ASGIClient(part.app), Load("mixed", seeded, only=kind), k // 2, repeats, 64)
                 kinds.setdefault(kind, {})[store_name] = r["cpu"]
                 print(f"    {store_name} {kind}: {r['cpu']:.0f} µs/callback", file=sys.stderr)
+    return out
+
+
+def loopback_profile(args, loads: list[str], seeds: dict) -> dict:
+    """Per load: the embedded server under wrk, sampled from inside (bench/sampled_serve.py)."""
+    out = {}
+    for load_name in [x for x in loads if x in LOADS]:
+        rate = args.mixed_rate if load_name == "mixed" else args.max_rate
+        load = Load(load_name, seeds["sqlite"][1] if load_name == "mixed" else None)
+        warm, main = TMP / f"sampled-warm-{load_name}.tsv", TMP / f"sampled-{load_name}.tsv"
+        write_requests(warm, signed(load.take(int(rate * args.warmup))))
+        write_requests(main, signed(load.take(int(rate * args.profile_duration))))
+        seed = seeds["sqlite"][0] if load_name == "mixed" else None
+        extra = None
+        if load_name == "mixed":
+            from bench.seed import WEBHOOK
+
+            extra = WEBHOOK
+        r = run_server(
+            Server(EMBEDDED, "ours-embedded"),
+            warm,
+            main,
+            args.profile_duration,
+            args.warmup,
+            args.connections,
+            seed,
+            extra,
+            True,
+        )
+        from bench.profile import shares_of
+
+        shares = shares_of(r["stages"]["counts"])
+        out[load_name] = {
+            "cpu": r["cpu_us"],
+            "rps": r["rps"],
+            "samples": shares.pop("_samples"),
+            "shares": shares,
+            "top": r["stages"]["top"],
+        }
+        print(
+            f"  sampled embedded server, {load_name}: {r['rps']:,.0f}/s, {r['cpu_us']:.0f} µs/callback",
+            file=sys.stderr,
+        )
     return out
 
 
@@ -959,7 +1022,7 @@ def _med(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def report(crypto, inproc, loop, prof, floor_runs, args, loads) -> str:
+def report(crypto, inproc, loop, prof, floor_runs, args, loads, served=None) -> str:
     lines = [
         f"wqbot callback benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
         f"python {sys.version.split()[0]}; the machine may be shared, so figures are noisy)",
@@ -1080,6 +1143,40 @@ def report(crypto, inproc, loop, prof, floor_runs, args, loads) -> str:
                 cells.append(f"{_med(runs, 'cpu_us'):.0f} | " if runs else "— | ")
             lines.append("| loopback, embedded (measured) | " + " | ".join(cells) + " |")
         lines += ["", "   samples: " + ", ".join(f"{x} {prof[x]['samples']:,}" for x in names), ""]
+        lines += ["   the functions most sampled in the biggest stages (the frame running, not its callers):", ""]
+        for x in names:
+            big = sorted(STAGES, key=lambda st: -prof[x]["shares"][st])[:4]
+            for stage in big:
+                funcs = ", ".join(f"{f} {c}" for f, c in prof[x]["top"].get(stage, []))
+                lines.append(f"   - {x}, {stage}: {funcs}")
+        lines.append("")
+        if served:
+            snames = list(served)
+            lines += [
+                "   the embedded server itself under wrk (`wqbot serve`, one process, sampled inside by "
+                "bench/sampled_serve.py; each stage's share applied to that run's server CPU µs per callback)",
+                "",
+                "| stage | " + " | ".join(f"{x}: µs | share" for x in snames) + " |",
+                "|---|" + "---:|---:|" * len(snames),
+            ]
+            for stage in STAGES:
+                cells = [
+                    f"{served[x]['shares'][stage] * served[x]['cpu']:.1f} | {served[x]['shares'][stage]:.0%}"
+                    for x in snames
+                ]
+                lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+            lines.append(
+                "| server CPU per callback | " + " | ".join(f"{served[x]['cpu']:.0f} | 100%" for x in snames) + " |"
+            )
+            lines.append(
+                "| callbacks/s (sampled run) | " + " | ".join(f"{served[x]['rps']:,.0f} | " for x in snames) + " |"
+            )
+            lines += ["", "   samples: " + ", ".join(f"{x} {served[x]['samples']:,}" for x in snames), ""]
+            for x in snames:
+                for stage in sorted(STAGES, key=lambda st: -served[x]["shares"][st])[:4]:
+                    funcs = ", ".join(f"{f} {c}" for f, c in served[x]["top"].get(stage, []))
+                    lines.append(f"   - {x}, {stage}: {funcs}")
+            lines.append("")
         kinds = prof.get("mixed", {}).get("kinds")
         if kinds:
             stores = list(next(iter(kinds.values())))
@@ -1128,6 +1225,8 @@ def main(argv=None) -> int:
         "--mixed-rate", type=int, default=1500, help="the same for the mixed load (each tap needs an open task)"
     )
     p.add_argument("--members", type=int, default=200, help="members of the mixed load's directory")
+    p.add_argument("--samples", type=int, default=3000, help="CPU-time samples per load for the profile")
+    p.add_argument("--profile-duration", type=float, default=20.0, help="seconds of wrk on the sampled server")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL + Redis rows")
     p.add_argument("--json", help="also write the raw figures here")
     args = p.parse_args(argv)
@@ -1146,19 +1245,19 @@ def main(argv=None) -> int:
         kinds = [k for k in kinds if k != "pg"]
     pg_url = None
     try:
-        crypto = inproc = loop = prof = None
+        crypto = inproc = loop = prof = served = None
         floor_runs: list[dict] = []
         seeds: dict = {}
         if "mixed" in loads and only & {"inproc", "loopback", "profile"}:
             print("seeding the mixed load's store through the API…", file=sys.stderr)
             backends = ["sqlite"] + (["pg"] if with_pg and ("pg" in kinds or only & {"inproc", "profile"}) else [])
-            per_run = args.mixed_rate * (args.duration + args.warmup) if "loopback" in only else 0
+            per_run = args.mixed_rate * (max(args.duration, args.profile_duration) + args.warmup)
             k = mixed_k(args.n)
             # every copy of the seeded store is tapped from its first task on: the most taps one copy takes
             taps = max(
                 taps_needed(int(per_run)),
                 taps_needed((100 + k * args.repeats) * 2),  # in-process, one at a time and 64 in flight
-                taps_needed(100 + k * args.repeats + 5 * k),  # the profile
+                taps_needed(100 + k * args.repeats + PROFILE_PASSES * k),  # the profile
                 100 + k // 2 * args.repeats + 2,  # the profile's taps alone
             )
             seeds = make_seeds(args, backends, taps)
@@ -1177,10 +1276,12 @@ def main(argv=None) -> int:
         if "profile" in only:
             print("4. profile…", file=sys.stderr)
             pg_url = pg_url or (pg_create("inproc") if with_pg else None)
-            prof = profile_part(part, loads, args.n, args.repeats, pg_url)
+            prof = profile_part(part, loads, args.n, args.repeats, pg_url, args.samples)
             if not floor_runs:
                 floor_runs = floor_only(args)
-        print(report(crypto, inproc, loop, prof, floor_runs, args, loads))
+            if shutil.which("wrk"):
+                served = loopback_profile(args, loads, seeds)
+        print(report(crypto, inproc, loop, prof, floor_runs, args, loads, served))
         if args.json:
             Path(args.json).write_text(
                 json.dumps(
@@ -1191,6 +1292,7 @@ def main(argv=None) -> int:
                         "loopback": loop,
                         "floor": floor_runs,
                         "profile": prof,
+                        "served_profile": served,
                     },
                     indent=1,
                 )

@@ -2,6 +2,7 @@
 the in-process path (bench/callback.py's ASGI client calling what `wqbot serve` serves, 64
 callbacks in flight) and every sample is charged to a stage by the frames on its stack:
 
+    http        uvicorn, httptools, uvloop's Python side, the header and body time limits
     crypto      bot/crypto, pycryptodome: signature, decryption, the reply's encryption
     parse       the query string, the body, the XML (envelope and plaintext), the Inbound
     routing     the fast path and the router's resolve()
@@ -14,11 +15,13 @@ callbacks in flight) and every sample is charged to a stage by the frames on its
     group commit / loop   the group-commit engine, asyncio/uvloop, context copies
     endpoint    the endpoint's own code (the delivery key's sha1, the checks), the ASGI layers
 
-The innermost frame that names a stage decides it, except that store work belongs to the nearest
-enclosing handler (store ·handler) or enqueue (enqueue) frame, and crypto and logging always win.
+The innermost frame that names a stage decides it, except that store work is charged by the
+nearest enclosing frame that is not store code (a handler's: store ·handler; the outbox's or
+huey's: enqueue; else store ·delivery), and crypto and logging always win.
 The benchmark's own ASGI client is left out. The report gives each stage's share of the samples
-and applies it to the CPU µs per callback measured without the sampler in the same run. The HTTP stage (what the server side of a
-request costs) is not in this path: bench/callback.py takes it from the no-op floor.
+and applies it to the CPU µs per callback measured without the sampler in the same run. In-process, the HTTP stage is only the body time
+limit (no server): bench/callback.py adds the no-op floor's CPU per request, and samples the
+embedded server itself under wrk (bench/sampled_serve.py), where the http stage is uvicorn's.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 STAGES = (
+    "http",
     "parse",
     "crypto",
     "routing",
@@ -49,13 +53,13 @@ def _where(file_path: str | None, code_root: Path) -> str:
     if not file_path or file_path.startswith("<"):
         return ""
     p = Path(file_path)
+    parts = p.parts
+    if "site-packages" in parts:  # first: a venv may sit inside the checkout
+        return "site:" + "/".join(parts[parts.index("site-packages") + 1 :])
     try:
         return p.resolve().relative_to(code_root).as_posix()
     except ValueError:
         pass
-    parts = p.parts
-    if "site-packages" in parts:
-        return "site:" + "/".join(parts[parts.index("site-packages") + 1 :])
     try:
         return "std:" + p.resolve().relative_to(_STDLIB).as_posix()
     except ValueError:
@@ -70,6 +74,15 @@ def marker(where: str, function: str) -> str | None:
         return "crypto"
     if where.startswith("bench/"):
         return "bench"
+    if where in ("bot/cli.py", "bot/app.py", "bot/server/commands.py", "bot/server/__init__.py"):
+        return None  # the process's outermost frames (`wqbot serve`), not a stage
+    if where.startswith(("site:uvicorn/", "site:httptools/", "site:uvloop/", "site:h11/")) or where in (
+        "bot/server/header_timeout.py",
+        "bot/server/body_timeout.py",
+        "bot/header_timeout.py",
+        "bot/body_timeout.py",
+    ):
+        return "http"
     if where.startswith(("bot/observability/", "std:logging/", "site:prometheus_client/")) or where in (
         "bot/logs.py",
         "bot/ops/metrics.py",
@@ -100,7 +113,7 @@ def marker(where: str, function: str) -> str | None:
         return "handler"
     if where.startswith(("bot/callback/", "bot/server/")) or where == "bot/callbacks.py":
         return "endpoint"
-    if where.startswith(("site:starlette/", "site:uvicorn/")):
+    if where.startswith("site:starlette/"):
         return "endpoint"
     return None
 
@@ -114,12 +127,12 @@ def stage_of(marks: list[str]) -> str:
     if "bench" in marks and marks[-1] == "bench":
         return "bench"
     inner = marks[-1] if marks else "loop"
-    if inner == "store":
-        for m in reversed(marks):
-            if m == "handler":
-                return "store ·handler"
-            if m == "enqueue":
-                return "enqueue"
+    if inner == "store":  # whose store work: the nearest enclosing frame that is not store code says
+        caller = next((m for m in reversed(marks) if m != "store"), None)
+        if caller == "handler":
+            return "store ·handler"
+        if caller == "enqueue":
+            return "enqueue"
         return "store ·delivery"
     if inner == "loop" or inner == "bench":
         return "group commit / loop"
@@ -138,10 +151,11 @@ class Sampler:
     def __init__(self, code_root: Path, interval: float = 0.0005):
         self.code_root, self.interval = code_root, interval
         self.counts: dict[str, int] = {}
+        self.where: dict[str, dict[str, int]] = {}  # stage → the sampled frame's file:function → samples
         self._marks: dict[object, str | None] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
-        marks, cache = [], self._marks
+        marks, cache, leaf = [], self._marks, frame
         while frame is not None:
             code = frame.f_code
             m = cache.get(code, "?")
@@ -153,23 +167,46 @@ class Sampler:
         marks.reverse()
         stage = stage_of(marks)
         self.counts[stage] = self.counts.get(stage, 0) + 1
+        if leaf is not None:
+            name = f"{_where(leaf.f_code.co_filename, self.code_root)}:{leaf.f_code.co_name}"
+            funcs = self.where.setdefault(stage, {})
+            funcs[name] = funcs.get(name, 0) + 1
+
+    def top(self, stage: str, n: int = 3) -> list[tuple[str, int]]:
+        """The functions most often sampled in a stage (the frame running, not its callers)."""
+        return sorted(self.where.get(stage, {}).items(), key=lambda kv: -kv[1])[:n]
+
+    def start(self) -> None:
+        self._old = signal.signal(signal.SIGPROF, self._handler)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+
+    def stop(self) -> None:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, self._old)
 
     def run(self, fn: Any) -> None:
-        old = signal.signal(signal.SIGPROF, self._handler)
-        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+        self.start()
         try:
             fn()
         finally:
-            signal.setitimer(signal.ITIMER_PROF, 0, 0)
-            signal.signal(signal.SIGPROF, old)
+            self.stop()
 
 
-def profile(run: Any, code_root: Path, interval: float = 0.0005) -> dict[str, float]:
-    """run() under the sampler; the share of the samples per stage (the benchmark's own client
-    left out), and the number of samples under "_samples"."""
-    sampler = Sampler(code_root, interval)
-    sampler.run(run)
-    counts = dict(sampler.counts)
+def profile(runs: Any, code_root: Path, samples: int = 3000) -> tuple[dict[str, float], Sampler]:
+    """Each of `runs` (callables) under the sampler until `samples` were taken; the share of the
+    samples per stage (the benchmark's own client left out, their number under "_samples"), and
+    the sampler (its `top()` per stage). SIGPROF comes with the kernel's tick (every 4 ms of CPU at
+    250 Hz), whatever the interval asked for: the number of samples is what to watch."""
+    sampler = Sampler(code_root)
+    for run in runs:
+        sampler.run(run)
+        if sum(sampler.counts.values()) >= samples:
+            break
+    return shares_of(sampler.counts), sampler
+
+
+def shares_of(counts: dict[str, int]) -> dict[str, float]:
+    counts = dict(counts)
     counts.pop("bench", None)
     total = sum(counts.values()) or 1
     shares: dict[str, float] = {stage: counts.get(stage, 0) / total for stage in STAGES}

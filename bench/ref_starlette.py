@@ -1,7 +1,7 @@
 """The wechatpy reference server, Starlette edition: how a WeCom callback is usually written.
 
-Decrypts with wechatpy, parses the plaintext with xmltodict, answers a click with an encrypted
-text reply. No dedupe, no store. Run it the way the benchmark does::
+Decrypts with wechatpy, parses the plaintext with xmltodict, answers a click or a text message
+with an encrypted text reply. No dedupe, no store. Run it the way the benchmark does::
 
     WECOM_TOKEN=… WECOM_AES_KEY=… WECOM_CORP_ID=… \\
     uvicorn bench.ref_starlette:app --workers 2 --http httptools --loop uvloop --no-access-log
@@ -36,7 +36,8 @@ async def callback(request: Request) -> Response:
     except (InvalidSignatureException, InvalidCorpIdException):
         return PlainTextResponse("forbidden", status_code=403)
     msg = xmltodict.parse(plain)["xml"]
-    if msg.get("MsgType") == "event" and msg.get("Event") == "click":
+    # menu clicks and text messages get the help text (as ours answers `help`, unknown keys and chat)
+    if (msg.get("MsgType") == "event" and msg.get("Event") == "click") or msg.get("MsgType") == "text":
         reply = TextReply(source=msg["ToUserName"], target=msg["FromUserName"], content=HELP).render()
         return Response(crypto.encrypt_message(reply, nonce, ts), media_type="application/xml")
     return PlainTextResponse("")
