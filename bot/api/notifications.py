@@ -35,7 +35,8 @@ async def create_notification(request, settings):
 @endpoint
 async def get_notification(request, settings):
 
-    nid = request.path_params["id"]
+    # POST trims surrounding white space off the id it stores, so the same id reads it back here.
+    nid = request.path_params["id"].strip()
     if any(c < " " or c == "\x7f" for c in nid):  # never in an accepted id; PostgreSQL refuses NUL outright
         raise APIError(400, "invalid_id", "id must not contain control characters")
     info = await run_in_threadpool(describe, nid)
