@@ -458,7 +458,11 @@ def _paths() -> dict:
                     },
                     _limit(org.DEFAULT_LIMIT),
                 ],
-                "responses": {"200": _json("Changes in seq order.", _ref("Changes")), "400": BAD_REQUEST, **auth_errors},
+                "responses": {
+                    "200": _json("Changes in seq order.", _ref("Changes")),
+                    "400": BAD_REQUEST,
+                    **auth_errors,
+                },
             }
         },
         "/api/v1/tickets/validate": {
@@ -530,7 +534,7 @@ def _webhooks() -> dict:
                         "required": True,
                         "schema": {"type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}(,v0=[0-9a-f]{64})?$"},
                         "description": (
-                            "t=<unix seconds>,v1=<hex HMAC-SHA256(WEIQIAN_WEBHOOK_SECRET, \"<t>.\" + raw body)>,"
+                            't=<unix seconds>,v1=<hex HMAC-SHA256(WEIQIAN_WEBHOOK_SECRET, "<t>." + raw body)>,'
                             "v0=<hex HMAC-SHA256(WEIQIAN_WEBHOOK_SECRET, raw body)>. Verify v1 (constant-time "
                             "compare) and refuse t older than 300 s. v0 is the previous, body-only signature, "
                             "kept for one release."
