@@ -20,7 +20,7 @@ import pytest
 
 from tests.api.live import LiveWqbot
 
-pytestmark = pytest.mark.fuzz
+pytestmark = pytest.mark.external
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 EXAMPLES = int(os.environ.get("WQBOT_FUZZ_EXAMPLES", "40"))
