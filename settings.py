@@ -1,4 +1,4 @@
-"""wqbot settings (CONTRACT §1): read once from the environment and `.env`, validated up front.
+"""wqbot settings (docs/configuration.md): read once from the environment and `.env`, validated up front.
 
 `get_settings()` is the one place the process reads its configuration. A missing or malformed
 value raises `SettingsError`, whose message names the variable; the CLI prints that one line

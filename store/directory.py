@@ -1,6 +1,6 @@
 """The directory: departments, users, memberships, the change feed, and sync bookkeeping.
 
-Names other capabilities depend on (issue 5): `User`, `Department`, `UserDepartment`, `Change`
+Names other capabilities depend on: `User`, `Department`, `UserDepartment`, `Change`
 (the feed behind `/api/v1/org/changes`), and `record_change()` / `record_changes()`, which
 append feed rows inside the caller's transaction.
 
@@ -75,7 +75,7 @@ class FeedCounter(Model):
 
 
 class Change(Model):
-    """The append-only change feed (CONTRACT §2 `/api/v1/org/changes`)."""
+    """The append-only change feed (`/api/v1/org/changes`, docs/api.md "The change feed")."""
 
     seq = pw.BigIntegerField(primary_key=True)
     kind = pw.CharField(max_length=32)
@@ -88,7 +88,7 @@ class Change(Model):
 
 
 class SyncRun(Model):
-    """One reconciliation run: what it did and why (issue 5 "Record")."""
+    """One reconciliation run: what it did and why (docs/sync.md)."""
 
     id = pw.AutoField()
     trigger = pw.CharField(max_length=16)  # periodic | cli | test

@@ -1,4 +1,4 @@
-"""Sign notifications (CONTRACT §3): what 微签 asked us to send, to whom, what each card shows, the
+"""Sign notifications (docs/notifications.md): what 微签 asked us to send, to whom, what each card shows, the
 task each approve/sign card belongs to, and the webhooks owed back to 微签.
 
 - `Notification`     one row per POST /api/v1/notifications `id` (微签's idempotency key)

@@ -1,4 +1,4 @@
-"""Fixtures the login tests share (issue 7): WeCom faked with respx at its HTTP edge, and a client
+"""Fixtures the login tests share: WeCom faked with respx at its HTTP edge, and a client
 that talks to the app at PUBLIC_URL's origin. A test module loads them with
 `pytest_plugins = ["tests.login_support"]`; plain helpers are in tests/login_helpers.py.
 """

@@ -1,4 +1,4 @@
-"""Helpers the sign-notification tests share (issue 6): WeCom faked at its HTTP edge with respx,
+"""Helpers the sign-notification tests share: WeCom faked at its HTTP edge with respx,
 a real webhook receiver on 127.0.0.1 that verifies signatures as 微签 would, taps as WeCom sends
 them, and a way to drain the huey queue by hand.
 

@@ -39,7 +39,7 @@ def test_url_verification_returns_plain_echostr(client, settings):
 
 
 def test_official_vector_through_the_app(vectors, store):
-    """The own-V set (PROTOCOL §2.4) V1 GET, as WeCom sends it: URL-encoded in the query."""
+    """The own-V set (tests/data/wecom_vectors.json) V1 GET, as WeCom sends it: URL-encoded in the query."""
     from starlette.testclient import TestClient
 
     import settings as settings_mod

@@ -1,4 +1,4 @@
-"""Our callback crypto against every verified vector of PROTOCOL.md §2 and against wechatpy."""
+"""Our callback crypto against every verified vector (tests/data/wecom_vectors.json) and against wechatpy."""
 
 from __future__ import annotations
 

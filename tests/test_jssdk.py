@@ -1,4 +1,4 @@
-"""`POST /api/v1/jssdk/signature`: wx.config / wx.agentConfig signatures (PROTOCOL §9, vector §2.6)."""
+"""`POST /api/v1/jssdk/signature`: wx.config / wx.agentConfig signatures (docs/wecom.md, "JS-SDK", and its vector)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The URLs of a login, field by field against PROTOCOL.md §8 and CONTRACT §2."""
+"""The URLs of a login, field by field against docs/wecom.md ("OAuth and web login") and docs/api.md."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def fields(url: str) -> list[tuple[str, str]]:
 
 def test_authorize_url_matches_protocol(settings):
     url = authorize_url(settings, "Ab3State")
-    # PROTOCOL §8.1: https://open.weixin.qq.com/connect/oauth2/authorize?appid=CORPID&redirect_uri=
+    # WeCom's form: https://open.weixin.qq.com/connect/oauth2/authorize?appid=CORPID&redirect_uri=
     # URLENCODED_REDIRECT&response_type=code&scope=snsapi_base&state=STATE&agentid=AGENTID#wechat_redirect
     assert url.startswith("https://open.weixin.qq.com/connect/oauth2/authorize?")
     assert url.endswith("#wechat_redirect") and url.count("#") == 1
@@ -46,7 +46,7 @@ def test_authorize_url_with_privateinfo_scope_and_own_bases():
 
 def test_sso_url_matches_protocol(settings):
     url = sso_url(settings, "Xy9State")
-    # PROTOCOL §8.2: https://login.work.weixin.qq.com/wwlogin/sso/login?login_type=CorpApp&appid=CORPID
+    # WeCom's form: https://login.work.weixin.qq.com/wwlogin/sso/login?login_type=CorpApp&appid=CORPID
     # &agentid=AGENTID&redirect_uri=URLENCODED&state=STATE&lang=zh
     assert url.startswith("https://login.work.weixin.qq.com/wwlogin/sso/login?")
     assert "#" not in url

@@ -69,7 +69,7 @@ def test_view_paths_expand_to_the_oauth_entry_and_urls_stay(settings):
 
 
 def check_menu_create_schema(menu: dict) -> None:
-    """WeCom's menu/create body (PROTOCOL §5.9), written out as the checks its server makes."""
+    """WeCom's menu/create body (docs/wecom.md, "Menus"), written out as the checks its server makes."""
     assert set(menu) == {"button"} and 1 <= len(menu["button"]) <= 3
     fields = {
         "click": {"key"},

@@ -86,7 +86,7 @@ def test_push_then_diff_against_the_emulator(world, store, capsys):
 
 
 def test_the_emulator_accepts_what_show_prints(world, store):
-    """The emulator applies WeCom's rules to menu/create (PROTOCOL §5.9) independently of ours."""
+    """The emulator applies WeCom's rules to menu/create (docs/wecom.md, "Menus") independently of ours."""
     menu = build(world["settings"])
     url = world["sim_url"]
     token = httpx.get(

@@ -1,4 +1,4 @@
-"""POST/GET /api/v1/notifications, the fan-out, the card JSON (checked against PROTOCOL §5.5-5.7),
+"""POST/GET /api/v1/notifications, the fan-out, the card JSON (checked against docs/wecom.md, "Messages and cards"),
 recipient mapping and statuses, close, deadlines, and the 待我处理 data contract."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver
 TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]+$")
 
 
-# -- PROTOCOL §5.5/5.6/5.7, as rules ------------------------------------------------------------
+# -- WeCom's card rules (docs/wecom.md), as code ------------------------------------------------
 def check_card(card: dict) -> None:
     assert card["card_type"] in (
         "text_notice",

@@ -1,4 +1,4 @@
-"""The webhook to 微签: signed exactly as CONTRACT §3, retried with backoff on 5xx/408/429 and
+"""The webhook to 微签: signed as docs/api.md ("The webhook") says, retried with backoff on 5xx/408/429 and
 connection errors (same delivery id, same bytes), final on other 4xx, given up after 24 h, and
 never lost or doubled when the worker dies between the decision's commit and the send."""
 

@@ -1,4 +1,4 @@
-"""`wqbot serve` as a user runs it: a .env of the PROTOCOL.md test values, a real socket."""
+"""`wqbot serve` as a user runs it: a .env of the official test vector's values (tests/data), a real socket."""
 
 from __future__ import annotations
 

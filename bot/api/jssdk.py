@@ -1,6 +1,6 @@
 """`POST /api/v1/jssdk/signature {"url"}`: what a page passes to `wx.config` and `wx.agentConfig`.
 
-Signature (PROTOCOL §9): sha1("jsapi_ticket=T&noncestr=N&timestamp=S&url=U"), with the corp's
+Signature (docs/wecom.md, "JS-SDK"): sha1("jsapi_ticket=T&noncestr=N&timestamp=S&url=U"), with the corp's
 jsapi_ticket for wx.config and the app's agent_config ticket for wx.agentConfig (both cached by
 the API client). U is the page URL without its #fragment. Only pages on PUBLIC_URL's or H5_URL's
 origin are signed: a signature for any other page would let it use this app's identity.

@@ -1,4 +1,4 @@
-"""POST /api/v1/notifications and GET /api/v1/notifications/{id} (CONTRACT §3)."""
+"""POST /api/v1/notifications and GET /api/v1/notifications/{id} (docs/api.md, "Notifications")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/api/v1/org/*` (CONTRACT §2): the directory as 微签 reads it. Bearer `WEIQIAN_API_TOKEN`.
+"""`/api/v1/org/*` (docs/api.md, "The directory"): the directory as 微签 reads it. Bearer `WEIQIAN_API_TOKEN`.
 
 - `GET /api/v1/org/departments` → `{"departments": [{id, name, parent_id, order, active}]}`
 - `GET /api/v1/org/users?cursor&limit` → `{"users": [...], "next_cursor"}`: by userid; the

@@ -1,4 +1,4 @@
-"""`POST /api/v1/tickets/validate {"ticket"}`: 微签 redeems a login ticket, once (CONTRACT §2).
+"""`POST /api/v1/tickets/validate {"ticket"}`: 微签 redeems a login ticket, once (docs/api.md, "Login tickets").
 
 200 `{"userid", "name", "departments", "account", "via"}` the first time; 410 when used,
 expired, or the member was disabled since the login; 404 for a ticket never issued.

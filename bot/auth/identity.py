@@ -40,7 +40,7 @@ def find_member(userid: str) -> Member | None:
 
 
 def identity(userid: str) -> dict | None:
-    """CONTRACT §2 ticket identity minus `via`: {"userid", "name", "departments", "account"}."""
+    """The ticket identity (docs/api.md, "Login tickets") minus `via`: {"userid", "name", "departments", "account"}."""
 
     row = User.get_or_none(User.userid == userid)
     if row is None:

@@ -1,8 +1,8 @@
 """The URLs of a login: WeCom's authorize and SSO pages, our callbacks, and where 微签 lands.
 
 WeCom compares redirect_uri's host[:port] with the app's 可信域名 character for character
-(PROTOCOL §8.1), so PUBLIC_URL is normalised first: lower-case scheme and host, and no default
-port (an explicit ":443" is pitfall 15 of PROTOCOL §10). Every parameter is percent-encoded,
+(docs/wecom.md, "OAuth and web login"), so PUBLIC_URL is normalised first: lower-case scheme and host, and no default
+port (an explicit ":443" makes WeCom refuse the redirect_uri). Every parameter is percent-encoded,
 redirect_uri included (pitfall 16), and `#wechat_redirect` stays last.
 """
 
@@ -62,7 +62,7 @@ def pc_redirect_uri(settings) -> str:
 
 
 def authorize_url(settings, state: str) -> str:
-    """In-app H5 OAuth (PROTOCOL §8.1, CONTRACT §2 `GET /oauth/h5`)."""
+    """In-app H5 OAuth (docs/wecom.md, "OAuth and web login"; `GET /oauth/h5`)."""
     params = [
         ("appid", settings.wecom_corp_id),
         ("redirect_uri", h5_redirect_uri(settings)),
@@ -75,7 +75,7 @@ def authorize_url(settings, state: str) -> str:
 
 
 def sso_url(settings, state: str) -> str:
-    """PC web login, the current link form (PROTOCOL §8.2, CONTRACT §2 `GET /wx/qrlogin`)."""
+    """PC web login, the current link form (docs/wecom.md, "OAuth and web login"; `GET /wx/qrlogin`)."""
     params = [
         ("login_type", "CorpApp"),
         ("appid", settings.wecom_corp_id),

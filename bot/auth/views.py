@@ -1,4 +1,4 @@
-"""The login routes (CONTRACT §2): /oauth/h5 → WeCom → /oauth/h5/callback → H5_URL with a ticket,
+"""The login routes (docs/api.md, "Login tickets"): /oauth/h5 → WeCom → /oauth/h5/callback → H5_URL with a ticket,
 /wx/qrlogin → WeCom QR page → /wx/login → PC_URL with a ticket, and /login choosing between them.
 
 A login is bound three ways before a code is exchanged: the `state` WeCom echoes back (random,

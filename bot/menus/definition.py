@@ -22,7 +22,7 @@ MAX_TOP, MAX_SUB = 3, 5
 TOP_NAME_BYTES, SUB_NAME_BYTES = 16, 40
 KEY_BYTES, URL_BYTES = 128, 1024
 
-# type -> the fields it carries besides name/type (PROTOCOL §5.9)
+# type -> the fields it carries besides name/type (docs/wecom.md, "Menus")
 KEYED_TYPES = (
     "click",
     "scancode_push",

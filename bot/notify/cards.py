@@ -1,4 +1,4 @@
-"""The template_card JSON WeCom gets (PROTOCOL §5.5-5.7). Pure functions: no store, no network.
+"""The template_card JSON WeCom gets (docs/wecom.md, "Messages and cards"). Pure functions: no store, no network.
 
 - approve: `button_interaction` with 同意/拒绝 (button keys `approve`/`reject`); tapping the card
   body opens the task in the H5, logged in.
@@ -9,7 +9,7 @@
 
 Every card has a `task_id` of its own per send batch (`card_id`): WeCom wants task_id unique per
 app, and a unique id also keeps `enable_duplicate_check` from swallowing a different
-notification whose text happens to be identical (PROTOCOL §10 pitfall 22).
+notification whose text happens to be identical.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bot import texts
 from bot.auth.links import h5_entry
 from store.clock import CST
 
-BATCH = 1000  # message/send touser and update_template_card userids: at most 1000 (§5.5, §5.7)
+BATCH = 1000  # message/send touser and update_template_card userids: at most 1000 (docs/wecom.md)
 DUPLICATE_CHECK_INTERVAL = 14400  # the maximum (4 h): a retried batch within it is never re-delivered
 
 # WeCom's display guidance, in characters (longer text is cut off on the phone anyway)

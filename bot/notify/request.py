@@ -1,4 +1,4 @@
-"""POST /api/v1/notifications bodies (CONTRACT §3): validated into a `NotificationRequest`.
+"""POST /api/v1/notifications bodies (docs/api.md, "Notifications"): validated into a `NotificationRequest`.
 
 Every problem raises `Invalid(field, message)`; the API answers 400 naming the field."""
 

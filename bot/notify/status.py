@@ -1,4 +1,4 @@
-"""GET /api/v1/notifications/{id}: what happened to a notification (CONTRACT §3)."""
+"""GET /api/v1/notifications/{id}: what happened to a notification (docs/api.md, "Notifications")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Updating the cards of a task that is over (message/update_template_card, PROTOCOL §5.7).
+"""Updating the cards of a task that is over (message/update_template_card, docs/wecom.md "Messages and cards").
 
 A response_code is single use. Each send batch got one from message/send that can update every
 card of that batch once (userids ≤ 1000); each tap or menu callback brings the tapping member a

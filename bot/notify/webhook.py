@@ -1,4 +1,4 @@
-"""Signed webhooks to 微签 (CONTRACT §3): `task.action` when a task is decided in chat.
+"""Signed webhooks to 微签 (docs/api.md, "The webhook"): `task.action` when a task is decided in chat.
 
     POST {WEIQIAN_WEBHOOK_URL}
     X-Wqbot-Event: task.action
@@ -66,7 +66,7 @@ def owe_action(
 ) -> str | None:
     """Record that 微签 must hear about this decision. Call inside the decision's transaction."""
     if not settings.weiqian_webhook_url:
-        return None  # CONTRACT §1: without a URL, actions are only stored
+        return None  # WEIQIAN_WEBHOOK_URL empty: actions are only stored
     delivery = str(uuid.uuid4())
     payload = {
         "event": EVENT,

@@ -80,7 +80,7 @@ def wecom_fix(e, secret_var: str = "WECOM_APP_SECRET", creds: str = "app") -> st
             return "WECOM_CORP_ID is wrong: copy 企业ID from 我的企业 → 企业信息"
         page = "管理工具 → 通讯录同步 → Secret (查看)" if creds == "contacts" else "应用管理 → 自建应用 → Secret (查看)"
         return f"{secret_var} is wrong or was reset: copy it again from {page}"
-    return getattr(e, "hint", "") or "see the WeCom error code list (PROTOCOL.md §7)"
+    return getattr(e, "hint", "") or "see the WeCom error codes in docs/wecom.md"
 
 
 def _describe(e) -> str:
@@ -121,7 +121,7 @@ class Doctor:
                     "settings",
                     False,
                     str(e),
-                    f"set {e.variable} in the environment or .env (see the 微签 admin form's label in CONTRACT §1)",
+                    f"set {e.variable} in the environment or .env (docs/configuration.md names each setting's console field)",
                 )
                 return False
         s = self.settings

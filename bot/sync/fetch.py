@@ -1,4 +1,4 @@
-"""Reading the directory from WeCom, in one of two modes (issue 5, PROTOCOL §5.2/5.3/6.1).
+"""Reading the directory from WeCom, in one of two modes (docs/sync.md; docs/wecom.md, "Directory reads").
 
 list      department/list + user/list(fetch_child=1) on each top department (the root, or each
           department whose parent is outside the visible range): every user arrives once, with

@@ -13,7 +13,7 @@ Fail-safe. If any listing call failed, creates and updates are applied and no on
 If the run would disable more than SYNC_MAX_DELETE_RATIO of the active users (or departments),
 no disable is applied and the run says why; `wqbot sync --full --force` applies them.
 
-list_id mode budget (see README "Directory sync"): membership comes from user/list_id on every
+list_id mode budget (docs/sync.md): membership comes from user/list_id on every
 run; user/get is called for new and re-membered users first, then for a rotating slice of
 ceil(users × SYNC_INTERVAL_MINUTES / (SYNC_REFRESH_HOURS × 60)) users, at most
 SYNC_DETAIL_BUDGET per run, so every user's details are refreshed within SYNC_REFRESH_HOURS.

@@ -7,7 +7,7 @@ has only the keys the source carried):
     userid, name, mobile, email, position, alias, status, main_department,
     departments: tuple of (department_id, order, is_leader) sorted by department id
 
-A field WeCom hides (mobile/email under the 2022 privacy rules, PROTOCOL §3.11) comes as None,
+A field WeCom hides (mobile/email under the 2022 privacy rules, docs/wecom.md "Privacy rules (2022)") comes as None,
 never as "": the store keeps null for it, or the OAuth value it already has.
 """
 
@@ -79,7 +79,7 @@ def user_from_api(u: dict) -> dict:
     }
 
 
-# change_contact event field -> record key (PROTOCOL §3.9)
+# change_contact event field -> record key (docs/wecom.md, "Events wqbot handles")
 _EVENT_FIELDS = {"Name": "name", "Mobile": "mobile", "Email": "email", "Position": "position", "Alias": "alias"}
 
 

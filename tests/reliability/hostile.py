@@ -1,4 +1,4 @@
-"""What the hostile-input tests (issue 10 §4) share: the whole store and queue as one comparable
+"""What the hostile-input tests (docs/reliability.md §4) share: the whole store and queue as one comparable
 snapshot, a seeded store for them to aim at, WeCom faked at its HTTP edge, and the sizes.
 
 "No state change" is measured on content, not counts: every row of every table (the migration

@@ -1,4 +1,4 @@
-"""Issue 10 §1, "Acknowledged means durable": steady traffic into real wqbot processes while
+"""docs/reliability.md §1, "Acknowledged means durable": steady traffic into real wqbot processes while
 they are killed with SIGKILL and restarted; afterwards everything that was acknowledged happened,
 exactly once.
 

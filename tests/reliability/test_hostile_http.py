@@ -1,4 +1,4 @@
-"""Issue 10 §4: hypothesis-generated requests against every outside-facing route, through the
+"""docs/reliability.md §4 (hostile input): hypothesis-generated requests against every outside-facing route, through the
 real ASGI stack (the Starlette app, and CallbackFastPath as `wqbot serve` runs it).
 
 Two properties:

@@ -1,4 +1,4 @@
-"""Issue 10 §4: a corpus of malformed encrypted payloads, each made from a valid one, sent to the
+"""docs/reliability.md §4 (hostile input): a corpus of malformed encrypted payloads, each made from a valid one, sent to the
 callback URLs (the app, and CallbackFastPath as `wqbot serve` runs it). Each gets the 4xx of the
 check it fails, with a message naming that check, changes nothing, and leaves the endpoint
 applying the next valid delivery.

@@ -1,4 +1,4 @@
-"""Issue 10 §3, "Scaled out": PostgreSQL + Redis, two `wqbot serve --no-worker` web processes and
+"""docs/reliability.md §3, "Scaled out": PostgreSQL + Redis, two `wqbot serve --no-worker` web processes and
 two `wqbot worker` processes (tests/reliability/cluster.py), with nothing killed:
 
 (a) the periodic sync runs once per SYNC_INTERVAL_MINUTES, not once per worker (each worker's

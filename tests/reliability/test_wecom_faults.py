@@ -1,4 +1,4 @@
-"""Issue 10 §2, WeCom misbehaves: a fifth of the calls to the emulator fail (-1, HTTP 500, a
+"""docs/reliability.md §2, WeCom misbehaves: a fifth of the calls to the emulator fail (-1, HTTP 500, a
 held request the client times out on, 45009, an expired token), some answers are lost after
 WeCom acted, and still:
 
