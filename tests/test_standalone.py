@@ -47,7 +47,7 @@ def test_no_tracked_file_points_outside_the_repository():
 
 
 def test_every_docs_file_the_repository_cites_exists():
-    """`docs/x.md` named anywhere (code comments, messages, docs) is a file in docs/."""
+    """Every page of docs/ named anywhere (code comments, messages, docs) exists."""
     cited: dict[str, str] = {}
     for rel in tracked_files():
         try:
