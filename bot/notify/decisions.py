@@ -20,6 +20,7 @@ from peewee import fn
 from bot import texts
 from bot.callback import replies
 from bot.queue import defer
+from settings import Settings
 from store.models import now
 from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyRecipient, NotifyTask
 
@@ -166,7 +167,7 @@ def result_label(task: NotifyTask) -> str:
     return texts.CARD_RESULT.get(task.state, texts.CARD_ALREADY_DONE)
 
 
-def tap(settings, card_id: str, userid: str, action: str, response_code: str = ""):
+def tap(settings: Settings, card_id: str, userid: str, action: str, response_code: str = ""):
     """A 同意/拒绝 tap (template_card_event). Runs in the callback's transaction; returns the reply."""
     card = NotifyCard.get_or_none(NotifyCard.card_id == card_id)
     if card is None or not card.task_id:
@@ -218,7 +219,7 @@ def tap(settings, card_id: str, userid: str, action: str, response_code: str = "
     return replies.update_button(texts.CARD_DECIDED_BY_ME[action])
 
 
-def menu(settings, card_id: str, userid: str, response_code: str = ""):
+def menu(settings: Settings, card_id: str, userid: str, response_code: str = ""):
     """The sign card's "…" menu (template_card_menu_event): keep the code, answer with the link."""
     card = NotifyCard.get_or_none(NotifyCard.card_id == card_id)
     if card is None:

@@ -21,7 +21,7 @@ from peewee import chunked, fn
 from bot.observability import metrics
 from bot.queue import defer, enqueue_outbox, outbox_task
 from bot.wecom import APIError, RateLimited, TransportError, client_for
-from settings import get_settings
+from settings import Settings, get_settings
 from store import db
 from store.models import now
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
@@ -45,7 +45,7 @@ def push(notification_id: str) -> None:
     run(notification_id, get_settings())
 
 
-def run(notification_id: str, settings, client=None) -> str:
+def run(notification_id: str, settings: Settings, client=None) -> str:
     """Push what is still queued. Returns the notification's status afterwards."""
     t = now()
     taken = (
@@ -73,7 +73,7 @@ def run(notification_id: str, settings, client=None) -> str:
         raise
 
 
-def _push(n: Notification, settings, client) -> str:
+def _push(n: Notification, settings: Settings, client) -> str:
     if not settings.wecom_enabled:
         _ensure_recipients(n)
         _fail_remaining(n.id, "WECOM_ENABLED=false: pushes are off")
@@ -112,7 +112,7 @@ def _update_cards_of(task: NotifyTask) -> None:
     enqueue_outbox()
 
 
-def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None:
+def _settle_cut_off(n: Notification, task: NotifyTask, settings: Settings, client) -> None:
     """The task ended while a batch's send was cut off (the worker died between WeCom's answer and
     recording it): its members may hold the card, and may even have decided with it. Send that
     batch again byte for byte — WeCom's duplicate check answers with the first send's result
@@ -129,7 +129,7 @@ def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None
     _update_cards_of(task)
 
 
-def _send_batches(n: Notification, settings, client, batches: list[NotifyCard]) -> None:
+def _send_batches(n: Notification, settings: Settings, client, batches: list[NotifyCard]) -> None:
     base = content.for_notification(n, "") if batches else None  # the same text on every batch
     for card in batches:
         userids = [

@@ -34,6 +34,7 @@ import peewee as pw
 
 from bot.observability import metrics
 from bot.wecom import WeComError, client_for
+from settings import Settings
 from store import clock
 from store.db import is_postgres, write_transaction
 from store.directory import Department, SyncRun, SyncState, User, UserDepartment, record_changes
@@ -106,7 +107,7 @@ def remembered_mode() -> str:
 
 # -- the run -------------------------------------------------------------------------------------------
 class Run:
-    def __init__(self, settings, *, trigger: str, full: bool, force: bool, progress, client, lease: Lease):
+    def __init__(self, settings: Settings, *, trigger: str, full: bool, force: bool, progress, client, lease: Lease):
         self.s = settings
         self.full, self.force = full, force
         self.progress_cb = progress
@@ -582,7 +583,7 @@ class Run:
 
 
 def run_sync(
-    settings, *, trigger: str = "cli", full: bool = False, force: bool = False, progress=None, client=None
+    settings: Settings, *, trigger: str = "cli", full: bool = False, force: bool = False, progress=None, client=None
 ) -> SyncRun:
     """One reconciliation under the lease (raises `lease.Busy` if another is running)."""
     if not settings.wecom_enabled:
