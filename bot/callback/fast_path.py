@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .endpoint import CallbackEndpoint
 
 
 class CallbackFastPath:
-    def __init__(self, app: Any):
+    def __init__(self, app: ASGIApp):
         self.app = app
         self.endpoints = {
             r.path: r.endpoint

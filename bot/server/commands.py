@@ -15,6 +15,7 @@ import sys
 
 import uvicorn
 from huey.consumer import Consumer
+from starlette.types import ASGIApp
 
 from bot.app import build, create_app
 from bot.observability import logs
@@ -43,7 +44,7 @@ def _available(module: str) -> str:
     return module if importlib.util.find_spec(module) else "auto"
 
 
-def asgi_app() -> object:
+def asgi_app() -> ASGIApp:
     """uvicorn's app factory, run in every web process: the app behind `stack()`, with the heap
     frozen.
 

@@ -16,6 +16,7 @@ connections sit in an insertion-ordered (so deadline-ordered) dict that one swee
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -29,14 +30,15 @@ HEADER_TIMEOUT = 10.0  # seconds from a request's first byte (or the connection'
 MAX_HEADER_BYTES = 64 * 1024
 
 _waiting: dict[HeaderTimeoutProtocol, float] = {}  # connections whose headers are incomplete, oldest first
-_sweep: tuple | None = None  # (loop, its pending sweep); one loop per process under uvicorn, tests start more
+# (loop, its pending sweep); one loop per process under uvicorn, tests start more
+_sweep: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
 
 
 def _tick() -> float:
     return min(1.0, HEADER_TIMEOUT / 10)
 
 
-def _sweep_now(loop) -> None:
+def _sweep_now(loop: asyncio.AbstractEventLoop) -> None:
     global _sweep
     _sweep = None
     now = loop.time()
@@ -74,7 +76,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self.waiting = False
             _waiting.pop(self, None)
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         HttpToolsProtocol.connection_made(self, transport)
         self._start_waiting()
 
@@ -114,7 +116,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if self.waiting and not self.header_bytes:
             self.header_bytes = 1  # a request began in this chunk (its share of it is not counted)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
         HttpToolsProtocol.connection_lost(self, exc)
 
