@@ -41,7 +41,7 @@ class User(Model):
     mobile = pw.CharField(max_length=40, null=True)
     email = pw.CharField(max_length=255, null=True)
     position = pw.CharField(max_length=255, null=True)
-    alias = pw.CharField(max_length=255, null=True)
+    alias = pw.CharField(max_length=255, null=True)  # type: ignore[assignment]  # WeCom's 别名; shadows Model.alias()
     status = pw.SmallIntegerField(null=True)  # WeCom: 1 active, 2 disabled, 4 not activated, 5 left
     active = pw.BooleanField(default=True, index=True)
     account = pw.CharField(max_length=255, null=True, index=True)  # linked 微签 account key

@@ -5,15 +5,22 @@ the migration steps that create them; store/migrations.py runs them all in order
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import peewee as pw
 
 from .clock import now
 from .db import db
 
+if TYPE_CHECKING:
+    # peewee's stubs give a field's value type from its constructor's `null` argument (float, or
+    # float | None when null=True); a subclass of DoubleField would read as Any.
+    EpochField = pw.DoubleField
+else:
 
-class EpochField(pw.DoubleField):
-    """A moment as Unix seconds (what `store.clock.now()` gives). A double on purpose: peewee's
-    FloatField is REAL (float4) on PostgreSQL, which rounds a Unix time to 128-second steps."""
+    class EpochField(pw.DoubleField):
+        """A moment as Unix seconds (what `store.clock.now()` gives). A double on purpose: peewee's
+        FloatField is REAL (float4) on PostgreSQL, which rounds a Unix time to 128-second steps."""
 
 
 class Model(pw.Model):
