@@ -14,6 +14,7 @@ transaction rolls its counter bump back too, so there are no holes either.
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
@@ -87,6 +88,17 @@ class Change(Model):
         table_name = "directory_change"
 
 
+class SyncRunStatus(StrEnum):
+    """SyncRun.status. partial: the run ended with errors, or read an incomplete listing (and so
+    disabled no one); held: the mass-delete guard kept the disables back."""
+
+    RUNNING = "running"
+    OK = "ok"
+    PARTIAL = "partial"
+    HELD = "held"
+    FAILED = "failed"
+
+
 class SyncRun(Model):
     """One reconciliation run: what it did and why (issue 5 "Record")."""
 
@@ -95,7 +107,7 @@ class SyncRun(Model):
     full = pw.BooleanField(default=False)
     forced = pw.BooleanField(default=False)
     mode = pw.CharField(max_length=16, null=True)  # list | list_id; NULL: the run failed before it chose one
-    status = pw.CharField(max_length=16, default="running")  # running | ok | partial | held | failed
+    status = pw.CharField(max_length=16, default=SyncRunStatus.RUNNING)  # SyncRunStatus
     started_at = EpochField(default=now, index=True)
     finished_at = EpochField(null=True)
     users_seen = pw.IntegerField(default=0)

@@ -37,7 +37,7 @@ from bot.wecom import WeComError, client_for
 from settings import Settings
 from store import clock
 from store.db import is_postgres, write_transaction
-from store.directory import Department, SyncRun, SyncState, User, UserDepartment, record_changes
+from store.directory import Department, SyncRun, SyncRunStatus, SyncState, User, UserDepartment, record_changes
 
 from . import records as R
 from .apply import department_payload, overlay, rename_user, stored_record, user_payload, user_row
@@ -519,7 +519,7 @@ class Run:
 
     def execute(self) -> SyncRun:
         self._cursors: dict[str, str] = {}
-        status = "ok"
+        status = SyncRunStatus.OK
         try:
             listing = self.listing = self.fetch()
             self.record.mode = listing.mode
@@ -533,18 +533,18 @@ class Run:
             self.check_linking()
             self.errors.extend(listing.errors)
             if not listing.complete:
-                status = "partial"  # disables were held because the listing is incomplete
+                status = SyncRunStatus.PARTIAL  # disables were held because the listing is incomplete
             elif self.counts["held_disables"]:
-                status = "held"  # the mass-delete guard
+                status = SyncRunStatus.HELD  # the mass-delete guard
             elif self.errors:
-                status = "partial"
+                status = SyncRunStatus.PARTIAL
         except WeComError as e:
-            status = "failed"
+            status = SyncRunStatus.FAILED
             self.errors.append(str(e))
             self.reasons.append(f"the directory could not be read: {e}")
             log.error("directory sync failed", extra={"error": str(e)})
         except Exception as e:
-            status = "failed"
+            status = SyncRunStatus.FAILED
             self.errors.append(f"{type(e).__name__}: {e}")
             log.exception("directory sync crashed")
             raise
@@ -552,7 +552,7 @@ class Run:
             self.finish(status)
         return self.record
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: SyncRunStatus) -> None:
         r = self.record
         for k, v in self.counts.items():
             if hasattr(r, k):
