@@ -55,7 +55,7 @@ def write_transaction(database: peewee.Database | None = None) -> AbstractContex
     SQLite's busy wait is no queue: a waiter sleeps (up to 100 ms at a time) and retries, so a
     thread that commits and begins again at once keeps the lock for as long as it likes. A
     sync writing 100,000 members in back-to-back chunks on the embedded worker's thread held
-    every callback commit (on the event loop) until busy_timeout ran out (bench/soak.py). So the
+    every callback commit (on the event loop) until busy_timeout ran out (bench/README.md). So the
     writers of this process also queue for it, first come first served (_WriterQueue)."""
     d = database or db.obj
     if is_postgres(d) or d.in_transaction():

@@ -1,8 +1,8 @@
 """ASGI in front of the whole app (what `wqbot serve` serves): GET and POST on the callback URLs
 go straight to their CallbackEndpoint; everything else, lifespan included, goes to the app.
 
-Starlette's middleware and its walk over every route cost a callback ~5-10 µs of CPU and give it
-nothing: the endpoint answers every outcome itself, and an unexpected error still becomes a 500
+Starlette's middleware and its walk over every route cost a callback CPU (bench/README.md) and
+give it nothing: the endpoint answers every outcome itself, and an unexpected error still becomes a 500
 (uvicorn's). Middleware added to the app does not see these two URLs."""
 
 from __future__ import annotations

@@ -217,8 +217,8 @@ def _ensure_recipients(n: Notification) -> None:
 
 def insert_ignore(model, rows: list[dict], chunk: int = 500) -> None:
     """Multi-row INSERT … ON CONFLICT DO NOTHING of complete rows (no Python-side defaults are
-    applied). peewee spends ~0.2 ms per row building such a statement (a second for 5,000
-    recipients); here the SQL is only placeholders."""
+    applied). peewee's own insert_many is slow to build such a statement for thousands of
+    recipients (bench/README.md); here the SQL is only placeholders."""
     if not rows:
         return
     fields = [model._meta.fields[name] for name in rows[0]]

@@ -6,8 +6,8 @@ handler waiting on it, for as long as it likes. BodyTimeout gives the whole body
 seconds from the moment the app starts reading it; past that the client gets a 408, the
 connection is closed, and the app sees a disconnect (it stops, as for a client that went away).
 
-Cost: a per-request timer (call_later + cancel) measured ~2.5 µs, as much as the callback fast
-path saves, so there is none. A read in progress is an entry in an insertion-ordered dict (so
+Cost: a timer per request (call_later + cancel) would cost about as much as the callback fast
+path saves (bench/README.md), so there is none. A read in progress is an entry in an insertion-ordered dict (so
 also deadline-ordered), and one sweep a tick, scheduled only while some read is in progress,
 interrupts the expired ones. Only the body is timed: once it is complete, an app waiting on
 `receive()` for a disconnect (a streaming response) waits as long as it needs."""

@@ -56,8 +56,8 @@ log = logging.getLogger("wqbot.sync")
 CHUNK = 500
 # Embedded, the sync shares one process (one GIL) and SQLite's one write lock with the callbacks.
 # After each write chunk and each listing page it rests this many times the CPU that took, so it
-# holds at most a fifth of the process: at half of capacity, callbacks fell up to 22 s behind during
-# a 100k sync without a rest, 4.7 s with 2× (bench/soak.py). Waiting for WeCom is not CPU and earns
+# holds at most a fifth of the process: with no rest, or a shorter one, callbacks at half of capacity
+# fell seconds behind during a 100k-member sync (bench/README.md). Waiting for WeCom is not CPU and earns
 # no rest. Scaled out the sync has a worker process of its own and PostgreSQL has row locks: no rest.
 EMBEDDED_REST = 4.0
 # SyncRun counters as wqbot_sync_changes_total labels
