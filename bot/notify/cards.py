@@ -18,6 +18,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from bot import texts
 from bot.auth.links import h5_entry
@@ -72,7 +73,7 @@ def _source() -> dict:
 def _titles(c: CardContent) -> dict:
     """main_title (+ sub_title_text for a description too long for the title's subline)."""
     main = {"title": clip(c.title, TITLE_MAX)}
-    out = {"main_title": main}
+    out: dict[str, Any] = {"main_title": main}
     desc = (c.description or "").strip()
     if desc and len(desc) <= DESC_MAX:
         main["desc"] = desc

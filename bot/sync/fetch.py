@@ -155,7 +155,7 @@ def fetch_user_details(client, listing: Listing, userids: list[str], progress=No
 
     A member the app may not see (60011/60111/50002…) keeps the membership list_id gave; the
     run reports how many, so the operator can widen the app's 可见范围."""
-    stats = Counter()
+    stats: Counter[str] = Counter()
     lock = threading.Lock()
 
     def one(uid: str):
@@ -191,7 +191,7 @@ def fetch_user_details(client, listing: Listing, userids: list[str], progress=No
 
 
 def fetch_department_details(client, listing: Listing, ids: list[int]) -> dict:
-    stats = Counter()
+    stats: Counter[str] = Counter()
     for i in ids:
         try:
             listing.count("department/get")

@@ -116,7 +116,7 @@ class Run:
         self.record = SyncRun.create(trigger=trigger, full=full, forced=force, started_at=clock.now())
         self.errors: list[str] = []
         self.warnings: list[str] = []
-        self.counts = defaultdict(int)
+        self.counts: defaultdict[str, int] = defaultdict(int)
         self.reasons: list[str] = []
         self.listing: Listing | None = None
         self.rest = 0.0 if is_postgres() else EMBEDDED_REST
