@@ -14,6 +14,7 @@ transaction rolls its counter bump back too, so there are no holes either.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from enum import StrEnum
 
 import peewee as pw
@@ -173,7 +174,7 @@ def _allocate(n: int) -> int:
     return int(row[0])
 
 
-def record_changes(changes: list[tuple[str, str, dict]]) -> list[int]:
+def record_changes(changes: Sequence[tuple[str, str | int, dict]]) -> list[int]:
     """Append feed rows `(kind, id, data)` in the open transaction; returns their seqs.
 
     Call inside `db.atomic()` with the store writes they describe, so both commit or neither."""
@@ -202,7 +203,7 @@ def record_changes(changes: list[tuple[str, str, dict]]) -> list[int]:
     return list(range(first, last + 1))
 
 
-def record_change(kind: str, ref, data: dict) -> int:
+def record_change(kind: str, ref: str | int, data: dict) -> int:
     """Append one feed row in the open transaction; returns its seq."""
     return record_changes([(kind, str(ref), data)])[0]
 

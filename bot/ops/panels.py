@@ -109,7 +109,7 @@ def directory() -> dict[str, Any]:
         d["id"]: {**d, "children": [], "members": members.get(d["id"], []), "count": counts.get(d["id"], 0)}
         for d in depts
     }
-    roots = []
+    roots: list[dict[str, Any]] = []
     for d in by_id.values():
         parent = by_id.get(d["parent_id"])
         (parent["children"] if parent is not None and parent is not d else roots).append(d)

@@ -319,7 +319,7 @@ def delete_department(dept_id: int) -> list[str]:
             .where(UserDepartment.department_id == dept_id)
             .tuples()
         ]
-        changes = []
+        changes: list[tuple[str, str | int, dict]] = []
         if members:
             UserDepartment.delete().where(UserDepartment.department_id == dept_id).execute()
             for u in User.select().where(User.userid.in_(members)):
