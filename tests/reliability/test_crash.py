@@ -40,8 +40,8 @@ import time
 import httpx
 import pytest
 
-from tests import notify_support as ns
 from tests.conftest import BACKEND
+from tests.notify import support as ns
 from tests.reliability.cluster import LONG, Chaos, Cluster, Senders, card_of, killed_near
 from tests.support import app_crypto, signed
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.notify_support import AUTH
+from tests.notify.support import AUTH
 from tests.reliability import faults as F
 
 USERS, DEPARTMENTS = (2000, 60) if F.LONG else (120, 12)
@@ -200,7 +200,7 @@ def settle(w: F.World, queue) -> dict:
 def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, queue, monkeypatch):
     from bot.notify import cards
     from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
-    from tests.notify_support import app_client
+    from tests.notify.support import app_client
 
     # small batches so one notification is several message/send calls (the resume-after-failure path)
     monkeypatch.setattr(cards, "BATCH", 3)
@@ -408,7 +408,7 @@ def push_task(client, nid: str, kind: str, task_id: str, members: list[str]) -> 
 @pytest.mark.parametrize("fault", TRANSIENT_REFUSALS)
 def test_a_transient_refusal_of_message_send_is_retried_not_failed(fault, settings, store, queue):
     from store.notifications import Notification, NotifyRecipient
-    from tests.notify_support import app_client
+    from tests.notify.support import app_client
 
     with F.World(settings, users=20, departments=3) as w:
         members = active_members(w, 3)
@@ -427,7 +427,7 @@ def test_a_transient_refusal_of_message_send_is_retried_not_failed(fault, settin
 @pytest.mark.parametrize("fault", TRANSIENT_REFUSALS)
 def test_a_transient_refusal_of_a_card_update_is_retried_not_given_up(fault, settings, store, queue):
     from store.notifications import NotifyCard
-    from tests.notify_support import app_client
+    from tests.notify.support import app_client
 
     with F.World(settings, users=20, departments=3) as w:
         members = active_members(w, 3)
@@ -450,7 +450,7 @@ def test_a_lost_answer_to_a_card_update_is_not_applied_twice(settings, store, qu
     is refused (the code is single use). That refusal means the first attempt went through: wqbot
     must not fall back to the member's own ResponseCode and update that copy a second time."""
     from store.notifications import NotifyCard
-    from tests.notify_support import app_client
+    from tests.notify.support import app_client
 
     lost = {"apis": ("message/update_template_card",), "at": 1, "every": 0}
     with F.World(settings, lost_answers=lost, users=20, departments=3) as w:
@@ -484,7 +484,7 @@ def test_a_message_send_that_times_out_before_or_after_wecom_acts_is_delivered_o
     was lost), WeCom's duplicate check answers it with the first send's msgid and response code,
     and the card reaches each member once and can still be updated."""
     from store.notifications import Notification, NotifyCard
-    from tests.notify_support import app_client
+    from tests.notify.support import app_client
 
     lost = {"apis": ("message/send",), "at": 1, "every": 0} if when == "after" else None
     with F.World(settings, lost_answers=lost, users=20, departments=3) as w:

@@ -14,8 +14,8 @@ import pytest
 from bot.notify import webhook
 from store.models import Outbox
 from store.notifications import NotifyTask, WebhookAttempt, WebhookDelivery
-from tests import notify_support as ns
-from tests.notify_support import AUTH, WEBHOOK_SECRET, app_client, drain, first_card_id, notification, tap_xml
+from tests.notify import support as ns
+from tests.notify.support import AUTH, WEBHOOK_SECRET, app_client, drain, first_card_id, notification, tap_xml
 from tests.support import app_crypto, signed
 
 # fixtures from tests/notify_support.py

@@ -10,8 +10,8 @@ import pytest
 from bot.notify import Refused, resend, retry_webhook
 from store.models import Outbox
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask, WebhookDelivery
-from tests import notify_support as ns
-from tests.notify_support import AUTH, add_member, drain, first_card_id, notification, tap_xml
+from tests.notify import support as ns
+from tests.notify.support import AUTH, add_member, drain, first_card_id, notification, tap_xml
 from tests.support import app_crypto, signed
 
 fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
@@ -104,7 +104,7 @@ def test_resend_refuses_a_decided_task_and_unknown_ids(hook_settings, store, imm
 
 
 def test_retry_webhook_delivers_the_same_bytes_under_the_same_id(hook_settings, store, queue, webhook_receiver):
-    from tests.test_notify_webhook import owe
+    from tests.notify.test_notify_webhook import owe
 
     webhook_receiver.statuses = [410]  # final: not retried on its own
     did = owe(hook_settings)
@@ -135,8 +135,8 @@ def test_console_buttons_run_the_real_actions(settings, store, immediate_queue, 
 
     import settings as settings_mod
     from bot.app import create_app
-    from tests.test_admin import PASSWORD, csrf_of, login
-    from tests.test_notify_webhook import owe
+    from tests.ops.test_admin import PASSWORD, csrf_of, login
+    from tests.notify.test_notify_webhook import owe
 
     s = settings_mod.load(
         env={

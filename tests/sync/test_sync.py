@@ -9,7 +9,7 @@ import pytest
 
 from bot.sync import apply_oauth_contact, link_account, resolve_recipients, run_sync
 from store.directory import Change, Department, SyncRun, User, UserDepartment
-from tests.test_sync_fakes import FakeWeCom, count_queries, fast_client
+from tests.sync.support import FakeWeCom, count_queries, fast_client
 
 
 def sync(settings, **kw):

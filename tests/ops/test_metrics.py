@@ -74,7 +74,7 @@ def test_every_hook_shows_up(client):
 def test_queue_depth_is_read_when_scraped(client, queue, store):
     from bot.queue import defer, enqueue_outbox
     from store import db
-    from tests.test_logs import trace_probe
+    from tests.ops.test_logs import trace_probe
 
     with db.atomic():
         defer(trace_probe, word="waiting")

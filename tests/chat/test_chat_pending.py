@@ -10,10 +10,10 @@ import pytest
 
 from bot.auth.links import h5_entry
 from store.notifications import NotifyTask
-from tests.notify_support import AUTH, add_member, app_client, notification, wecom  # noqa: F401
+from tests.chat.test_chat import wecom_decrypt
+from tests.notify.support import AUTH, add_member, app_client, notification, wecom  # noqa: F401
 from tests.support import app_crypto, click, message, signed, text
-from tests.test_chat import wecom_decrypt
-from tests.test_sync_fakes import count_queries
+from tests.sync.support import count_queries
 
 LIST_LINK = "https://wqbot.example.com/oauth/h5?next=%2Fpages%2Findex%2Findex"
 

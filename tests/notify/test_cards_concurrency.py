@@ -15,9 +15,9 @@ import pytest
 from bot.callback.xml import parse
 from store import db
 from store.notifications import NotifyCard, NotifyTask, WebhookDelivery
-from tests import notify_support as ns
 from tests.conftest import BACKEND
-from tests.notify_support import AUTH, add_member, app_client, drain, notification, tap_xml
+from tests.notify import support as ns
+from tests.notify.support import AUTH, add_member, app_client, drain, notification, tap_xml
 from tests.support import app_crypto, signed
 
 # fixtures from tests/notify_support.py

@@ -9,8 +9,8 @@ from starlette.testclient import TestClient
 from bot.callback import CallbackEndpoint, CallbackFastPath
 from bot.callback.xml import parse
 from store.models import Delivery
+from tests.callback.test_callback import _bad_cases
 from tests.support import app_crypto, click, contacts_crypto, decrypt_reply, signed
-from tests.test_callback import _bad_cases
 
 
 @pytest.fixture

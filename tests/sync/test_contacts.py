@@ -12,7 +12,7 @@ from bot.wecom import reset_clients
 from store.directory import Change, Department, User, UserDepartment
 from store.models import Outbox
 from tests.support import app_crypto, contacts_crypto, message, signed
-from tests.test_sync_fakes import FakeWeCom
+from tests.sync.support import FakeWeCom
 
 _ts = [int(time.time())]
 

@@ -8,8 +8,8 @@ import json
 
 from bot.callback.xml import parse
 from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyTask, WebhookDelivery
-from tests import notify_support as ns
-from tests.notify_support import (
+from tests.notify import support as ns
+from tests.notify.support import (
     AUTH,
     add_member,
     app_client,

@@ -158,7 +158,7 @@ def _bad_cases(settings):
         )
 
     raw = base64.b64decode(parse(good_body)["Encrypt"])
-    from tests.test_crypto import _raw_encrypt
+    from tests.crypto.test_crypto import _raw_encrypt
 
     lying_len = b"R" * 16 + (5000).to_bytes(4, "big") + b"<xml/>" + settings.wecom_corp_id.encode()
     lying_len += bytes([32 - len(lying_len) % 32]) * (32 - len(lying_len) % 32)

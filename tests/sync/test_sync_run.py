@@ -13,7 +13,7 @@ from bot.sync.tasks import due, reconcile
 from bot.wecom import reset_clients
 from store import db
 from store.directory import SyncRun, User
-from tests.test_sync_fakes import FakeWeCom
+from tests.sync.support import FakeWeCom
 
 
 @pytest.fixture

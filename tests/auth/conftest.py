@@ -1,6 +1,5 @@
-"""Fixtures the login tests share (issue 7): WeCom faked with respx at its HTTP edge, and a client
-that talks to the app at PUBLIC_URL's origin. A test module loads them with
-`pytest_plugins = ["tests.login_support"]`; plain helpers are in tests/login_helpers.py.
+"""Fixtures the login tests share: WeCom faked with respx at its HTTP edge, and a client that
+talks to the app at PUBLIC_URL's origin. Plain helpers are in tests/auth/support.py.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ import pytest
 import respx
 from httpx import Response
 
-from tests.login_helpers import API, PUBLIC
+from tests.auth.support import API, PUBLIC
 
 
 @pytest.fixture
