@@ -43,9 +43,11 @@ def wecom():
 
 
 @pytest.fixture
-def login_client(app):
-    """TestClient at PUBLIC_URL's origin (so the Secure login cookie is kept), redirects not followed."""
-    from starlette.testclient import TestClient
+def login_client(settings, app):
+    """The app behind the stack `wqbot serve` runs, at PUBLIC_URL's origin (so the Secure login
+    cookie is kept), redirects not followed."""
+    from bot.server import stack
+    from tests.support import CallbackClient
 
-    with TestClient(app, base_url=PUBLIC, follow_redirects=False) as c:
+    with CallbackClient(settings, stack(app), base_url=PUBLIC, follow_redirects=False) as c:
         yield c
