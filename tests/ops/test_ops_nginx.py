@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import BACKEND, TEST_ENV
 from tests.support import wait_until_serving
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 OPENSSL = shutil.which("openssl")
 PUBLIC = "https://wq.example.com"

@@ -14,12 +14,8 @@ import pytest
 from bot.notify import webhook
 from store.models import Outbox
 from store.notifications import NotifyTask, WebhookAttempt, WebhookDelivery
-from tests import notify_support as ns
-from tests.notify_support import AUTH, WEBHOOK_SECRET, app_client, drain, first_card_id, notification, tap_xml
-from tests.support import app_crypto, signed
-
-# fixtures from tests/notify_support.py
-fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
+from tests.notify.support import AUTH, WEBHOOK_SECRET, drain, first_card_id, notification, tap_xml
+from tests.support import CallbackClient
 
 
 def owe(s, **kw) -> str:
@@ -162,12 +158,8 @@ def test_a_failed_try_schedules_the_next_in_huey(hook_settings, store, queue, we
     assert [t.id for t in queue.scheduled()] == [retry.id] and len(webhook_receiver.deliveries) == 1
 
 
-def _decide(c, s) -> None:
-    from tests.support import decrypt_reply
-
-    params, body = signed(app_crypto(s), tap_xml("lisi", first_card_id()))
-    r = c.post("/wecom/callback", params=params, content=body.encode(), headers={"content-type": "text/xml"})
-    assert r.status_code == 200 and "已同意" in decrypt_reply(app_crypto(s), r.text)
+def _decide(c) -> None:
+    assert c.deliver(tap_xml("lisi", first_card_id()))["Button"]["ReplaceName"] == "已同意"
 
 
 def test_worker_dies_between_commit_and_send_then_exactly_once(
@@ -179,10 +171,10 @@ def test_worker_dies_between_commit_and_send_then_exactly_once(
     from bot.notify import sweep
     from bot.queue import STALE_AFTER, sweep_outbox
 
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         c.post("/api/v1/notifications", json=notification(), headers=AUTH)
         drain(queue)  # the push
-        _decide(c, hook_settings)
+        _decide(c)
     assert NotifyTask.get().state == "approved"
     assert sorted(o.task for o in Outbox.select()) == ["notify.update_cards", "notify.webhook"]
     queue.storage.flush_all()  # the worker died with the tasks it had taken

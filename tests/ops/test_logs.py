@@ -9,14 +9,11 @@ import logging
 import sys
 
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Route
-from starlette.testclient import TestClient
 
 from bot.observability import logs, trace
 from bot.queue import defer, enqueue_outbox, outbox_task, register_task
 from tests.conftest import TEST_ENV
-from tests.support import app_crypto, message, signed
+from tests.support import CallbackClient, app_crypto, message, serving
 
 SECRET_VARS = (
     "WECOM_APP_SECRET",
@@ -160,7 +157,6 @@ def test_a_callback_trace_id_follows_into_its_task(captured, settings, store, im
         defer(trace_probe, word=msg["Content"])
 
     endpoint = CallbackEndpoint(app_crypto(settings), router, settings, "app")
-    app = Starlette(routes=[Route("/cb", endpoint, methods=["GET", "POST"])])
     buf = captured("json")
     seen.clear()
     created = []
@@ -174,11 +170,9 @@ def test_a_callback_trace_id_follows_into_its_task(captured, settings, store, im
 
     Outbox.create = spy
     try:
-        with TestClient(app) as c:
-            params, body = signed(app_crypto(settings), message(MsgType="text", Content="hello", MsgId=7))
-            assert c.post("/cb", params=params, content=body).status_code == 200
-            params, body = signed(app_crypto(settings), message(MsgType="text", Content="again", MsgId=8))
-            assert c.post("/cb", params=params, content=body).status_code == 200
+        with CallbackClient(settings, serving(endpoint)) as c:
+            assert c.deliver(message(MsgType="text", Content="hello", MsgId=7)) is None
+            assert c.deliver(message(MsgType="text", Content="again", MsgId=8)) is None
     finally:
         Outbox.create = orig
     assert [s["word"] for s in seen] == ["hello", "again"]

@@ -9,11 +9,7 @@ import pytest
 
 from store.models import Outbox
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
-from tests import notify_support as ns
-from tests.notify_support import AUTH, add_member, deadline_in, notification, shown_deadline
-
-# fixtures from tests/notify_support.py
-fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
+from tests.notify.support import AUTH, add_member, deadline_in, notification, shown_deadline
 
 TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]+$")
 
@@ -415,7 +411,7 @@ def test_pending_tasks_contract(client, store, immediate_queue, fake_wecom):
 
 def test_pending_tasks_query_count_does_not_grow(client, store, immediate_queue, fake_wecom):
     from bot.notify import pending_tasks
-    from tests.test_sync_fakes import count_queries
+    from tests.support import count_queries
 
     for i in range(12):
         post(client, notification(id=f"n{i}", task_id=f"T-{i}", recipients=["lisi"]))

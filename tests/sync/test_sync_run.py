@@ -10,19 +10,8 @@ import pytest
 
 from bot.sync.lease import Busy, Lease, LeaseLost
 from bot.sync.tasks import due, reconcile
-from bot.wecom import reset_clients
 from store import db
 from store.directory import SyncRun, User
-from tests.test_sync_fakes import FakeWeCom
-
-
-@pytest.fixture
-def fake(settings, store):
-    reset_clients()
-    f = FakeWeCom(settings).standard()
-    with f.mounted():
-        yield f
-    reset_clients()
 
 
 def test_two_workers_racing_the_periodic_task_one_runs(settings, fake):

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from store import login as login_store
+from tests.auth.support import add_member
 from tests.conftest import BACKEND, TEST_ENV
-from tests.login_helpers import add_member
 
 AUTH = {"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]}
 

@@ -4,9 +4,7 @@ a retry or a twin applied once, a failing handler failing only its own delivery.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from urllib.parse import urlencode
 
 from bot.callback import CallbackEndpoint, replies
 from bot.callback.router import Router
@@ -14,56 +12,10 @@ from bot.callback.xml import parse
 from bot.queue import OutboxTask, defer
 from store.models import Delivery, Outbox
 from tests.conftest import BACKEND, DATABASE_URL
-from tests.support import app_crypto, click, decrypt_reply, signed
+from tests.support import CallbackClient, app_crypto, click, serving
 
 # deferred work the tests look for in the outbox; never registered, so never run
 NOOP = OutboxTask("test.noop", lambda **kwargs: None)
-
-
-async def post(app, params: dict, body: str, on_start=None) -> tuple[int, str]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/wecom/callback",
-        "raw_path": b"/wecom/callback",
-        "query_string": urlencode(params).encode(),
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    sent, status, out = False, 0, []
-
-    async def receive():
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body.encode(), "more_body": False}
-
-    async def send(message):
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            if on_start:
-                on_start()
-        else:
-            out.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, b"".join(out).decode()
-
-
-def together(app, requests, on_start=None):
-    """Send all requests at once on one event loop (so they form groups)."""
-
-    async def main():
-        return await asyncio.gather(*(post(app, p, b, on_start) for p, b in requests))
-
-    return asyncio.run(main())
 
 
 def committed_keys() -> set[str]:
@@ -91,8 +43,10 @@ def key_of(plaintext: str) -> str:
     return "a" + hashlib.sha1(plaintext.encode()).hexdigest()
 
 
-def endpoint(settings, router):
-    return CallbackEndpoint(app_crypto(settings), router, settings, "app")
+def wecom(settings, router) -> CallbackClient:
+    """WeCom's side of an app with only `router` at the callback URL, behind the stack `wqbot serve`
+    runs; `together()` sends deliveries at once, so they form groups."""
+    return CallbackClient(settings, serving(CallbackEndpoint(app_crypto(settings), router, settings, "app")))
 
 
 def test_many_at_once_each_applied_and_answered_after_its_commit(settings, store):
@@ -105,15 +59,14 @@ def test_many_at_once_each_applied_and_answered_after_its_commit(settings, store
         defer(NOOP, user=msg.sender)
         return replies.text(f"你好 {msg.sender}")
 
-    app = endpoint(settings, router)
-    crypto = app_crypto(settings)
+    wx = wecom(settings, router)
     plains = [click("who", user=f"user{i}") for i in range(40)]
     answered_after_commit = []
-    requests = [signed(crypto, p) for p in plains]
-    results = together(app, requests, on_start=lambda: answered_after_commit.append(committed_keys()))
+    requests = [wx.sign(p) for p in plains]
+    results = wx.together(requests, on_start=lambda: answered_after_commit.append(committed_keys()))
     assert [status for status, _ in results] == [200] * 40
     for i, (_, body) in enumerate(results):
-        assert parse(decrypt_reply(crypto, body))["Content"] == f"你好 user{i}"
+        assert wx.reply_of(body)["Content"] == f"你好 user{i}"
     assert sorted(calls) == sorted(f"user{i}" for i in range(40))
     assert Delivery.select().count() == 40 and Outbox.select().count() == 40
     # each response started only when its delivery key was already committed
@@ -133,24 +86,23 @@ def test_twins_and_retries_in_one_group_are_applied_once(settings, store):
         defer(NOOP, user=msg.sender)
         return replies.text(f"第{len(calls)}次 {msg.sender}")
 
-    app = endpoint(settings, router)
-    crypto = app_crypto(settings)
+    wx = wecom(settings, router)
     earlier = click("count", user="old", CreateTime=1700000000)
-    assert together(app, [signed(crypto, earlier)])[0][0] == 200
+    assert wx.together([wx.sign(earlier)])[0][0] == 200
     first_reply = Delivery.get(Delivery.key == key_of(earlier)).reply
     twin = click("count", user="twin", CreateTime=1700000001)
     fresh = [click("count", user=f"new{i}", CreateTime=1700000002) for i in range(5)]
     # WeCom re-encrypts a retry: same plaintext, new ciphertext and signature
     batch = [
-        signed(crypto, earlier),
-        signed(crypto, twin),
-        *map(lambda p: signed(crypto, p), fresh),
-        signed(crypto, twin),
-        signed(crypto, earlier),
+        wx.sign(earlier),
+        wx.sign(twin),
+        *map(wx.sign, fresh),
+        wx.sign(twin),
+        wx.sign(earlier),
     ]
-    results = together(app, batch)
+    results = wx.together(batch)
     assert [s for s, _ in results] == [200] * len(batch)
-    contents = [parse(decrypt_reply(crypto, body))["Content"] for _, body in results]
+    contents = [wx.reply_of(body)["Content"] for _, body in results]
     assert contents[0] == contents[-1] == parse(first_reply)["Content"]  # the stored answer again
     assert contents[1] == contents[-2]  # twins share one outcome
     # Each delivery's effects are committed once. (A handler may run again for a retry, as it did
@@ -172,17 +124,16 @@ def test_a_failing_handler_fails_only_its_own_delivery(settings, store):
             raise RuntimeError("boom")
         return replies.text("ok " + msg.sender)
 
-    app = endpoint(settings, router)
-    crypto = app_crypto(settings)
+    wx = wecom(settings, router)
     users = ["a", "b", "bad", "c", "d"]
     plains = [click("maybe", user=u) for u in users]
-    results = together(app, [signed(crypto, p) for p in plains])
+    results = wx.together([wx.sign(p) for p in plains])
     assert [s for s, _ in results] == [200, 200, 500, 200, 200]
     assert "retried" in results[2][1]
     assert committed_keys() == {key_of(p) for u, p in zip(users, plains, strict=True) if u != "bad"}
     assert Outbox.select().count() == 4  # the failed delivery's deferred work was rolled back
     # WeCom retries the failed one later; once the handler works it is applied
-    assert together(app, [signed(crypto, click("maybe", user="fine"))])[0][0] == 200
+    assert wx.together([wx.sign(click("maybe", user="fine"))])[0][0] == 200
 
 
 def test_a_handler_breaking_a_constraint_fails_alone(settings, store):
@@ -196,9 +147,8 @@ def test_a_handler_breaking_a_constraint_fails_alone(settings, store):
         return replies.text("ok")
 
     Delivery.insert(key="x" * 41, kind="k").execute()
-    app = endpoint(settings, router)
-    crypto = app_crypto(settings)
-    results = together(app, [signed(crypto, click("clash", user=u)) for u in ("p", "clasher", "q")])
+    wx = wecom(settings, router)
+    results = wx.together([wx.sign(click("clash", user=u)) for u in ("p", "clasher", "q")])
     assert [s for s, _ in results] == [200, 500, 200]
     assert Delivery.select().count() == 3  # the pre-existing row, p and q
 
@@ -218,15 +168,14 @@ def test_store_thread_reconnects_after_losing_postgres(settings, store):
     def ping(msg, ctx):
         return replies.text("pong")
 
-    app = endpoint(settings, router)
-    crypto = app_crypto(settings)
-    assert together(app, [signed(crypto, click("ping", user="before"))])[0][0] == 200
+    wx = wecom(settings, router)
+    assert wx.together([wx.sign(click("ping", user="before"))])[0][0] == 200
     own = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
     db.execute_sql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> %s",
         (own,),
     )
-    statuses = [together(app, [signed(crypto, click("ping", user=f"after{i}"))])[0][0] for i in range(3)]
+    statuses = [wx.together([wx.sign(click("ping", user=f"after{i}"))])[0][0] for i in range(3)]
     assert statuses[1:] == [200, 200] and statuses[0] in (200, 500)
 
 

@@ -6,30 +6,17 @@ from __future__ import annotations
 
 import json
 
-from bot.callback.xml import parse
 from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyTask, WebhookDelivery
-from tests import notify_support as ns
-from tests.notify_support import (
+from tests.notify.support import (
     AUTH,
     add_member,
-    app_client,
     deadline_in,
     first_card_id,
     menu_xml,
     notification,
     tap_xml,
 )
-from tests.support import app_crypto, decrypt_reply, signed
-
-# fixtures from tests/notify_support.py
-fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
-
-
-def deliver(c, s, plaintext: str):
-    params, body = signed(app_crypto(s), plaintext)
-    r = c.post("/wecom/callback", params=params, content=body.encode(), headers={"content-type": "text/xml"})
-    assert r.status_code == 200, r.text
-    return parse(decrypt_reply(app_crypto(s), r.text)) if r.text else None
+from tests.support import CallbackClient
 
 
 def setup_task(c, recipients=("lisi", "wangwu", "zhaoliu"), **fields):
@@ -43,9 +30,9 @@ def setup_task(c, recipients=("lisi", "wangwu", "zhaoliu"), **fields):
 def test_first_tap_wins_others_updated_webhook_signed(
     hook_settings, store, immediate_queue, fake_wecom, webhook_receiver
 ):
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         card = setup_task(c)
-        reply = deliver(c, hook_settings, tap_xml("wangwu", card, "approve", code="RC-wangwu-1"))
+        reply = c.deliver(tap_xml("wangwu", card, "approve", code="RC-wangwu-1"))
         assert reply["MsgType"] == "update_button" and reply["Button"]["ReplaceName"] == "已同意"
         assert reply["ToUserName"] == "wangwu"
 
@@ -87,16 +74,16 @@ def test_first_tap_wins_others_updated_webhook_signed(
         assert got["action"] == {"action": "approve", "userid": "wangwu", "at": body["at"]}
 
         # a later tap changes nothing and is told so
-        late = deliver(c, hook_settings, tap_xml("lisi", card, "reject", code="RC-lisi-1"))
+        late = c.deliver(tap_xml("lisi", card, "reject", code="RC-lisi-1"))
         assert late["MsgType"] == "update_button" and late["Button"]["ReplaceName"] == "已处理"
         assert NotifyTask.get().decided_by == "wangwu" and len(webhook_receiver.deliveries) == 1
         assert len(fake_wecom.updates) == 1
 
 
 def test_reject_shows_who_rejected(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         card = setup_task(c)
-        reply = deliver(c, hook_settings, tap_xml("lisi", card, "reject"))
+        reply = c.deliver(tap_xml("lisi", card, "reject"))
         assert reply["Button"]["ReplaceName"] == "已拒绝"
         assert fake_wecom.updates[0]["button"] == {"replace_name": "已由 李四 拒绝"}
         assert json.loads(webhook_receiver.deliveries[0]["raw"])["action"] == "reject"
@@ -104,40 +91,40 @@ def test_reject_shows_who_rejected(hook_settings, store, immediate_queue, fake_w
 
 
 def test_a_non_recipient_is_refused(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         card = setup_task(c, recipients=("lisi", "wangwu"))
-        reply = deliver(c, hook_settings, tap_xml("zhaoliu", card, "approve"))
+        reply = c.deliver(tap_xml("zhaoliu", card, "approve"))
         assert reply["MsgType"] == "text" and "不是发给你的" in reply["Content"]
         assert NotifyTask.get().state == "pending"
         assert CardResponseCode.select().count() == 0
         assert fake_wecom.updates == [] and webhook_receiver.deliveries == []
         # the recipients still decide
-        assert deliver(c, hook_settings, tap_xml("lisi", card))["Button"]["ReplaceName"] == "已同意"
+        assert c.deliver(tap_xml("lisi", card))["Button"]["ReplaceName"] == "已同意"
 
 
 def test_a_redelivered_tap_is_applied_once(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         card = setup_task(c)
         xml = tap_xml("lisi", card, create_time=1764000000)
-        first = deliver(c, hook_settings, xml)
-        again = deliver(c, hook_settings, xml)  # WeCom's retry: same plaintext
+        first = c.deliver(xml)
+        again = c.deliver(xml)  # WeCom's retry: same plaintext
         assert first["Button"] == again["Button"] == {"ReplaceName": "已同意"}
         assert len(webhook_receiver.deliveries) == 1 and len(fake_wecom.updates) == 1
 
 
 def test_unknown_card_and_other_buttons(hook_settings, store, immediate_queue, fake_wecom):
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         setup_task(c)
-        reply = deliver(c, hook_settings, tap_xml("lisi", "no-such-card", "approve"))
+        reply = c.deliver(tap_xml("lisi", "no-such-card", "approve"))
         assert reply["MsgType"] == "text" and "失效" in reply["Content"]
-        assert deliver(c, hook_settings, tap_xml("lisi", first_card_id(), "something_else")) is None
+        assert c.deliver(tap_xml("lisi", first_card_id(), "something_else")) is None
         assert NotifyTask.get().state == "pending"
 
 
 def test_tap_after_the_deadline_expires_the_task(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         card = setup_task(c, deadline=deadline_in(days=-1))
-        reply = deliver(c, hook_settings, tap_xml("lisi", card))
+        reply = c.deliver(tap_xml("lisi", card))
         assert reply["Button"]["ReplaceName"] == "已过期"
         assert NotifyTask.get().state == "expired" and webhook_receiver.deliveries == []
         assert [u["button"]["replace_name"] for u in fake_wecom.updates] == ["已过期"]
@@ -147,12 +134,12 @@ def test_tap_after_the_deadline_expires_the_task(hook_settings, store, immediate
 def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immediate_queue, fake_wecom, webhook_receiver):
     """The send code updates the batch once (the decision); a later close reaches the winner's
     card through the code of their own tap, and nobody else's (their codes are spent)."""
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         card = setup_task(c)
-        deliver(c, hook_settings, tap_xml("lisi", card, "approve", code="RC-lisi-old"))
+        c.deliver(tap_xml("lisi", card, "approve", code="RC-lisi-old"))
         assert CardResponseCode.get().response_code == "RC-lisi-old"
         # one more callback from lisi's card: the newest code replaces the old one
-        deliver(c, hook_settings, tap_xml("lisi", card, "reject", code="RC-lisi-new"))
+        c.deliver(tap_xml("lisi", card, "reject", code="RC-lisi-new"))
         assert [r.response_code for r in CardResponseCode.select()] == ["RC-lisi-new"]
         assert NotifyCard.get().code_used_at is not None
         r = c.post(
@@ -167,17 +154,17 @@ def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immedia
         ]
         assert CardResponseCode.get().used_at is not None
         # late taps now get the result
-        assert deliver(c, hook_settings, tap_xml("wangwu", card))["Button"]["ReplaceName"] == "已撤销"
+        assert c.deliver(tap_xml("wangwu", card))["Button"]["ReplaceName"] == "已撤销"
 
 
 def test_2500_recipients_one_tap_three_update_calls(
     hook_settings, store, immediate_queue, fake_wecom, webhook_receiver
 ):
     people = [f"user{i:04d}" for i in range(2500)]
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         c.post("/api/v1/notifications", json=notification(recipients=people), headers=AUTH)
         cards = [s["template_card"]["task_id"] for s in fake_wecom.sends]
-        deliver(c, hook_settings, tap_xml("user1500", cards[1]))
+        c.deliver(tap_xml("user1500", cards[1]))
     sizes = sorted((u["response_code"], len(u["userids"])) for u in fake_wecom.updates)
     assert sizes == [("RC-send-1", 1000), ("RC-send-2", 999), ("RC-send-3", 500)]
     assert all("user1500" not in u["userids"] for u in fake_wecom.updates)
@@ -185,21 +172,21 @@ def test_2500_recipients_one_tap_three_update_calls(
 
 
 def test_sign_card_menu_answers_with_the_link_and_keeps_the_code(hook_settings, store, immediate_queue, fake_wecom):
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         c.post("/api/v1/notifications", json=notification(type="sign", url="/pages/sign/sign?id=T-1001"), headers=AUTH)
         card = first_card_id()
-        reply = deliver(c, hook_settings, menu_xml("lisi", card, code="RC-menu-lisi"))
+        reply = c.deliver(menu_xml("lisi", card, code="RC-menu-lisi"))
         assert reply["MsgType"] == "news"
         item = reply["Articles"]["item"]
         assert item["Url"] == "https://wqbot.example.com/oauth/h5?next=%2Fpages%2Fsign%2Fsign%3Fid%3DT-1001"
         assert CardResponseCode.get().response_code == "RC-menu-lisi"
         # a button event on a sign card decides nothing
-        assert deliver(c, hook_settings, tap_xml("lisi", card))["Button"]["ReplaceName"] == "已处理"
+        assert c.deliver(tap_xml("lisi", card))["Button"]["ReplaceName"] == "已处理"
         assert NotifyTask.get().state == "pending"
 
 
 def test_without_a_webhook_url_actions_are_only_stored(client, settings, store, immediate_queue, fake_wecom):
     card = setup_task(client)
-    deliver(client, settings, tap_xml("lisi", card))
+    client.deliver(tap_xml("lisi", card))
     assert NotifyTask.get().state == "approved" and WebhookDelivery.select().count() == 0
     assert Notification.get().id == "wq-evt-000123"

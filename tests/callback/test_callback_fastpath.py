@@ -1,5 +1,5 @@
-"""CallbackFastPath (what `wqbot serve` serves): the callback URLs skip Starlette's middleware and
-route walk, and answer exactly as through the app; everything else is the app's."""
+"""CallbackFastPath (in the stack `wqbot serve` serves): the callback URLs skip Starlette's
+middleware and route walk, and answer exactly as through the app; everything else is the app's."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from bot.callback import CallbackEndpoint, CallbackFastPath
-from bot.callback.xml import parse
+from bot.server import stack
 from store.models import Delivery
-from tests.support import app_crypto, click, contacts_crypto, decrypt_reply, signed
-from tests.test_callback import _bad_cases
+from tests.callback.test_callback import _bad_cases
+from tests.support import CONTACTS_URL, CallbackClient, click
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def both(settings, store):
     from bot.app import create_app
 
     app = create_app(settings, init_store=False)
-    with TestClient(app) as plain, TestClient(CallbackFastPath(app)) as fast:
+    with TestClient(app) as plain, CallbackClient(settings, stack(app)) as fast:
         yield plain, fast, app
 
 
@@ -49,17 +49,9 @@ def test_callbacks_are_answered_on_the_fast_path(settings, store):
     from bot.app import create_app
 
     spy = Spy(create_app(settings, init_store=False))
-    crypto = app_crypto(settings)
-    with TestClient(CallbackFastPath(spy)) as fast:
-        params, body = signed(crypto, click("help"))
-        r = fast.post("/wecom/callback", params=params, content=body)
-        assert r.status_code == 200 and "微签助手" in parse(decrypt_reply(crypto, r.text))["Content"]
-        cc = contacts_crypto(settings)
-        echostr = cc.encrypt("42")
-        r = fast.get(
-            "/wecom/contacts/callback",
-            params={"msg_signature": cc.sign("1", "2", echostr), "timestamp": "1", "nonce": "2", "echostr": echostr},
-        )
+    with CallbackClient(settings, stack(spy)) as fast:
+        assert "微签助手" in fast.deliver(click("help"))["Content"]
+        r = fast.verify("42", CONTACTS_URL)
         assert r.status_code == 200 and r.text == "42"
         assert fast.get("/healthz").json() == {"status": "ok"}
     assert Delivery.select().count() == 1
@@ -90,8 +82,6 @@ def test_behind_a_path_prefix_starlette_resolves_the_route(settings, store):
     from bot.app import create_app
 
     spy = Spy(create_app(settings, init_store=False))
-    crypto = app_crypto(settings)
-    params, body = signed(crypto, click("help"))
-    with TestClient(CallbackFastPath(spy), root_path="/bot") as fast:
-        r = fast.post("/wecom/callback", params=params, content=body)
+    with CallbackClient(settings, stack(spy), root_path="/bot") as fast:
+        r = fast.post_signed(*fast.sign(click("help")))
     assert r.status_code == 200 and [c for c in spy.calls if c[0] == "http"] == [("http", "/wecom/callback")]

@@ -10,18 +10,16 @@ import pytest
 
 from bot.auth.links import h5_entry
 from store.notifications import NotifyTask
-from tests.notify_support import AUTH, add_member, app_client, notification, wecom  # noqa: F401
-from tests.support import app_crypto, click, message, signed, text
-from tests.test_chat import wecom_decrypt
-from tests.test_sync_fakes import count_queries
+from tests.notify.support import AUTH, add_member, notification
+from tests.support import CallbackClient, click, count_queries, message, text
 
 LIST_LINK = "https://wqbot.example.com/oauth/h5?next=%2Fpages%2Findex%2Findex"
 
 
 @pytest.fixture
-def api(settings, store, immediate_queue, wecom):  # noqa: F811
-    with app_client(settings) as c:
-        yield c
+def api(immediate_queue, fake_wecom, client):
+    """The app with 微签's API and WeCom's callback; a task's card is sent as it is created."""
+    return client
 
 
 def create_task(api, n: int, user: str = "lisi", **fields) -> None:
@@ -45,11 +43,9 @@ def spread_out(task_ids: list[str]) -> None:
         NotifyTask.update(created_at=base + 900 * i).where(NotifyTask.task_id == task_id).execute()
 
 
-def ask(api, settings, plaintext: str) -> dict:
-    params, body = signed(app_crypto(settings), plaintext)
-    r = api.post("/wecom/callback", params=params, content=body.encode(), headers={"content-type": "text/xml"})
-    assert r.status_code == 200 and r.text, r.text
-    reply = wecom_decrypt(settings, r.text)
+def ask(api, plaintext: str) -> dict:
+    reply = api.deliver(plaintext)
+    assert reply is not None
     assert reply["ToUserName"] == "lisi" or reply["MsgType"] == "text"
     return reply
 
@@ -63,13 +59,13 @@ def articles(reply: dict) -> list[dict]:
 
 
 def test_no_tasks_is_a_friendly_text(api, settings):
-    reply = ask(api, settings, click("pending"))
+    reply = ask(api, click("pending"))
     assert reply["MsgType"] == "text" and reply["Content"].startswith("暂无待办")
 
 
 def test_one_task_links_to_it_logged_in(api, settings):
     create_task(api, 1, description="张三 发起了审批，请处理")
-    (a,) = articles(ask(api, settings, click("pending")))
+    (a,) = articles(ask(api, click("pending")))
     assert a["Title"] == "【待审批】合同-001"
     assert a["Description"].startswith("张三 发起了审批，请处理 · ")
     parts = urlsplit(a["Url"])
@@ -83,7 +79,7 @@ def test_thirty_tasks_show_the_newest_seven_and_how_many_more(api, settings):
         create_task(api, n, type="sign" if n % 2 else "approve")
     spread_out([f"T-{n}" for n in range(1, 31)])
     with count_queries() as q:
-        items = articles(ask(api, settings, click("pending")))
+        items = articles(ask(api, click("pending")))
     assert len(items) == 8  # WeCom's limit for a news reply
     assert [a["Title"] for a in items[:7]] == [
         f"【{'待签署' if n % 2 else '待审批'}】合同-{n:03d}" for n in range(30, 23, -1)
@@ -100,7 +96,7 @@ def test_thirty_tasks_show_the_newest_seven_and_how_many_more(api, settings):
     # the same reply for 9 tasks costs the same number of queries (no query per task)
     NotifyTask.delete().where(NotifyTask.task_id.not_in([f"T-{n}" for n in range(22, 31)])).execute()
     with count_queries() as q9:
-        items = articles(ask(api, settings, text("待办", msg_id=9)))
+        items = articles(ask(api, text("待办", msg_id=9)))
     assert items[-1]["Title"] == "还有 2 项待办，点此查看全部" and len(items) == 8
     assert len(q9) == queries_for_30
 
@@ -109,14 +105,14 @@ def test_exactly_eight_tasks_fit_without_a_more_item(api, settings):
     for n in range(1, 9):
         create_task(api, n)
     spread_out([f"T-{n}" for n in range(1, 9)])
-    items = articles(ask(api, settings, click("pending")))
+    items = articles(ask(api, click("pending")))
     assert [a["Title"] for a in items] == [f"【待审批】合同-{n:03d}" for n in range(8, 0, -1)]
 
 
 def test_text_commands_answer_like_the_click(api, settings):
     create_task(api, 1)
     for n, word in enumerate(["待办", " 待办 ", "pending", "PENDING", "ｐｅｎｄｉｎｇ", "待办！", "待我处理"], 1):
-        (a,) = articles(ask(api, settings, text(word, msg_id=n)))
+        (a,) = articles(ask(api, text(word, msg_id=n)))
         assert a["Title"] == "【待审批】合同-001", word
 
 
@@ -131,39 +127,37 @@ def test_only_my_open_tasks(api, settings):
         headers=AUTH,
     )
     assert r.status_code == 202
-    assert [a["Title"] for a in articles(ask(api, settings, click("pending")))] == ["【待审批】合同-001"]
+    assert [a["Title"] for a in articles(ask(api, click("pending")))] == ["【待审批】合同-001"]
 
 
 def test_initiator_shown_by_directory_name_when_no_description(api, settings):
     add_member("zhangsan", name="张三")
     add_member("lisi", name="李四")  # a synced directory resolves recipients: lisi must be in it
     create_task(api, 1, description=None, initiator="zhangsan")
-    (a,) = articles(ask(api, settings, click("pending")))
+    (a,) = articles(ask(api, click("pending")))
     assert a["Description"].startswith("张三 发起 · ")
 
 
 def test_a_task_without_its_own_page_opens_the_list(api, settings):
     create_task(api, 1)
     NotifyTask.update(url=None).where(NotifyTask.task_id == "T-1").execute()
-    (a,) = articles(ask(api, settings, click("pending")))
+    (a,) = articles(ask(api, click("pending")))
     assert a["Url"] == LIST_LINK
 
 
-def test_greeting_says_how_many_tasks_wait(settings, store, immediate_queue, wecom, clock):  # noqa: F811
+def test_greeting_says_how_many_tasks_wait(settings, store, immediate_queue, fake_wecom, clock):
     s = dataclasses.replace(settings, greet_on_enter=True)
-    with app_client(s) as c:
+    with CallbackClient(s) as c:
         create_task(c, 1)
         create_task(c, 2)
-        reply = ask(
-            c, s, message(FromUserName="lisi", MsgType="event", Event="enter_agent", EventKey="", AgentID=1000002)
-        )
+        reply = ask(c, message(FromUserName="lisi", MsgType="event", Event="enter_agent", EventKey="", AgentID=1000002))
     assert reply["MsgType"] == "text" and "你现在有 2 项待办" in reply["Content"]
 
 
 def test_long_titles_are_cut_to_wecoms_news_limits(api, settings):
     create_task(api, 1, description="说明" * 200)
     NotifyTask.update(title="很长的合同名" * 30).where(NotifyTask.task_id == "T-1").execute()
-    (a,) = articles(ask(api, settings, click("pending")))
+    (a,) = articles(ask(api, click("pending")))
     assert (
         len(a["Title"].encode()) <= 128 and a["Title"].startswith("【待审批】很长的合同名") and a["Title"].endswith("…")
     )

@@ -10,11 +10,9 @@ import pytest
 from bot.notify import Refused, resend, retry_webhook
 from store.models import Outbox
 from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask, WebhookDelivery
-from tests import notify_support as ns
-from tests.notify_support import AUTH, add_member, drain, first_card_id, notification, tap_xml
-from tests.support import app_crypto, signed
-
-fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
+from tests.notify import support as ns
+from tests.notify.support import AUTH, add_member, drain, first_card_id, notification, tap_xml
+from tests.support import CallbackClient
 
 
 def post(client, body):
@@ -84,15 +82,14 @@ def test_resend_reaches_a_recipient_who_joined_the_directory_since(client, store
 
 
 def test_resend_refuses_a_decided_task_and_unknown_ids(hook_settings, store, immediate_queue, fake_wecom):
-    c = ns.app_client(hook_settings)
+    c = CallbackClient(hook_settings)
     add_member("lisi")
     add_member("wangwu")
     fake_wecom.fail_sends = [
         {"errcode": 0, "errmsg": "ok", "unlicenseduser": "wangwu", "msgid": "M1", "response_code": "RC-1"}
     ]
     post(c, notification())
-    q, body = signed(app_crypto(hook_settings), tap_xml("lisi", first_card_id()))
-    assert c.post("/wecom/callback", params=q, content=body).status_code == 200
+    c.deliver(tap_xml("lisi", first_card_id()))
     assert NotifyTask.get_by_id("T-1001").state == "approved"
     with pytest.raises(Refused) as e:
         resend("wq-evt-000123")
@@ -104,7 +101,7 @@ def test_resend_refuses_a_decided_task_and_unknown_ids(hook_settings, store, imm
 
 
 def test_retry_webhook_delivers_the_same_bytes_under_the_same_id(hook_settings, store, queue, webhook_receiver):
-    from tests.test_notify_webhook import owe
+    from tests.notify.test_notify_webhook import owe
 
     webhook_receiver.statuses = [410]  # final: not retried on its own
     did = owe(hook_settings)
@@ -135,8 +132,8 @@ def test_console_buttons_run_the_real_actions(settings, store, immediate_queue, 
 
     import settings as settings_mod
     from bot.app import create_app
-    from tests.test_admin import PASSWORD, csrf_of, login
-    from tests.test_notify_webhook import owe
+    from tests.notify.test_notify_webhook import owe
+    from tests.ops.test_admin import PASSWORD, csrf_of, login
 
     s = settings_mod.load(
         env={
@@ -151,7 +148,7 @@ def test_console_buttons_run_the_real_actions(settings, store, immediate_queue, 
     try:
         add_member("lisi")
         fake_wecom.fail_sends = [{"errcode": 40056, "errmsg": "invalid agentid"}]
-        post(ns.app_client(s), notification(type="notice", task_id=None, recipients=["lisi"]))
+        post(CallbackClient(s), notification(type="notice", task_id=None, recipients=["lisi"]))
         webhook_receiver.statuses = [410]
         did = owe(s)
         assert Notification.get_by_id("wq-evt-000123").status == "failed"

@@ -1,12 +1,9 @@
-"""Helpers the sign-notification tests share (issue 6): WeCom faked at its HTTP edge with respx,
-a real webhook receiver on 127.0.0.1 that verifies signatures as 微签 would, taps as WeCom sends
-them, and a way to drain the huey queue by hand.
+"""Helpers the sign-notification tests share: WeCom faked at its HTTP edge with respx, a real
+webhook receiver on 127.0.0.1 that verifies signatures as 微签 would, taps as WeCom sends them,
+and a way to drain the huey queue by hand.
 
-Fixtures: `fake_wecom`, `webhook_receiver`, `hook_settings` (needs `webhook_receiver` beside it).
-Bind them in a test module with `fake_wecom = notify_support.fake_wecom` (pytest registers a
-fixture under the module attribute's name; an assignment, unlike an import, does not trip F811
-when a test takes it as a parameter). `wecom` and `receiver` are the same fixtures under their
-first names, for modules that import them.
+The fixtures `fake_wecom`, `webhook_receiver` and `hook_settings` (tests/conftest.py) are built
+from FakeWeCom and Receiver here.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
 import respx
 from httpx import Response
 
@@ -87,16 +83,6 @@ class FakeWeCom:
         return [u for s in self.sends for u in s["touser"].split("|")]
 
 
-@pytest.fixture
-def fake_wecom():
-    from bot.wecom import reset_clients
-
-    reset_clients()
-    with respx.mock(assert_all_called=False) as mock:
-        yield FakeWeCom(mock)
-    reset_clients()
-
-
 class Receiver:
     """微签's side of the webhook: verifies X-Wqbot-Signature over the raw body (constant time)
     and answers with the next status in `statuses` (then 200)."""
@@ -143,35 +129,6 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def webhook_receiver():
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def hook_settings(settings, webhook_receiver):
-    """Settings with WEIQIAN_WEBHOOK_URL pointing at the receiver; `get_settings()` returns them."""
-    import settings as settings_mod
-
-    s = settings_mod.load(
-        env={**TEST_ENV, "WEIQIAN_WEBHOOK_URL": webhook_receiver.url, "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET},
-        dotenv=None,
-    )
-    settings_mod.override(s)
-    yield s
-    settings_mod.override(settings)
-
-
-def app_client(s):
-    from starlette.testclient import TestClient
-
-    from bot.app import create_app
-
-    return TestClient(create_app(s, init_store=False))
 
 
 def tap_xml(
@@ -258,7 +215,3 @@ def first_card_id() -> str:
     from store.notifications import NotifyCard
 
     return NotifyCard.select().order_by(NotifyCard.batch).first().card_id
-
-
-wecom = fake_wecom  # the first names, kept for modules that import them
-receiver = webhook_receiver

@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 import settings as settings_mod
+from tests.auth.support import add_member
 from tests.browser import Browser, chromium_path
 from tests.conftest import TEST_ENV
-from tests.login_helpers import add_member
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
-"""A fake WeCom directory at the HTTP edge (respx), shared by the sync tests. No tests here."""
+"""A fake WeCom directory at the HTTP edge (respx), shared by the sync tests (and the scaled-out
+reliability run)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import re
 import threading
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
@@ -164,41 +163,3 @@ def fast_client(settings):
     from bot.wecom import WeComClient
 
     return WeComClient(settings, sleep=lambda s: None)
-
-
-class QueryLog(logging.Handler):
-    """Counts the SQL statements peewee runs (its DEBUG log), by verb and table."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.statements: list[str] = []
-
-    def emit(self, record):
-        sql = record.msg[0] if isinstance(record.msg, tuple) else str(record.getMessage())
-        self.statements.append(str(sql))
-
-    def writes(self, tables=("user", "department", "user_department", "directory_change")) -> list[str]:
-        pat = re.compile(r'^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+"(\w+)"', re.I)
-        out = []
-        for s in self.statements:
-            m = pat.match(s)
-            if m and m.group(2) in tables:
-                out.append(s)
-        return out
-
-    def __len__(self):
-        return len(self.statements)
-
-
-@contextlib.contextmanager
-def count_queries():
-    logger = logging.getLogger("peewee")
-    h = QueryLog()
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(h)
-    try:
-        yield h
-    finally:
-        logger.removeHandler(h)
-        logger.setLevel(old)

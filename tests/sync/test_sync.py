@@ -9,7 +9,8 @@ import pytest
 
 from bot.sync import apply_oauth_contact, link_account, resolve_recipients, run_sync
 from store.directory import Change, Department, SyncRun, User, UserDepartment
-from tests.test_sync_fakes import FakeWeCom, count_queries, fast_client
+from tests.support import count_queries
+from tests.sync.support import FakeWeCom, fast_client
 
 
 def sync(settings, **kw):
@@ -18,13 +19,6 @@ def sync(settings, **kw):
 
 def feed():
     return [(c.kind, c.ref) for c in Change.select().order_by(Change.seq)]
-
-
-@pytest.fixture
-def fake(settings, store):
-    f = FakeWeCom(settings).standard()
-    with f.mounted():
-        yield f
 
 
 def with_(settings, **changes):

@@ -10,8 +10,6 @@ from httpx import Response
 from bot.api.jssdk import sign, signature
 from tests.conftest import TEST_ENV
 
-pytest_plugins = ["tests.login_support"]  # fixture: wecom
-
 AUTH = {"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]}
 CORP_TICKET = "corp-jsapi-ticket-0001"
 AGENT_TICKET = "agent-config-ticket-0002"

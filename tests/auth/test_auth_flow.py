@@ -9,10 +9,8 @@ from httpx import Response
 
 import settings as settings_mod
 from store import login as login_store
+from tests.auth.support import PUBLIC, add_member, query, start, ticket_of, userinfo
 from tests.conftest import TEST_ENV
-from tests.login_helpers import PUBLIC, add_member, query, start, ticket_of, userinfo
-
-pytest_plugins = ["tests.login_support"]  # fixtures: wecom, login_client
 
 AUTH = {"Authorization": "Bearer " + TEST_ENV["WEIQIAN_API_TOKEN"]}
 

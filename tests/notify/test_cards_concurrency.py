@@ -15,13 +15,9 @@ import pytest
 from bot.callback.xml import parse
 from store import db
 from store.notifications import NotifyCard, NotifyTask, WebhookDelivery
-from tests import notify_support as ns
 from tests.conftest import BACKEND
-from tests.notify_support import AUTH, add_member, app_client, drain, notification, tap_xml
-from tests.support import app_crypto, signed
-
-# fixtures from tests/notify_support.py
-fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
+from tests.notify.support import AUTH, add_member, drain, notification, tap_xml
+from tests.support import CallbackClient, app_crypto, signed
 
 
 def endpoint(s):
@@ -81,7 +77,7 @@ def test_second_tap_waits_on_the_row_lock_and_loses(
     commits, B's conditional UPDATE matches no row and B answers 已处理."""
     from bot.notify import decisions
 
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         cards = push(c, queue, 1)
     ep = endpoint(hook_settings)
     claimed, release = threading.Event(), threading.Event()
@@ -128,7 +124,7 @@ def test_second_tap_waits_on_the_row_lock_and_loses(
 
 def test_simultaneous_taps_on_two_workers_decide_once(hook_settings, store, queue, fake_wecom, webhook_receiver):
     rounds = 8
-    with app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         cards = push(c, queue, rounds)
     ep = endpoint(hook_settings)
     outcomes = []

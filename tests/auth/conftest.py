@@ -1,6 +1,5 @@
-"""Fixtures the login tests share (issue 7): WeCom faked with respx at its HTTP edge, and a client
-that talks to the app at PUBLIC_URL's origin. A test module loads them with
-`pytest_plugins = ["tests.login_support"]`; plain helpers are in tests/login_helpers.py.
+"""Fixtures the login tests share: WeCom faked with respx at its HTTP edge, and a client that
+talks to the app at PUBLIC_URL's origin. Plain helpers are in tests/auth/support.py.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ import pytest
 import respx
 from httpx import Response
 
-from tests.login_helpers import API, PUBLIC
+from tests.auth.support import API, PUBLIC
 
 
 @pytest.fixture
@@ -44,9 +43,11 @@ def wecom():
 
 
 @pytest.fixture
-def login_client(app):
-    """TestClient at PUBLIC_URL's origin (so the Secure login cookie is kept), redirects not followed."""
-    from starlette.testclient import TestClient
+def login_client(settings, app):
+    """The app behind the stack `wqbot serve` runs, at PUBLIC_URL's origin (so the Secure login
+    cookie is kept), redirects not followed."""
+    from bot.server import stack
+    from tests.support import CallbackClient
 
-    with TestClient(app, base_url=PUBLIC, follow_redirects=False) as c:
+    with CallbackClient(settings, stack(app), base_url=PUBLIC, follow_redirects=False) as c:
         yield c

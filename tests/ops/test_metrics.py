@@ -11,7 +11,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.observability import metrics
-from tests.support import app_crypto, message, signed
+from tests.support import message
 
 
 def samples(text: str) -> dict:
@@ -28,9 +28,9 @@ def value(text: str, name: str, **labels) -> float:
 
 def test_callbacks_are_counted_by_kind_and_outcome(client, settings):
     before = client.get("/metrics").text
-    params, body = signed(app_crypto(settings), message(MsgType="text", Content="帮助", MsgId=99, AgentID=1000002))
-    assert client.post("/wecom/callback", params=params, content=body).status_code == 200
-    assert client.post("/wecom/callback", params={**params, "msg_signature": "0" * 40}, content=body).status_code == 403
+    params, body = client.sign(message(MsgType="text", Content="帮助", MsgId=99, AgentID=1000002))
+    assert client.post_signed(params, body).status_code == 200
+    assert client.post_signed({**params, "msg_signature": "0" * 40}, body).status_code == 403
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     after = r.text
@@ -74,7 +74,7 @@ def test_every_hook_shows_up(client):
 def test_queue_depth_is_read_when_scraped(client, queue, store):
     from bot.queue import defer, enqueue_outbox
     from store import db
-    from tests.test_logs import trace_probe
+    from tests.ops.test_logs import trace_probe
 
     with db.atomic():
         defer(trace_probe, word="waiting")
