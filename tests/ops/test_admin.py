@@ -415,12 +415,12 @@ def test_readyz_without_wecom(store):
 def test_a_failing_task_is_remembered_with_its_hint(settings, store, immediate_queue):
     from bot.app import build
     from bot.ops.status import recent_errors
-    from bot.queue import huey
+    from bot.queue import enqueue, outbox_task, register_task
     from bot.wecom import IPNotAllowed
 
     build(settings)  # as a worker does: subscribes the failure hook
 
-    @huey.task(name="tests.admin.failing")
+    @outbox_task("tests.admin.failing", retries=0)
     def failing():
         raise IPNotAllowed(
             60020,
@@ -430,8 +430,9 @@ def test_a_failing_task_is_remembered_with_its_hint(settings, store, immediate_q
             ip="203.0.113.9",
         )
 
-    failing()
-    failing()
+    register_task(failing)
+    enqueue(failing)
+    enqueue(failing)
     [e] = recent_errors()
     assert e.source == "tests.admin.failing" and "60020" in e.message and e.hint == "add 203.0.113.9 to 企业可信IP"
     assert e.count == 2 and e.trace_id
