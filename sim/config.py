@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from settings import read_dotenv
@@ -156,7 +157,8 @@ class SimConfig:
             v = (source.get(name) or "").strip()
             return v
 
-        values, sources = {}, {}
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         mapping = {
             "corp_id": "WECOM_CORP_ID",
             "agent_id": "WECOM_AGENT_ID",

@@ -114,7 +114,7 @@ def consume_state(secret_key: str, state: str, flow: str, browser_id: str | None
         .execute()
     )
     record = OAuthState.get_or_none(OAuthState.state_hash == key)
-    if won == 1:
+    if won == 1 and record is not None:
         return record
     if record is None:
         raise StateRefused("unknown")

@@ -10,6 +10,7 @@ from bot.api.common import APIError, endpoint, json_body
 from bot.notify import intake, status
 from bot.notify.request import Invalid, parse
 from bot.notify.status import describe
+from settings import Settings
 
 
 def _accept(req, fp):
@@ -21,7 +22,7 @@ def _accept(req, fp):
 
 
 @endpoint
-async def create_notification(request, settings):
+async def create_notification(request, settings: Settings):
 
     body = await json_body(request)
     try:
@@ -33,7 +34,7 @@ async def create_notification(request, settings):
 
 
 @endpoint
-async def get_notification(request, settings):
+async def get_notification(request, settings: Settings):
 
     # POST trims surrounding white space off the id it stores, so the same id reads it back here.
     nid = request.path_params["id"].strip()
@@ -45,7 +46,7 @@ async def get_notification(request, settings):
     return JSONResponse(info)
 
 
-def routes(settings) -> list[Route]:
+def routes(settings: Settings) -> list[Route]:
     return [
         Route("/api/v1/notifications", create_notification, methods=["POST"]),
         Route("/api/v1/notifications/{id:path}", get_notification, methods=["GET"]),

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bot.api.common import APIError, endpoint
+from settings import Settings
 from store.directory import Change, Department, User, UserDepartment
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -123,12 +124,12 @@ def _changes(after: int, limit: int) -> dict:
 
 
 @endpoint
-async def departments(request, settings):
+async def departments(request, settings: Settings):
     return JSONResponse(await run_in_threadpool(_departments))
 
 
 @endpoint
-async def users(request, settings):
+async def users(request, settings: Settings):
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     after = decode_cursor(cursor) if cursor else None
@@ -136,13 +137,13 @@ async def users(request, settings):
 
 
 @endpoint
-async def changes(request, settings):
+async def changes(request, settings: Settings):
     after = _int_param(request, "after", 0, 0, SEQ_MAX)
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     return JSONResponse(await run_in_threadpool(_changes, after, limit))
 
 
-def routes(settings) -> list[Route]:
+def routes(settings: Settings) -> list[Route]:
     return [
         Route("/api/v1/org/departments", departments, methods=["GET"]),
         Route("/api/v1/org/users", users, methods=["GET"]),

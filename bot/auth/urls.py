@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
+from settings import Settings
+
 H5_CALLBACK = "/oauth/h5/callback"
 PC_CALLBACK = "/wx/login"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -27,12 +29,12 @@ def _normalise(url: str) -> tuple[str, str, str]:
     return scheme, netloc, parts.path.rstrip("/")
 
 
-def public_base(settings) -> str:
+def public_base(settings: Settings) -> str:
     scheme, netloc, path = _normalise(settings.public_url)
     return f"{scheme}://{netloc}{path}"
 
 
-def public_host(settings) -> str:
+def public_host(settings: Settings) -> str:
     """host[:port] as the WeCom console wants it in 可信域名 / 授权回调域 (no scheme)."""
     return _normalise(settings.public_url)[1]
 
@@ -53,15 +55,15 @@ def _query(params: list[tuple[str, str]]) -> str:
     return urlencode(params, quote_via=quote, safe="")
 
 
-def h5_redirect_uri(settings) -> str:
+def h5_redirect_uri(settings: Settings) -> str:
     return public_base(settings) + H5_CALLBACK
 
 
-def pc_redirect_uri(settings) -> str:
+def pc_redirect_uri(settings: Settings) -> str:
     return public_base(settings) + PC_CALLBACK
 
 
-def authorize_url(settings, state: str) -> str:
+def authorize_url(settings: Settings, state: str) -> str:
     """In-app H5 OAuth (docs/wecom.md, "OAuth and web login"; `GET /oauth/h5`)."""
     params = [
         ("appid", settings.wecom_corp_id),
@@ -74,7 +76,7 @@ def authorize_url(settings, state: str) -> str:
     return f"{settings.wecom_oauth_base}/connect/oauth2/authorize?{_query(params)}#wechat_redirect"
 
 
-def sso_url(settings, state: str) -> str:
+def sso_url(settings: Settings, state: str) -> str:
     """PC web login, the current link form (docs/wecom.md, "OAuth and web login"; `GET /wx/qrlogin`)."""
     params = [
         ("login_type", "CorpApp"),

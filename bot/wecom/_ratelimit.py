@@ -26,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from settings import Settings
+
 log = logging.getLogger("wqbot.wecom")
 
 GRANT_TTL = 1.0  # seconds a batch taken from Redis may be spent locally
@@ -37,7 +39,7 @@ class Limits:
     per_hour: int = 120000
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings: Settings) -> "Limits":
         return cls(
             getattr(settings, "wecom_rate_limit_per_min", cls.per_min),
             getattr(settings, "wecom_rate_limit_per_hour", cls.per_hour),

@@ -123,7 +123,7 @@ def test_a_second_copy_of_the_periodic_sync_in_the_same_interval_does_not_sync_a
     from bot.sync.tasks import reconcile
     from bot.wecom import reset_clients
     from store.directory import SyncRun
-    from tests.test_sync_fakes import FakeWeCom
+    from tests.sync.support import FakeWeCom
 
     s = dataclasses.replace(settings, sync_interval_minutes=10)
     monkeypatch.setattr(settings_mod, "_current", s)
