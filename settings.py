@@ -1,4 +1,4 @@
-"""wqbot settings (CONTRACT §1): read once from the environment and `.env`, validated up front.
+"""wqbot settings (docs/configuration.md): read once from the environment and `.env`, validated up front.
 
 `get_settings()` is the one place the process reads its configuration. A missing or malformed
 value raises `SettingsError`, whose message names the variable; the CLI prints that one line
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from bot.crypto import decode_aes_key
@@ -27,7 +29,7 @@ def read_dotenv(path: str | os.PathLike = ".env") -> dict[str, str]:
     p = Path(path)
     if not p.is_file():
         return {}
-    out = {}
+    out: dict[str, str] = {}
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -161,7 +163,7 @@ def _csv(v: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in v.split(",") if s.strip())
 
 
-def _opt(name, default, parse):
+def _opt(name: str, default: str | None, parse: Callable[[str], Any]) -> Any:
     return field(default=None, metadata={"env": name, "default": default, "parse": parse})
 
 
@@ -196,7 +198,7 @@ class Settings:
     sync_refresh_hours: int = _opt("SYNC_REFRESH_HOURS", "24", _positive_int)  # list_id mode: details age cap
     sync_detail_budget: int = _opt("SYNC_DETAIL_BUDGET", "5000", _positive_int)  # list_id mode: user/get per run
     greet_on_enter: bool = _opt("WQBOT_GREET_ON_ENTER", "false", _bool)
-    admin_userids: tuple = _opt("ADMIN_USERIDS", "", _csv)
+    admin_userids: tuple[str, ...] = _opt("ADMIN_USERIDS", "", _csv)
     admin_password: str = _opt("ADMIN_PASSWORD", "", _str)
     log_format: str = _opt("WQBOT_LOG_FORMAT", "json", _str)
     # Client-side ceilings per WeCom API per corp, any rolling minute / hour (WeCom: 10,000 / 150,000).
@@ -215,7 +217,7 @@ class Settings:
     @property
     def secret_values(self) -> tuple[str, ...]:
         """Every configured secret value, for the log redaction filter."""
-        out = []
+        out: list[str] = []
         for f in fields(self):
             if f.metadata["env"] in _SECRET:
                 v = getattr(self, f.name)
@@ -224,7 +226,7 @@ class Settings:
         return tuple(out)
 
     def masked(self) -> dict[str, str]:
-        out = {}
+        out: dict[str, str] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             name = f.metadata["env"]
@@ -239,7 +241,7 @@ def load(env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = "
     """Build Settings from `env` (default: os.environ) over the `.env` file; the environment wins."""
     source = dict(read_dotenv(dotenv)) if dotenv else {}
     source.update(os.environ if env is None else env)
-    values = {}
+    values: dict[str, Any] = {}
     for f in fields(Settings):
         meta = f.metadata
         name = meta["env"]

@@ -10,8 +10,8 @@ token). In this process, each round measures, in turn:
                in-process rate limiter, errcode check (the embedded setup)
   ours-redis   the same with the deployment's shared parts on Redis (QUEUE_URL=redis://…):
                token memo in front of Redis, the Redis rate limiter (batched)
-  bare-async   httpx.AsyncClient.get(...).json() with N concurrent coroutines (what the issue
-               names; a different concurrency model, shown for reference)
+  bare-async   httpx.AsyncClient.get(...).json() with N concurrent coroutines (the usual async
+               baseline; a different concurrency model, shown for reference)
 
 The client is synchronous (huey worker threads, the CLI), so the like-for-like ratio is
 ours / bare-sync. Per-call time is wall time / calls (throughput at that concurrency); the median of

@@ -56,7 +56,7 @@ PG_ADMIN = os.environ.get("WQBOT_BENCH_PG", "postgresql://postgres@127.0.0.1:543
 REDIS_URL = os.environ.get("WQBOT_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 CORP = "ww1a2b3c4d5e6f7a8b"
-# The test triple of PROTOCOL.md §2.4 (the same values the tests sign with); nothing here is secret.
+# The own-V test triple of tests/data/wecom_vectors.json (the same values the tests sign with); nothing here is secret.
 ENV = {
     "WECOM_CORP_ID": CORP,
     "WECOM_AGENT_ID": "1000002",
@@ -95,7 +95,7 @@ def click_plain(i: int, salt: str) -> str:
 
 
 def change_plain(i: int, salt: str) -> str:
-    """change_contact/update_user, the shape of PROTOCOL.md's V2 vector, one new UserID each."""
+    """change_contact/update_user, the shape of the V2 test vector, one new UserID each."""
     return (
         f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
         f"<CreateTime>{1700000000 + i}</CreateTime><MsgType><![CDATA[event]]></MsgType>"

@@ -1,6 +1,6 @@
 """The callback loads of bench/callback.py: plaintext WeCom callbacks, every one a new delivery.
 
-- help     `help` menu clicks, each from a new FromUserName (the load of the issue-2 tables)
+- help     `help` menu clicks, each from a new FromUserName (the benchmark's original load)
 - unknown  menu clicks whose key no handler knows (a stale menu), keys from UNKNOWN_KEYS
 - mixed    what a working day looks like, in 20-callback cycles (MIX):
            40 % clicks: help, pending (待我处理: the member's open tasks) and unknown keys;

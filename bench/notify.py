@@ -1,4 +1,4 @@
-"""Sign-notification benchmark (issue 6), end to end against the `sim` WeCom emulator.
+"""Sign-notification benchmark, end to end against the `sim` WeCom emulator.
 
 Three processes on loopback: the emulator (`wqbot sim`, 5,200 members, callbacks to wqbot),
 wqbot (`wqbot serve`: SQLite store + embedded queue with its in-process worker; or with
@@ -26,7 +26,7 @@ Baselines measured in the same run, on the same processes:
     python -m bench.notify --backend pg    # PostgreSQL + Redis, separate worker process
     python -m bench.notify --samples 21 --recipients 5000
 
-Targets (issue 6): fan-out ≤ 2 s, tap-to-webhook p50 ≤ 200 ms. The machine has 2 cores shared
+Targets: fan-out ≤ 2 s, tap-to-webhook p50 ≤ 200 ms. The machine has 2 cores shared
 with other developers' work: absolute times move with their load; the ratios less so.
 """
 

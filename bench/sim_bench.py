@@ -1,4 +1,4 @@
-"""The emulator's own benchmark (issue 4), so later sync/notify benchmarks know it is not their
+"""The emulator's own benchmark, so later sync/notify benchmarks know it is not their
 bottleneck.
 
 1. generation   100,000 members / 10,000 departments: seconds and peak RSS, in a fresh process,

@@ -1,4 +1,4 @@
-"""The long version of issue 10's reliability checks, in one command.
+"""The long version of the reliability checks (docs/reliability.md), in one command.
 
     python -m bench.soak                 # the reliability suite, long form, both backends; then the load
     python -m bench.soak suite           # only: pytest tests/reliability -m "slow or not slow", both backends
@@ -7,7 +7,7 @@
 
 suite  `pytest tests/reliability -m "slow or not slow"` with WQBOT_RELIABILITY_SCALE=long, once with
        WQBOT_TEST_BACKEND=sqlite and once with pg; pass/fail and the pytest summary of each.
-load   (issue 10 §5) per setup: embedded (`wqbot serve`: SQLite + huey SQLite, the worker in-process)
+load   (docs/reliability.md §5) per setup: embedded (`wqbot serve`: SQLite + huey SQLite, the worker in-process)
        and scaled out (PostgreSQL + Redis: `wqbot serve --workers 2 --no-worker` + 2 `wqbot worker`):
        1. a fresh store; the `wqbot sim` emulator serves a generated directory (100,000 members,
           10,000 departments by default; one emulator for both setups);
@@ -81,7 +81,7 @@ CREDENTIALS = {
 }
 CREDENTIALS["WECOM_CONTACTS_SECRET"] = "bench-contacts-secret"
 LEAK_GROWTH = 0.10
-WECOM_DEADLINE = 5.0  # seconds: WeCom's wait for a callback's answer (PROTOCOL.md)
+WECOM_DEADLINE = 5.0  # seconds: WeCom's wait for a callback's answer (docs/wecom.md, "Callback delivery")
 
 
 def log(msg: str) -> None:

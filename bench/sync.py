@@ -1,4 +1,4 @@
-"""Directory sync benchmark (issue 5): 100,000 members / 2,000 departments served by the `sim`
+"""Directory sync benchmark: 100,000 members / 2,000 departments served by the `sim`
 WeCom emulator (its own process, on loopback), synced by wqbot with the WeCom client's rate
 limiter at its production defaults, on SQLite and on PostgreSQL, in list and list_id mode.
 

@@ -4,8 +4,8 @@
     app = create_app(SimConfig(users=50, departments=8, callback_url="http://127.0.0.1:8000/wecom/callback"))
 
 `wqbot sim` serves it under uvicorn; `wqbot demo` tours wqbot against it. The facts it plays
-(paths, JSON fields, errcodes, quotas) come from ../shared/wecom/PROTOCOL.md; where the two
-disagree, PROTOCOL.md wins and the emulator is the bug.
+(paths, JSON fields, errcodes, quotas) are the ones docs/wecom.md states; where the two
+disagree, docs/wecom.md wins and the emulator is the bug.
 """
 
 from .config import SimConfig

@@ -123,7 +123,7 @@ async def handle(request: Request) -> Response:
     if spec is None:
         return finish(
             Response(
-                f"sim: no WeCom API at /cgi-bin/{name} (see README: The WeCom emulator)",
+                f"sim: no WeCom API at /cgi-bin/{name} (see docs/sim.md)",
                 404,
                 media_type="text/plain; charset=utf-8",
             ),

@@ -43,7 +43,7 @@ def banner(cfg: SimConfig, url: str, generated_in: float, n_users: int, n_depts:
     lines = [
         f"wqbot sim: WeCom emulator for {cfg.corp_name} at {url}",
         f"  directory: {n_users} members, {n_depts} departments (seed {cfg.seed}, generated in {generated_in:.2f} s)",
-        f'  control API: {url}/sim   (README: "The WeCom emulator (wqbot sim)")',
+        f"  control API: {url}/sim   (docs/sim.md)",
         f"  app callback:      {cfg.callback_url or '(none: set --callback-url to receive events and send cards)'}",
         f"  contacts callback: {cfg.contacts_callback_url or '(none: change_contact goes to the app callback)'}",
         f"  OAuth 可信域名: {cfg.redirect_domain}",

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from settings import read_dotenv
@@ -79,15 +80,15 @@ class SimConfig:
     token_expires_in: int = 7200
     code_ttl: int = 300  # OAuth / QR-login codes: 5 minutes, single use
     user_ticket_ttl: int = 1800
-    response_code_ttl: int = 24 * 3600  # PROTOCOL §3.6: design for ≤ 24 h
+    response_code_ttl: int = 24 * 3600  # WeCom says 24 h or 72 h (docs/wecom.md): design for ≤ 24 h
     # apps created after 2022-06-20: user/get and user/list omit mobile, email, gender, avatar…
     hide_private: bool = False
     # 通讯录同步 secret from a server IP first used after 2022-08-15: detail reads answer 48009
     contacts_new_ip: bool = False
-    # 通讯录同步 callbacks configured after 2022-08-15 carry IDs only (PROTOCOL §3.9)
+    # 通讯录同步 callbacks configured after 2022-08-15 carry IDs only (docs/wecom.md, "Events wqbot handles")
     ids_only_callbacks: bool = False
 
-    # -- quotas (PROTOCOL §6.3): per corp, per API --------------------------------------
+    # -- quotas (docs/wecom.md, "Quotas"): per corp, per API --------------------------------------
     quota_per_minute: int = 10_000
     quota_per_hour: int = 150_000
     # path (without /cgi-bin/) -> {"per_minute": n, "per_hour": n}
@@ -156,7 +157,8 @@ class SimConfig:
             v = (source.get(name) or "").strip()
             return v
 
-        values, sources = {}, {}
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         mapping = {
             "corp_id": "WECOM_CORP_ID",
             "agent_id": "WECOM_AGENT_ID",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import overload
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,7 +17,7 @@ from starlette.routing import Route
 from .directory import Department, DirectoryError, User
 from .state import Sim
 
-CONFIG_FIELDS = {
+CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
     "hide_private": bool,
     "contacts_new_ip": bool,
     "ids_only_callbacks": bool,
@@ -84,6 +85,10 @@ async def body_of(request: Request) -> dict:
     return data
 
 
+@overload
+def _int_arg(request: Request, name: str, default: int) -> int: ...
+@overload
+def _int_arg(request: Request, name: str, default: None = None) -> int | None: ...
 def _int_arg(request: Request, name: str, default: int | None = None) -> int | None:
     v = request.query_params.get(name)
     if v is None or v == "":

@@ -1,7 +1,7 @@
 """WeCom's error answers: errcode plus an errmsg in WeCom's own style.
 
 Real errmsg text carries `, hint: [...], from ip: x.x.x.x, more info at …?e=CODE`; clients must
-branch on errcode only (PROTOCOL §5.0), so the emulator adds the same tail to keep them honest."""
+branch on errcode only (docs/wecom.md, "Server API conventions"), so the emulator adds the same tail to keep them honest."""
 
 from __future__ import annotations
 

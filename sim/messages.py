@@ -38,7 +38,7 @@ def _blen(s) -> int:
 
 
 def validate_card(card) -> None:
-    """The template_card checks WeCom makes (PROTOCOL §5.6), with its errcodes."""
+    """The template_card checks WeCom makes (docs/wecom.md, "Messages and cards"), with its errcodes."""
     if not isinstance(card, dict):
         raise WxError(40058, "template_card must be an object")
     ctype = card.get("card_type")

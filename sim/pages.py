@@ -1,6 +1,6 @@
 """Browser stand-ins for WeCom's login pages: the in-app OAuth authorize page
 (`/connect/oauth2/authorize`, WECOM_OAUTH_BASE) and the PC QR-login page (`/wwlogin/sso/login`,
-WECOM_SSO_BASE). They check the parameters the way WeCom does (PROTOCOL §8), let a person pick a
+WECOM_SSO_BASE). They check the parameters the way WeCom does (docs/wecom.md, "OAuth and web login"), let a person pick a
 member, and redirect to redirect_uri with a single-use code and the original state."""
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import threading
 import time
 
 import uvicorn
+from starlette.types import ASGIApp
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -22,7 +23,7 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 class ServerThread:
     """with ServerThread(app) as url: …  — the app answers at `url` until the block ends."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None):
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None):
         self.sock = sock or bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"

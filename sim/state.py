@@ -144,7 +144,7 @@ class Sim:
         current = self.current_tokens.get(kind)
         tok = self.tokens.get(current) if current else None
         if tok is None or tok.expires_at <= now:
-            # WeCom returns the same token while it is valid (PROTOCOL §5.1), a new one after
+            # WeCom returns the same token while it is valid (docs/wecom.md, "Tokens"), a new one after
             value = secrets.token_urlsafe(96)
             tok = Token(value, kind, now + self.cfg.token_expires_in)
             self.tokens[value] = tok

@@ -1,4 +1,4 @@
-"""Chat tables (issue 8): when each employee was last greeted on opening the app.
+"""Chat tables: when each employee was last greeted on opening the app.
 
 "At most once a day" is one conditional upsert: the row for a userid is inserted, or its day
 moved forward, only when it does not already hold today. Of two enter_agent events racing for

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import peewee
@@ -11,7 +13,7 @@ db = peewee.DatabaseProxy()
 
 # WAL lets readers run beside the one writer; NORMAL sync is durable across a process kill
 # (only an OS crash can lose the last transactions), which is what "acknowledged" needs here.
-SQLITE_PRAGMAS = {
+SQLITE_PRAGMAS: dict[str, Any] = {
     "journal_mode": "wal",
     "synchronous": "normal",
     "busy_timeout": 10000,
@@ -44,7 +46,7 @@ def is_postgres(database: peewee.Database | None = None) -> bool:
     return isinstance(d, peewee.PostgresqlDatabase)
 
 
-def write_transaction(database: peewee.Database | None = None):
+def write_transaction(database: peewee.Database | None = None) -> AbstractContextManager[Any]:
     """A transaction that will write. On SQLite it takes the write lock up front (BEGIN
     IMMEDIATE, waiting up to busy_timeout): a deferred transaction that reads and then writes
     fails at once with SQLITE_BUSY if another connection committed in between, and the busy
@@ -53,7 +55,7 @@ def write_transaction(database: peewee.Database | None = None):
     SQLite's busy wait is no queue: a waiter sleeps (up to 100 ms at a time) and retries, so a
     thread that commits and begins again at once keeps the lock for as long as it likes. A
     sync writing 100,000 members in back-to-back chunks on the embedded worker's thread held
-    every callback commit (on the event loop) until busy_timeout ran out (bench/soak.py). So the
+    every callback commit (on the event loop) until busy_timeout ran out (bench/README.md). So the
     writers of this process also queue for it, first come first served (_WriterQueue)."""
     d = database or db.obj
     if is_postgres(d) or d.in_transaction():
@@ -66,9 +68,9 @@ class _WriterQueue:
     A waiter gives up its place after `timeout` and goes on to SQLite's own busy wait, so no
     wait is longer than before."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._waiting: deque = deque()
+        self._waiting: deque[object] = deque()
         self._held = False
 
     def acquire(self, timeout: float) -> bool:
@@ -94,7 +96,7 @@ _writer_queues_guard = threading.Lock()
 
 
 @contextmanager
-def _sqlite_write(d: peewee.Database):
+def _sqlite_write(d: peewee.Database) -> Iterator[None]:
     with _writer_queues_guard:
         queue = _writer_queues.setdefault(d.database, _WriterQueue())
     queued = queue.acquire(SQLITE_PRAGMAS["busy_timeout"] / 1000)

@@ -1,6 +1,6 @@
 """The directory: departments, users, memberships, the change feed, and sync bookkeeping.
 
-Names other capabilities depend on (issue 5): `User`, `Department`, `UserDepartment`, `Change`
+Names other capabilities depend on: `User`, `Department`, `UserDepartment`, `Change`
 (the feed behind `/api/v1/org/changes`), and `record_change()` / `record_changes()`, which
 append feed rows inside the caller's transaction.
 
@@ -14,6 +14,8 @@ transaction rolls its counter bump back too, so there are no holes either.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from enum import StrEnum
 
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
@@ -41,7 +43,7 @@ class User(Model):
     mobile = pw.CharField(max_length=40, null=True)
     email = pw.CharField(max_length=255, null=True)
     position = pw.CharField(max_length=255, null=True)
-    alias = pw.CharField(max_length=255, null=True)
+    alias = pw.CharField(max_length=255, null=True)  # type: ignore[assignment]  # WeCom's 别名; shadows Model.alias()
     status = pw.SmallIntegerField(null=True)  # WeCom: 1 active, 2 disabled, 4 not activated, 5 left
     active = pw.BooleanField(default=True, index=True)
     account = pw.CharField(max_length=255, null=True, index=True)  # linked 微签 account key
@@ -75,7 +77,7 @@ class FeedCounter(Model):
 
 
 class Change(Model):
-    """The append-only change feed (CONTRACT §2 `/api/v1/org/changes`)."""
+    """The append-only change feed (`/api/v1/org/changes`, docs/api.md "The change feed")."""
 
     seq = pw.BigIntegerField(primary_key=True)
     kind = pw.CharField(max_length=32)
@@ -87,15 +89,26 @@ class Change(Model):
         table_name = "directory_change"
 
 
+class SyncRunStatus(StrEnum):
+    """SyncRun.status. partial: the run ended with errors, or read an incomplete listing (and so
+    disabled no one); held: the mass-delete guard kept the disables back."""
+
+    RUNNING = "running"
+    OK = "ok"
+    PARTIAL = "partial"
+    HELD = "held"
+    FAILED = "failed"
+
+
 class SyncRun(Model):
-    """One reconciliation run: what it did and why (issue 5 "Record")."""
+    """One reconciliation run: what it did and why (docs/sync.md)."""
 
     id = pw.AutoField()
     trigger = pw.CharField(max_length=16)  # periodic | cli | test
     full = pw.BooleanField(default=False)
     forced = pw.BooleanField(default=False)
     mode = pw.CharField(max_length=16, null=True)  # list | list_id; NULL: the run failed before it chose one
-    status = pw.CharField(max_length=16, default="running")  # running | ok | partial | held | failed
+    status = pw.CharField(max_length=16, default=SyncRunStatus.RUNNING)  # SyncRunStatus
     started_at = EpochField(default=now, index=True)
     finished_at = EpochField(null=True)
     users_seen = pw.IntegerField(default=0)
@@ -161,7 +174,7 @@ def _allocate(n: int) -> int:
     return int(row[0])
 
 
-def record_changes(changes: list[tuple[str, str, dict]]) -> list[int]:
+def record_changes(changes: Sequence[tuple[str, str | int, dict]]) -> list[int]:
     """Append feed rows `(kind, id, data)` in the open transaction; returns their seqs.
 
     Call inside `db.atomic()` with the store writes they describe, so both commit or neither."""
@@ -190,7 +203,7 @@ def record_changes(changes: list[tuple[str, str, dict]]) -> list[int]:
     return list(range(first, last + 1))
 
 
-def record_change(kind: str, ref, data: dict) -> int:
+def record_change(kind: str, ref: str | int, data: dict) -> int:
     """Append one feed row in the open transaction; returns its seq."""
     return record_changes([(kind, str(ref), data)])[0]
 

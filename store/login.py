@@ -1,4 +1,4 @@
-"""Login tables: OAuth `state` records and single-use login tickets (issue 7).
+"""Login tables: OAuth `state` records and single-use login tickets (docs/api.md, "Login tickets").
 
 Neither secret is stored as such: both are kept as HMAC-SHA256(SECRET_KEY, value), so a copy of
 the database cannot be replayed at /oauth/h5/callback or /api/v1/tickets/validate.
@@ -22,7 +22,7 @@ from .models import EpochField, Model, now
 STATE_TTL = 600  # seconds a login may take on WeCom's side (QR scan included)
 TICKET_TTL = 300  # seconds 微签 has to validate a ticket
 _ALNUM = string.ascii_letters + string.digits
-STATE_LENGTH = 43  # ~256 bits; WeCom allows a-zA-Z0-9 up to 128 bytes (PROTOCOL §8.1)
+STATE_LENGTH = 43  # ~256 bits; WeCom allows a-zA-Z0-9 up to 128 bytes (docs/wecom.md, "OAuth and web login")
 TICKET_LENGTH = 43
 FLOWS = ("h5", "pc")
 
@@ -114,7 +114,7 @@ def consume_state(secret_key: str, state: str, flow: str, browser_id: str | None
         .execute()
     )
     record = OAuthState.get_or_none(OAuthState.state_hash == key)
-    if won == 1:
+    if won == 1 and record is not None:
         return record
     if record is None:
         raise StateRefused("unknown")

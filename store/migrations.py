@@ -50,7 +50,7 @@ def _lock(db: pw.Database):
 
 CORE_STEPS: list[Step] = [("0001_core", _core), ("0002_core_double_timestamps", _core_double)]
 STEPS: list[Step] = sorted(
-    CORE_STEPS + directory.STEPS + notifications.STEPS + login.STEPS + chat.STEPS + ops.STEPS, key=lambda s: s[0]
+    [*CORE_STEPS, *directory.STEPS, *notifications.STEPS, *login.STEPS, *chat.STEPS, *ops.STEPS], key=lambda s: s[0]
 )
 assert len({sid for sid, _ in STEPS}) == len(STEPS), "two migration steps share an id"
 

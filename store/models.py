@@ -5,21 +5,43 @@ the migration steps that create them; store/migrations.py runs them all in order
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
 import peewee as pw
 
 from .clock import now
 from .db import db
 
+if TYPE_CHECKING:
+    # peewee's stubs give a field's value type from its constructor's `null` argument (float, or
+    # float | None when null=True); a subclass of DoubleField would read as Any.
+    EpochField = pw.DoubleField
+else:
 
-class EpochField(pw.DoubleField):
-    """A moment as Unix seconds (what `store.clock.now()` gives). A double on purpose: peewee's
-    FloatField is REAL (float4) on PostgreSQL, which rounds a Unix time to 128-second steps."""
+    class EpochField(pw.DoubleField):
+        """A moment as Unix seconds (what `store.clock.now()` gives). A double on purpose: peewee's
+        FloatField is REAL (float4) on PostgreSQL, which rounds a Unix time to 128-second steps."""
+
+
+if TYPE_CHECKING:
+    _M = TypeVar("_M", bound=pw.Model)
+
+    class _Select(pw.ModelSelect[_M]):
+        # peewee's stubs say .tuples() and .dicts() still yield model instances; they yield rows,
+        # whose columns only the query knows.
+        def tuples(self, as_tuple: bool = True) -> _Select[Any]: ...
+        def dicts(self, as_dict: bool = True) -> _Select[Any]: ...
 
 
 class Model(pw.Model):
     class Meta:
         database = db
         legacy_table_names = False
+
+    if TYPE_CHECKING:
+
+        @classmethod
+        def select(cls, *fields: Any) -> _Select[Self]: ...
 
 
 class SchemaMigration(Model):

@@ -1,4 +1,4 @@
-"""Sign notifications (CONTRACT §3): what 微签 asked us to send, to whom, what each card shows, the
+"""Sign notifications (docs/notifications.md): what 微签 asked us to send, to whom, what each card shows, the
 task each approve/sign card belongs to, and the webhooks owed back to 微签.
 
 - `Notification`     one row per POST /api/v1/notifications `id` (微签's idempotency key)
@@ -16,9 +16,44 @@ Times are `EpochField`s (store/models.py).
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import peewee as pw
 
 from .models import EpochField, Model, now
+
+
+class NotificationStatus(StrEnum):
+    """Notification.status: queued → sending (a worker holds the lease) → sent / partial / failed.
+    A close notification sends nothing and is done at once."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    DONE = "done"
+
+
+class TaskState(StrEnum):
+    """NotifyTask.state: the state machine of bot/notify/decisions.py."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    SIGNED = "signed"
+    WITHDRAWN = "withdrawn"
+
+
+class RecipientStatus(StrEnum):
+    """NotifyRecipient.status: queued until its batch is sent, then sent, invalid (unknown here,
+    or WeCom's invaliduser) or failed."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    INVALID = "invalid"
+    FAILED = "failed"
 
 
 class Notification(Model):
@@ -27,7 +62,7 @@ class Notification(Model):
     task_id = pw.CharField(max_length=128, null=True, index=True)
     body = pw.TextField()  # the accepted request, normalised JSON
     fingerprint = pw.CharField(max_length=64)  # sha256 of the raw request, to log a reused id
-    status = pw.CharField(max_length=16, default="queued")  # queued|sending|sent|partial|failed|done
+    status = pw.CharField(max_length=16, default=NotificationStatus.QUEUED)  # NotificationStatus
     error = pw.TextField(null=True)
     created_at = EpochField(default=now)
     sent_at = EpochField(null=True)
@@ -39,7 +74,7 @@ class Notification(Model):
 class NotifyTask(Model):
     task_id = pw.CharField(primary_key=True, max_length=128)
     kind = pw.CharField(max_length=16)  # approve | sign
-    state = pw.CharField(max_length=16, default="pending", index=True)
+    state = pw.CharField(max_length=16, default=TaskState.PENDING, index=True)  # TaskState
     state_via = pw.CharField(max_length=16, null=True)  # chat | close | deadline
     revision = pw.IntegerField(default=0)  # +1 on every transition; card updates carry it
     # +1 when a new approve/sign notification reopens a task that was over (e.g. resubmitted
@@ -65,7 +100,7 @@ class NotifyRecipient(Model):
     task_id = pw.CharField(max_length=128, null=True)
     key = pw.CharField(max_length=200)  # as 微签 sent it (a userid or a linked account key)
     userid = pw.CharField(max_length=200)  # WeCom userid; the key itself when it is unknown here
-    status = pw.CharField(max_length=16, default="queued")  # queued | sent | invalid | failed
+    status = pw.CharField(max_length=16, default=RecipientStatus.QUEUED)  # RecipientStatus
     reason = pw.TextField(null=True)
     card = pw.CharField(max_length=128, null=True)  # NotifyCard.card_id of its batch
     round = pw.IntegerField(default=1)

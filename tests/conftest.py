@@ -5,6 +5,10 @@ Each test session gets its own PostgreSQL database and its own huey queue name, 
 on one machine never see each other's rows or tasks; both are dropped at the end.
 The environment is set here, before any wqbot module is imported, because the huey instance
 is built from QUEUE_URL at import time.
+
+Fixtures are shared one way, through conftest.py files: this one has what tests in several
+folders use, a folder's own conftest.py what only its tests use. Helpers that are not fixtures
+are plain modules: tests/support.py (signed callbacks, `CallbackClient`), tests/<folder>/support.py.
 """
 
 from __future__ import annotations
@@ -189,10 +193,13 @@ def app(settings, store):
 
 
 @pytest.fixture
-def client(app):
-    from starlette.testclient import TestClient
+def client(settings, app):
+    """The app behind the stack `wqbot serve` runs, with WeCom's side of the callback URLs
+    (tests/support.py `CallbackClient`)."""
+    from bot.server import stack
+    from tests.support import CallbackClient
 
-    with TestClient(app) as c:
+    with CallbackClient(settings, stack(app)) as c:
         yield c
 
 
@@ -229,3 +236,46 @@ def clock(monkeypatch):
     pinned = PinnedClock(time.time())
     monkeypatch.setattr(store_clock, "_source", pinned)
     return pinned
+
+
+# -- WeCom's message API and 微签's webhook receiver, for the notification tests and those that
+# create notifications on their way (chat, reliability); see tests/notify/support.py
+
+
+@pytest.fixture
+def fake_wecom():
+    """message/send and update_template_card faked with respx, every call recorded."""
+    import respx
+
+    from bot.wecom import reset_clients
+    from tests.notify.support import FakeWeCom
+
+    reset_clients()
+    with respx.mock(assert_all_called=False) as mock:
+        yield FakeWeCom(mock)
+    reset_clients()
+
+
+@pytest.fixture
+def webhook_receiver():
+    """微签's webhook receiver, for real on 127.0.0.1: verifies the signature as 微签 would."""
+    from tests.notify.support import Receiver
+
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def hook_settings(settings, webhook_receiver):
+    """Settings with WEIQIAN_WEBHOOK_URL pointing at the receiver; `get_settings()` returns them."""
+    import settings as settings_mod
+    from tests.notify.support import WEBHOOK_SECRET
+
+    s = settings_mod.load(
+        env={**TEST_ENV, "WEIQIAN_WEBHOOK_URL": webhook_receiver.url, "WEIQIAN_WEBHOOK_SECRET": WEBHOOK_SECRET},
+        dotenv=None,
+    )
+    settings_mod.override(s)
+    yield s
+    settings_mod.override(settings)

@@ -1,6 +1,6 @@
 """`POST /api/v1/jssdk/signature {"url"}`: what a page passes to `wx.config` and `wx.agentConfig`.
 
-Signature (PROTOCOL §9): sha1("jsapi_ticket=T&noncestr=N&timestamp=S&url=U"), with the corp's
+Signature (docs/wecom.md, "JS-SDK"): sha1("jsapi_ticket=T&noncestr=N&timestamp=S&url=U"), with the corp's
 jsapi_ticket for wx.config and the app's agent_config ticket for wx.agentConfig (both cached by
 the API client). U is the page URL without its #fragment. Only pages on PUBLIC_URL's or H5_URL's
 origin are signed: a signature for any other page would let it use this app's identity.
@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from bot.auth.urls import origin
 from bot.wecom import WeComError, client_for
+from settings import Settings
 from store import clock
 
 from .common import APIError, endpoint, json_body
@@ -35,12 +36,12 @@ def signature(ticket: str, noncestr: str, timestamp: str | int, url: str) -> str
     return hashlib.sha1(string1.encode()).hexdigest()
 
 
-def allowed_origins(settings) -> set[str]:
+def allowed_origins(settings: Settings) -> set[str]:
 
     return {o for o in (origin(settings.public_url), origin(settings.h5_url) if settings.h5_url else None) if o}
 
 
-def page_url(settings, url) -> str:
+def page_url(settings: Settings, url) -> str:
     """The URL to sign (fragment removed), or APIError 400 naming what is wrong with it."""
 
     if not isinstance(url, str) or not url:
@@ -63,7 +64,7 @@ def page_url(settings, url) -> str:
     return url
 
 
-def sign(settings, url: str, now: float | None = None, nonce: str | None = None) -> dict:
+def sign(settings: Settings, url: str, now: float | None = None, nonce: str | None = None) -> dict:
     wecom = client_for(settings)
     try:
         corp_ticket = wecom.jsapi_ticket()
@@ -93,11 +94,11 @@ def sign(settings, url: str, now: float | None = None, nonce: str | None = None)
 
 
 @endpoint
-async def jssdk_signature(request: Request, settings) -> JSONResponse:
+async def jssdk_signature(request: Request, settings: Settings) -> JSONResponse:
     body = await json_body(request)
     url = page_url(settings, body.get("url"))
     return JSONResponse(await run_in_threadpool(sign, settings, url), headers={"Cache-Control": "no-store"})
 
 
-def routes(settings) -> list[Route]:
+def routes(settings: Settings) -> list[Route]:
     return [Route("/api/v1/jssdk/signature", jssdk_signature, methods=["POST"])]

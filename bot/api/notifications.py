@@ -1,4 +1,4 @@
-"""POST /api/v1/notifications and GET /api/v1/notifications/{id} (CONTRACT §3)."""
+"""POST /api/v1/notifications and GET /api/v1/notifications/{id} (docs/api.md, "Notifications")."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from bot.api.common import APIError, endpoint, json_body
 from bot.notify import intake, status
 from bot.notify.request import Invalid, parse
 from bot.notify.status import describe
+from settings import Settings
 
 
 def _accept(req, fp):
@@ -21,7 +22,7 @@ def _accept(req, fp):
 
 
 @endpoint
-async def create_notification(request, settings):
+async def create_notification(request, settings: Settings):
 
     body = await json_body(request)
     try:
@@ -33,9 +34,10 @@ async def create_notification(request, settings):
 
 
 @endpoint
-async def get_notification(request, settings):
+async def get_notification(request, settings: Settings):
 
-    nid = request.path_params["id"]
+    # POST trims surrounding white space off the id it stores, so the same id reads it back here.
+    nid = request.path_params["id"].strip()
     if any(c < " " or c == "\x7f" for c in nid):  # never in an accepted id; PostgreSQL refuses NUL outright
         raise APIError(400, "invalid_id", "id must not contain control characters")
     info = await run_in_threadpool(describe, nid)
@@ -44,7 +46,7 @@ async def get_notification(request, settings):
     return JSONResponse(info)
 
 
-def routes(settings) -> list[Route]:
+def routes(settings: Settings) -> list[Route]:
     return [
         Route("/api/v1/notifications", create_notification, methods=["POST"]),
         Route("/api/v1/notifications/{id:path}", get_notification, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""`/api/v1/org/*` (CONTRACT §2): the directory as 微签 reads it. Bearer `WEIQIAN_API_TOKEN`.
+"""`/api/v1/org/*` (docs/api.md, "The directory"): the directory as 微签 reads it. Bearer `WEIQIAN_API_TOKEN`.
 
 - `GET /api/v1/org/departments` → `{"departments": [{id, name, parent_id, order, active}]}`
 - `GET /api/v1/org/users?cursor&limit` → `{"users": [...], "next_cursor"}`: by userid; the
@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections import defaultdict
 from datetime import datetime, timezone
 
@@ -21,19 +22,21 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bot.api.common import APIError, endpoint
+from settings import Settings
 from store.directory import Change, Department, User, UserDepartment
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+SEQ_MAX = 2**63 - 1  # seq is a signed 64-bit column: a larger `after` cannot be compared with it
 
 
 def _int_param(request, name: str, default: int, lo: int, hi: int | None = None) -> int:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise APIError(400, "invalid_parameter", f"{name} must be a whole number, not {raw[:40]!r}") from None
+    # Plain ASCII digits only: int() would also take "1_000", " 7" and other scripts' digits.
+    if not re.fullmatch(r"-?[0-9]{1,19}", raw):
+        raise APIError(400, "invalid_parameter", f"{name} must be a whole number, not {raw[:40]!r}")
+    v = int(raw)
     if v < lo or (hi is not None and v > hi):
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         raise APIError(400, "invalid_parameter", f"{name} must be {bound}")
@@ -121,12 +124,12 @@ def _changes(after: int, limit: int) -> dict:
 
 
 @endpoint
-async def departments(request, settings):
+async def departments(request, settings: Settings):
     return JSONResponse(await run_in_threadpool(_departments))
 
 
 @endpoint
-async def users(request, settings):
+async def users(request, settings: Settings):
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     after = decode_cursor(cursor) if cursor else None
@@ -134,13 +137,13 @@ async def users(request, settings):
 
 
 @endpoint
-async def changes(request, settings):
-    after = _int_param(request, "after", 0, 0)
+async def changes(request, settings: Settings):
+    after = _int_param(request, "after", 0, 0, SEQ_MAX)
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     return JSONResponse(await run_in_threadpool(_changes, after, limit))
 
 
-def routes(settings) -> list[Route]:
+def routes(settings: Settings) -> list[Route]:
     return [
         Route("/api/v1/org/departments", departments, methods=["GET"]),
         Route("/api/v1/org/users", users, methods=["GET"]),

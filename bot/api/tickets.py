@@ -1,4 +1,4 @@
-"""`POST /api/v1/tickets/validate {"ticket"}`: 微签 redeems a login ticket, once (CONTRACT §2).
+"""`POST /api/v1/tickets/validate {"ticket"}`: 微签 redeems a login ticket, once (docs/api.md, "Login tickets").
 
 200 `{"userid", "name", "departments", "account", "via"}` the first time; 410 when used,
 expired, or the member was disabled since the login; 404 for a ticket never issued.
@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bot.auth import identity
+from settings import Settings
 from store import login as login_store
 
 from .common import APIError, endpoint, json_body
@@ -23,7 +24,7 @@ log = logging.getLogger("wqbot.auth")
 MAX_TICKET = 128
 
 
-def redeem(settings, ticket: str) -> dict:
+def redeem(settings: Settings, ticket: str) -> dict:
 
     try:
         redeemed = login_store.redeem_ticket(settings.secret_key, ticket)
@@ -46,7 +47,7 @@ def redeem(settings, ticket: str) -> dict:
 
 
 @endpoint
-async def validate(request: Request, settings) -> JSONResponse:
+async def validate(request: Request, settings: Settings) -> JSONResponse:
     body = await json_body(request)
     ticket = body.get("ticket")
     if not isinstance(ticket, str) or not ticket.strip():
@@ -58,5 +59,5 @@ async def validate(request: Request, settings) -> JSONResponse:
     )
 
 
-def routes(settings) -> list[Route]:
+def routes(settings: Settings) -> list[Route]:
     return [Route("/api/v1/tickets/validate", validate, methods=["POST"])]

@@ -12,6 +12,7 @@ import threading
 import time
 
 from bot.wecom import WeComError, client_for
+from settings import Settings
 
 from .urls import public_host
 
@@ -24,7 +25,7 @@ _cache: dict[tuple, tuple[float, str | None]] = {}
 _lock = threading.Lock()
 
 
-def _key(settings) -> tuple:
+def _key(settings: Settings) -> tuple:
     return settings.wecom_api_base, settings.wecom_corp_id, settings.wecom_agent_id
 
 
@@ -40,7 +41,7 @@ def _normalise(domain: str) -> str:
     return d
 
 
-def trusted_domain(settings) -> str | None:
+def trusted_domain(settings: Settings) -> str | None:
     """The app's configured 可信域名 (as WeCom reports it), or None when unknown."""
     key = _key(settings)
     hit = _cache.get(key)
@@ -60,7 +61,7 @@ def trusted_domain(settings) -> str | None:
         return domain
 
 
-def mismatch(settings) -> str | None:
+def mismatch(settings: Settings) -> str | None:
     """The configured 可信域名 when PUBLIC_URL's host[:port] is not it; None when fine or unknown."""
     configured = trusted_domain(settings)
     if not configured:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from peewee import fn
 
 from bot.sync.apply import apply_oauth_contact
+from settings import Settings
 from store.directory import User, UserDepartment
 
 log = logging.getLogger("wqbot.auth")
@@ -40,7 +41,7 @@ def find_member(userid: str) -> Member | None:
 
 
 def identity(userid: str) -> dict | None:
-    """CONTRACT §2 ticket identity minus `via`: {"userid", "name", "departments", "account"}."""
+    """The ticket identity (docs/api.md, "Login tickets") minus `via`: {"userid", "name", "departments", "account"}."""
 
     row = User.get_or_none(User.userid == userid)
     if row is None:
@@ -65,7 +66,7 @@ def _clean(value) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def store_private_fields(settings, userid: str, detail: dict) -> str | None:
+def store_private_fields(settings: Settings, userid: str, detail: dict) -> str | None:
     """Save mobile/email from getuserdetail (source "oauth") and relink the 微签 account.
 
     The merge rules (a directory value wins; sync never nulls an OAuth value) belong to the

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from settings import Settings
 
-def h5_entry(settings, next_path: str = "/") -> str:
+
+def h5_entry(settings: Settings, next_path: str = "/") -> str:
     """`{PUBLIC_URL}/oauth/h5?next=PATH`: WeCom's in-app browser follows it, OAuth logs the
     member in, and the H5 opens at PATH. PATH is a path inside the H5 app (e.g.
     `/pages/task/task_detail?id=T-1001`); /oauth/h5 re-validates it, so a hostile value here

@@ -13,6 +13,8 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
+from settings import Settings
+
 from .urls import h5_redirect_uri, pc_redirect_uri, public_host
 
 _env = Environment(
@@ -55,7 +57,7 @@ def _flow_name(flow: str) -> str:
 
 
 # -- configuration -------------------------------------------------------------------------------
-def not_configured(settings, flow: str) -> Problem:
+def not_configured(settings: Settings, flow: str) -> Problem:
     var = "H5_URL" if flow == "h5" else "PC_URL"
     example = "https://微签域名/h5/#/pages/login/login_pro" if flow == "h5" else "https://微签域名/pc/"
     return Problem(
@@ -68,7 +70,7 @@ def not_configured(settings, flow: str) -> Problem:
     )
 
 
-def trusted_domain_mismatch(settings, configured: str) -> Problem:
+def trusted_domain_mismatch(settings: Settings, configured: str) -> Problem:
     host = public_host(settings)
     return Problem(
         403,
@@ -87,7 +89,7 @@ def trusted_domain_mismatch(settings, configured: str) -> Problem:
 
 
 # -- the state -----------------------------------------------------------------------------------
-def state_refused(settings, reason: str, flow: str, record_flow: str | None = None) -> Problem:
+def state_refused(settings: Settings, reason: str, flow: str, record_flow: str | None = None) -> Problem:
     if reason == "missing":
         return Problem(
             400,
@@ -151,7 +153,7 @@ def cancelled() -> Problem:
 
 
 # -- WeCom's answers -------------------------------------------------------------------------------
-def code_invalid(settings) -> Problem:
+def code_invalid(settings: Settings) -> Problem:
     return Problem(
         400,
         "code_invalid",
@@ -167,7 +169,7 @@ def code_invalid(settings) -> Problem:
     )
 
 
-def no_privilege(settings, errcode: int, hint: str = "") -> Problem:
+def no_privilege(settings: Settings, errcode: int, hint: str = "") -> Problem:
     if errcode == 50001:
         host = public_host(settings)
         return Problem(

@@ -1,14 +1,16 @@
 """The URLs of a login: WeCom's authorize and SSO pages, our callbacks, and where 微签 lands.
 
 WeCom compares redirect_uri's host[:port] with the app's 可信域名 character for character
-(PROTOCOL §8.1), so PUBLIC_URL is normalised first: lower-case scheme and host, and no default
-port (an explicit ":443" is pitfall 15 of PROTOCOL §10). Every parameter is percent-encoded,
+(docs/wecom.md, "OAuth and web login"), so PUBLIC_URL is normalised first: lower-case scheme and host, and no default
+port (an explicit ":443" makes WeCom refuse the redirect_uri). Every parameter is percent-encoded,
 redirect_uri included (pitfall 16), and `#wechat_redirect` stays last.
 """
 
 from __future__ import annotations
 
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
+
+from settings import Settings
 
 H5_CALLBACK = "/oauth/h5/callback"
 PC_CALLBACK = "/wx/login"
@@ -27,12 +29,12 @@ def _normalise(url: str) -> tuple[str, str, str]:
     return scheme, netloc, parts.path.rstrip("/")
 
 
-def public_base(settings) -> str:
+def public_base(settings: Settings) -> str:
     scheme, netloc, path = _normalise(settings.public_url)
     return f"{scheme}://{netloc}{path}"
 
 
-def public_host(settings) -> str:
+def public_host(settings: Settings) -> str:
     """host[:port] as the WeCom console wants it in 可信域名 / 授权回调域 (no scheme)."""
     return _normalise(settings.public_url)[1]
 
@@ -53,16 +55,16 @@ def _query(params: list[tuple[str, str]]) -> str:
     return urlencode(params, quote_via=quote, safe="")
 
 
-def h5_redirect_uri(settings) -> str:
+def h5_redirect_uri(settings: Settings) -> str:
     return public_base(settings) + H5_CALLBACK
 
 
-def pc_redirect_uri(settings) -> str:
+def pc_redirect_uri(settings: Settings) -> str:
     return public_base(settings) + PC_CALLBACK
 
 
-def authorize_url(settings, state: str) -> str:
-    """In-app H5 OAuth (PROTOCOL §8.1, CONTRACT §2 `GET /oauth/h5`)."""
+def authorize_url(settings: Settings, state: str) -> str:
+    """In-app H5 OAuth (docs/wecom.md, "OAuth and web login"; `GET /oauth/h5`)."""
     params = [
         ("appid", settings.wecom_corp_id),
         ("redirect_uri", h5_redirect_uri(settings)),
@@ -74,8 +76,8 @@ def authorize_url(settings, state: str) -> str:
     return f"{settings.wecom_oauth_base}/connect/oauth2/authorize?{_query(params)}#wechat_redirect"
 
 
-def sso_url(settings, state: str) -> str:
-    """PC web login, the current link form (PROTOCOL §8.2, CONTRACT §2 `GET /wx/qrlogin`)."""
+def sso_url(settings: Settings, state: str) -> str:
+    """PC web login, the current link form (docs/wecom.md, "OAuth and web login"; `GET /wx/qrlogin`)."""
     params = [
         ("login_type", "CorpApp"),
         ("appid", settings.wecom_corp_id),

@@ -1,4 +1,4 @@
-"""The login routes (CONTRACT §2): /oauth/h5 → WeCom → /oauth/h5/callback → H5_URL with a ticket,
+"""The login routes (docs/api.md, "Login tickets"): /oauth/h5 → WeCom → /oauth/h5/callback → H5_URL with a ticket,
 /wx/qrlogin → WeCom QR page → /wx/login → PC_URL with a ticket, and /login choosing between them.
 
 A login is bound three ways before a code is exchanged: the `state` WeCom echoes back (random,
@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bot.auth.links import h5_entry
 from bot.wecom import APIError, InvalidCode, NoPrivilege, TransportError, WeComError, client_for
+from settings import Settings
 from store import login as login_store
 
 from . import domain, identity, pages
@@ -43,7 +44,7 @@ def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=302, headers=pages.NO_STORE)
 
 
-def _set_cookie(response: Response, settings, browser_id: str) -> None:
+def _set_cookie(response: Response, settings: Settings, browser_id: str) -> None:
     response.set_cookie(
         COOKIE,
         browser_id,
@@ -55,11 +56,11 @@ def _set_cookie(response: Response, settings, browser_id: str) -> None:
     )
 
 
-def _landing(settings, flow: str) -> str:
+def _landing(settings: Settings, flow: str) -> str:
     return settings.h5_url if flow == "h5" else settings.pc_url
 
 
-def retry_url(settings, flow: str, next_path: str | None = None) -> str:
+def retry_url(settings: Settings, flow: str, next_path: str | None = None) -> str:
     if flow == "h5":
         return h5_entry(settings, next_path or "/")
     return public_base(settings) + "/wx/qrlogin" + (f"?next={quote(next_path, safe='')}" if next_path else "")
@@ -123,7 +124,7 @@ async def _finish(request: Request, flow: str) -> Response:
     return await run_in_threadpool(complete, settings, flow, code, state, browser_id)
 
 
-def complete(settings, flow: str, code: str, state: str, browser_id: str | None) -> Response:
+def complete(settings: Settings, flow: str, code: str, state: str, browser_id: str | None) -> Response:
     """Check the state, exchange the code, resolve the member, issue a ticket, redirect."""
     if not state:
         return pages.page(pages.state_refused(settings, "missing", flow), retry_url(settings, flow))
@@ -185,7 +186,7 @@ def complete(settings, flow: str, code: str, state: str, browser_id: str | None)
     return _redirect(landing_url(landing, safe_next(record.next_path), ticket))
 
 
-def _collect_private_fields(settings, wecom, userid: str, user_ticket: str) -> None:
+def _collect_private_fields(settings: Settings, wecom, userid: str, user_ticket: str) -> None:
     """Best effort: a failure here is logged and the login goes on without the fields."""
     try:
         detail = wecom.auth_getuserdetail(user_ticket)

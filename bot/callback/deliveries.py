@@ -120,8 +120,8 @@ def _names() -> tuple[str, list[str]]:
 
 
 # One statement per group, its RETURNING naming the keys it inserted. SQLite has RETURNING from
-# 3.35; with an older library, and for a lone delivery (RETURNING costs it ~6 µs more than
-# rowcount), each row is its own statement, its rowcount saying the same.
+# 3.35; with an older library, and for a lone delivery (RETURNING costs it more than rowcount:
+# bench/README.md), each row is its own statement, its rowcount saying the same.
 SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 MAX_ROWS = 64  # the most rows one statement is built for (a group is at most this many)
 

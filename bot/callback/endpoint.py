@@ -37,8 +37,8 @@ log = logging.getLogger("wqbot.callback")
 _QUERY = ("msg_signature", "timestamp", "nonce")
 _TEXT = b"text/plain; charset=utf-8"
 _XML = b"application/xml"
-# PostgreSQL: groups in flight at once per process. 2 and 3 were measured: smaller groups, more
-# CPU per callback, no more throughput (bench/README.md).
+# PostgreSQL: groups in flight at once per process. More lanes make smaller groups: more CPU per
+# callback and no more throughput (bench/README.md).
 PG_LANES = 1
 
 

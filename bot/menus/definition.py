@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 from bot.auth.links import h5_entry
+from settings import Settings
 
 MENU_FILE = Path(__file__).with_name("menu.toml")
 
@@ -22,7 +23,7 @@ MAX_TOP, MAX_SUB = 3, 5
 TOP_NAME_BYTES, SUB_NAME_BYTES = 16, 40
 KEY_BYTES, URL_BYTES = 128, 1024
 
-# type -> the fields it carries besides name/type (PROTOCOL §5.9)
+# type -> the fields it carries besides name/type (docs/wecom.md, "Menus")
 KEYED_TYPES = (
     "click",
     "scancode_push",
@@ -74,12 +75,12 @@ def _is_path(url: str) -> bool:
     return url.startswith("/") and not url.startswith("//")
 
 
-def expand_url(url: str, settings) -> str:
+def expand_url(url: str, settings: Settings) -> str:
     """A path is a page of the 微签 H5, opened logged in through /oauth/h5; a URL stays as is."""
     return h5_entry(settings, url) if _is_path(url) else url
 
 
-def validate(data, settings) -> list[str]:
+def validate(data, settings: Settings) -> list[str]:
     """Every way `data` (the parsed menu file) breaks WeCom's menu rules; [] when it is fine."""
     problems: list[str] = []
     if not isinstance(data, dict):
@@ -119,7 +120,7 @@ def _check_name(label: str, entry: dict, limit: int) -> list[str]:
     return []
 
 
-def _check_group(where: str, group: dict, keys: dict, settings) -> list[str]:
+def _check_group(where: str, group: dict, keys: dict, settings: Settings) -> list[str]:
     label = _label(where, group)
     problems = _check_name(label, group, TOP_NAME_BYTES)
     if "type" in group:
@@ -149,7 +150,7 @@ def _check_group(where: str, group: dict, keys: dict, settings) -> list[str]:
     return problems
 
 
-def _check_action(where: str, entry: dict, name_limit: int, keys: dict, settings) -> list[str]:
+def _check_action(where: str, entry: dict, name_limit: int, keys: dict, settings: Settings) -> list[str]:
     label = _label(where, entry)
     problems = _check_name(label, entry, name_limit)
     kind = entry.get("type")
@@ -196,7 +197,7 @@ def _check_action(where: str, entry: dict, name_limit: int, keys: dict, settings
     return problems
 
 
-def render(data: dict, settings) -> dict:
+def render(data: dict, settings: Settings) -> dict:
     """menu/create JSON for an already validated `data`."""
 
     def action(entry: dict) -> dict:
@@ -214,7 +215,7 @@ def render(data: dict, settings) -> dict:
     return {"button": buttons}
 
 
-def build(settings, path: str | Path = MENU_FILE) -> dict:
+def build(settings: Settings, path: str | Path = MENU_FILE) -> dict:
     """Load, check and render the menu file; MenuError lists every problem."""
     data = load(path)
     problems = validate(data, settings)

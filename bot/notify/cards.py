@@ -1,4 +1,4 @@
-"""The template_card JSON WeCom gets (PROTOCOL §5.5-5.7). Pure functions: no store, no network.
+"""The template_card JSON WeCom gets (docs/wecom.md, "Messages and cards"). Pure functions: no store, no network.
 
 - approve: `button_interaction` with 同意/拒绝 (button keys `approve`/`reject`); tapping the card
   body opens the task in the H5, logged in.
@@ -9,7 +9,7 @@
 
 Every card has a `task_id` of its own per send batch (`card_id`): WeCom wants task_id unique per
 app, and a unique id also keeps `enable_duplicate_check` from swallowing a different
-notification whose text happens to be identical (PROTOCOL §10 pitfall 22).
+notification whose text happens to be identical.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from bot import texts
 from bot.auth.links import h5_entry
+from settings import Settings
 from store.clock import CST
 
-BATCH = 1000  # message/send touser and update_template_card userids: at most 1000 (§5.5, §5.7)
+BATCH = 1000  # message/send touser and update_template_card userids: at most 1000 (docs/wecom.md)
 DUPLICATE_CHECK_INTERVAL = 14400  # the maximum (4 h): a retried batch within it is never re-delivered
 
 # WeCom's display guidance, in characters (longer text is cut off on the phone anyway)
@@ -60,7 +62,7 @@ def format_deadline(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, CST).strftime("%Y-%m-%d %H:%M")
 
 
-def link(settings, c: CardContent) -> str:
+def link(settings: Settings, c: CardContent) -> str:
     return h5_entry(settings, c.url or "/")
 
 
@@ -71,7 +73,7 @@ def _source() -> dict:
 def _titles(c: CardContent) -> dict:
     """main_title (+ sub_title_text for a description too long for the title's subline)."""
     main = {"title": clip(c.title, TITLE_MAX)}
-    out = {"main_title": main}
+    out: dict[str, Any] = {"main_title": main}
     desc = (c.description or "").strip()
     if desc and len(desc) <= DESC_MAX:
         main["desc"] = desc
@@ -101,7 +103,7 @@ def _facts(c: CardContent, status: str | None = None) -> list[dict]:
     return rows
 
 
-def approve_card(settings, c: CardContent) -> dict:
+def approve_card(settings: Settings, c: CardContent) -> dict:
     card = {
         "card_type": "button_interaction",
         "source": _source(),
@@ -119,7 +121,7 @@ def approve_card(settings, c: CardContent) -> dict:
     return card
 
 
-def sign_card(settings, c: CardContent, result: str | None = None) -> dict:
+def sign_card(settings: Settings, c: CardContent, result: str | None = None) -> dict:
     """The sign card; with `result` (已签署, 已撤销…) the replacement shown once the task is over."""
     url = link(settings, c)
     card = {
@@ -139,7 +141,7 @@ def sign_card(settings, c: CardContent, result: str | None = None) -> dict:
     return card
 
 
-def notice_card(settings, c: CardContent) -> dict:
+def notice_card(settings: Settings, c: CardContent) -> dict:
     url = link(settings, c)
     card = {
         "card_type": "text_notice",
@@ -158,7 +160,7 @@ def notice_card(settings, c: CardContent) -> dict:
 BUILDERS = {"approve": approve_card, "sign": sign_card, "notice": notice_card}
 
 
-def build(settings, c: CardContent) -> dict:
+def build(settings: Settings, c: CardContent) -> dict:
     return BUILDERS[c.kind](settings, c)
 
 

@@ -20,8 +20,17 @@ from peewee import fn
 from bot import texts
 from bot.callback import replies
 from bot.queue import defer
+from settings import Settings
 from store.models import now
-from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyRecipient, NotifyTask
+from store.notifications import (
+    CardResponseCode,
+    Notification,
+    NotifyCard,
+    NotifyRecipient,
+    NotifyTask,
+    RecipientStatus,
+    TaskState,
+)
 
 from . import cards, content
 from .updates import update_cards
@@ -29,8 +38,7 @@ from .webhook import owe_action
 
 log = logging.getLogger("wqbot.notify")
 
-ACTIONS = {"approve": "approved", "reject": "rejected"}
-PENDING = "pending"
+ACTIONS = {"approve": TaskState.APPROVED, "reject": TaskState.REJECTED}
 
 
 # -- tasks opened by approve/sign notifications --------------------------------------------------
@@ -48,17 +56,17 @@ def open_task(req) -> int:
         updated_at=t,
     )
     NotifyTask.insert(
-        task_id=req.task_id, state=PENDING, notification=req.id, created_at=t, **fields
+        task_id=req.task_id, state=TaskState.PENDING, notification=req.id, created_at=t, **fields
     ).on_conflict_ignore().execute()
     task = NotifyTask.get(NotifyTask.task_id == req.task_id)
     if task.notification == req.id:
         return task.round
-    if task.state == PENDING:
+    if task.state == TaskState.PENDING:
         NotifyTask.update(**fields).where(NotifyTask.task_id == req.task_id).execute()
         return task.round
     # The task was over; 微签 made it actionable again (resubmitted, or its next step).
     NotifyTask.update(
-        state=PENDING,
+        state=TaskState.PENDING,
         state_via=None,
         revision=NotifyTask.revision + 1,
         round=NotifyTask.round + 1,
@@ -99,10 +107,10 @@ def expire(task_id: str, at: float | None = None) -> int | None:
     t = at or now()
     # the conditional UPDATE first (no read before the write: see updates.run on SQLite snapshots)
     changed = (
-        NotifyTask.update(state="expired", state_via="deadline", revision=NotifyTask.revision + 1, updated_at=t)
+        NotifyTask.update(state=TaskState.EXPIRED, state_via="deadline", revision=NotifyTask.revision + 1, updated_at=t)
         .where(
             NotifyTask.task_id == task_id,
-            NotifyTask.state == PENDING,
+            NotifyTask.state == TaskState.PENDING,
             NotifyTask.deadline.is_null(False),
             NotifyTask.deadline <= t,
         )
@@ -118,7 +126,7 @@ def expire(task_id: str, at: float | None = None) -> int | None:
 def due_for_expiry(at: float, limit: int = 500) -> list[str]:
     q = (
         NotifyTask.select(NotifyTask.task_id)
-        .where(NotifyTask.state == PENDING, NotifyTask.deadline.is_null(False), NotifyTask.deadline <= at)
+        .where(NotifyTask.state == TaskState.PENDING, NotifyTask.deadline.is_null(False), NotifyTask.deadline <= at)
         .limit(limit)
     )
     return [r.task_id for r in q]
@@ -127,7 +135,7 @@ def due_for_expiry(at: float, limit: int = 500) -> list[str]:
 # -- taps ------------------------------------------------------------------------------------------
 def _recipient(notification_id: str, userid: str) -> NotifyRecipient | None:
     q = NotifyRecipient.select().where(
-        NotifyRecipient.notification == notification_id, NotifyRecipient.status != "invalid"
+        NotifyRecipient.notification == notification_id, NotifyRecipient.status != RecipientStatus.INVALID
     )
     r = q.where(NotifyRecipient.userid == userid).first()
     if r is None:  # WeCom userids are case-insensitive; 微签 may have sent another case
@@ -161,12 +169,12 @@ def remember_code(card: NotifyCard, userid: str, code: str) -> None:
 
 def result_label(task: NotifyTask) -> str:
     """What a late tap is told about a task that is over."""
-    if task.state_via == "chat" and task.state in ("approved", "rejected"):
+    if task.state_via == "chat" and task.state in (TaskState.APPROVED, TaskState.REJECTED):
         return texts.CARD_ALREADY_DONE
     return texts.CARD_RESULT.get(task.state, texts.CARD_ALREADY_DONE)
 
 
-def tap(settings, card_id: str, userid: str, action: str, response_code: str = ""):
+def tap(settings: Settings, card_id: str, userid: str, action: str, response_code: str = ""):
     """A 同意/拒绝 tap (template_card_event). Runs in the callback's transaction; returns the reply."""
     card = NotifyCard.get_or_none(NotifyCard.card_id == card_id)
     if card is None or not card.task_id:
@@ -180,12 +188,12 @@ def tap(settings, card_id: str, userid: str, action: str, response_code: str = "
     task = NotifyTask.get_or_none(NotifyTask.task_id == card.task_id)
     if task is None or card.round != task.round or task.kind != "approve":
         return replies.update_button(texts.CARD_ALREADY_DONE)
-    if task.state != PENDING:
+    if task.state != TaskState.PENDING:
         return replies.update_button(result_label(task))
     t = now()
     if task.deadline is not None and task.deadline <= t:
         expire(task.task_id, t)
-        return replies.update_button(texts.CARD_RESULT["expired"])
+        return replies.update_button(texts.CARD_RESULT[TaskState.EXPIRED])
     won = (
         NotifyTask.update(
             state=ACTIONS[action],
@@ -197,7 +205,9 @@ def tap(settings, card_id: str, userid: str, action: str, response_code: str = "
             decided_notification=card.notification,
             updated_at=t,
         )
-        .where(NotifyTask.task_id == task.task_id, NotifyTask.state == PENDING, NotifyTask.round == card.round)
+        .where(
+            NotifyTask.task_id == task.task_id, NotifyTask.state == TaskState.PENDING, NotifyTask.round == card.round
+        )
         .execute()
     )
     if not won:  # someone else's tap committed first
@@ -218,7 +228,7 @@ def tap(settings, card_id: str, userid: str, action: str, response_code: str = "
     return replies.update_button(texts.CARD_DECIDED_BY_ME[action])
 
 
-def menu(settings, card_id: str, userid: str, response_code: str = ""):
+def menu(settings: Settings, card_id: str, userid: str, response_code: str = ""):
     """The sign card's "…" menu (template_card_menu_event): keep the code, answer with the link."""
     card = NotifyCard.get_or_none(NotifyCard.card_id == card_id)
     if card is None:

@@ -12,7 +12,7 @@ import peewee
 from bot import queue
 from store import db
 from store.models import now
-from store.notifications import Notification
+from store.notifications import Notification, NotificationStatus
 
 from . import decisions
 from .push import push
@@ -60,7 +60,7 @@ def _create(req: NotificationRequest, fp: str) -> Notification:
             task_id=req.task_id,
             body=body,
             fingerprint=fp,
-            status="done",
+            status=NotificationStatus.DONE,
             created_at=t,
             sent_at=t,
         )
@@ -68,7 +68,13 @@ def _create(req: NotificationRequest, fp: str) -> Notification:
         return n
     # the row first: a duplicate id fails here, before anything else is written
     n = Notification.create(
-        id=req.id, kind=req.type, task_id=req.task_id, body=body, fingerprint=fp, status="queued", created_at=t
+        id=req.id,
+        kind=req.type,
+        task_id=req.task_id,
+        body=body,
+        fingerprint=fp,
+        status=NotificationStatus.QUEUED,
+        created_at=t,
     )
     if req.type in ("approve", "sign"):
         n.round = decisions.open_task(req)

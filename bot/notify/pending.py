@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from store.models import now
-from store.notifications import NotifyRecipient, NotifyTask
+from store.notifications import NotifyRecipient, NotifyTask, RecipientStatus, TaskState
 
 
 def _open_tasks(userid: str, at: float):
@@ -14,13 +14,13 @@ def _open_tasks(userid: str, at: float):
         .join(NotifyTask, on=(NotifyRecipient.task_id == NotifyTask.task_id))
         .where(
             NotifyRecipient.userid == userid,
-            NotifyRecipient.status != "invalid",
+            NotifyRecipient.status != RecipientStatus.INVALID,
             NotifyRecipient.round == NotifyTask.round,
         )
     )
     return NotifyTask.select().where(
         NotifyTask.task_id.in_(mine),
-        NotifyTask.state == "pending",
+        NotifyTask.state == TaskState.PENDING,
         NotifyTask.kind.in_(("approve", "sign")),
         NotifyTask.deadline.is_null() | (NotifyTask.deadline > at),
     )

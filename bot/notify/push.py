@@ -21,10 +21,18 @@ from peewee import chunked, fn
 from bot.observability import metrics
 from bot.queue import defer, enqueue_outbox, outbox_task
 from bot.wecom import APIError, RateLimited, TransportError, client_for
-from settings import get_settings
+from settings import Settings, get_settings
 from store import db
 from store.models import now
-from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
+from store.notifications import (
+    Notification,
+    NotificationStatus,
+    NotifyCard,
+    NotifyRecipient,
+    NotifyTask,
+    RecipientStatus,
+    TaskState,
+)
 
 from . import cards, content, recipients
 from .updates import update_cards
@@ -45,14 +53,14 @@ def push(notification_id: str) -> None:
     run(notification_id, get_settings())
 
 
-def run(notification_id: str, settings, client=None) -> str:
+def run(notification_id: str, settings: Settings, client=None) -> str:
     """Push what is still queued. Returns the notification's status afterwards."""
     t = now()
     taken = (
-        Notification.update(status="sending", lease_until=t + LEASE)
+        Notification.update(status=NotificationStatus.SENDING, lease_until=t + LEASE)
         .where(
             Notification.id == notification_id,
-            Notification.status.in_(("queued", "sending")),
+            Notification.status.in_((NotificationStatus.QUEUED, NotificationStatus.SENDING)),
             Notification.lease_until.is_null() | (Notification.lease_until < t),
         )
         .execute()
@@ -73,14 +81,14 @@ def run(notification_id: str, settings, client=None) -> str:
         raise
 
 
-def _push(n: Notification, settings, client) -> str:
+def _push(n: Notification, settings: Settings, client) -> str:
     if not settings.wecom_enabled:
         _ensure_recipients(n)
         _fail_remaining(n.id, "WECOM_ENABLED=false: pushes are off")
         return _finish(n.id)
     if n.kind in ("approve", "sign"):
         task = NotifyTask.get_or_none(NotifyTask.task_id == n.task_id)
-        if task is None or task.round != n.round or task.state != "pending":
+        if task is None or task.round != n.round or task.state != TaskState.PENDING:
             _ensure_recipients(n)
             if task is not None and task.round == n.round:
                 _settle_cut_off(n, task, settings, client)
@@ -98,7 +106,7 @@ def _push(n: Notification, settings, client) -> str:
         # A member who got the card may have decided before its batch was recorded here; that
         # decision's card update found no sent batch then, so it is this push's to ask for.
         task = NotifyTask.get_or_none(NotifyTask.task_id == n.task_id)
-        if task is not None and task.round == n.round and task.state != "pending":
+        if task is not None and task.round == n.round and task.state != TaskState.PENDING:
             _update_cards_of(task)
     return _finish(n.id)
 
@@ -112,7 +120,7 @@ def _update_cards_of(task: NotifyTask) -> None:
     enqueue_outbox()
 
 
-def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None:
+def _settle_cut_off(n: Notification, task: NotifyTask, settings: Settings, client) -> None:
     """The task ended while a batch's send was cut off (the worker died between WeCom's answer and
     recording it): its members may hold the card, and may even have decided with it. Send that
     batch again byte for byte — WeCom's duplicate check answers with the first send's result
@@ -129,13 +137,13 @@ def _settle_cut_off(n: Notification, task: NotifyTask, settings, client) -> None
     _update_cards_of(task)
 
 
-def _send_batches(n: Notification, settings, client, batches: list[NotifyCard]) -> None:
+def _send_batches(n: Notification, settings: Settings, client, batches: list[NotifyCard]) -> None:
     base = content.for_notification(n, "") if batches else None  # the same text on every batch
     for card in batches:
         userids = [
             u
             for (u,) in NotifyRecipient.select(NotifyRecipient.userid)
-            .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued")
+            .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == RecipientStatus.QUEUED)
             .order_by(NotifyRecipient.id)
             .tuples()
         ]
@@ -182,7 +190,7 @@ def _ensure_recipients(n: Notification) -> None:
             task_id=task_id,
             key=key,
             userid=key,
-            status="invalid",
+            status=RecipientStatus.INVALID,
             reason="unknown or disabled in the directory",
             card=None,
             round=n.round,
@@ -196,7 +204,7 @@ def _ensure_recipients(n: Notification) -> None:
             if valid % cards.BATCH == 0:
                 card_rows.append(dict(card_id=cid, notification=n.id, task_id=task_id, batch=batch, round=n.round))
             valid += 1
-            row.update(userid=userid, status="queued", reason=None, card=cid)
+            row.update(userid=userid, status=RecipientStatus.QUEUED, reason=None, card=cid)
         elif key.lower() in seen:
             continue
         seen.add(row["userid"].lower())
@@ -209,8 +217,8 @@ def _ensure_recipients(n: Notification) -> None:
 
 def insert_ignore(model, rows: list[dict], chunk: int = 500) -> None:
     """Multi-row INSERT … ON CONFLICT DO NOTHING of complete rows (no Python-side defaults are
-    applied). peewee spends ~0.2 ms per row building such a statement (a second for 5,000
-    recipients); here the SQL is only placeholders."""
+    applied). peewee's own insert_many is slow to build such a statement for thousands of
+    recipients (bench/README.md); here the SQL is only placeholders."""
     if not rows:
         return
     fields = [model._meta.fields[name] for name in rows[0]]
@@ -247,14 +255,14 @@ def _record_batch(card: NotifyCard, userids: list[str], answer: dict) -> None:
     with db.atomic():
         if bad:
             NotifyRecipient.update(
-                status="invalid", reason="WeCom invaliduser: not a member the app can reach", updated_at=t
+                status=RecipientStatus.INVALID, reason="WeCom invaliduser: not a member the app can reach", updated_at=t
             ).where(NotifyRecipient.card == card.card_id, NotifyRecipient.userid.in_(bad)).execute()
         if unl:
             NotifyRecipient.update(
-                status="failed", reason="WeCom unlicenseduser: the member has no licence", updated_at=t
+                status=RecipientStatus.FAILED, reason="WeCom unlicenseduser: the member has no licence", updated_at=t
             ).where(NotifyRecipient.card == card.card_id, NotifyRecipient.userid.in_(unl)).execute()
-        NotifyRecipient.update(status="sent", updated_at=t).where(
-            NotifyRecipient.card == card.card_id, NotifyRecipient.status == "queued"
+        NotifyRecipient.update(status=RecipientStatus.SENT, updated_at=t).where(
+            NotifyRecipient.card == card.card_id, NotifyRecipient.status == RecipientStatus.QUEUED
         ).execute()
         NotifyCard.update(
             status="sent" if sent_any else "failed",
@@ -269,8 +277,8 @@ def _record_batch(card: NotifyCard, userids: list[str], answer: dict) -> None:
 def _fail_remaining(notification_id: str, reason: str) -> None:
     t = now()
     with db.atomic():
-        NotifyRecipient.update(status="failed", reason=reason, updated_at=t).where(
-            NotifyRecipient.notification == notification_id, NotifyRecipient.status == "queued"
+        NotifyRecipient.update(status=RecipientStatus.FAILED, reason=reason, updated_at=t).where(
+            NotifyRecipient.notification == notification_id, NotifyRecipient.status == RecipientStatus.QUEUED
         ).execute()
         NotifyCard.update(status="failed", error=reason).where(
             NotifyCard.notification == notification_id, NotifyCard.status.in_(("queued", "sending"))
@@ -285,9 +293,14 @@ def _finish(notification_id: str) -> str:
         .group_by(NotifyRecipient.status)
         .tuples()
     )
-    sent = counts.get("sent", 0)
-    others = sum(v for k, v in counts.items() if k != "sent")
-    status = "sent" if sent and not others else "partial" if sent else "failed"
+    sent = counts.get(RecipientStatus.SENT, 0)
+    others = sum(v for k, v in counts.items() if k != RecipientStatus.SENT)
+    if sent and not others:
+        status = NotificationStatus.SENT
+    elif sent:
+        status = NotificationStatus.PARTIAL
+    else:
+        status = NotificationStatus.FAILED
     Notification.update(status=status, sent_at=now(), lease_until=None).where(
         Notification.id == notification_id
     ).execute()

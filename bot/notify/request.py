@@ -1,4 +1,4 @@
-"""POST /api/v1/notifications bodies (CONTRACT §3): validated into a `NotificationRequest`.
+"""POST /api/v1/notifications bodies (docs/api.md, "Notifications"): validated into a `NotificationRequest`.
 
 Every problem raises `Invalid(field, message)`; the API answers 400 naming the field."""
 
@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from store.clock import CST  # a deadline without an offset is 微签's local (China) time
+from store.notifications import TaskState
 
 KINDS = ("approve", "sign", "notice", "close")
-RESULTS = ("approved", "rejected", "signed", "withdrawn")
+RESULTS = (TaskState.APPROVED, TaskState.REJECTED, TaskState.SIGNED, TaskState.WITHDRAWN)  # what a close sets
 MAX_RECIPIENTS = 50000
 ID_MAX, TASK_ID_MAX, KEY_MAX = 128, 128, 200
 TITLE_MAX, TEXT_MAX, URL_MAX = 512, 4000, 2000

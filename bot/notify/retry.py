@@ -20,7 +20,16 @@ from peewee import fn
 from bot import queue
 from store.db import write_transaction
 from store.models import now
-from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask, WebhookDelivery
+from store.notifications import (
+    Notification,
+    NotificationStatus,
+    NotifyCard,
+    NotifyRecipient,
+    NotifyTask,
+    RecipientStatus,
+    TaskState,
+    WebhookDelivery,
+)
 
 from . import cards, recipients, webhook
 from .push import push
@@ -47,17 +56,17 @@ def resend(notification_id: str) -> str:
         n = _find(Notification, notification_id, "notification")
         if n.kind == "close":
             raise Refused("not_failed", "a close notification sends nothing: it only updates cards")
-        if n.status in ("queued", "sending"):
+        if n.status in (NotificationStatus.QUEUED, NotificationStatus.SENDING):
             return "already queued"
         if n.kind in ("approve", "sign"):
             task = NotifyTask.get_or_none(NotifyTask.task_id == n.task_id)
-            if task is None or task.round != n.round or task.state != "pending":
+            if task is None or task.round != n.round or task.state != TaskState.PENDING:
                 state = task.state if task is not None and task.round == n.round else "superseded"
                 raise Refused("task_over", f"task {n.task_id} is already {state}: nothing left to act on")
         # Taken first, so a concurrent resend of the same notification waits here and then
         # finds it queued (PostgreSQL); SQLite's write lock serialises the whole transaction.
         reopened = (
-            Notification.update(status="queued", error=None, push_attempts=0, lease_until=None)
+            Notification.update(status=NotificationStatus.QUEUED, error=None, push_attempts=0, lease_until=None)
             .where(Notification.id == n.id, Notification.status == n.status)
             .execute()
         )
@@ -77,10 +86,13 @@ def _reopen_recipients(n: Notification) -> list[str]:
     `queued`. Returns their userids in their original order."""
     rows = list(
         NotifyRecipient.select()
-        .where(NotifyRecipient.notification == n.id, NotifyRecipient.status.in_(("failed", "invalid")))
+        .where(
+            NotifyRecipient.notification == n.id,
+            NotifyRecipient.status.in_((RecipientStatus.FAILED, RecipientStatus.INVALID)),
+        )
         .order_by(NotifyRecipient.id)
     )
-    invalid = [r for r in rows if r.status == "invalid"]
+    invalid = [r for r in rows if r.status == RecipientStatus.INVALID]
     mapping = recipients.resolve([r.key for r in invalid])[0] if invalid else {}  # active members only
     taken = {
         u.lower()
@@ -89,12 +101,12 @@ def _reopen_recipients(n: Notification) -> list[str]:
     out = []
     for r in rows:
         userid = r.userid
-        if r.status == "invalid":
+        if r.status == RecipientStatus.INVALID:
             userid = mapping.get(r.key)
             if not userid or (userid.lower() != r.userid.lower() and userid.lower() in taken):
                 continue  # still nobody, or the same member already has a row of their own
             taken.add(userid.lower())
-        NotifyRecipient.update(userid=userid, status="queued", reason=None, updated_at=now()).where(
+        NotifyRecipient.update(userid=userid, status=RecipientStatus.QUEUED, reason=None, updated_at=now()).where(
             NotifyRecipient.id == r.id
         ).execute()
         out.append(userid)

@@ -1,8 +1,15 @@
-"""GET /api/v1/notifications/{id}: what happened to a notification (CONTRACT §3)."""
+"""GET /api/v1/notifications/{id}: what happened to a notification (docs/api.md, "Notifications")."""
 
 from __future__ import annotations
 
-from store.notifications import Notification, NotifyRecipient, NotifyTask
+from store.notifications import (
+    Notification,
+    NotificationStatus,
+    NotifyRecipient,
+    NotifyTask,
+    RecipientStatus,
+    TaskState,
+)
 
 from .content import request_of
 from .webhook import iso
@@ -11,10 +18,10 @@ from .webhook import iso
 def status_of(n: Notification, task: NotifyTask | None) -> str:
     """queued | sent | partial | failed | done (the task it belongs to is over)."""
     if n.kind == "close":
-        return "done"
-    if n.kind in ("approve", "sign") and task is not None and (task.round > n.round or task.state != "pending"):
-        return "done"
-    return "queued" if n.status == "sending" else n.status
+        return NotificationStatus.DONE
+    if n.kind in ("approve", "sign") and task is not None and (task.round > n.round or task.state != TaskState.PENDING):
+        return NotificationStatus.DONE
+    return NotificationStatus.QUEUED if n.status == NotificationStatus.SENDING else n.status
 
 
 def describe(notification_id: str) -> dict | None:
@@ -35,13 +42,13 @@ def describe(notification_id: str) -> dict | None:
             item = {"userid": r.userid, "status": r.status}
             if r.key != r.userid:
                 item["account"] = r.key
-            if r.reason and r.status != "sent":
+            if r.reason and r.status != RecipientStatus.SENT:
                 item["reason"] = r.reason
             recipients.append(item)
     elif n.kind == "close":  # sends nothing: the cards of its task are updated
         recipients = []
     else:  # not pushed yet
-        recipients = [{"userid": k, "status": "queued"} for k in request_of(n).get("recipients") or []]
+        recipients = [{"userid": k, "status": RecipientStatus.QUEUED} for k in request_of(n).get("recipients") or []]
     action = None
     if task is not None and task.round == n.round and task.state_via == "chat" and task.decided_action:
         action = {"action": task.decided_action, "userid": task.decided_by, "at": iso(task.decided_at)}
@@ -55,6 +62,6 @@ def describe(notification_id: str) -> dict | None:
     }
     if task is not None:
         out["task_state"] = task.state if task.round == n.round else "superseded"
-    if n.error and out["status"] in ("partial", "failed"):
+    if n.error and out["status"] in (NotificationStatus.PARTIAL, NotificationStatus.FAILED):
         out["error"] = n.error
     return out

@@ -11,7 +11,7 @@ from bot import queue
 from bot.queue import periodic_job
 from store import db
 from store.models import now
-from store.notifications import Notification
+from store.notifications import Notification, NotificationStatus
 
 from . import decisions, push, webhook
 
@@ -43,7 +43,7 @@ def requeue_pushes(at: float | None = None) -> int:
     q = (
         Notification.select(Notification.id)
         .where(
-            Notification.status.in_(("queued", "sending")),
+            Notification.status.in_((NotificationStatus.QUEUED, NotificationStatus.SENDING)),
             Notification.created_at < t - STUCK_PUSH_AFTER,
             Notification.lease_until.is_null() | (Notification.lease_until < t),
         )

@@ -1,4 +1,4 @@
-"""Updating the cards of a task that is over (message/update_template_card, PROTOCOL §5.7).
+"""Updating the cards of a task that is over (message/update_template_card, docs/wecom.md "Messages and cards").
 
 A response_code is single use. Each send batch got one from message/send that can update every
 card of that batch once (userids ≤ 1000); each tap or menu callback brings the tapping member a
@@ -22,9 +22,17 @@ import logging
 from bot import texts
 from bot.queue import outbox_task
 from bot.wecom import APIError, RateLimited, TransportError, client_for
-from settings import get_settings
+from settings import Settings, get_settings
 from store.models import now
-from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyRecipient, NotifyTask
+from store.notifications import (
+    CardResponseCode,
+    Notification,
+    NotifyCard,
+    NotifyRecipient,
+    NotifyTask,
+    RecipientStatus,
+    TaskState,
+)
 
 from . import cards, content, recipients
 
@@ -49,10 +57,10 @@ def label(task: NotifyTask) -> str:
     return texts.CARD_RESULT.get(task.state, texts.CARD_ALREADY_DONE)
 
 
-def run(task_id: str, revision: int, exclude: list[str], settings, client=None) -> int:
+def run(task_id: str, revision: int, exclude: list[str], settings: Settings, client=None) -> int:
     """Returns the number of update_template_card calls made."""
     task = NotifyTask.get_or_none(NotifyTask.task_id == task_id)
-    if task is None or task.revision != revision or task.state == "pending":
+    if task is None or task.revision != revision or task.state == TaskState.PENDING:
         return 0  # a newer transition owns the cards now (its own task updates them)
     if not settings.wecom_enabled:
         return 0
@@ -78,7 +86,7 @@ def run(task_id: str, revision: int, exclude: list[str], settings, client=None) 
         targets = [
             u
             for (u,) in NotifyRecipient.select(NotifyRecipient.userid)
-            .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == "sent")
+            .where(NotifyRecipient.card == card.card_id, NotifyRecipient.status == RecipientStatus.SENT)
             .tuples()
             if u.lower() not in skip
         ]
@@ -92,7 +100,7 @@ def run(task_id: str, revision: int, exclude: list[str], settings, client=None) 
     return calls
 
 
-def _payload_builder(settings, n: Notification, card: NotifyCard, text: str):
+def _payload_builder(settings: Settings, n: Notification, card: NotifyCard, text: str):
     if n.kind == "approve":
         return lambda userids, code: cards.button_update(userids, code, text)
     c = content.for_notification(n, card.card_id)

@@ -1,4 +1,4 @@
-"""Signed webhooks to 微签 (CONTRACT §3): `task.action` when a task is decided in chat.
+"""Signed webhooks to 微签 (docs/api.md, "The webhook"): `task.action` when a task is decided in chat.
 
     POST {WEIQIAN_WEBHOOK_URL}
     X-Wqbot-Event: task.action
@@ -29,7 +29,7 @@ import httpx
 
 from bot.observability import metrics
 from bot.queue import defer, enqueue, outbox_task
-from settings import get_settings
+from settings import Settings, get_settings
 from store.models import now
 from store.notifications import WebhookAttempt, WebhookDelivery
 
@@ -62,11 +62,11 @@ def iso(epoch: float) -> str:
 
 
 def owe_action(
-    settings, *, notification_id: str, task_id: str, action: str, userid: str, account: str | None, at: float
+    settings: Settings, *, notification_id: str, task_id: str, action: str, userid: str, account: str | None, at: float
 ) -> str | None:
     """Record that 微签 must hear about this decision. Call inside the decision's transaction."""
     if not settings.weiqian_webhook_url:
-        return None  # CONTRACT §1: without a URL, actions are only stored
+        return None  # WEIQIAN_WEBHOOK_URL empty: actions are only stored
     delivery = str(uuid.uuid4())
     payload = {
         "event": EVENT,
@@ -112,7 +112,7 @@ def _retry_after(r: httpx.Response) -> float | None:
         return None
 
 
-def attempt(delivery_id: str, settings, clock=now, schedule: bool = True) -> str:
+def attempt(delivery_id: str, settings: Settings, clock=now, schedule: bool = True) -> str:
     """One try, if the delivery is due and nobody else is on it. Returns what happened:
     delivered | retry | failed | skipped."""
     t = clock()

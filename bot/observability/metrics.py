@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import httpx
 
@@ -33,7 +34,7 @@ _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 _MAX_KINDS = 200  # label values that come from outside are capped, so a flood cannot blow up memory
 
-_metrics = None
+_metrics: _Metrics | Literal[False] | None = None  # False: prometheus-client would not start
 _lock = threading.Lock()
 _kinds: set[str] = set()
 
@@ -274,7 +275,7 @@ def render(*collectors: object) -> bytes:
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
     _get()  # make sure the families exist even before anything was recorded
-    registry = CollectorRegistry()
+    registry: CollectorRegistry | _LocalRegistry = CollectorRegistry()
     if multiprocess_dir():
         from prometheus_client import multiprocess
 

@@ -24,6 +24,7 @@ from bot.ops import actions, panels
 from bot.ops import session as sess
 from bot.ops.status import audit
 from bot.wecom import WeComError, client_for
+from settings import Settings
 from store import clock
 
 log = logging.getLogger("wqbot.admin")
@@ -113,7 +114,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 class Console:
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.throttle = sess.Throttle()
 
@@ -304,7 +305,7 @@ class Console:
         return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
 
-def admin_routes(settings) -> list[Route]:
+def admin_routes(settings: Settings) -> list[Route]:
     c = Console(settings)
     return [
         Route("/admin", c.status, methods=["GET"]),

@@ -21,7 +21,7 @@ from bot.crypto import WeComCrypto
 from bot.observability.logs import redact
 from bot.queue import make_huey
 from bot.wecom import BadCredentials, IPNotAllowed, NoPrivilege, TransportError, client_for
-from settings import SettingsError, load
+from settings import Settings, SettingsError, load
 from store.db import connect
 
 OK, FAIL = "✓", "✗"
@@ -80,7 +80,7 @@ def wecom_fix(e, secret_var: str = "WECOM_APP_SECRET", creds: str = "app") -> st
             return "WECOM_CORP_ID is wrong: copy 企业ID from 我的企业 → 企业信息"
         page = "管理工具 → 通讯录同步 → Secret (查看)" if creds == "contacts" else "应用管理 → 自建应用 → Secret (查看)"
         return f"{secret_var} is wrong or was reset: copy it again from {page}"
-    return getattr(e, "hint", "") or "see the WeCom error code list (PROTOCOL.md §7)"
+    return getattr(e, "hint", "") or "see the WeCom error codes in docs/wecom.md"
 
 
 def _describe(e) -> str:
@@ -93,7 +93,7 @@ def _describe(e) -> str:
 class Doctor:
     def __init__(
         self,
-        settings=None,
+        settings: Settings | None = None,
         http: httpx.Client | None = None,
         wecom_http: httpx.Client | None = None,
         env: dict | None = None,
@@ -104,6 +104,11 @@ class Doctor:
         self.wecom_http = wecom_http  # raw requests to WECOM_API_BASE (clock)
         self.checks: list[Check] = []
         self.token_ok: dict[str, bool] = {}
+
+    def loaded(self) -> Settings:
+        """The settings the checks read: given, or loaded by check_settings(), which runs first."""
+        assert self.settings is not None, "check_settings() runs first"
+        return self.settings
 
     def add(self, name: str, ok: bool, detail: str, fix: str = "") -> Check:
         c = Check(name, ok, detail, fix)
@@ -121,10 +126,10 @@ class Doctor:
                     "settings",
                     False,
                     str(e),
-                    f"set {e.variable} in the environment or .env (see the 微签 admin form's label in CONTRACT §1)",
+                    f"set {e.variable} in the environment or .env (docs/configuration.md names each setting's console field)",
                 )
                 return False
-        s = self.settings
+        s = self.loaded()
         problems: list[tuple[str, str]] = []
         pub = urlsplit(s.public_url)
         real_wecom = s.wecom_api_base.rstrip("/") == DEFAULT_API_BASE
@@ -184,7 +189,7 @@ class Doctor:
     def check_store_and_queue(self) -> None:
         # Own connections, not the process's store and queue: the doctor checks what the settings
         # name, and must not rebind anything another part of this process uses.
-        s = self.settings
+        s = self.loaded()
         where = s.database_url.split("@")[-1]
         try:
             database = connect(s.database_url)
@@ -232,10 +237,10 @@ class Doctor:
 
     def _client(self):
 
-        return client_for(self.settings)
+        return client_for(self.loaded())
 
     def check_tokens(self) -> None:
-        s = self.settings
+        s = self.loaded()
         sets = [("app", "WECOM_APP_SECRET")]
         if s.wecom_contacts_secret:
             sets.append(("contacts", "WECOM_CONTACTS_SECRET"))
@@ -252,7 +257,7 @@ class Doctor:
                 self.add(f"gettoken ({var})", True, "WeCom issued an access token")
 
     def check_agent(self) -> None:
-        s = self.settings
+        s = self.loaded()
         if not self.token_ok.get("app"):
             self.add("agent/get", False, "skipped: no token for WECOM_APP_SECRET", "fix the gettoken line above first")
             return
@@ -309,7 +314,7 @@ class Doctor:
 
     def check_directory(self) -> None:
 
-        s = self.settings
+        s = self.loaded()
         client = self._client()
         if s.wecom_contacts_secret and self.token_ok.get("contacts"):
             try:
@@ -394,7 +399,7 @@ class Doctor:
 
     def check_callback(self) -> None:
 
-        s = self.settings
+        s = self.loaded()
         urls = [
             (
                 "callback",
@@ -466,7 +471,7 @@ class Doctor:
                 )
 
     def check_https(self) -> None:
-        s = self.settings
+        s = self.loaded()
         https_pages = [v for v, u in (("H5_URL", s.h5_url), ("PC_URL", s.pc_url)) if u.startswith("https://")]
         if https_pages and not s.public_url.startswith("https://"):
             self.add(
@@ -483,7 +488,7 @@ class Doctor:
             self.add("https", True, "PUBLIC_URL is http, as are H5_URL and PC_URL (fine for an intranet test only)")
 
     def check_clock(self) -> None:
-        s = self.settings
+        s = self.loaded()
         http = self.wecom_http or httpx.Client(timeout=10)
         try:
             before = time.time()

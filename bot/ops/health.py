@@ -7,6 +7,7 @@ traffic that needs the directory. With WECOM_ENABLED=false sync is off and not r
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -79,7 +80,7 @@ async def readyz(request: Request) -> JSONResponse:
 
     store, queue, sync_problem, sync_state = await run_in_threadpool(run)
     problems = [p for p in (store, queue, sync_problem) if p]
-    body = {
+    body: dict[str, Any] = {
         "status": "unavailable" if problems else "ok",
         "checks": {
             "store": "ok" if store is None else "down",

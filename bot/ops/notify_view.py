@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 
-from store.notifications import Notification, NotifyRecipient, WebhookDelivery
+from store.notifications import Notification, NotificationStatus, NotifyRecipient, RecipientStatus, WebhookDelivery
 
-NOTIFICATION_STATUS = {
-    "queued": "排队中",
-    "sending": "发送中",
-    "sent": "已发送",
-    "partial": "部分发送",
-    "failed": "发送失败",
-    "done": "已结束",
+NOTIFICATION_STATUS: dict[str, str] = {
+    NotificationStatus.QUEUED: "排队中",
+    NotificationStatus.SENDING: "发送中",
+    NotificationStatus.SENT: "已发送",
+    NotificationStatus.PARTIAL: "部分发送",
+    NotificationStatus.FAILED: "发送失败",
+    NotificationStatus.DONE: "已结束",
 }
-RECIPIENT_STATUS = {"queued": "排队中", "sent": "已送达", "invalid": "无效接收人", "failed": "失败"}
+RECIPIENT_STATUS: dict[str, str] = {
+    RecipientStatus.QUEUED: "排队中",
+    RecipientStatus.SENT: "已送达",
+    RecipientStatus.INVALID: "无效接收人",
+    RecipientStatus.FAILED: "失败",
+}
 WEBHOOK_STATUS = {"pending": "待投递", "delivered": "已投递", "failed": "投递失败"}
 
 
@@ -55,8 +60,8 @@ def notifications(limit: int = 50) -> dict:
                 "recipients": rs,
                 # what bot.notify.resend takes: failed (or invalid) recipients of a notification at rest
                 "can_resend": n.kind != "close"
-                and n.status in ("failed", "partial")
-                and any(r["status"] in ("failed", "invalid") for r in rs),
+                and n.status in (NotificationStatus.FAILED, NotificationStatus.PARTIAL)
+                and any(r["status"] in (RecipientStatus.FAILED, RecipientStatus.INVALID) for r in rs),
             }
         )
     return {"items": items}

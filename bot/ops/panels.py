@@ -7,12 +7,18 @@ from urllib.parse import quote, urlencode
 
 from bot.auth.urls import public_base
 from settings import Settings
-from store.directory import Department, User, UserDepartment
+from store.directory import Department, SyncRunStatus, User, UserDepartment
 
 from . import notify_view
 from . import status as st
 
-SYNC_STATUS = {"running": "进行中", "ok": "成功", "partial": "部分成功", "held": "已暂停（删除过多）", "failed": "失败"}
+SYNC_STATUS: dict[str, str] = {
+    SyncRunStatus.RUNNING: "进行中",
+    SyncRunStatus.OK: "成功",
+    SyncRunStatus.PARTIAL: "部分成功",
+    SyncRunStatus.HELD: "已暂停（删除过多）",
+    SyncRunStatus.FAILED: "失败",
+}
 ACTION_ERRORS = {
     "not_found": "找不到该记录，可能已被清理。",
     "not_failed": "该记录不是失败状态，无需重试。",
@@ -103,7 +109,7 @@ def directory() -> dict[str, Any]:
         d["id"]: {**d, "children": [], "members": members.get(d["id"], []), "count": counts.get(d["id"], 0)}
         for d in depts
     }
-    roots = []
+    roots: list[dict[str, Any]] = []
     for d in by_id.values():
         parent = by_id.get(d["parent_id"])
         (parent["children"] if parent is not None and parent is not d else roots).append(d)

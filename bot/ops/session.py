@@ -15,6 +15,7 @@ import json
 import secrets
 from dataclasses import dataclass
 
+from settings import Settings
 from store import clock
 
 COOKIE = "wqbot_admin"
@@ -66,7 +67,7 @@ def password_fingerprint(secret_key: str, password: str) -> str:
     return _b64(hmac.new(_key(secret_key, "password"), password.encode(), hashlib.sha256).digest())[:22]
 
 
-def password_matches(settings, offered: str) -> bool:
+def password_matches(settings: Settings, offered: str) -> bool:
     """Constant-time: compares keyed hashes, so neither length nor prefix leaks."""
     if not settings.admin_password:
         return False
@@ -83,7 +84,7 @@ class Admin:
     expires: float
 
 
-def new_session(settings, userid: str, via: str) -> tuple[str, Admin]:
+def new_session(settings: Settings, userid: str, via: str) -> tuple[str, Admin]:
     admin = Admin(userid=userid, via=via, csrf=secrets.token_urlsafe(24), expires=clock.now() + LIFETIME)
     payload = {"u": userid, "via": via, "csrf": admin.csrf, "exp": admin.expires}
     if via == "password":
@@ -91,7 +92,7 @@ def new_session(settings, userid: str, via: str) -> tuple[str, Admin]:
     return sign(settings.secret_key, "session", payload), admin
 
 
-def current_admin(settings, cookie: str | None) -> Admin | None:
+def current_admin(settings: Settings, cookie: str | None) -> Admin | None:
     p = unsign(settings.secret_key, "session", cookie)
     if p is None:
         return None

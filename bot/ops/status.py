@@ -11,7 +11,7 @@ from bot.observability.logs import redact
 from bot.observability.trace import current_trace_id
 from bot.queue import huey
 from store import clock
-from store.directory import SyncRun
+from store.directory import SyncRun, SyncRunStatus
 from store.models import Outbox
 from store.ops import AdminAudit, OpsError
 
@@ -88,7 +88,8 @@ def recent_audit(limit: int = 10) -> list[AdminAudit]:
 
 
 # -- directory sync ---------------------------------------------------------------------------------
-COMPLETED = ("ok", "partial", "held")  # runs that read the directory through (held: disables kept back)
+# runs that read the directory through (held: disables kept back)
+COMPLETED = (SyncRunStatus.OK, SyncRunStatus.PARTIAL, SyncRunStatus.HELD)
 
 
 def last_sync() -> dict[str, Any]:
@@ -102,5 +103,5 @@ def last_sync() -> dict[str, Any]:
         .limit(1)
         .scalar()
     )
-    running = SyncRun.select().where(SyncRun.status == "running").exists()
+    running = SyncRun.select().where(SyncRun.status == SyncRunStatus.RUNNING).exists()
     return {"last": last.as_dict() if last is not None else None, "last_ok_at": ok_at, "running": running}

@@ -6,8 +6,8 @@ handler waiting on it, for as long as it likes. BodyTimeout gives the whole body
 seconds from the moment the app starts reading it; past that the client gets a 408, the
 connection is closed, and the app sees a disconnect (it stops, as for a client that went away).
 
-Cost: a per-request timer (call_later + cancel) measured ~2.5 µs, as much as the callback fast
-path saves, so there is none. A read in progress is an entry in an insertion-ordered dict (so
+Cost: a timer per request (call_later + cancel) would cost about as much as the callback fast
+path saves (bench/README.md), so there is none. A read in progress is an entry in an insertion-ordered dict (so
 also deadline-ordered), and one sweep a tick, scheduled only while some read is in progress,
 interrupts the expired ones. Only the body is timed: once it is complete, an app waiting on
 `receive()` for a disconnect (a streaming response) waits as long as it needs."""
@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("wqbot.http")
 
@@ -31,7 +34,7 @@ class BodyTimeout:
     `seconds` of the app's first `receive()` (give or take a tick, `seconds` / 10, at most 1 s).
     One event loop at a time, as under uvicorn."""
 
-    def __init__(self, app, seconds: float = BODY_TIMEOUT):
+    def __init__(self, app: ASGIApp, seconds: float = BODY_TIMEOUT):
         self.app = app
         self.seconds = seconds
         self.tick = min(1.0, seconds / 10)
@@ -49,7 +52,7 @@ class BodyTimeout:
             ],
         }
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         r = _Request(self, scope, receive, send)
@@ -67,7 +70,7 @@ class BodyTimeout:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for r in list(self.reading):
-            if r.deadline > now:
+            if r.deadline is None or r.deadline > now:  # None: never, a read in progress has one
                 break
             del self.reading[r]
             r.expire()
@@ -79,7 +82,7 @@ class BodyTimeout:
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(self.tick, self.sweep)
 
-    def __getattr__(self, name):  # app.state, app.routes… of the app behind
+    def __getattr__(self, name: str) -> Any:  # app.state, app.routes… of the app behind
         return getattr(self.app, name)
 
 
@@ -98,24 +101,25 @@ class _Request:
         "started",
     )
 
-    def __init__(self, mw: BodyTimeout, scope, receive, send):
+    def __init__(self, mw: BodyTimeout, scope: Scope, receive: Receive, send: Send):
         self.mw, self.scope, self._receive, self._send = mw, scope, receive, send
-        self.deadline = None
-        self.task = None
+        self.deadline: float | None = None
+        self.task: asyncio.Task[Any] | None = None
         self.waiting = self.expired = self.complete = self.answered = self.started = False
 
     def expire(self) -> None:
         self.expired = True
-        if self.waiting:  # interrupt the wait; between reads, the next read sees `expired`
+        if self.waiting and self.task is not None:  # interrupt the wait; between reads, the next read sees `expired`
             self.task.cancel()
 
-    async def receive(self):
+    async def receive(self) -> Message:
         if self.complete:
             return await self._receive()
         if self.expired:
             return await self.answer()
         if self.deadline is None:
             self.task = asyncio.current_task()
+            assert self.task is not None  # the app awaits receive() in a task
             self.deadline = self.task.get_loop().time() + self.mw.seconds
             self.mw.started_reading(self)
         self.waiting = True
@@ -133,7 +137,7 @@ class _Request:
             self.mw.reading.pop(self, None)
         return message
 
-    async def answer(self):
+    async def answer(self) -> Message:
         if not self.answered:
             self.answered = True
             log.warning(
@@ -145,7 +149,7 @@ class _Request:
                 await self._send({"type": "http.response.body", "body": self.mw.body})
         return _DISCONNECT
 
-    async def send(self, message):
+    async def send(self, message: Message) -> None:
         if self.answered:  # the client was answered (408) and the connection is closing
             return
         if message["type"] == "http.response.start":

@@ -15,6 +15,7 @@ import sys
 
 import uvicorn
 from huey.consumer import Consumer
+from starlette.types import ASGIApp
 
 from bot.app import build, create_app
 from bot.observability import logs
@@ -43,13 +44,13 @@ def _available(module: str) -> str:
     return module if importlib.util.find_spec(module) else "auto"
 
 
-def asgi_app() -> object:
+def asgi_app() -> ASGIApp:
     """uvicorn's app factory, run in every web process: the app behind `stack()`, with the heap
     frozen.
 
-    gc.freeze() moves the ~60,000 long-lived objects of the imported modules out of the cyclic
-    collector's sight. Under load a full collection otherwise scanned them every few seconds and
-    held every request in that process for up to ~35 ms: most of the p99 (bench/README.md)."""
+    gc.freeze() moves the long-lived objects of the imported modules out of the cyclic collector's
+    sight. Under load a full collection otherwise scanned them every few seconds and held every
+    request in that process meanwhile: most of the p99 (bench/README.md)."""
     app = stack(create_app())
     gc.collect()
     gc.freeze()

@@ -11,11 +11,12 @@ the connection is just closed); and they must fit in
 `MAX_HEADER_BYTES`, else 431. Either way the connection is closed. Idle keep-alive connections
 stay uvicorn's business (timeout_keep_alive).
 
-Like body_timeout.py, no timer per request (call_later + cancel measured ~2.5 µs): waiting
+Like body_timeout.py, no timer per request (too dear for every request: bench/README.md): waiting
 connections sit in an insertion-ordered (so deadline-ordered) dict that one sweep a tick walks."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -24,19 +25,20 @@ log = logging.getLogger("wqbot.http")
 
 HEADER_TIMEOUT = 10.0  # seconds from a request's first byte (or the connection's opening) to its last header
 # Bytes of request line and headers. httptools has no limit and builds a long header by repeated
-# concatenation: 47 MB of one header took a wqbot process from 58 to 122 MB RSS (and its CPU)
-# within the time limit. nginx allows 4 × 8 KiB by default; WeCom and 微签 send under 2 KiB.
+# concatenation, so one huge header costs a process memory and CPU within the time limit
+# (bench/README.md). nginx allows 4 × 8 KiB by default; WeCom and 微签 send under 2 KiB.
 MAX_HEADER_BYTES = 64 * 1024
 
 _waiting: dict[HeaderTimeoutProtocol, float] = {}  # connections whose headers are incomplete, oldest first
-_sweep: tuple | None = None  # (loop, its pending sweep); one loop per process under uvicorn, tests start more
+# (loop, its pending sweep); one loop per process under uvicorn, tests start more
+_sweep: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
 
 
 def _tick() -> float:
     return min(1.0, HEADER_TIMEOUT / 10)
 
 
-def _sweep_now(loop) -> None:
+def _sweep_now(loop: asyncio.AbstractEventLoop) -> None:
     global _sweep
     _sweep = None
     now = loop.time()
@@ -53,9 +55,9 @@ def _sweep_now(loop) -> None:
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    # This runs for every request: ~1.5-2 µs of CPU over plain httptools, whose no-op request
-    # costs ~24 µs (wrk, keep-alive). Hence base methods called by name rather than through
-    # super(), and membership of `_waiting` mirrored in `waiting`.
+    # This runs for every request, so it must add next to nothing to httptools' own cost
+    # (bench/README.md). Hence base methods called by name rather than through super(), and
+    # membership of `_waiting` mirrored in `waiting`.
     waiting = False  # in `_waiting`: this request's headers are incomplete
     header_bytes = 0  # received while they are incomplete (about: see data_received)
     headers_parsed = 0  # requests on this connection whose headers were complete
@@ -74,7 +76,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self.waiting = False
             _waiting.pop(self, None)
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         HttpToolsProtocol.connection_made(self, transport)
         self._start_waiting()
 
@@ -114,7 +116,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if self.waiting and not self.header_bytes:
             self.header_bytes = 1  # a request began in this chunk (its share of it is not counted)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
         HttpToolsProtocol.connection_lost(self, exc)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from settings import get_settings
+from settings import Settings, get_settings
 from store import clock
 from store.db import write_transaction
 from store.directory import Department, User, UserDepartment, record_change, record_changes
@@ -143,7 +143,7 @@ def _saved(row: dict) -> User:
     return User(**row)
 
 
-def apply_user(rec: dict, settings, *, partial: bool, reactivate: bool = False) -> str | None:
+def apply_user(rec: dict, settings: Settings, *, partial: bool, reactivate: bool = False) -> str | None:
     """Apply one user record; returns the feed kind written, or None when nothing changed.
 
     partial: the record carries only some fields (an event). reactivate: the source says the
@@ -186,7 +186,7 @@ def apply_user(rec: dict, settings, *, partial: bool, reactivate: bool = False) 
         return kind
 
 
-def rename_user(old: str, new: str, rec: dict, settings) -> str | None:
+def rename_user(old: str, new: str, rec: dict, settings: Settings) -> str | None:
     """update_user with NewUserID: one `user.renamed`, never a delete plus a create."""
     with write_transaction():
         src = User.get_or_none(User.userid == old)
@@ -227,7 +227,7 @@ def disable_user(userid: str) -> str | None:
         return "user.deleted"
 
 
-def link_account(user: User | str, settings=None) -> str | None:
+def link_account(user: User | str, settings: Settings | None = None) -> str | None:
     """Recompute `user.account` from SYNC_MATCH_FIELD and the user's current mobile/email.
 
     For the login code: after storing a mobile/email obtained through OAuth
@@ -252,7 +252,7 @@ def link_account(user: User | str, settings=None) -> str | None:
 
 
 def apply_oauth_contact(
-    userid: str, settings=None, *, mobile: str | None = None, email: str | None = None
+    userid: str, settings: Settings | None = None, *, mobile: str | None = None, email: str | None = None
 ) -> str | None:
     """Store a mobile/email the member disclosed at OAuth (snsapi_privateinfo) and relink.
 
@@ -319,7 +319,7 @@ def delete_department(dept_id: int) -> list[str]:
             .where(UserDepartment.department_id == dept_id)
             .tuples()
         ]
-        changes = []
+        changes: list[tuple[str, str | int, dict]] = []
         if members:
             UserDepartment.delete().where(UserDepartment.department_id == dept_id).execute()
             for u in User.select().where(User.userid.in_(members)):

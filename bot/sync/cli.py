@@ -12,6 +12,7 @@ import time
 
 from settings import get_settings
 from store import clock, db, init_store
+from store.directory import SyncRunStatus
 
 from .lease import Busy
 from .reconcile import SyncDisabled, run_sync
@@ -107,8 +108,8 @@ def main(args) -> int:
     print(summary(run))
     if getattr(args, "json", False):
         print(json.dumps(run.as_dict(), ensure_ascii=False))
-    if run.status == "failed":
+    if run.status == SyncRunStatus.FAILED:
         return 1
-    if run.status == "held":
+    if run.status == SyncRunStatus.HELD:
         return 3
     return 0

@@ -1,4 +1,4 @@
-"""Reading the directory from WeCom, in one of two modes (issue 5, PROTOCOL §5.2/5.3/6.1).
+"""Reading the directory from WeCom, in one of two modes (docs/sync.md; docs/wecom.md, "Directory reads").
 
 list      department/list + user/list(fetch_child=1) on each top department (the root, or each
           department whose parent is outside the visible range): every user arrives once, with
@@ -31,8 +31,8 @@ log = logging.getLogger("wqbot.sync")
 FALLBACK_ERRCODES = (48009, 60011)  # the 2022 restrictions: switch to list_id
 LIST_ID_PAGE = 10000
 # Above this many departments, user/list goes per first-level branch instead of once on the root:
-# WeCom answers user/list in one piece, and 100,000 members parse into ~420 MB of Python objects
-# (measured with the emulator's fields); per branch the biggest answer is one branch's members.
+# WeCom answers user/list in one piece, and 100,000 members parse into hundreds of MB of Python
+# objects (bench/README.md); per branch the biggest answer is one branch's members.
 SPLIT_OVER = 200
 DETAIL_THREADS = 8  # concurrent user/get calls; the client's rate limiter paces them
 
@@ -155,7 +155,7 @@ def fetch_user_details(client, listing: Listing, userids: list[str], progress=No
 
     A member the app may not see (60011/60111/50002…) keeps the membership list_id gave; the
     run reports how many, so the operator can widen the app's 可见范围."""
-    stats = Counter()
+    stats: Counter[str] = Counter()
     lock = threading.Lock()
 
     def one(uid: str):
@@ -191,7 +191,7 @@ def fetch_user_details(client, listing: Listing, userids: list[str], progress=No
 
 
 def fetch_department_details(client, listing: Listing, ids: list[int]) -> dict:
-    stats = Counter()
+    stats: Counter[str] = Counter()
     for i in ids:
         try:
             listing.count("department/get")

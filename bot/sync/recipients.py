@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import peewee as pw
 
-from settings import get_settings
+from settings import Settings, get_settings
 from store.directory import User
 
 from . import records as R
@@ -12,7 +12,7 @@ from . import records as R
 CHUNK = 500
 
 
-def resolve_recipients(keys: list[str], settings=None) -> tuple[dict[str, str], list[str]]:
+def resolve_recipients(keys: list[str], settings: Settings | None = None) -> tuple[dict[str, str], list[str]]:
     """`(found, unknown)`: `found` maps each key to an active member's userid; `unknown` lists
     the keys that match no active member (unknown, departed, disabled) or more than one.
 

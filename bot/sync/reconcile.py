@@ -13,7 +13,7 @@ Fail-safe. If any listing call failed, creates and updates are applied and no on
 If the run would disable more than SYNC_MAX_DELETE_RATIO of the active users (or departments),
 no disable is applied and the run says why; `wqbot sync --full --force` applies them.
 
-list_id mode budget (see README "Directory sync"): membership comes from user/list_id on every
+list_id mode budget (docs/sync.md): membership comes from user/list_id on every
 run; user/get is called for new and re-membered users first, then for a rotating slice of
 ceil(users × SYNC_INTERVAL_MINUTES / (SYNC_REFRESH_HOURS × 60)) users, at most
 SYNC_DETAIL_BUDGET per run, so every user's details are refreshed within SYNC_REFRESH_HOURS.
@@ -34,9 +34,10 @@ import peewee as pw
 
 from bot.observability import metrics
 from bot.wecom import WeComError, client_for
+from settings import Settings
 from store import clock
 from store.db import is_postgres, write_transaction
-from store.directory import Department, SyncRun, SyncState, User, UserDepartment, record_changes
+from store.directory import Department, SyncRun, SyncRunStatus, SyncState, User, UserDepartment, record_changes
 
 from . import records as R
 from .apply import department_payload, overlay, rename_user, stored_record, user_payload, user_row
@@ -55,8 +56,8 @@ log = logging.getLogger("wqbot.sync")
 CHUNK = 500
 # Embedded, the sync shares one process (one GIL) and SQLite's one write lock with the callbacks.
 # After each write chunk and each listing page it rests this many times the CPU that took, so it
-# holds at most a fifth of the process: at half of capacity, callbacks fell up to 22 s behind during
-# a 100k sync without a rest, 4.7 s with 2× (bench/soak.py). Waiting for WeCom is not CPU and earns
+# holds at most a fifth of the process: with no rest, or a shorter one, callbacks at half of capacity
+# fell seconds behind during a 100k-member sync (bench/README.md). Waiting for WeCom is not CPU and earns
 # no rest. Scaled out the sync has a worker process of its own and PostgreSQL has row locks: no rest.
 EMBEDDED_REST = 4.0
 # SyncRun counters as wqbot_sync_changes_total labels
@@ -106,7 +107,7 @@ def remembered_mode() -> str:
 
 # -- the run -------------------------------------------------------------------------------------------
 class Run:
-    def __init__(self, settings, *, trigger: str, full: bool, force: bool, progress, client, lease: Lease):
+    def __init__(self, settings: Settings, *, trigger: str, full: bool, force: bool, progress, client, lease: Lease):
         self.s = settings
         self.full, self.force = full, force
         self.progress_cb = progress
@@ -115,7 +116,7 @@ class Run:
         self.record = SyncRun.create(trigger=trigger, full=full, forced=force, started_at=clock.now())
         self.errors: list[str] = []
         self.warnings: list[str] = []
-        self.counts = defaultdict(int)
+        self.counts: defaultdict[str, int] = defaultdict(int)
         self.reasons: list[str] = []
         self.listing: Listing | None = None
         self.rest = 0.0 if is_postgres() else EMBEDDED_REST
@@ -518,7 +519,7 @@ class Run:
 
     def execute(self) -> SyncRun:
         self._cursors: dict[str, str] = {}
-        status = "ok"
+        status = SyncRunStatus.OK
         try:
             listing = self.listing = self.fetch()
             self.record.mode = listing.mode
@@ -532,18 +533,18 @@ class Run:
             self.check_linking()
             self.errors.extend(listing.errors)
             if not listing.complete:
-                status = "partial"  # disables were held because the listing is incomplete
+                status = SyncRunStatus.PARTIAL  # disables were held because the listing is incomplete
             elif self.counts["held_disables"]:
-                status = "held"  # the mass-delete guard
+                status = SyncRunStatus.HELD  # the mass-delete guard
             elif self.errors:
-                status = "partial"
+                status = SyncRunStatus.PARTIAL
         except WeComError as e:
-            status = "failed"
+            status = SyncRunStatus.FAILED
             self.errors.append(str(e))
             self.reasons.append(f"the directory could not be read: {e}")
             log.error("directory sync failed", extra={"error": str(e)})
         except Exception as e:
-            status = "failed"
+            status = SyncRunStatus.FAILED
             self.errors.append(f"{type(e).__name__}: {e}")
             log.exception("directory sync crashed")
             raise
@@ -551,7 +552,7 @@ class Run:
             self.finish(status)
         return self.record
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: SyncRunStatus) -> None:
         r = self.record
         for k, v in self.counts.items():
             if hasattr(r, k):
@@ -582,7 +583,7 @@ class Run:
 
 
 def run_sync(
-    settings, *, trigger: str = "cli", full: bool = False, force: bool = False, progress=None, client=None
+    settings: Settings, *, trigger: str = "cli", full: bool = False, force: bool = False, progress=None, client=None
 ) -> SyncRun:
     """One reconciliation under the lease (raises `lease.Busy` if another is running)."""
     if not settings.wecom_enabled:

@@ -7,7 +7,7 @@ has only the keys the source carried):
     userid, name, mobile, email, position, alias, status, main_department,
     departments: tuple of (department_id, order, is_leader) sorted by department id
 
-A field WeCom hides (mobile/email under the 2022 privacy rules, PROTOCOL §3.11) comes as None,
+A field WeCom hides (mobile/email under the 2022 privacy rules, docs/wecom.md "Privacy rules (2022)") comes as None,
 never as "": the store keeps null for it, or the OAuth value it already has.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 USER_FIELDS = ("name", "mobile", "email", "position", "alias", "status", "main_department")
 INACTIVE_STATUS = (2, 5)  # 2 disabled by an admin, 5 left (退出企业)
@@ -79,7 +80,7 @@ def user_from_api(u: dict) -> dict:
     }
 
 
-# change_contact event field -> record key (PROTOCOL §3.9)
+# change_contact event field -> record key (docs/wecom.md, "Events wqbot handles")
 _EVENT_FIELDS = {"Name": "name", "Mobile": "mobile", "Email": "email", "Position": "position", "Alias": "alias"}
 
 
@@ -107,14 +108,14 @@ def user_from_event(msg: dict, userid: str) -> dict:
 
 
 def department_from_api(d: dict) -> dict:
-    rec = {"id": int(d["id"]), "parent_id": _int(d.get("parentid")), "order": _int(d.get("order")) or 0}
+    rec: dict[str, Any] = {"id": int(d["id"]), "parent_id": _int(d.get("parentid")), "order": _int(d.get("order")) or 0}
     if "name" in d:
         rec["name"] = _text(d.get("name")) or ""
     return rec
 
 
 def department_from_event(msg: dict) -> dict:
-    rec = {"id": int(msg["Id"])}
+    rec: dict[str, Any] = {"id": int(msg["Id"])}
     if "Name" in msg:
         rec["name"] = _text(msg.get("Name")) or ""
     if "ParentId" in msg:

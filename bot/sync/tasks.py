@@ -8,7 +8,7 @@ from datetime import datetime
 
 from bot.queue import outbox_task, periodic_job
 from bot.wecom import NoPrivilege, NotFound, client_for
-from settings import get_settings
+from settings import Settings, get_settings
 from store import clock
 from store.db import write_transaction
 from store.directory import SyncState
@@ -65,7 +65,7 @@ def due(dt: datetime) -> bool:
 PERIODIC_KEY = "periodic_interval"
 
 
-def claim_interval(settings, at: float | None = None) -> bool:
+def claim_interval(settings: Settings, at: float | None = None) -> bool:
     """Take the current SYNC_INTERVAL_MINUTES interval for the periodic run; False if a run already
     took it. Every worker's scheduler enqueues the periodic task for the same due minute, each at
     its own second, and a restarted worker enqueues it again: the lease only keeps two copies from

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from bot.observability import metrics
+from settings import Settings
 
 from . import _redact
 from ._errors import (
@@ -64,7 +65,7 @@ class WeComClient:
 
     def __init__(
         self,
-        settings,
+        settings: Settings,
         http: httpx.Client | None = None,
         tokens: TokenStore | None = None,
         sleep=time.sleep,
@@ -362,7 +363,7 @@ def _redis_client(url: str):
     return client
 
 
-def shared_parts(settings) -> tuple[TokenStore, Any]:
+def shared_parts(settings: Settings) -> tuple[TokenStore, Any]:
     """The token store and rate limiter every process of this deployment shares."""
     limits = Limits.from_settings(settings)
     if settings.queue_url.startswith(("redis://", "rediss://")):
@@ -375,7 +376,7 @@ def shared_parts(settings) -> tuple[TokenStore, Any]:
     return LocalTokenStore(SQLBackend(url)), LocalRateLimiter(limits)
 
 
-def client_for(settings) -> WeComClient:
+def client_for(settings: Settings) -> WeComClient:
     """The process's client for these settings (tokens are shared across processes by the store)."""
     key = (
         settings.wecom_api_base,

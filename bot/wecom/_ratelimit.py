@@ -1,6 +1,6 @@
 """Client-side rate limits: token buckets per API path per corp, under WeCom's quotas.
 
-WeCom allows 10,000 calls/min and 150,000 calls/h per corp per API (PROTOCOL §6.3) and blocks the
+WeCom allows 10,000 calls/min and 150,000 calls/h per corp per API (docs/wecom.md, "Quotas") and blocks the
 API for the rest of the window when a caller goes over (45009). `Limits(per_min, per_hour)` are
 ceilings for any rolling window: each is a bucket whose burst is a slice of the ceiling and whose
 refill rate is the rest spread over the window, so a window can never see more than the ceiling
@@ -26,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from settings import Settings
+
 log = logging.getLogger("wqbot.wecom")
 
 GRANT_TTL = 1.0  # seconds a batch taken from Redis may be spent locally
@@ -37,7 +39,7 @@ class Limits:
     per_hour: int = 120000
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings: Settings) -> "Limits":
         return cls(
             getattr(settings, "wecom_rate_limit_per_min", cls.per_min),
             getattr(settings, "wecom_rate_limit_per_hour", cls.per_hour),

@@ -4,7 +4,7 @@
     with Cluster(tmp_path, webs=2, workers=2) as c:   # SCALED OUT: 2 × serve --no-worker + 2 × worker
 
 The WeCom emulator runs in this process (so a test reads its call log, messages and cards
-directly), and so does a webhook receiver standing in for 微签 (tests.notify_support.Receiver,
+directly), and so does a webhook receiver standing in for 微签 (tests.notify.support.Receiver,
 which records every X-Wqbot-Delivery). The wqbot processes run against the store and queue this
 pytest run already uses (tests/conftest.py: its SQLite files, or its PostgreSQL database and Redis
 queue name), so the test process can read the store and enqueue into the same queue.

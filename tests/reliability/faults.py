@@ -1,4 +1,4 @@
-"""Helpers for the "WeCom misbehaves" reliability tests (issue 10 §2): the emulator and wqbot on
+"""Helpers for the "WeCom misbehaves" reliability tests (docs/reliability.md §2): the emulator and wqbot on
 loopback ports, a fault mix, answers lost after WeCom acted, a spy on what wqbot heard back,
 a queue drain that honours huey's retries, and the comparisons the tests assert.
 

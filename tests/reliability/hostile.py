@@ -1,4 +1,4 @@
-"""What the hostile-input tests (issue 10 §4) share: the whole store and queue as one comparable
+"""What the hostile-input tests (docs/reliability.md §4) share: the whole store and queue as one comparable
 snapshot, a seeded store for them to aim at, WeCom faked at its HTTP edge, and the sizes.
 
 "No state change" is measured on content, not counts: every row of every table (the migration
@@ -14,12 +14,11 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
-import pytest
 import respx
 from httpx import Response
 
 from tests.conftest import BACKEND, TEST_ENV
-from tests.support import CORP, wait_until_serving
+from tests.support import CORP, CallbackClient, click, wait_until_serving
 
 SCALE = os.environ.get("WQBOT_RELIABILITY_SCALE", "short")
 API = TEST_ENV["WECOM_API_BASE"]
@@ -99,13 +98,12 @@ def fake_wecom(mock: respx.MockRouter) -> respx.MockRouter:
     return mock
 
 
-def seed(client) -> None:
+def seed(client: CallbackClient) -> None:
     """Rows for hostile requests to aim at: a directory, a notification with its cards queued,
     a delivered callback, login states and an unredeemed ticket."""
     from settings import get_settings
     from store import login as login_store
     from store.directory import Department, User, UserDepartment
-    from tests.support import app_crypto, click, signed
 
     s = get_settings()
     Department.create(id=1, name="总部", parent_id=0)
@@ -125,40 +123,12 @@ def seed(client) -> None:
         },
     )
     assert r.status_code == 202, r.text
-    params, body = signed(app_crypto(s), click("help"))
-    assert client.post("/wecom/callback", params=params, content=body).status_code == 200
+    assert client.callback(click("help")).status == 200
     login_store.create_state(s.secret_key, "h5", "/pages/index", "b" * 32)
     # A login started for real also caches the access token (key_value): a cache filled by a
     # later request is the only write a start may add besides its state row.
     assert client.get("/oauth/h5", follow_redirects=False).status_code == 302
     login_store.issue_ticket(s.secret_key, "lisi", "h5")
-
-
-@pytest.fixture
-def clients(settings, store, queue):
-    """{"app": TestClient of the app, "fast": of the app behind CallbackFastPath (what `wqbot
-    serve` serves)}, over a seeded store, WeCom faked. Bind it in a test module with
-    `clients = hostile.clients`."""
-    from starlette.testclient import TestClient
-
-    from bot.app import create_app
-    from bot.auth import domain
-    from bot.callback import CallbackFastPath
-    from bot.wecom import reset_clients
-
-    reset_clients()
-    domain.forget()
-    app = create_app(settings, init_store=False)
-    with respx.mock(assert_all_called=False) as mock:
-        fake_wecom(mock)
-        with (
-            TestClient(app, base_url=PUBLIC, follow_redirects=False) as plain,
-            TestClient(CallbackFastPath(app), base_url=PUBLIC, follow_redirects=False) as fast,
-        ):
-            seed(plain)
-            yield {"app": plain, "fast": fast}
-    reset_clients()
-    domain.forget()
 
 
 def free_port() -> int:
@@ -218,7 +188,6 @@ __all__ = [
     "SCALE",
     "USERS",
     "changes",
-    "clients",
     "examples",
     "fake_wecom",
     "seed",

@@ -1,4 +1,4 @@
-"""Issue 10 §1, "Acknowledged means durable": steady traffic into real wqbot processes while
+"""docs/reliability.md §1, "Acknowledged means durable": steady traffic into real wqbot processes while
 they are killed with SIGKILL and restarted; afterwards everything that was acknowledged happened,
 exactly once.
 
@@ -40,10 +40,10 @@ import time
 import httpx
 import pytest
 
-from tests import notify_support as ns
 from tests.conftest import BACKEND
+from tests.notify import support as ns
 from tests.reliability.cluster import LONG, Chaos, Cluster, Senders, card_of, killed_near
-from tests.support import app_crypto, signed
+from tests.support import CallbackClient
 
 SETUP = "embedded" if BACKEND == "sqlite" else "scaled-out"
 WINDOW = 3.0  # seconds after a send / webhook within which a kill explains seeing it twice
@@ -518,7 +518,6 @@ def test_killed_processes_lose_and_duplicate_nothing_acknowledged(tmp_path, stor
 
 
 # -- regressions for what the chaos found ---------------------------------------------------------------
-fake_wecom, webhook_receiver, hook_settings = ns.fake_wecom, ns.webhook_receiver, ns.hook_settings
 
 
 class Killed(BaseException):
@@ -539,7 +538,7 @@ def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_dec
 
     for u, name in (("lisi", "李四"), ("wangwu", "王五"), ("zhaoliu", "赵六")):
         ns.add_member(u, name)
-    with ns.app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         r = c.post(
             "/api/v1/notifications", json=ns.notification(recipients=["lisi", "wangwu", "zhaoliu"]), headers=ns.AUTH
         )
@@ -557,9 +556,7 @@ def test_a_push_cut_off_after_wecom_accepted_it_is_settled_when_the_task_was_dec
         card = ns.first_card_id()
         Notification.update(lease_until=None).execute()  # the dead worker's lease ran out
 
-        params, body = signed(app_crypto(hook_settings), ns.tap_xml("wangwu", card, "approve"))
-        r = c.post("/wecom/callback", params=params, content=body.encode(), headers={"content-type": "text/xml"})
-        assert r.status_code == 200
+        c.deliver(ns.tap_xml("wangwu", card, "approve"))
         assert NotifyTask.get().state == "approved"
 
         trigger = enqueue(push.push, notification_id="wq-evt-000123")  # as the sweeper re-enqueues it
@@ -592,16 +589,15 @@ def test_a_tap_decided_before_the_push_recorded_its_batch_still_gets_the_other_c
     for u, name in (("lisi", "李四"), ("wangwu", "王五"), ("zhaoliu", "赵六")):
         ns.add_member(u, name)
     record = push._record_batch
-    with ns.app_client(hook_settings) as c:
+    with CallbackClient(hook_settings) as c:
         r = c.post(
             "/api/v1/notifications", json=ns.notification(recipients=["lisi", "wangwu", "zhaoliu"]), headers=ns.AUTH
         )
         assert r.status_code == 202
 
         def tap_first(card, userids, answer):
-            params, body = signed(app_crypto(hook_settings), ns.tap_xml("wangwu", card.card_id, "approve"))
-            r = c.post("/wecom/callback", params=params, content=body.encode(), headers={"content-type": "text/xml"})
-            assert r.status_code == 200 and NotifyTask.get().state == "approved"
+            c.deliver(ns.tap_xml("wangwu", card.card_id, "approve"))
+            assert NotifyTask.get().state == "approved"
             ns.drain(queue)  # the decision's card update and webhook run now, before the batch is recorded
             record(card, userids, answer)
 

@@ -1,4 +1,4 @@
-"""Issue 10 §4: a corpus of malformed encrypted payloads, each made from a valid one, sent to the
+"""docs/reliability.md §4 (hostile input): a corpus of malformed encrypted payloads, each made from a valid one, sent to the
 callback URLs (the app, and CallbackFastPath as `wqbot serve` runs it). Each gets the 4xx of the
 check it fails, with a message naming that check, changes nothing, and leaves the endpoint
 applying the next valid delivery.
@@ -20,11 +20,8 @@ from hypothesis import strategies as st
 from bot.callback.xml import XMLError, document, parse
 from bot.crypto import CryptoError, WeComCrypto, decode_aes_key
 from tests.conftest import TEST_ENV
-from tests.reliability import hostile
 from tests.reliability.hostile import changes, examples, snapshot
 from tests.support import CORP, message
-
-clients = hostile.clients  # fixture
 
 TS, NONCE = "1700000000", "corpus"
 PREFIX = b"0123456789abcdef"
@@ -249,13 +246,13 @@ def test_the_corpus_starts_from_a_payload_that_is_applied(clients, settings):
 
     enc = WeComCrypto(*APP[:2], CORP).encrypt(VALID, random_prefix=PREFIX)
     n = Delivery.select().count()
-    r = clients["fast"].post("/wecom/callback", params=query_for(enc, APP[0]), content=envelope(enc))
+    r = clients["served"].post("/wecom/callback", params=query_for(enc, APP[0]), content=envelope(enc))
     assert r.status_code == 200 and r.text.startswith("<xml>")
     assert Delivery.select().count() == n + 1
 
 
 @pytest.mark.parametrize(
-    "path,via", [("/wecom/callback", "app"), ("/wecom/callback", "fast"), ("/wecom/contacts/callback", "fast")]
+    "path,via", [("/wecom/callback", "app"), ("/wecom/callback", "served"), ("/wecom/contacts/callback", "served")]
 )
 def test_every_malformed_payload_gets_its_4xx_and_changes_nothing(clients, settings, path, via):
     from store.models import Delivery
@@ -287,7 +284,7 @@ def test_every_malformed_payload_gets_its_4xx_and_changes_nothing(clients, setti
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("via", ["app", "fast"])
+@pytest.mark.parametrize("via", ["app", "served"])
 def test_url_verification_with_a_malformed_echostr(clients, settings, via):
     """The same crypto cases as a GET echostr (the URL check decrypts the same way)."""
     token, aes_key, _ = APP

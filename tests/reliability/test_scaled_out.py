@@ -1,4 +1,4 @@
-"""Issue 10 §3, "Scaled out": PostgreSQL + Redis, two `wqbot serve --no-worker` web processes and
+"""docs/reliability.md §3, "Scaled out": PostgreSQL + Redis, two `wqbot serve --no-worker` web processes and
 two `wqbot worker` processes (tests/reliability/cluster.py), with nothing killed:
 
 (a) the periodic sync runs once per SYNC_INTERVAL_MINUTES, not once per worker (each worker's
@@ -123,7 +123,7 @@ def test_a_second_copy_of_the_periodic_sync_in_the_same_interval_does_not_sync_a
     from bot.sync.tasks import reconcile
     from bot.wecom import reset_clients
     from store.directory import SyncRun
-    from tests.test_sync_fakes import FakeWeCom
+    from tests.sync.support import FakeWeCom
 
     s = dataclasses.replace(settings, sync_interval_minutes=10)
     monkeypatch.setattr(settings_mod, "_current", s)

@@ -1,4 +1,4 @@
-"""Issue 10 §4: slow-loris clients get a time limit.
+"""docs/reliability.md §4 (hostile input): slow-loris clients get a time limit.
 
 Bodies: bot.server.body_timeout.BodyTimeout (what `wqbot serve` serves, in front of CallbackFastPath)
 answers 408 and closes the connection when a body is not complete BODY_TIMEOUT (10) seconds

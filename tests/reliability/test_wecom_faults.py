@@ -1,4 +1,4 @@
-"""Issue 10 §2, WeCom misbehaves: a fifth of the calls to the emulator fail (-1, HTTP 500, a
+"""docs/reliability.md §2, WeCom misbehaves: a fifth of the calls to the emulator fail (-1, HTTP 500, a
 held request the client times out on, 45009, an expired token), some answers are lost after
 WeCom acted, and still:
 
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.notify_support import AUTH
+from tests.notify.support import AUTH
 from tests.reliability import faults as F
+from tests.support import CallbackClient
 
 USERS, DEPARTMENTS = (2000, 60) if F.LONG else (120, 12)
 ROUNDS = 6 if F.LONG else 2  # directory changes after the first convergence
@@ -200,7 +201,6 @@ def settle(w: F.World, queue) -> dict:
 def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, queue, monkeypatch):
     from bot.notify import cards
     from store.notifications import Notification, NotifyCard, NotifyRecipient, NotifyTask
-    from tests.notify_support import app_client
 
     # small batches so one notification is several message/send calls (the resume-after-failure path)
     monkeypatch.setattr(cards, "BATCH", 3)
@@ -211,7 +211,7 @@ def test_pushes_and_card_updates_complete_exactly_once(lost, settings, store, qu
         members = seed_directory(w)
         w.ctl.delete("/sim/calls")
         w.faults_on()
-        with app_client(w.settings) as client:
+        with CallbackClient(w.settings) as client:
             notes = post_notifications(w, client, members, rng)
             pushed = settle(w, queue)
             assert not Notification.select().where(Notification.status != "sent").exists(), [
@@ -408,12 +408,11 @@ def push_task(client, nid: str, kind: str, task_id: str, members: list[str]) -> 
 @pytest.mark.parametrize("fault", TRANSIENT_REFUSALS)
 def test_a_transient_refusal_of_message_send_is_retried_not_failed(fault, settings, store, queue):
     from store.notifications import Notification, NotifyRecipient
-    from tests.notify_support import app_client
 
     with F.World(settings, users=20, departments=3) as w:
         members = active_members(w, 3)
         F.add_faults(w.ctl, [{"path": "message/send", **fault}])
-        with app_client(w.settings) as client:
+        with CallbackClient(w.settings) as client:
             push_task(client, "rel-transient", "approve", "T-TR", members)
             F.drain(queue)
         # (a fault with a count is gone once spent, so the call log says what fired)
@@ -427,11 +426,10 @@ def test_a_transient_refusal_of_message_send_is_retried_not_failed(fault, settin
 @pytest.mark.parametrize("fault", TRANSIENT_REFUSALS)
 def test_a_transient_refusal_of_a_card_update_is_retried_not_given_up(fault, settings, store, queue):
     from store.notifications import NotifyCard
-    from tests.notify_support import app_client
 
     with F.World(settings, users=20, departments=3) as w:
         members = active_members(w, 3)
-        with app_client(w.settings) as client:
+        with CallbackClient(w.settings) as client:
             push_task(client, "rel-transient", "approve", "T-TR", members)
             F.drain(queue)
             card_id = NotifyCard.get().card_id
@@ -450,12 +448,11 @@ def test_a_lost_answer_to_a_card_update_is_not_applied_twice(settings, store, qu
     is refused (the code is single use). That refusal means the first attempt went through: wqbot
     must not fall back to the member's own ResponseCode and update that copy a second time."""
     from store.notifications import NotifyCard
-    from tests.notify_support import app_client
 
     lost = {"apis": ("message/update_template_card",), "at": 1, "every": 0}
     with F.World(settings, lost_answers=lost, users=20, departments=3) as w:
         members = active_members(w, 3)
-        with app_client(w.settings) as client:
+        with CallbackClient(w.settings) as client:
             push_task(client, "rel-lost", "sign", "T-LOST", members)
             F.drain(queue)
             card_id = NotifyCard.get().card_id
@@ -484,7 +481,6 @@ def test_a_message_send_that_times_out_before_or_after_wecom_acts_is_delivered_o
     was lost), WeCom's duplicate check answers it with the first send's msgid and response code,
     and the card reaches each member once and can still be updated."""
     from store.notifications import Notification, NotifyCard
-    from tests.notify_support import app_client
 
     lost = {"apis": ("message/send",), "at": 1, "every": 0} if when == "after" else None
     with F.World(settings, lost_answers=lost, users=20, departments=3) as w:
@@ -493,7 +489,7 @@ def test_a_message_send_that_times_out_before_or_after_wecom_acts_is_delivered_o
             F.add_faults(
                 w.ctl, [{"path": "message/send", "kind": "timeout", "hold_seconds": F.HOLD_SECONDS, "count": 1}]
             )
-        with app_client(w.settings) as client:
+        with CallbackClient(w.settings) as client:
             push_task(client, "rel-timeout", "approve", "T-TO", members)
             F.drain(queue)
             assert Notification.get().status == "sent"

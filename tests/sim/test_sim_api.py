@@ -1,4 +1,4 @@
-"""Contract tests of the emulator's server API against PROTOCOL.md §5–7: tokens, directory reads,
+"""Contract tests of the emulator's server API against docs/wecom.md (server API, quotas, error codes): tokens, directory reads,
 list_id paging, quotas, OAuth codes, messages and cards, menus, agent, JS-SDK tickets."""
 
 from __future__ import annotations

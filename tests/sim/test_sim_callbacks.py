@@ -1,6 +1,6 @@
 """The callbacks the emulator makes, received on real loopback URLs and decrypted with wechatpy:
-change_contact for every directory change (full and IDs-only shapes, PROTOCOL §3.9), member
-events and card taps (§3.1–3.6) with their passive replies, the console's URL check, retries."""
+change_contact for every directory change (full and IDs-only shapes, docs/wecom.md), member
+events and card taps with their passive replies, the console's URL check, retries."""
 
 from __future__ import annotations
 

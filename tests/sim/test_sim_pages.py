@@ -1,5 +1,5 @@
 """The login stand-ins: the OAuth authorize page and the PC QR-login page check their parameters
-as WeCom does (PROTOCOL §8) and redirect with a single-use code and the original state."""
+as WeCom does (docs/wecom.md, "OAuth and web login") and redirect with a single-use code and the original state."""
 
 from __future__ import annotations
 

@@ -1,0 +1,438 @@
+"""The admin console: login (password, WeCom QR), signed sessions, CSRF, and what each page shows."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+
+import httpx
+import pytest
+import respx
+from starlette.testclient import TestClient
+
+import settings as settings_mod
+from bot.ops import session as sess
+from tests.conftest import TEST_ENV
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_settings(**env):
+    return settings_mod.load(
+        env={**TEST_ENV, "ADMIN_PASSWORD": PASSWORD, "ADMIN_USERIDS": "boss,it-admin", **env}, dotenv=None
+    )
+
+
+@pytest.fixture
+def admin_settings():
+    return make_settings()
+
+
+@pytest.fixture
+def console(admin_settings, store):
+    from bot.app import create_app
+    from bot.wecom import reset_clients
+
+    reset_clients()
+    with TestClient(create_app(admin_settings, init_store=False), base_url="https://wqbot.example.com") as c:
+        yield c
+    reset_clients()
+
+
+def nonce_of(html: str) -> str:
+    return re.search(r'name="login_nonce" value="([^"]+)"', html).group(1)
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def login(c, password=PASSWORD):
+    page = c.get("/admin/login")
+    return c.post(
+        "/admin/login", data={"login_nonce": nonce_of(page.text), "password": password}, follow_redirects=False
+    )
+
+
+def test_pages_need_a_login(console):
+    for path in ("/admin", "/admin/directory", "/admin/notifications", "/admin/webhooks"):
+        r = console.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/admin/login"
+    r = console.post("/admin/actions/sync", data={"csrf": "x"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/admin/login"
+
+
+def test_password_login_keeps_only_a_hash_in_a_signed_cookie(console, admin_settings):
+    r = login(console)
+    assert r.status_code == 303 and r.headers["location"] == "/admin"
+    cookie = r.cookies[sess.COOKIE]
+    set_cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=lax" in set_cookie and "Secure" in set_cookie
+    body = cookie.split(".")[0]
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    assert payload["via"] == "password" and PASSWORD not in json.dumps(payload) and payload["pw"]
+    page = console.get("/admin")
+    assert page.status_code == 200 and "运行状态" in page.text and "本地管理员" in page.text
+    # a tampered cookie is refused
+    console.cookies.set(
+        sess.COOKIE,
+        cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB"),
+        domain="wqbot.example.com",
+        path="/admin",
+    )
+    assert console.get("/admin", follow_redirects=False).status_code == 303
+
+
+def test_wrong_password_and_throttle(console):
+    r = login(console, "wrong")
+    assert r.status_code == 403 and "密码不正确" in r.text
+    for _ in range(4):
+        login(console, "wrong")
+    r = login(console)  # even the right one: this address is locked out for a while
+    assert r.status_code == 429 and "15 分钟" in r.text
+
+
+def test_login_form_needs_its_own_nonce(console):
+    r = console.post("/admin/login", data={"login_nonce": "forged", "password": PASSWORD}, follow_redirects=False)
+    assert r.status_code == 400 and sess.COOKIE not in r.cookies
+
+
+def test_changing_the_password_ends_password_sessions(console, store):
+    from bot.app import create_app
+
+    login(console)
+    cookie = console.cookies.get(sess.COOKIE)
+    with TestClient(
+        create_app(make_settings(ADMIN_PASSWORD="a new password"), init_store=False),
+        base_url="https://wqbot.example.com",
+    ) as other:
+        other.cookies.set(sess.COOKIE, cookie, domain="wqbot.example.com", path="/admin")
+        assert other.get("/admin", follow_redirects=False).status_code == 303
+    with TestClient(
+        create_app(make_settings(ADMIN_PASSWORD=""), init_store=False), base_url="https://wqbot.example.com"
+    ) as other:
+        other.cookies.set(sess.COOKIE, cookie, domain="wqbot.example.com", path="/admin")
+        assert other.get("/admin", follow_redirects=False).status_code == 303
+        page = other.get("/admin/login")
+        assert 'name="password"' not in page.text and "企业微信扫码登录" in page.text
+
+
+def test_expired_session_is_refused(admin_settings):
+    cookie, _ = sess.new_session(admin_settings, "boss", "wecom")
+    assert sess.current_admin(admin_settings, cookie).userid == "boss"
+    payload = sess.unsign(admin_settings.secret_key, "session", cookie)
+    stale = sess.sign(admin_settings.secret_key, "session", {**payload, "exp": time.time() - 1})
+    assert sess.current_admin(admin_settings, stale) is None
+    other_key = make_settings(SECRET_KEY="another-secret-key-0123456789")
+    assert sess.current_admin(other_key, cookie) is None
+
+
+def test_actions_need_the_csrf_token(console, monkeypatch):
+    calls = []
+    monkeypatch.setattr("bot.ops.actions.sync_now", lambda s, t="": calls.append(t) or (True, "sync_queued", "q"))
+    login(console)
+    r = console.post("/admin/actions/sync", data={}, follow_redirects=False)
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = console.post("/admin/actions/sync", data={"csrf": "not-it"}, follow_redirects=False)
+    assert r.status_code == 403
+    assert calls == []
+    token = csrf_of(console.get("/admin").text)
+    r = console.post("/admin/actions/sync", data={"csrf": token}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/admin?done=sync_queued"
+    assert calls == [""]
+    page = console.get("/admin?done=sync_queued").text
+    assert "已加入同步队列" in page and "sync" in page  # the audit row
+    from store.ops import AdminAudit
+
+    assert [(a.userid, a.action) for a in AdminAudit.select()] == [("admin", "sync")]
+
+
+def test_logout(console):
+    login(console)
+    token = csrf_of(console.get("/admin").text)
+    assert console.post("/admin/logout", data={"csrf": "nope"}).status_code == 403
+    r = console.post("/admin/logout", data={"csrf": token}, follow_redirects=False)
+    assert r.status_code == 303
+    assert console.get("/admin", follow_redirects=False).status_code == 303
+
+
+def test_status_page_masks_secrets_and_shows_sync_queue_errors(console, admin_settings, queue):
+    from bot.ops.status import record_error
+    from store.directory import SyncRun
+
+    t = time.time()
+    SyncRun.create(
+        trigger="periodic",
+        full=True,
+        mode="list",
+        status="ok",
+        started_at=t - 70,
+        finished_at=t - 60,
+        users_seen=12,
+        departments_seen=3,
+        created=2,
+        disabled=1,
+    )
+    for _ in range(2):
+        record_error(
+            "notify.push",
+            f"APIError: /cgi-bin/message/send: errcode 60020: from ip: 203.0.113.9 {admin_settings.wecom_app_secret}",
+            "add 203.0.113.9 to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP",
+        )
+    login(console)
+    html = console.get("/admin").text
+    for secret in admin_settings.secret_values:
+        assert secret not in html
+    assert "WECOM_APP_SECRET" in html and "****" in html
+    assert re.search(r'id="sync-status"[^>]*>成功<', html)
+    assert "<td>12</td>" in html and "新增成员" in html
+    assert "企业可信IP" in html and "<td>2</td>" in html  # one error row, counted twice
+    assert 'id="queue-pending">0<' in html
+
+
+def test_status_page_without_any_sync(console):
+    login(console)
+    html = console.get("/admin").text
+    assert "尚未同步过" in html
+
+
+def test_directory_tree_with_members(console):
+    from store.directory import Department, User, UserDepartment
+
+    Department.insert_many(
+        [
+            {"id": 1, "name": "复园科技", "parent_id": 0, "order": 100},
+            {"id": 2, "name": "市场部", "parent_id": 1, "order": 90},
+            {"id": 3, "name": "技术部", "parent_id": 1, "order": 80},
+            {"id": 4, "name": "前端组", "parent_id": 3, "order": 1, "active": False},
+        ]
+    ).execute()
+    User.insert_many(
+        [
+            {"userid": "zhangsan", "name": "张三", "position": "经理"},
+            {"userid": "lisi", "name": "李四"},
+            {"userid": "wangwu", "name": "王五", "active": False},
+            {"userid": "zhaoliu", "name": "赵六"},
+        ]
+    ).execute()
+    UserDepartment.insert_many(
+        [
+            {"userid": "zhangsan", "department_id": 2},
+            {"userid": "lisi", "department_id": 3},
+            {"userid": "wangwu", "department_id": 4},
+            {"userid": "lisi", "department_id": 2},
+        ]
+    ).execute()
+    login(console)
+    html = console.get("/admin/directory").text
+    assert "4 个部门，4 名成员（在职 3）" in html and "1 名不在任何部门" in html
+    tree = html[html.index('id="tree"') :]
+    assert (
+        tree.index("复园科技") < tree.index("市场部") < tree.index("张三") < tree.index("技术部") < tree.index("前端组")
+    )
+    assert tree.index("前端组") < tree.index("王五")
+    assert "（ID 2，2 人）" in tree and "已停用" in tree
+
+
+def test_notifications_and_webhooks_pages(console, monkeypatch):
+    from store.notifications import Notification, NotifyRecipient, WebhookDelivery
+
+    Notification.create(
+        id="wq-evt-1",
+        kind="approve",
+        task_id="T-1",
+        body=json.dumps({"title": "采购合同"}),
+        fingerprint="x",
+        status="partial",
+    )
+    NotifyRecipient.insert_many(
+        [
+            {"notification": "wq-evt-1", "key": "lisi", "userid": "lisi", "status": "sent"},
+            {
+                "notification": "wq-evt-1",
+                "key": "ghost",
+                "userid": "ghost",
+                "status": "invalid",
+                "reason": "unknown userid",
+            },
+            {
+                "notification": "wq-evt-1",
+                "key": "wangwu",
+                "userid": "wangwu",
+                "status": "failed",
+                "reason": "errcode -1",
+            },
+        ]
+    ).execute()
+    WebhookDelivery.create(
+        id="2f1c4a5e-0000-4000-8000-000000000001",
+        event="task.action",
+        notification="wq-evt-1",
+        body="{}",
+        status="failed",
+        attempts=8,
+        last_status=500,
+    )
+    WebhookDelivery.create(
+        id="2f1c4a5e-0000-4000-8000-000000000002",
+        event="task.action",
+        body="{}",
+        status="delivered",
+        attempts=1,
+        last_status=200,
+    )
+    import bot.notify
+
+    login(console)
+    html = console.get("/admin/notifications").text
+    assert "采购合同" in html and "部分发送" in html
+    html = console.get("/admin/notifications").text
+    assert "lisi：已送达" in html and "ghost：无效接收人" in html and "wangwu：失败" in html
+    assert 'action="/admin/actions/resend"' in html and 'value="wq-evt-1"' in html
+    html = console.get("/admin/webhooks").text
+    assert html.count('action="/admin/actions/retry-webhook"') == 1
+    assert "投递失败" in html and "已投递" in html and "HTTP 500" in html
+
+    calls = []
+    monkeypatch.setattr(bot.notify, "resend", lambda nid: calls.append(("resend", nid)) or "queued")
+    monkeypatch.setattr(bot.notify, "retry_webhook", lambda did: calls.append(("retry", did)) or "queued")
+    token = csrf_of(html)
+    r = console.post("/admin/actions/resend", data={"csrf": token, "id": "wq-evt-1"}, follow_redirects=False)
+    assert r.headers["location"] == "/admin/notifications?done=resent" and calls == [("resend", "wq-evt-1")]
+    # retrying a webhook needs WEIQIAN_WEBHOOK_URL (not set here): the page says so, nothing is called
+    r = console.post("/admin/actions/retry-webhook", data={"csrf": token, "id": "2f1c4a5e-0000-4000-8000-000000000001"})
+    assert "未设置 WEIQIAN_WEBHOOK_URL" in r.text and len(calls) == 1
+
+
+def test_an_action_that_does_not_apply_says_why(console):
+    from store.notifications import Notification
+
+    Notification.create(id="wq-sent", kind="notice", body="{}", fingerprint="x", status="sent")
+    login(console)
+    token = csrf_of(console.get("/admin").text)
+    r = console.post("/admin/actions/resend", data={"csrf": token, "id": "wq-nope"})
+    assert "找不到该记录" in r.text
+    r = console.post("/admin/actions/resend", data={"csrf": token, "id": "wq-sent"})
+    assert "无需重试" in r.text
+
+
+def test_sync_now_runs_the_directory_sync(console, immediate_queue, monkeypatch):
+    from bot.ops import jobs
+
+    runs = []
+
+    def fake_run_sync(settings, *, trigger="cli", full=False, **kw):
+        runs.append((trigger, full))
+        from store.directory import SyncRun
+
+        return SyncRun.create(trigger=trigger, full=full, status="ok", finished_at=time.time())
+
+    monkeypatch.setattr(jobs, "run_sync", fake_run_sync)
+    login(console)
+    token = csrf_of(console.get("/admin").text)
+    r = console.post("/admin/actions/sync", data={"csrf": token})
+    assert r.status_code == 200 and "已加入同步队列" in r.text
+    assert runs == [("admin", True)]
+
+
+def test_wecom_qr_login_for_admin_userids_only(console, admin_settings):
+    def start() -> str:
+        r = console.get("/admin/login/wecom", follow_redirects=False)
+        assert r.status_code == 302
+        location = r.headers["location"]
+        assert location.startswith(f"{admin_settings.wecom_sso_base}/wwlogin/sso/login?login_type=CorpApp&appid=")
+        assert "redirect_uri=https%3A%2F%2Fwqbot.example.com%2Fadmin%2Flogin%2Fwecom%2Fcallback" in location
+        return re.search(r"state=([A-Za-z0-9]+)", location).group(1)
+
+    api = TEST_ENV["WECOM_API_BASE"]
+    with respx.mock(assert_all_called=False) as router:
+        router.get(f"{api}/cgi-bin/gettoken").mock(
+            return_value=httpx.Response(200, json={"errcode": 0, "access_token": "T", "expires_in": 7200})
+        )
+        users = {"CODE-BOSS": "boss", "CODE-LISI": "lisi"}
+        router.get(f"{api}/cgi-bin/auth/getuserinfo").mock(
+            side_effect=lambda req: httpx.Response(200, json={"errcode": 0, "userid": users[req.url.params["code"]]})
+        )
+        r = console.get(f"/admin/login/wecom/callback?code=CODE-LISI&state={start()}", follow_redirects=False)
+        assert r.status_code == 403 and "不是管理员" in r.text
+        start()
+        r = console.get("/admin/login/wecom/callback?code=CODE-BOSS&state=wrongstate", follow_redirects=False)
+        assert r.status_code == 403
+        state = start()
+        r = console.get(f"/admin/login/wecom/callback?code=CODE-BOSS&state={state}", follow_redirects=False)
+        assert r.status_code == 303 and sess.COOKIE in r.cookies
+        # the state was used up: the same callback again does not log in
+        console.cookies.delete(sess.COOKIE)
+        r = console.get(f"/admin/login/wecom/callback?code=CODE-BOSS&state={state}", follow_redirects=False)
+        assert r.status_code == 403
+        r = console.get(f"/admin/login/wecom/callback?code=CODE-BOSS&state={start()}", follow_redirects=False)
+        assert r.status_code == 303
+    assert "boss" in console.get("/admin").text
+
+
+def test_wecom_login_ends_when_the_userid_leaves_admin_userids(admin_settings):
+    cookie, _ = sess.new_session(admin_settings, "boss", "wecom")
+    assert sess.current_admin(make_settings(ADMIN_USERIDS="it-admin"), cookie) is None
+
+
+def test_no_login_method_configured(store):
+    from bot.app import create_app
+
+    s = make_settings(ADMIN_PASSWORD="", ADMIN_USERIDS="")
+    with TestClient(create_app(s, init_store=False)) as c:
+        html = c.get("/admin/login").text
+        assert "尚未配置任何登录方式" in html
+        assert c.get("/admin/login/wecom").status_code == 403
+
+
+def test_readyz_requires_a_recent_sync(console, admin_settings):
+    from store.directory import SyncRun
+
+    r = console.get("/readyz")
+    assert r.status_code == 503 and "no directory sync has completed yet" in r.json()["problems"][0]
+    SyncRun.create(trigger="periodic", status="ok", started_at=time.time() - 4000, finished_at=time.time() - 3990)
+    r = console.get("/readyz")
+    assert r.status_code == 503 and "min ago" in r.json()["problems"][0]
+    SyncRun.create(trigger="periodic", status="failed", started_at=time.time() - 5, finished_at=time.time() - 4)
+    assert console.get("/readyz").status_code == 503
+    SyncRun.create(trigger="periodic", status="ok", started_at=time.time() - 65, finished_at=time.time() - 60)
+    r = console.get("/readyz")
+    checks = r.json()["checks"]
+    assert r.status_code == 200 and checks["store"] == checks["queue"] == "ok" and checks["sync"].startswith("ok (")
+    assert console.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_without_wecom(store):
+    from bot.app import create_app
+
+    with TestClient(create_app(make_settings(WECOM_ENABLED="false"), init_store=False)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 200 and r.json()["checks"]["sync"].startswith("off")
+
+
+def test_a_failing_task_is_remembered_with_its_hint(settings, store, immediate_queue):
+    from bot.app import build
+    from bot.ops.status import recent_errors
+    from bot.queue import enqueue, outbox_task, register_task
+    from bot.wecom import IPNotAllowed
+
+    build(settings)  # as a worker does: subscribes the failure hook
+
+    @outbox_task("tests.admin.failing", retries=0)
+    def failing():
+        raise IPNotAllowed(
+            60020,
+            "not allow to access from your ip, from ip: 203.0.113.9",
+            "add 203.0.113.9 to 企业可信IP",
+            "/cgi-bin/message/send",
+            ip="203.0.113.9",
+        )
+
+    register_task(failing)
+    enqueue(failing)
+    enqueue(failing)
+    [e] = recent_errors()
+    assert e.source == "tests.admin.failing" and "60020" in e.message and e.hint == "add 203.0.113.9 to 企业可信IP"
+    assert e.count == 2 and e.trace_id
