@@ -163,6 +163,30 @@ def _csv(v: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in v.split(",") if s.strip())
 
 
+def _hours(v: str) -> float:
+    x = float(v)
+    if not 0 <= x <= 24 * 90:
+        raise ValueError("must be a number of hours from 0 (off) to 2160")
+    return x
+
+
+def _clock_time(v: str) -> str:
+    v = v.strip()
+    if v and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", v):
+        raise ValueError("must be a China time of day as HH:MM (e.g. 09:00), or empty for off")
+    return v
+
+
+def _weekdays(v: str) -> tuple[int, ...]:
+    days: set[int] = set()
+    for part in _csv(v):
+        lo, _, hi = part.partition("-")
+        if not (lo.isdigit() and (not hi or hi.isdigit())) or not 1 <= int(lo) <= int(hi or lo) <= 7:
+            raise ValueError("must be ISO weekdays 1 (Monday) to 7 (Sunday), e.g. 1-5 or 1,3,5")
+        days.update(range(int(lo), int(hi or lo) + 1))
+    return tuple(sorted(days))
+
+
 def _opt(name: str, default: str | None, parse: Callable[[str], Any]) -> Any:
     return field(default=None, metadata={"env": name, "default": default, "parse": parse})
 
@@ -204,6 +228,12 @@ class Settings:
     # Client-side ceilings per WeCom API per corp, any rolling minute / hour (WeCom: 10,000 / 150,000).
     wecom_rate_limit_per_min: int = _opt("WECOM_RATE_LIMIT_PER_MIN", "8000", _positive_int)
     wecom_rate_limit_per_hour: int = _opt("WECOM_RATE_LIMIT_PER_HOUR", "120000", _positive_int)
+    # Follow-up (docs/notifications.md): deadline reminders, the morning digest, the 工作台 tile.
+    remind_before_hours: float = _opt("REMIND_BEFORE_HOURS", "24", _hours)
+    digest_at: str = _opt("DIGEST_AT", "", _clock_time)
+    digest_weekdays: tuple[int, ...] = _opt("DIGEST_WEEKDAYS", "1-5", _weekdays)
+    workbench_list_path: str = _opt("WORKBENCH_LIST_PATH", "/pages/task/task_list", _str)
+    sim_clock_url: str = _opt("SIM_CLOCK_URL", "", _http_url)  # the emulator's /sim/clock (demo and tests only)
 
     # -- derived ---------------------------------------------------------------------------
     @property

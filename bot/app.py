@@ -16,6 +16,7 @@ from bot import api, auth, callback, notify, ops, queue, sync
 from bot.handlers import cards, chat, contacts
 from bot.registry import Registry
 from settings import Settings, get_settings
+from store import clock
 from store import init_store as open_store
 
 CAPABILITIES: tuple[Callable[[Registry], None], ...] = (
@@ -33,6 +34,8 @@ CAPABILITIES: tuple[Callable[[Registry], None], ...] = (
 
 def build(settings: Settings) -> Registry:
     registry = Registry(settings)
+    if settings.sim_clock_url:
+        clock.follow(settings.sim_clock_url)  # development only: the emulator's jumpable clock
     for contribute in CAPABILITIES:
         contribute(registry)
     return registry

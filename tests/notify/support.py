@@ -66,7 +66,8 @@ class FakeWeCom:
         if len(bad) == len(users):
             return Response(200, json={"errcode": 81013, "errmsg": "user & party & tag all invalid"})
         answer = {"errcode": 0, "errmsg": "ok", "invaliduser": "|".join(bad), "msgid": f"MSG{n}"}
-        if body["template_card"]["card_type"] == "button_interaction" or body["template_card"].get("action_menu"):
+        card = body.get("template_card") or {}
+        if card.get("card_type") == "button_interaction" or card.get("action_menu"):
             answer["response_code"] = f"RC-send-{n}"
         return Response(200, json=answer)
 
