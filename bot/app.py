@@ -12,7 +12,7 @@ from typing import AsyncIterator
 
 from starlette.applications import Starlette
 
-from bot import api, auth, callback, notify, ops, queue, sync
+from bot import api, auth, callback, notify, ops, queue, sync, workbench
 from bot.handlers import cards, chat, contacts
 from bot.registry import Registry
 from settings import Settings, get_settings
@@ -24,7 +24,8 @@ CAPABILITIES: tuple[Callable[[Registry], None], ...] = (
     ops.contribute,  # /healthz, /readyz, /metrics, /admin; errors for the console, 立即同步
     sync.contribute,  # directory sync: fetches, the periodic reconciliation
     contacts.contribute,  # change_contact callbacks
-    notify.contribute,  # push, card updates, webhooks, the deadline sweep
+    notify.contribute,  # push, card updates, webhooks, the deadline sweep, reminders, the digest
+    workbench.contribute,  # the 工作台 tile: counts kept current every minute
     cards.contribute,  # 同意/拒绝 taps
     auth.contribute,  # /oauth/h5, /wx/qrlogin, /wx/login, /login
     api.contribute,  # /api/v1/*

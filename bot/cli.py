@@ -18,6 +18,7 @@ COMMANDS = {
     "worker": "bot.server.commands:worker",
     "sync": "bot.sync.cli:main",
     "menu": "bot.menus.cli:main",
+    "workbench": "bot.workbench.cli:main",
     "doctor": "bot.ops.doctor:main",
     "sim": "sim.cli:main",
     "demo": "sim.demo:main",
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("menu", help="the app menu")
     m.add_argument("action", choices=("show", "push", "diff"))
+
+    wb = sub.add_parser("workbench", help="the app's 工作台 tile (待审批 / 待签署 per member)")
+    wb.add_argument("action", choices=("push", "fill", "show"))
+    wb.add_argument("--restart", action="store_true", help="fill: start over instead of resuming")
 
     sub.add_parser("doctor", help="check settings and the WeCom side, and say what to fix")
 

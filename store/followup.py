@@ -49,7 +49,7 @@ class DigestSent(Model):
 
 class WorkbenchTile(Model):
     userid = pw.CharField(primary_key=True, max_length=200)
-    approve = pw.IntegerField(null=True)  # what WeCom shows (NULL: never set)
+    approve = pw.IntegerField(null=True)  # the counts last sent (NULL: never); refused if `error`
     sign = pw.IntegerField(null=True)
     pushed_at = EpochField(null=True, index=True)
     claimed_at = EpochField(null=True)
