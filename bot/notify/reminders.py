@@ -9,7 +9,8 @@ task's `reminded_round` moves to its round, so no worker picks it again. A secon
 or a restart sends only the recipients not recorded. The one window left (WeCom accepted, the
 worker died before recording) is closed as in push.py: the batch is rebuilt byte for byte and
 sent with `enable_duplicate_check`, so WeCom does not deliver it twice. A task decided, closed or
-withdrawn before (or while) its reminder is due gets none: the state is checked before each batch.
+withdrawn before (or while) its reminder is due gets none: the state is checked before each batch;
+nor does one that opened already inside its reminder window (its fresh card shows the deadline).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def due(settings: Settings, t: float, limit: int = PER_RUN) -> list[str]:
             _open(t),
             before > 0,
             NotifyTask.deadline - before <= t,
+            # a task that opened already inside its reminder window: its card (with the deadline)
+            # is the reminder
+            NotifyTask.deadline - before > NotifyTask.created_at,
             NotifyTask.reminded_round < NotifyTask.round,
             NotifyTask.remind_lease_until.is_null() | (NotifyTask.remind_lease_until < t),
         )

@@ -88,6 +88,16 @@ def test_a_notification_sets_its_own_reminder_time(client, store, immediate_queu
     assert reminders.run(settings) == 1
 
 
+def test_a_task_opened_inside_its_reminder_window_gets_no_reminder(
+    client, store, immediate_queue, fake_wecom, settings, clock
+):
+    add_member("lisi")
+    soon = datetime.fromtimestamp(clock.at + 10 * 3600, CST).isoformat()  # 10 h away: inside 24 h
+    post(client, notification(recipients=["lisi"], deadline=soon))
+    clock.set(deadline_of() - 60)
+    assert reminders.run(settings) == 0
+
+
 def test_remind_before_hours_is_checked(client, store):
     r = client.post("/api/v1/notifications", json=notification(remind_before_hours=-1), headers=AUTH)
     assert r.status_code == 400 and "remind_before_hours" in r.text

@@ -158,6 +158,7 @@ class Cluster:
         worker_threads: int = 2,
         latency_ms: dict[str, int] | None = None,
         receiver_delay: float = 0.0,
+        follow_sim_clock: bool = False,
     ):
         from tests.conftest import TEST_ENV
 
@@ -174,6 +175,7 @@ class Cluster:
         self.worker_threads = worker_threads
         self.latency_ms = dict(latency_ms or {})
         self.receiver_delay = receiver_delay
+        self.follow_sim_clock = follow_sim_clock  # SIM_CLOCK_URL: jumps of the emulator's clock move wqbot's
         self.procs: list[Proc] = []
         self.sim = None
         self._sim_thread = None
@@ -224,6 +226,8 @@ class Cluster:
             "SYNC_INTERVAL_MINUTES": str(366 * 24 * 60),
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         }
+        if self.follow_sim_clock:
+            env["SIM_CLOCK_URL"] = f"{self.sim_url}/sim/clock"
         env.update(self.extra_env)
         if self.fast_sweeps:
             env[FAST_SWEEPS_ENV] = "1"
