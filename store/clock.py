@@ -39,8 +39,8 @@ class FollowedClock:
     jump within `every` seconds. The offset only moves forward; if the emulator is unreachable the
     last one is kept."""
 
-    def __init__(self, url: str, every: float = 0.5):
-        self.url, self.every, self.offset = url, every, 0.0
+    def __init__(self, url: str, every: float = 0.5, on_jump: Callable[[], object] | None = None):
+        self.url, self.every, self.offset, self.on_jump = url, every, 0.0, on_jump
         self._poll()
         threading.Thread(target=self._loop, name="wqbot-sim-clock", daemon=True).start()
 
@@ -57,11 +57,18 @@ class FollowedClock:
     def _loop(self) -> None:
         while True:
             time.sleep(self.every)
+            before = self.offset
             self._poll()
+            if self.offset > before + 1 and self.on_jump is not None:
+                try:
+                    self.on_jump()  # e.g. run the clock's jobs now instead of at the next minute
+                except Exception:
+                    logging.getLogger("wqbot.clock").exception("after a jump of the emulator's clock")
 
 
-def follow(url: str) -> None:
-    """Read the time as the emulator at `url` (its /sim/clock) says, from now on in this process."""
+def follow(url: str, on_jump: Callable[[], object] | None = None) -> None:
+    """Read the time as the emulator at `url` (its /sim/clock) says, from now on in this process;
+    `on_jump` runs (on the polling thread) whenever that clock jumps forward."""
     global _source
     if not isinstance(_source, FollowedClock) or _source.url != url:
-        _source = FollowedClock(url)
+        _source = FollowedClock(url, on_jump=on_jump)
