@@ -19,6 +19,7 @@ from peewee import fn
 
 from bot import texts
 from bot.callback import replies
+from bot.observability import metrics
 from bot.queue import defer
 from settings import Settings, get_settings
 from store.models import now
@@ -129,6 +130,7 @@ def expire(task_id: str, at: float | None = None, settings: Settings | None = No
         deadline=task.deadline or t,
         at=t,
     )
+    metrics.followup("expired")
     log.info("task expired", extra={"task_id": task_id})
     return task.revision
 
