@@ -26,8 +26,6 @@ every step that ran passed; everything is stopped and removed afterwards unless 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib.util
 import json
 import os
@@ -46,6 +44,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
+from bot.notify.webhook import check_signature
 
 from .app import create_app
 from .config import SimConfig
@@ -76,8 +76,8 @@ def missing(*modules: str) -> str | None:
 class WeiqianStandIn:
     """微签's side: receives signed webhooks, and lands H5/PC logins (and redeems the ticket for a person)."""
 
-    def __init__(self, secret: str):
-        self.secret = secret
+    def __init__(self, secret: str, clock=time.time):
+        self.secret, self.clock = secret, clock  # the demo's world runs on the emulator's clock
         self.webhooks: list[dict] = []
         self.wqbot_url = ""
         self.api_token = ""
@@ -93,8 +93,7 @@ class WeiqianStandIn:
 
     async def webhook(self, request: Request) -> Response:
         body = await request.body()
-        expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
-        given = request.headers.get("x-wqbot-signature", "")
+        refused = check_signature(self.secret, request.headers.get("x-wqbot-signature", ""), body, self.clock())
         try:
             data = json.loads(body)
         except ValueError:
@@ -103,7 +102,8 @@ class WeiqianStandIn:
             {
                 "event": request.headers.get("x-wqbot-event"),
                 "delivery": request.headers.get("x-wqbot-delivery"),
-                "signature_ok": hmac.compare_digest(expected, given),
+                "signature_ok": refused is None,
+                "signature_refused": refused,
                 "body": data,
                 "at": time.time(),
             }
@@ -158,7 +158,7 @@ class Demo:
             callback_retry_interval=0.5,
         )
         self.sim = Sim(self.cfg)
-        self.weiqian = WeiqianStandIn(self.webhook_secret)
+        self.weiqian = WeiqianStandIn(self.webhook_secret, clock=self.sim.clock.now)
         self.sim_server = ServerThread(create_app(sim=self.sim))
         self.weiqian_server = ServerThread(self.weiqian.app)
         self.proc: subprocess.Popen | None = None

@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import webhook_signed_at
+
 SCALE = os.environ.get("WQBOT_RELIABILITY_SCALE", "short")
 LONG = SCALE == "long"
 FAST_SWEEPS_ENV = "WQBOT_RELIABILITY_FAST_SWEEPS"
@@ -234,7 +236,9 @@ class Cluster:
         return env
 
     def start(self) -> "Cluster":
-        self.receiver = Receiver(self.receiver_delay)
+        # 微签's clock is the emulator's when wqbot follows it (the time wqbot signs with)
+        clock = (lambda: self.sim.clock.now()) if self.follow_sim_clock else time.time
+        self.receiver = Receiver(self.receiver_delay, clock=clock)
         self.sim_url = self._start_sim()
         env = self.child_env()
         self.env = env
@@ -327,9 +331,7 @@ class Receiver:
     `delay` seconds (so attempts are in flight when a worker is killed). A delivery counts as
     accepted once the 200 was written, whether or not wqbot lived to read it."""
 
-    def __init__(self, delay: float = 0.0):
-        import hashlib
-        import hmac
+    def __init__(self, delay: float = 0.0, clock=time.time):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.deliveries: list[dict] = []
@@ -340,8 +342,8 @@ class Receiver:
             def do_POST(self):
                 started = time.time()
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-                ok = hmac.compare_digest(expected, self.headers.get("X-Wqbot-Signature", ""))
+                signed_at = webhook_signed_at(WEBHOOK_SECRET, self.headers.get("X-Wqbot-Signature", ""), raw)
+                ok = signed_at is not None and abs(clock() - signed_at) <= 300
                 if delay:
                     time.sleep(delay)
                 status = 200 if ok else 401
