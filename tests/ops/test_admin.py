@@ -185,11 +185,33 @@ def test_status_page_masks_secrets_and_shows_sync_queue_errors(console, admin_se
     html = console.get("/admin").text
     for secret in admin_settings.secret_values:
         assert secret not in html
-    assert "WECOM_APP_SECRET" in html and "****" in html
+    assert "WECOM_APP_SECRET" in html and "已设置" in html
+    for secret in admin_settings.secret_values:  # not even a secret's last characters
+        assert f"****{secret[-2:]}" not in html
     assert re.search(r'id="sync-status"[^>]*>成功<', html)
     assert "<td>12</td>" in html and "新增成员" in html
     assert "企业可信IP" in html and "<td>2</td>" in html  # one error row, counted twice
     assert 'id="queue-pending">0<' in html
+
+
+def test_status_page_masks_the_password_of_every_url_setting(store):
+    from bot.app import create_app
+
+    s = make_settings(
+        DATABASE_URL="postgresql://wqbot:db-pass-DO-NOT-SHOW@db.internal:5432/wqbot",
+        QUEUE_URL="redis://:redis-pass-DO-NOT-SHOW@cache.internal:6379/0",
+        WEIQIAN_WEBHOOK_SECRET="",
+    )
+    assert s.masked()["DATABASE_URL"] == "postgresql://wqbot:****@db.internal:5432/wqbot"
+    assert s.masked()["QUEUE_URL"] == "redis://:****@cache.internal:6379/0"
+    assert s.masked()["WEIQIAN_WEBHOOK_SECRET"] == "未设置" and s.masked()["SECRET_KEY"] == "已设置"
+    assert {"db-pass-DO-NOT-SHOW", "redis-pass-DO-NOT-SHOW"} <= set(s.secret_values)  # the log filter masks them
+    # the page itself, served on the test store (the console only reads these settings)
+    with TestClient(create_app(s, init_store=False), base_url="https://wqbot.example.com") as c:
+        login(c)
+        html = c.get("/admin").text
+    assert "db.internal:5432" in html and "cache.internal" in html
+    assert "db-pass-DO-NOT-SHOW" not in html and "redis-pass-DO-NOT-SHOW" not in html
 
 
 def test_status_page_without_any_sync(console):
