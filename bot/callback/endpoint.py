@@ -44,8 +44,9 @@ _XML = b"application/xml"
 PG_LANES = 1
 
 
-# What WeCom's URL check encrypts: a decimal number of about 19 digits (docs/wecom.md, "Callback
-# crypto"). Letters, "-" and "_" are allowed too in case that changes; markup, spaces and length are not.
+# What WeCom's URL check encrypts: a decimal number of about 19 digits (docs/wecom.md,
+# "Callbacks: signature and encryption"). Letters, "-" and "_" pass too in case that changes;
+# markup, spaces and length do not.
 ECHOSTR_SHAPE = re.compile(r"[0-9A-Za-z_-]{1,64}")
 # How far a delivery's timestamp may be from our clock. WeCom retries within seconds to minutes,
 # and delivery keys live 72 h: a captured delivery replayed after its key is pruned is refused.
