@@ -198,6 +198,7 @@ class Settings:
     wecom_contacts_token: str = _opt("WECOM_CONTACTS_TOKEN", "", _token)
     wecom_contacts_aes_key: str = _opt("WECOM_CONTACTS_AES_KEY", "", _aes_key)
     wecom_oauth_scope: str = _opt("WECOM_OAUTH_SCOPE", "snsapi_base", _scope)
+    login_starts_per_minute: int = _opt("LOGIN_STARTS_PER_MINUTE", "60", _positive_int)  # per client
     wecom_enabled: bool = _opt("WECOM_ENABLED", "true", _bool)
     wecom_api_base: str = _opt("WECOM_API_BASE", "https://qyapi.weixin.qq.com", _http_url)
     wecom_oauth_base: str = _opt("WECOM_OAUTH_BASE", "https://open.weixin.qq.com", _http_url)

@@ -152,6 +152,20 @@ def cancelled() -> Problem:
     )
 
 
+def too_many_starts(retry_after: int) -> Problem:
+    return Problem(
+        429,
+        "login_too_frequent",
+        "登录请求过于频繁",
+        "这台设备（或同一网络出口）在一分钟内发起了太多次登录。",
+        [f"请 {retry_after} 秒后再试。", RETRY],
+        [
+            "如果很多员工通过同一个出口 IP 同时登录，请调大 LOGIN_STARTS_PER_MINUTE；"
+            "经 nginx 转发时，wqbot serve 需要 --proxy-headers 才能看到员工的真实地址。"
+        ],
+    )
+
+
 # -- WeCom's answers -------------------------------------------------------------------------------
 def code_invalid(settings: Settings) -> Problem:
     return Problem(

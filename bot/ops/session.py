@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from collections import deque
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 from itsdangerous import BadData, URLSafeSerializer
 
+from bot.auth.ratelimit import client_key
 from settings import Settings
 from store import clock
 from store.ops import AdminValidAfter
@@ -141,20 +141,6 @@ def csrf_ok(admin: Admin, offered: str | None) -> bool:
 
 
 # -- password guessing ------------------------------------------------------------------------------
-def client_key(address: str) -> str:
-    """Whom a failure is counted against: an IPv4 address, or an IPv6 client's /64 (one subscriber
-    usually holds a whole /64, so counting single IPv6 addresses would count nothing)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address[:64]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
 class Throttle:
     """Failed password attempts, per process, within `window` seconds:
     - per client (`client_key`): after `limit`, that client is refused until its failures age out;
