@@ -8,6 +8,7 @@ renders it with templates/error.html (Jinja2, autoescaped).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -37,7 +38,17 @@ class Problem:
 
 
 def page(problem: Problem, retry_url: str | None = None) -> HTMLResponse:
-    html = _env.get_template("error.html").render(
+    return HTMLResponse(_render(problem, retry_url), status_code=problem.status, headers=NO_STORE)
+
+
+@lru_cache(maxsize=64)
+def too_many_starts_page(retry_after: int) -> str:
+    """The 429 page, rendered once per wait: a flood of refused starts costs no rendering."""
+    return _render(too_many_starts(retry_after))
+
+
+def _render(problem: Problem, retry_url: str | None = None) -> str:
+    return _env.get_template("error.html").render(
         title=problem.title,
         cause=problem.cause,
         fix=problem.fix,
@@ -46,7 +57,6 @@ def page(problem: Problem, retry_url: str | None = None) -> HTMLResponse:
         errcode=problem.errcode,
         retry_url=retry_url,
     )
-    return HTMLResponse(html, status_code=problem.status, headers=NO_STORE)
 
 
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}

@@ -18,16 +18,17 @@ from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.auth.links import h5_entry
+from bot.observability.logs import LogThrottle
 from bot.wecom import APIError, InvalidCode, NoPrivilege, TransportError, WeComError, client_for
 from settings import Settings
 from store import login as login_store
 
 from . import domain, identity, pages
 from .nextpath import safe_next
-from .ratelimit import StartLimiter
+from .ratelimit import StartLimiter, client_key
 from .urls import authorize_url, landing_url, public_base, sso_url
 
 log = logging.getLogger("wqbot.auth")
@@ -102,6 +103,7 @@ class LoginStarts:
 
     def __init__(self, settings: Settings):
         self.limiter = StartLimiter(settings.login_starts_per_minute)
+        self._refused_log = LogThrottle(interval=60.0)  # a flood logs a line a minute per client
 
     async def h5(self, request: Request) -> Response:
         return await self._start(request, "h5")
@@ -117,10 +119,12 @@ class LoginStarts:
         if self.limiter.allow(who):
             return None
         wait = self.limiter.retry_after(who)
-        log.warning("login starts refused: too frequent", extra={"client": who})
-        response = pages.page(pages.too_many_starts(wait))
-        response.headers["Retry-After"] = str(wait)
-        return response
+        ok, suppressed = self._refused_log.allow(client_key(who))
+        if ok:
+            log.warning("login starts refused: too frequent", extra={"client": who, "also_refused": suppressed})
+        return HTMLResponse(
+            pages.too_many_starts_page(wait), status_code=429, headers={**pages.NO_STORE, "Retry-After": str(wait)}
+        )
 
     async def _start(self, request: Request, flow: str) -> Response:
         return await self._limited(request) or await _start(request, flow)
