@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.crypto import decode_aes_key
 
@@ -44,6 +44,26 @@ def read_dotenv(path: str | os.PathLike = ".env") -> dict[str, str]:
             value = value[1:-1]
         out[key.strip()] = value
     return out
+
+
+def url_password(url: str) -> str | None:
+    """The password in `scheme://user:password@host/…`, or None."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def mask_url_password(url: str) -> str:
+    """`url` with its password (if any) replaced by ****, the rest as written."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    if ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
 
 
 # name, default (None = required), parser. Secrets are marked so they are masked everywhere.
@@ -202,6 +222,7 @@ class Settings:
     wecom_contacts_token: str = _opt("WECOM_CONTACTS_TOKEN", "", _token)
     wecom_contacts_aes_key: str = _opt("WECOM_CONTACTS_AES_KEY", "", _aes_key)
     wecom_oauth_scope: str = _opt("WECOM_OAUTH_SCOPE", "snsapi_base", _scope)
+    login_starts_per_minute: int = _opt("LOGIN_STARTS_PER_MINUTE", "60", _positive_int)  # per client
     wecom_enabled: bool = _opt("WECOM_ENABLED", "true", _bool)
     wecom_api_base: str = _opt("WECOM_API_BASE", "https://qyapi.weixin.qq.com", _http_url)
     wecom_oauth_base: str = _opt("WECOM_OAUTH_BASE", "https://open.weixin.qq.com", _http_url)
@@ -246,21 +267,32 @@ class Settings:
 
     @property
     def secret_values(self) -> tuple[str, ...]:
-        """Every configured secret value, for the log redaction filter."""
+        """Every configured secret value, URL passwords included, for the log redaction filter."""
         out: list[str] = []
         for f in fields(self):
+            v = getattr(self, f.name)
             if f.metadata["env"] in _SECRET:
-                v = getattr(self, f.name)
                 if v:
                     out.append(v)
+            elif isinstance(v, str) and "://" in v:
+                password = url_password(v)
+                if password:
+                    out.append(password)
         return tuple(out)
 
     def masked(self) -> dict[str, str]:
+        """Every setting as it may be shown: a secret only as 已设置/未设置 (no part of it), and a
+        URL with its password replaced by ****."""
         out: dict[str, str] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             name = f.metadata["env"]
-            out[name] = ("****" + str(v)[-2:] if len(str(v)) > 8 else "****") if (name in _SECRET and v) else str(v)
+            if name in _SECRET:
+                out[name] = "已设置" if v else "未设置"
+            elif isinstance(v, str) and "://" in v:
+                out[name] = mask_url_password(v)
+            else:
+                out[name] = str(v)
         return out
 
     def __repr__(self) -> str:

@@ -33,11 +33,26 @@ class AdminAudit(Model):
     result = pw.TextField(default="")
 
 
+class AdminValidAfter(Model):
+    """Per admin: sessions issued at or before `valid_after` are over (set at logout)."""
+
+    userid = pw.CharField(primary_key=True, max_length=100)  # WeCom userid, or "admin" (password login)
+    valid_after = EpochField()
+
+    class Meta:
+        table_name = "admin_valid_after"
+
+
 def _ops_tables(db: pw.Database) -> None:
     db.create_tables([OpsError, AdminAudit])
+
+
+def _admin_valid_after(db: pw.Database) -> None:
+    db.create_tables([AdminValidAfter])
 
 
 # migration steps (store/migrations.py runs them in id order, each once)
 STEPS = [
     ("0601_ops_tables", _ops_tables),
+    ("0602_admin_valid_after", _admin_valid_after),
 ]

@@ -24,7 +24,7 @@ from bot.queue import huey
 from settings import Settings, get_settings
 from store import init_store
 
-from . import HEADER_PROTOCOL, stack
+from . import HEADER_PROTOCOL, connections, stack
 
 
 def start_consumer(settings: Settings, workers: int = 2) -> Consumer:
@@ -67,6 +67,13 @@ def serve(args: argparse.Namespace) -> int:
     consumer = None
     if s.queue_is_embedded and not args.no_worker:
         consumer = start_consumer(s)
+    before, files = connections.raise_file_limit()  # the worker processes inherit it
+    limits = connections.limits_for(files)
+    print(
+        f"wqbot: open-file limit {files}" + (f" (raised from {before})" if files != before else "") + "; "
+        f"at most {limits.total} connections per process, {limits.per_client} per client (docs/security.md)",
+        file=sys.stderr,
+    )
     print(
         f"wqbot: serving on http://{args.host}:{args.port}  (callback URL: {s.public_url}/wecom/callback)",
         file=sys.stderr,
