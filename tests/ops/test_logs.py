@@ -70,7 +70,7 @@ def plant_everything(log: logging.Logger, secrets: list[str]) -> None:
     log.info("/oauth/h5/callback?code=CODE-FROM-WECOM-789&state=abc")
     log.info("issued ticket=TICKET-abcdef0123 for lisi")
     log.info("Authorization: Bearer BEARER-TOKEN-xyz987")
-    log.info("EncodingAESKey: AES-KEY-IN-TEXT-555")
+    log.info('{"EncodingAESKey": "AES-KEY-IN-TEXT-555"}')
 
 
 UNCONFIGURED = (
