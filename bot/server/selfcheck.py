@@ -84,8 +84,10 @@ def selfcheck(s: Settings, role: str, deadline: float = DEADLINE) -> dict[str, A
         problems.append(
             "H5_URL is empty: employees opening the app get 登录入口尚未配置 — fix: set H5_URL to 微签 H5's login page"
         )
-    checks = wecom_pass(s, deadline) if s.wecom_enabled else []
-    if checks is None:
+    checks = wecom_pass(s, deadline) if s.wecom_enabled else None
+    if not s.wecom_enabled:
+        record["wecom"] = "not checked: WECOM_ENABLED=false"
+    elif checks is None:
         record["wecom"] = f"not answered within {deadline:g} s (still checking; run `wqbot doctor`)"
         problems.append(record["wecom"])
     else:
