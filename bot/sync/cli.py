@@ -24,9 +24,9 @@ from .reconcile import SyncDisabled, run_sync
 
 class Progress:
     """The sync's progress on stderr: a tqdm bar per stage on a terminal (log records are written
-    above it, not through it), else a plain line per stage and every PLAIN_EVERY seconds."""
+    above it, not through it), else a plain line per stage and every PLAIN_EVERY seconds, so a long sync adds a few lines to a log, not hundreds."""
 
-    PLAIN_EVERY = 5.0
+    PLAIN_EVERY = 30.0  # off a terminal (journald, a file): a line per stage and at most two a minute
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
