@@ -1,4 +1,4 @@
-"""docs/deploy.md, "Installing without internet access", done as written: a wheelhouse of wqbot and
+"""docs/deploy.md, "8. Installing without internet access", done as written: a wheelhouse of wqbot and
 its dependencies at the versions in constraints.txt (`pip wheel`, on a machine with a package
 index), then a fresh virtualenv installed from it with every index off (`--no-index`), where
 `wqbot --version` and `wqbot init` run."""
