@@ -5,6 +5,7 @@ and what `serve` and `worker` say when they start."""
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 import sys
@@ -136,3 +137,45 @@ def test_serving_on_is_said_only_after_the_bind_succeeded(tmp_path):
         r = wqbot(tmp_path, "serve", "--port", str(port), timeout=60)
     assert r.returncode == 2 and "cannot listen on 127.0.0.1:" in r.stderr and "another --port" in r.stderr
     assert "serving on" not in r.stderr
+
+
+def test_doctor_and_sync_print_no_secret_and_mask_no_ordinary_word(tmp_path):
+    """Every secret configured, doctor and a full sync run (and the sync again at DEBUG, where
+    httpx logs each request): no secret value appears anywhere, and the only **** are values
+    written as credentials (`corpsecret=****`, `access_token=****`), never a word of a message."""
+    assert wqbot(tmp_path, "init").returncode == 0
+    port = free_port()
+    cfg = SimConfig(users=40, departments=5, seed=3, redirect_domain=f"127.0.0.1:{port}")
+    with ServerThread(create_app(cfg)) as url:
+        fill_in(
+            tmp_path / ".env",
+            {
+                **sim_values(cfg, url),
+                "PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "H5_URL": H5,
+                "WEIQIAN_WEBHOOK_URL": "http://127.0.0.1:9/hook",
+                "WEIQIAN_WEBHOOK_SECRET": "webhook-secret-value-0123456789",
+                "ADMIN_PASSWORD": "admin-password-value-9876543210",
+                "WQBOT_LOG_FORMAT": "text",
+            },
+        )
+        secrets = [
+            v
+            for k, v in read_env(tmp_path / ".env").items()
+            if k in settings_mod._SECRET and v  # every configured secret value
+        ]
+        assert len(secrets) == 10
+        doctor = wqbot(tmp_path, "doctor")  # nothing serves PUBLIC_URL: the callback lines fail, and say so
+        sync = wqbot(tmp_path, "sync", "--full")
+        debug = wqbot(tmp_path, "sync", "--full", WQBOT_LOG_LEVEL="DEBUG")
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    quiet = doctor.stdout + doctor.stderr + sync.stdout + sync.stderr
+    assert "✗ callback:" in doctor.stdout and "✓ gettoken (WECOM_CONTACTS_SECRET)" in doctor.stdout
+    for s in secrets:
+        assert s not in quiet + debug.stdout + debug.stderr, "a secret was printed"
+    assert "****" not in quiet, [x for x in quiet.splitlines() if "****" in x]
+    masked = [x for x in debug.stderr.splitlines() if "****" in x]
+    assert masked, "at DEBUG httpx logs each request, with its credentials masked"
+    for line in masked:
+        for m in re.finditer(r"(\S{0,20})\*\*\*\*", line):
+            assert m.group(1).endswith(("corpsecret=", "access_token=")), line
