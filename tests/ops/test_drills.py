@@ -15,6 +15,7 @@ import pytest
 
 from bot.app import create_app as wqbot_app
 from bot.ops.doctor import Doctor
+from bot.ops.panels import status
 from bot.server import stack
 from bot.server.selfcheck import selfcheck
 from bot.sync import run_sync
@@ -22,6 +23,7 @@ from bot.wecom import WeComClient, reset_clients
 from sim import SimConfig, create_app
 from sim.config import _dev_aes_key
 from sim.server import ServerThread
+from store.directory import User
 from store.ops import OpsError
 
 APP_PAGE, CONTACTS_PAGE = "应用管理 → 自建应用", "管理工具 → 通讯录同步"
@@ -107,6 +109,19 @@ def test_wrong_contacts_secret(settings, store, emulator):
     (error,) = [e for e in recent_errors() if e.source == "sync"]  # the console's 最近错误, with the same fix
     assert "WECOM_CONTACTS_SECRET is wrong" in error.hint and CONTACTS_PAGE in error.hint
     assert s.wecom_contacts_secret not in error.message + error.hint
+
+
+def test_the_console_shows_a_failed_run_as_what_it_saw_and_its_error(settings, store, emulator):
+    cfg, url = emulator
+    s = on_sim(settings, cfg, url)
+    assert sync(s).status == "ok"
+    members = User.select().where(User.active).count()
+    assert members > 0
+    fault(url, path="department/list", errcode=60020, ip="203.0.113.7")
+    assert sync(s).status == "failed"
+    panel = status(s)
+    assert panel["sync"]["counts"][0] == ("成员总数", f"未读取（库中现有 {members} 名在职成员，未改动）")
+    assert any(e.source == "sync" and "企业可信IP" in e.hint for e in panel["errors"])  # 最近错误
 
 
 def test_60020_on_the_contacts_secret_names_the_contacts_page_in_doctor_and_sync(settings, store, emulator):
