@@ -20,8 +20,6 @@ every step that ran passed; everything is stopped and removed afterwards unless 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib.util
 import json
 import os
@@ -41,6 +39,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
+from bot.notify.webhook import check_signature
 
 from .app import create_app
 from .config import SimConfig
@@ -87,8 +87,7 @@ class WeiqianStandIn:
 
     async def webhook(self, request: Request) -> Response:
         body = await request.body()
-        expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
-        given = request.headers.get("x-wqbot-signature", "")
+        refused = check_signature(self.secret, request.headers.get("x-wqbot-signature", ""), body, time.time())
         try:
             data = json.loads(body)
         except ValueError:
@@ -97,7 +96,8 @@ class WeiqianStandIn:
             {
                 "event": request.headers.get("x-wqbot-event"),
                 "delivery": request.headers.get("x-wqbot-delivery"),
-                "signature_ok": hmac.compare_digest(expected, given),
+                "signature_ok": refused is None,
+                "signature_refused": refused,
                 "body": data,
                 "at": time.time(),
             }

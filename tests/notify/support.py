@@ -8,8 +8,6 @@ from FakeWeCom and Receiver here.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import threading
@@ -21,7 +19,7 @@ import respx
 from httpx import Response
 
 from tests.conftest import TEST_ENV
-from tests.support import message
+from tests.support import message, webhook_signed_at
 
 API = "http://wecom.test"
 AUTH = {"Authorization": f"Bearer {TEST_ENV['WEIQIAN_API_TOKEN']}"}
@@ -96,8 +94,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-                ok = hmac.compare_digest(expected, self.headers.get("X-Wqbot-Signature", ""))
+                signed_at = webhook_signed_at(WEBHOOK_SECRET, self.headers.get("X-Wqbot-Signature", ""), raw)
+                ok = signed_at is not None
                 with outer.lock:
                     status = outer.statuses.pop(0) if outer.statuses else 200
                     if not ok:
@@ -107,6 +105,7 @@ class Receiver:
                             "raw": raw,
                             "headers": dict(self.headers),
                             "signature_ok": ok,
+                            "signed_at": signed_at,
                             "status": status,
                             "at": time.time(),
                         }

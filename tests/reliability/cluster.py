@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import webhook_signed_at
+
 SCALE = os.environ.get("WQBOT_RELIABILITY_SCALE", "short")
 LONG = SCALE == "long"
 FAST_SWEEPS_ENV = "WQBOT_RELIABILITY_FAST_SWEEPS"
@@ -324,8 +326,6 @@ class Receiver:
     accepted once the 200 was written, whether or not wqbot lived to read it."""
 
     def __init__(self, delay: float = 0.0):
-        import hashlib
-        import hmac
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.deliveries: list[dict] = []
@@ -336,8 +336,8 @@ class Receiver:
             def do_POST(self):
                 started = time.time()
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-                ok = hmac.compare_digest(expected, self.headers.get("X-Wqbot-Signature", ""))
+                signed_at = webhook_signed_at(WEBHOOK_SECRET, self.headers.get("X-Wqbot-Signature", ""), raw)
+                ok = signed_at is not None and abs(time.time() - signed_at) <= 300
                 if delay:
                     time.sleep(delay)
                 status = 200 if ok else 401
