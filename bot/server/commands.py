@@ -127,11 +127,14 @@ def serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    started = True
     try:
         if args.workers > 1:
             Multiprocess(config, sockets=[sock]).run()
         else:
-            uvicorn.Server(config).run(sockets=[sock])
+            server = uvicorn.Server(config)
+            server.run(sockets=[sock])
+            started = server.started
     except KeyboardInterrupt:
         pass
     finally:
@@ -140,6 +143,9 @@ def serve(args: argparse.Namespace) -> int:
         if lock is not None:
             lock.close()
         sock.close()
+    if not started:
+        print("wqbot serve: the app did not start; the log above says why", file=sys.stderr)
+        return 1
     return 0
 
 
