@@ -168,7 +168,7 @@ def _send_batches(n: Notification, settings: Settings, client, batches: list[Not
             # card, …): every batch would fail the same way, so stop here and say why.
             log.error("message/send refused: %s", e, extra={"notification": n.id})
             if e.is_config_error:  # the console's 最近错误, with what to change
-                problems.report("notify.push", f"message/send refused: {e}", e.hint)
+                problems.report("notify.push", problems.summary(e), e.hint)
             _fail_remaining(n.id, str(e))
             break
         _record_batch(card, userids, answer)

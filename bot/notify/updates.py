@@ -120,7 +120,7 @@ def _call(client, body: dict) -> str | None:
         if e.retryable:  # -1 past the client's retries, a token rejected after its refresh: the code is unspent
             raise
         if e.is_config_error:  # the console's 最近错误, with what to change
-            problems.report("notify.card_update", f"update_template_card refused: {e}", e.hint)
+            problems.report("notify.card_update", problems.summary(e), e.hint)
         return str(e)
 
 

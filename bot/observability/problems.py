@@ -31,6 +31,15 @@ def report(source: str, message: str, hint: str = "", trace_id: str | None = Non
         log.debug("could not record error: %s", e)
 
 
+def summary(error: BaseException) -> str:
+    """A WeCom error as the same text every time it recurs: path and errcode, without WeCom's
+    errmsg (which carries a fresh request id per call), so 最近错误 counts repeats on one row."""
+    code, path = getattr(error, "errcode", None), getattr(error, "path", "")
+    if code is None:
+        return f"{type(error).__name__}: {str(error)[:200]}"
+    return f"{path or 'WeCom'}: errcode {code}"
+
+
 def report_soon(source: str, message: str, hint: str = "") -> None:
     """`report` off the calling thread when it is an event loop's (a store write is I/O)."""
     trace_id = current_trace_id()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 from bot.observability import metrics, problems
-from bot.wecom import WeComError, client_for
+from bot.wecom import SECRET_VARIABLE, WeComError, client_for
 from settings import Settings
 from store import clock
 from store.db import is_postgres, write_transaction
@@ -543,12 +543,13 @@ class Run:
                 status = SyncRunStatus.PARTIAL
         except WeComError as e:
             status = SyncRunStatus.FAILED
-            access = directory_access(self.s)
+            # the secret of the call that failed (list_id mode reads details with the app secret)
+            variable = SECRET_VARIABLE.get(getattr(e, "creds", ""), directory_access(self.s).variable)
             self.errors.append(str(e))
-            self.reasons.append(f"the directory could not be read with {access.variable}: {e}")
-            log.error("directory sync failed", extra={"error": str(e), "secret": access.variable})
-            if getattr(e, "is_config_error", False):
-                problems.report("sync", f"directory read with {access.variable}: {e}", getattr(e, "hint", ""))
+            self.reasons.append(f"the directory could not be read with {variable}: {e}")
+            log.error("directory sync failed", extra={"error": str(e), "secret": variable})
+            if getattr(e, "is_config_error", False):  # 最近错误: one row per problem, not per run
+                problems.report("sync", f"{problems.summary(e)} (with {variable})", getattr(e, "hint", ""))
         except Exception as e:
             status = SyncRunStatus.FAILED
             self.errors.append(f"{type(e).__name__}: {e}")

@@ -136,8 +136,10 @@ def test_60020_on_the_contacts_secret_names_the_contacts_page_in_doctor_and_sync
     assert run.status == "failed"
     assert f"203.0.113.5 to 企业可信IP under {CONTACTS_PAGE} → 企业可信IP" in run.reason, run.reason
     assert f"{APP_PAGE} → 企业可信IP" not in run.reason + directory.fix
+    assert sync(s).status == "failed"  # again: WeCom's errmsg differs per call, the console row does not
     (error,) = [e for e in recent_errors() if e.source == "sync"]
-    assert f"{CONTACTS_PAGE} → 企业可信IP" in error.hint
+    assert f"{CONTACTS_PAGE} → 企业可信IP" in error.hint and error.count == 2
+    assert error.message == "/cgi-bin/department/list: errcode 60020 (with WECOM_CONTACTS_SECRET)"
 
 
 def test_60020_on_the_app_secret_names_the_app_page_in_doctor_and_sync(settings, store, emulator):
