@@ -179,3 +179,18 @@ def test_doctor_and_sync_print_no_secret_and_mask_no_ordinary_word(tmp_path):
     for line in masked:
         for m in re.finditer(r"(\S{0,20})\*\*\*\*", line):
             assert m.group(1).endswith(("corpsecret=", "access_token=")), line
+
+
+def test_doctor_flags_an_env_file_others_can_read(tmp_path):
+    from bot.ops.doctor import Doctor
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("SECRET_KEY=x\n")
+    for mode, ok, who in ((0o600, True, ""), (0o640, False, "its group"), (0o644, False, "others")):
+        env_file.chmod(mode)
+        d = Doctor()
+        d.check_env_file(env_file)
+        (c,) = d.checks
+        assert c.ok is ok, (mode, c.line())
+        if not ok:
+            assert f"readable by {who} (mode {mode:04o})" in c.detail and c.fix.startswith(f"chmod 600 {env_file}")
