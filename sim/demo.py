@@ -31,9 +31,11 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -144,6 +146,7 @@ class Demo:
         self.tmp = Path(tempfile.mkdtemp(prefix="wqbot-demo-"))
         self.api_token = secrets.token_urlsafe(24)
         self.webhook_secret = secrets.token_urlsafe(24)
+        self.admin_password = secrets.token_urlsafe(12)  # the console login `--keep` prints
         wq_sock = bind()
         self.wq_port = wq_sock.getsockname()[1]
         wq_sock.close()  # `wqbot serve` binds it again a moment later
@@ -202,6 +205,7 @@ class Demo:
                 "WQBOT_QUEUE_NAME": f"wqbot-demo-{self.wq_port}",
                 # wqbot follows the emulator's clock: the demo jumps it to show reminders and expiry
                 "SIM_CLOCK_URL": f"{self.sim_url}/sim/clock",
+                "ADMIN_PASSWORD": self.admin_password,
             }
         )
         return base
@@ -689,11 +693,19 @@ class Demo:
         return ok
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(args) -> int:
     import logging
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the tour prints its own lines
     keep = bool(getattr(args, "keep", False))
+    if threading.current_thread() is threading.main_thread():
+        # `kill <pid>` (SIGTERM) cleans up like Ctrl-C: the finally below stops `wqbot serve` and
+        # removes the folder, instead of orphaning both
+        signal.signal(signal.SIGTERM, _terminated)
     demo = Demo()
     t0 = time.perf_counter()
     try:
@@ -724,6 +736,7 @@ def main(args) -> int:
             demo.say(f"  WeCom emulator {demo.sim_url}/   control API: {demo.sim_url}/sim")
             demo.say(f"  微签 stand-in   {demo.weiqian_server.url}/webhooks")
             demo.say(f"  API token      {demo.api_token}   (Authorization: Bearer … for {demo.wqbot}/api/v1/*)")
+            demo.say(f"  admin console  {demo.wqbot}/admin   password: {demo.admin_password}")
             try:
                 while demo.proc.poll() is None:
                     time.sleep(0.5)
