@@ -1,7 +1,8 @@
 """`wqbot serve` and `wqbot worker`: the processes of a deployment.
 
-- embedded: one `wqbot serve` (SQLite store, huey on SQLite) runs the web app and, on threads in
-  the same process, the queue consumer and its periodic jobs.
+- embedded: one `wqbot serve` (SQLite store, huey on SQLite) runs the web app in N processes
+  (`--workers`, one per core by default) sharing one WAL database and one queue file and, on
+  threads in the supervising process, the one queue consumer and its periodic jobs.
 - scaled out: `wqbot serve --workers N --no-worker` (web processes) and M `wqbot worker`s, on
   PostgreSQL and Redis.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import os
 import sys
 
 import uvicorn
@@ -20,11 +22,14 @@ from starlette.types import ASGIApp
 from bot.app import build, create_app
 from bot.observability import logs
 from bot.observability.metrics import prepare_multiprocess
-from bot.queue import huey
+from bot.queue import claim_consumer, huey
 from settings import Settings, get_settings
 from store import init_store
 
 from . import HEADER_PROTOCOL, stack
+
+# Web processes of `wqbot serve` on SQLite when --workers is not given; 0: one per core.
+EMBEDDED_WEB_PROCESSES = 0
 
 
 def start_consumer(settings: Settings, workers: int = 2) -> Consumer:
@@ -57,16 +62,36 @@ def asgi_app() -> ASGIApp:
     return app
 
 
+def web_processes(args: argparse.Namespace, s: Settings) -> int:
+    """--workers, or by default: every core on the embedded setup (SQLite store and queue),
+    one process otherwise (scaled out, the deployment chooses)."""
+    if args.workers is not None:
+        return max(1, args.workers)
+    if s.queue_url.startswith("sqlite:///") and s.database_url.startswith("sqlite:///"):
+        return EMBEDDED_WEB_PROCESSES or os.cpu_count() or 1
+    return 1
+
+
 def serve(args: argparse.Namespace) -> int:
     s = get_settings()
     init_store(s.database_url)  # migrate once here, before workers fork
-    if args.workers > 1 and s.queue_is_embedded:
-        print("wqbot: --workers > 1 needs QUEUE_URL=redis://… (the embedded queue is one process)", file=sys.stderr)
+    workers = web_processes(args, s)
+    if workers > 1 and s.queue_url.startswith("memory://"):
+        print(
+            "wqbot: --workers > 1 needs a queue the processes share: QUEUE_URL=sqlite:///… or redis://…",
+            file=sys.stderr,
+        )
         return 2
-    prepare_multiprocess(args.workers)  # several processes: /metrics sums them (PROMETHEUS_MULTIPROC_DIR)
+    prepare_multiprocess(workers)  # several processes: /metrics sums them (PROMETHEUS_MULTIPROC_DIR)
     consumer = None
     if s.queue_is_embedded and not args.no_worker:
-        consumer = start_consumer(s)
+        # The web processes only enqueue; this (uvicorn's supervisor when there are several)
+        # consumes the queue and runs the periodic jobs, and only while it holds the queue's lock.
+        held_by = claim_consumer(s.queue_url)
+        if held_by:
+            print(f"wqbot: serving without a queue consumer: {held_by}", file=sys.stderr)
+        else:
+            consumer = start_consumer(s)
     print(
         f"wqbot: serving on http://{args.host}:{args.port}  (callback URL: {s.public_url}/wecom/callback)",
         file=sys.stderr,
@@ -81,7 +106,7 @@ def serve(args: argparse.Namespace) -> int:
             loop=_available("uvloop"),
             host=args.host,
             port=args.port,
-            workers=args.workers,
+            workers=workers,
             proxy_headers=args.proxy_headers,
             forwarded_allow_ips=args.forwarded_allow_ips,
             log_level="warning",
@@ -96,6 +121,10 @@ def serve(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     s = get_settings()
+    held_by = claim_consumer(s.queue_url)
+    if held_by:
+        print(f"wqbot: not consuming: {held_by} (an embedded queue has one consumer)", file=sys.stderr)
+        return 2
     init_store(s.database_url)
     build(s)  # the queue tasks and periodic jobs, registered with huey
     consumer = huey.create_consumer(workers=args.workers, worker_type="thread", periodic=True)
