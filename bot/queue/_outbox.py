@@ -28,7 +28,8 @@ from huey.api import Result, Task, TaskWrapper
 from huey.storage import RedisStorage, SqliteStorage
 
 from bot.observability.trace import bind_trace, current_trace_id, new_trace_id, unbind_trace
-from store import clock
+from store import clock, statements
+from store.db import is_postgres
 from store.models import Delivery, Outbox
 
 from ._huey import huey
@@ -130,7 +131,10 @@ def subscribe(signal: str, receiver: Callable[..., Any]) -> None:
 # -- deferral ---------------------------------------------------------------------------------------
 def defer(task: OutboxTask, **kwargs: Any) -> None:
     """Promise `task(**kwargs)` durably: call inside a write transaction."""
-    row = Outbox.create(task=task.name, payload=json.dumps(kwargs, ensure_ascii=False), trace_id=current_trace_id())
+    fields = {"task": task.name, "payload": json.dumps(kwargs, ensure_ascii=False), "trace_id": current_trace_id()}
+    postgres = is_postgres()
+    cursor = statements.insert(Outbox, fields, returning="id" if postgres else None)
+    row = Outbox(id=cursor.fetchone()[0] if postgres else cursor.lastrowid, **fields)
     pending = _pending.get()
     if pending is None:
         pending = []
