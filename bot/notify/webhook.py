@@ -30,6 +30,7 @@ import httpx
 from bot.observability import metrics
 from bot.queue import defer, enqueue, outbox_task
 from settings import Settings, get_settings
+from store import statements
 from store.models import now
 from store.notifications import WebhookAttempt, WebhookDelivery
 
@@ -80,14 +81,17 @@ def owe_action(
     if account and account != userid:
         payload["account"] = account  # the 微签 account key the recipient was addressed by
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    WebhookDelivery.create(
-        id=delivery,
-        event=EVENT,
-        notification=notification_id,
-        task_id=task_id,
-        body=body,
-        created_at=at,
-        next_attempt_at=at,
+    statements.insert(
+        WebhookDelivery,
+        {
+            "id": delivery,
+            "event": EVENT,
+            "notification": notification_id,
+            "task_id": task_id,
+            "body": body,
+            "created_at": at,
+            "next_attempt_at": at,
+        },
     )
     defer(deliver, delivery_id=delivery)
     return delivery
