@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from urllib.parse import unquote_plus
 
@@ -23,9 +24,10 @@ from bot.crypto import CryptoError, InvalidReceiveId, InvalidSignature, WeComCry
 from bot.observability import metrics
 from bot.observability.trace import new_trace_id
 from settings import Settings
+from store import clock
 from store.db import is_postgres
 
-from . import deliveries
+from . import deliveries, refusal
 from .deliveries import VerifiedDelivery
 from .group_commit import GroupCommit
 from .router import Context, Inbound, Router
@@ -39,6 +41,15 @@ _XML = b"application/xml"
 # PostgreSQL: groups in flight at once per process. More lanes make smaller groups: more CPU per
 # callback and no more throughput (bench/README.md).
 PG_LANES = 1
+
+
+# What WeCom's URL check encrypts: a decimal number of about 19 digits (docs/wecom.md,
+# "Callbacks: signature and encryption"). Letters, "-" and "_" pass too in case that changes;
+# markup, spaces and length do not.
+ECHOSTR_SHAPE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# How far a delivery's timestamp may be from our clock. WeCom retries within seconds to minutes,
+# and delivery keys live 72 h: a captured delivery replayed after its key is pruned is refused.
+FRESHNESS = 3600
 
 
 class BadRequest(Exception):
@@ -73,6 +84,19 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> by
             raise BadRequest(413, f"body larger than {limit} bytes")
         if not message.get("more_body", False):
             return body
+
+
+def check_fresh(timestamp: str, now: float) -> None:
+    """Refuse a delivery stamped more than FRESHNESS seconds from `now` (a replay, or a wrong clock)."""
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        raise BadRequest(400, "timestamp: must be Unix seconds")
+    if abs(int(timestamp) - now) > FRESHNESS:
+        raise BadRequest(
+            400,
+            f"timestamp {timestamp} is more than {FRESHNESS // 3600} h from this server's clock "
+            f"({int(now)}): refused as a possible replay. If WeCom's deliveries all get this, "
+            "check the server's clock (NTP).",
+        )
 
 
 def query_params(raw: bytes) -> dict[str, str]:
@@ -119,6 +143,9 @@ class CallbackEndpoint:
         except _ClientGone:
             return
         await _send(send, status, body, content_type)
+        msg = scope.get("wqbot.msg")
+        if msg is not None and status == 200:
+            refusal.accepted(self.endpoint, msg, started)
         metrics.callback_status(
             self.endpoint, scope["method"], status, time.perf_counter() - started, scope.get("wqbot.kind")
         )
@@ -138,11 +165,18 @@ class CallbackEndpoint:
                 echo = self.crypto.verify_url(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
             except CryptoError as e:
                 return self._refuse(e)
+            if not ECHOSTR_SHAPE.fullmatch(echo):
+                # A captured POST's Encrypt, replayed as a GET, decrypts too: never echo a message.
+                log.warning(
+                    "URL check refused: the echostr is not shaped like WeCom's", extra={"endpoint": self.endpoint}
+                )
+                raise BadRequest(400, "echostr: the decrypted value is not a URL-check string (a short token)")
             return 200, echo.encode(), _TEXT
         if method != "POST":
             return 405, b"use GET (URL check) or POST (messages)", _TEXT
         if missing:
             raise BadRequest(400, "missing query parameter: " + ", ".join(missing))
+        check_fresh(q["timestamp"], clock.now())
         body = await read_body(scope, receive)
         try:
             envelope = parse(body)
@@ -160,12 +194,12 @@ class CallbackEndpoint:
         except XMLError as e:
             raise BadRequest(400, f"decrypted message: {e}") from None
         scope["wqbot.kind"] = msg.kind
+        scope["wqbot.msg"] = msg
         return await self._apply(msg, plaintext)
 
     def _refuse(self, e: CryptoError) -> tuple[int, bytes, bytes]:
         status = 403 if isinstance(e, (InvalidSignature, InvalidReceiveId)) else 400
-        log.warning("callback refused", extra={"endpoint": self.endpoint, "check": e.check})
-        return status, f"{e.check}: {e.message}".encode(), _TEXT
+        return status, refusal.refused(self.endpoint, e).encode(), _TEXT
 
     def delivery(self, msg: Inbound, plaintext: str) -> VerifiedDelivery | None:
         """The delivery to apply, or None when it is acknowledged without being applied."""
@@ -179,6 +213,7 @@ class CallbackEndpoint:
             return None
         key = self.endpoint[0] + hashlib.sha1(plaintext.encode()).hexdigest()
         ctx = Context(settings=self.settings, endpoint=self.endpoint, trace_id=new_trace_id())
+        msg.trace_id = ctx.trace_id  # for the accepted-callback log record
         return VerifiedDelivery(key, kind, msg, ctx, handler)
 
     async def _apply(self, msg: Inbound, plaintext: str) -> tuple[int, bytes, bytes]:

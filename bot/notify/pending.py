@@ -13,6 +13,26 @@ from store.notifications import NotifyRecipient, NotifyTask, RecipientStatus, Ta
 _COLUMNS = ("task_id", "kind", "title", "description", "url", "created_at", "initiator", "deadline")
 
 
+def open_tasks(userid: str, at: float):
+    """The member's open tasks as a peewee query (the 工作台 tile counts them by kind); 待我处理
+    itself reads them with `_open_tasks_sql`, one statement."""
+    mine = (
+        NotifyRecipient.select(NotifyRecipient.task_id)
+        .join(NotifyTask, on=(NotifyRecipient.task_id == NotifyTask.task_id))
+        .where(
+            NotifyRecipient.userid == userid,
+            NotifyRecipient.status != RecipientStatus.INVALID,
+            NotifyRecipient.round == NotifyTask.round,
+        )
+    )
+    return NotifyTask.select().where(
+        NotifyTask.task_id.in_(mine),
+        NotifyTask.state == TaskState.PENDING,
+        NotifyTask.kind.in_(("approve", "sign")),
+        NotifyTask.deadline.is_null() | (NotifyTask.deadline > at),
+    )
+
+
 @lru_cache(maxsize=4)
 def _open_tasks_sql(postgres: bool) -> str:
     """The member's open tasks, newest first, each with how many there are in all.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._consumer import claim_consumer, consumer_pid
 from ._huey import huey, make_huey
 from ._outbox import (
     STALE_AFTER,
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STALE_AFTER",
-    "claim_consumer",
-    "consumer_pid",
     "OutboxTask",
     "PeriodicJob",
     "contribute",

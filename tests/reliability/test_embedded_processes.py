@@ -15,6 +15,7 @@ SQLite only: on PostgreSQL + Redis the web processes and workers are separate co
 from __future__ import annotations
 
 import collections
+import fcntl
 import hashlib
 import os
 import signal
@@ -48,6 +49,17 @@ def web_processes(supervisor: int) -> list[int]:
         if ppid == supervisor and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
             out.append(int(entry.name))
     return sorted(out)
+
+
+def consumer_lock_holder() -> str | None:
+    """What holds the embedded queue's consumer lock, as its file says; None when nothing holds it."""
+    with open(TEST_ENV["QUEUE_URL"][len("sqlite:///") :] + ".consumer.lock", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip()
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return None
 
 
 def key_of(plaintext: str, endpoint: str = "app") -> str:
@@ -98,11 +110,10 @@ def test_the_periodic_sync_runs_once_per_interval_on_two_web_processes(tmp_path,
 
 # -- (a) one consumer ---------------------------------------------------------------------------------
 def test_exactly_one_process_consumes_the_queue(cluster):
-    from bot.queue import consumer_pid
     from store.models import Outbox
 
     supervisor = cluster.webs[0].popen.pid
-    assert consumer_pid(TEST_ENV["QUEUE_URL"]) == supervisor
+    assert consumer_lock_holder() == f"wqbot serve, pid {supervisor}"
     assert supervisor not in web_processes(supervisor) and len(web_processes(supervisor)) == 2
     # a second consumer of the same queue file is refused, naming the one that holds it
     second = subprocess.run(
@@ -113,7 +124,8 @@ def test_exactly_one_process_consumes_the_queue(cluster):
         text=True,
         timeout=60,
     )
-    assert second.returncode == 2 and f"process {supervisor} already consumes" in second.stderr, second.stderr
+    said = second.stdout + second.stderr
+    assert second.returncode == 2 and f"already consumed by wqbot serve, pid {supervisor}" in said, said
     # what the web processes defer (update_user → user/get), the consumer does; a fresh
     # connection each, so both processes take some
     s = Senders(cluster)
@@ -129,8 +141,7 @@ def test_exactly_one_process_consumes_the_queue(cluster):
         cluster,
     )
     wait_for(lambda: not Outbox.select().exists(), 30, "the outbox to drain", cluster)
-    # only the consumer called out: the web processes never ran a task
-    assert consumer_pid(TEST_ENV["QUEUE_URL"]) == supervisor
+    assert consumer_lock_holder() == f"wqbot serve, pid {supervisor}"
 
 
 # -- (b) dedupe across processes ----------------------------------------------------------------------
@@ -214,6 +225,4 @@ def test_a_killed_web_process_loses_no_delivery(cluster):
     # uvicorn replaced the killed process; the consumer is untouched
     wait_for(lambda: len(web_processes(supervisor)) == 2, 30, "a new web process", cluster)
     assert victims[0] not in web_processes(supervisor)
-    from bot.queue import consumer_pid
-
-    assert consumer_pid(TEST_ENV["QUEUE_URL"]) == supervisor
+    assert consumer_lock_holder() == f"wqbot serve, pid {supervisor}"
