@@ -49,3 +49,9 @@ CARD_RESULT = {
 CARD_ALREADY_DONE = "已处理"
 CARD_NOT_RECIPIENT = "这张卡片不是发给你的，你不能处理这项任务。"
 CARD_UNKNOWN = "这张卡片已失效，请在微签中查看这项任务。"
+
+# -- setup mode (WeCom not configured yet: bot/callback/, /api/v1/*) ----------------------------
+WECOM_NOT_CONFIGURED = (
+    "WeCom is not configured yet (企业微信尚未配置): fill 企业微信参数 on /admin/wecom, or set WECOM_CORP_ID, "
+    "WECOM_AGENT_ID, WECOM_APP_SECRET, WECOM_TOKEN and WECOM_AES_KEY"
+)

@@ -96,6 +96,17 @@ def redact(text: str) -> str:
     return _filter.redact(text)
 
 
+def add_secrets(values: tuple[str, ...]) -> None:
+    """Mask these too from now on (secrets saved on the console after start-up)."""
+    global _filter
+    if _filter is None:
+        _filter = RedactFilter(values)
+    new = tuple(v for v in values if v and len(v) >= 4 and v not in _filter.secrets)
+    if new:
+        _filter.secrets = tuple(sorted(_filter.secrets + new, key=len, reverse=True))
+        _config["secrets"] = tuple(_config.get("secrets", ())) + new
+
+
 # -- formatting ------------------------------------------------------------------------------------
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:

@@ -43,7 +43,7 @@ Exception tree::
 errmsg and hint.
 """
 
-from ._client import WeComClient, client_for, reset_clients
+from ._client import WeComClient, client_for, forget_clients, reset_clients
 from ._errors import (
     APIError,
     BadCredentials,
@@ -72,5 +72,6 @@ __all__ = [
     "WeComClient",
     "WeComError",
     "client_for",
+    "forget_clients",
     "reset_clients",
 ]
