@@ -156,7 +156,9 @@ def relink(settings: Settings) -> Relinked:
                 User.active,
                 User.match_key,
                 User.account,
-            ).tuples()
+            )
+            .order_by(User.userid)
+            .tuples()
         )
         keys: dict[str, str | None] = {}
         by_key: dict[str, list[tuple[str, bool]]] = defaultdict(list)
