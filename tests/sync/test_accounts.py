@@ -213,3 +213,21 @@ def test_a_bad_csv_names_the_line(settings, store, text, problem):
     with pytest.raises(accounts.MappingError) as e:
         accounts.import_mapping(text, settings)
     assert problem in str(e.value)
+
+
+def test_accounts_cli_imports_and_reports(settings, fake, tmp_path, capsys):
+    from bot.cli import main as cli
+
+    sync(settings)
+    path = tmp_path / "map.csv"
+    path.write_text("userid,account\nu001,wq-one\nu002,wq-one\n", encoding="utf-8")
+    assert cli(["accounts", "import", str(path)]) == 0
+    assert "2 overrides read" in capsys.readouterr().out
+    assert cli(["accounts", "report"]) == 1  # u001 and u002 now claim one account
+    out = capsys.readouterr().out
+    assert "5 active members: 0 with no account, 1 keys claimed by 2 members" in out and "ambiguous wq-one" in out
+    assert cli(["accounts", "report", "--csv"]) == 1
+    assert "ambiguous,u001,员工1,wq-one" in capsys.readouterr().out
+    path.write_text("u001,wq-one,extra\n", encoding="utf-8")
+    assert cli(["accounts", "import", str(path)]) == 2
+    assert "line 1: expected two columns" in capsys.readouterr().err
