@@ -102,7 +102,7 @@ def run(notification_id: str, settings: Settings, client=None) -> str:
 
 
 def _push(n: Notification, settings: Settings, client) -> str:
-    if not settings.wecom_enabled and not settings.refreshed().wecom_enabled:
+    if not settings.refreshed().wecom_enabled:  # re-read now: a push must not leave after the switch went off
         # Held, not failed: `release_held()` queues it again when 开启企业微信 is turned on.
         Notification.update(status=NotificationStatus.HELD, lease_until=None, error=HELD_REASON).where(
             Notification.id == n.id
