@@ -269,7 +269,8 @@ def load(
     """Build Settings from `env` (default: os.environ) over the `.env` file over `console` (the
     values saved on /admin/wecom); the environment wins."""
     source = dict(console or {})
-    source.update(sources(env, dotenv))
+    # an empty environment value (`WECOM_APP_SECRET=`) leaves the field to the console
+    source.update({k: v for k, v in sources(env, dotenv).items() if v.strip() or k not in source})
     values: dict[str, Any] = {}
     for f in fields(Settings):
         meta = f.metadata
@@ -311,7 +312,7 @@ class LiveSettings:
     def __init__(self, env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = ".env"):
         self.env, self.dotenv = env, dotenv
         self.base = load(env, dotenv)
-        self.from_env = frozenset(sources(env, dotenv))
+        self.from_env = frozenset(k for k, v in sources(env, dotenv).items() if v.strip())
 
     def snapshot(self) -> Settings:
         return _overlay(self) if _overlay else self.base
