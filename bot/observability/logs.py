@@ -96,15 +96,18 @@ def redact(text: str) -> str:
     return _filter.redact(text)
 
 
+_added: set[str] = set()  # secrets saved on the console: kept across a later setup()
+
+
 def add_secrets(values: tuple[str, ...]) -> None:
     """Mask these too from now on (secrets saved on the console after start-up)."""
     global _filter
+    _added.update(v for v in values if v and len(v) >= 4)
     if _filter is None:
         _filter = RedactFilter(values)
-    new = tuple(v for v in values if v and len(v) >= 4 and v not in _filter.secrets)
+    new = tuple(v for v in _added if v not in _filter.secrets)
     if new:
         _filter.secrets = tuple(sorted(_filter.secrets + new, key=len, reverse=True))
-        _config["secrets"] = tuple(_config.get("secrets", ())) + new
 
 
 # -- formatting ------------------------------------------------------------------------------------
@@ -169,7 +172,7 @@ _lock = threading.Lock()
 
 def _writer(fmt: str, secrets: tuple[str, ...], stream: TextIO | None) -> logging.Handler:
     global _filter
-    _filter = RedactFilter(secrets)
+    _filter = RedactFilter(tuple(secrets) + tuple(_added))
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(_filter)
     handler.setFormatter(_formatter(fmt))

@@ -291,3 +291,73 @@ def test_a_stored_secret_under_another_secret_key_is_left_out(live, store, caplo
     other = settings_mod.load(env={**SETUP_ENV, "SECRET_KEY": "another-secret-key-entirely"}, dotenv=None)
     assert "WECOM_APP_SECRET" not in cs.stored_values(other.secret_key)
     assert "cannot be decrypted" in caplog.text and APP_SECRET not in caplog.text
+
+
+def test_no_secret_set_on_the_console_reaches_a_page_log_metric_or_error(console, live, corp, store):
+    import io
+    import logging
+
+    from bot.observability import logs
+    from bot.ops.doctor import Doctor
+    from bot.wecom import client_for
+    from store.ops import AdminAudit, OpsError
+
+    typed_wrong = "wrong-app-secret-NEVER-SHOWN-e5"
+    planted = (*SECRETS, typed_wrong, SETUP_ENV["SECRET_KEY"])
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    buf = io.StringIO()
+    logs.setup(fmt="json", level="DEBUG", stream=buf)
+    seen: list[str] = []
+    try:
+        seen.append(save(console, WECOM_APP_SECRET=typed_wrong).text)  # the field error page
+        seen.append(save(console, WECOM_AES_KEY=AES[:-1]).text)  # a malformed secret
+        r = save(console)
+        assert r.status_code == 303
+        assert live.wecom_app_secret == APP_SECRET
+        # the client's requests (gettoken carries the secret in its query), its errors
+        wecom = client_for(cast(Settings, live))
+        wecom.token()
+        logging.getLogger("wqbot.test").info("secret in a message %s", APP_SECRET, extra={"detail": TOKEN})
+        corp.secrets.pop(APP_SECRET)
+        wecom.tokens._entries.clear()
+        try:
+            wecom.token()
+        except Exception as e:
+            seen.append(str(e) + repr(e))
+        for path in (
+            "/admin",
+            "/admin/wecom",
+            "/admin/directory",
+            "/admin/notifications",
+            "/admin/webhooks",
+            "/admin/wecom/accounts.csv",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/oauth/h5",
+            "/wx/qrlogin",
+            "/api/v1/org/users",
+        ):
+            resp = console.get(path, follow_redirects=False)
+            seen.append(resp.text + str(resp.headers))
+        resp = console.get(
+            "/wecom/callback", params={"msg_signature": "x", "timestamp": "1", "nonce": "n", "echostr": "e"}
+        )
+        seen.append(resp.text)
+        seen.append(repr(live) + repr(live.snapshot()) + str(live.masked()))
+        d = Doctor(settings=live.snapshot())
+        d.check_settings()
+        d.check_tokens()
+        seen.extend(c.line() for c in d.checks)
+        seen.extend(str(x.__data__) for x in (*ConsoleChange.select(), *OpsError.select(), *AdminAudit.select()))
+        logs.flush()
+        seen.append(buf.getvalue())
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        logs._filter = None
+    text = "\n".join(seen)
+    assert "gettoken" in text and "settings changed on the console" in text  # the logs were captured
+    for secret in planted:
+        assert secret not in text, secret
