@@ -71,6 +71,11 @@ def serve(args: argparse.Namespace) -> int:
         f"wqbot: serving on http://{args.host}:{args.port}  (callback URL: {s.public_url}/wecom/callback)",
         file=sys.stderr,
     )
+    if not s.wecom_configured:
+        print(
+            f"wqbot: setup mode: WeCom is not configured yet; fill 企业微信参数 at {s.public_url}/admin/wecom",
+            file=sys.stderr,
+        )
     try:
         uvicorn.run(
             "bot.server.commands:asgi_app",

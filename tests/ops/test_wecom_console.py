@@ -361,3 +361,27 @@ def test_no_secret_set_on_the_console_reaches_a_page_log_metric_or_error(console
     assert "gettoken" in text and "settings changed on the console" in text  # the logs were captured
     for secret in planted:
         assert secret not in text, secret
+
+
+def test_doctor_reads_the_merged_view(live, store, corp):
+    from bot.ops.doctor import Doctor
+
+    d = Doctor(env=dict(SETUP_ENV))
+    assert d.check_settings() is False and "WECOM_CORP_ID: is not set" in d.checks[0].line()
+    assert "企业微信参数 page (/admin/wecom)" in d.checks[0].line()
+    cs.save(
+        cast(Settings, live),
+        "admin",
+        {
+            "WECOM_CORP_ID": CORP,
+            "WECOM_AGENT_ID": AGENT,
+            "WECOM_APP_SECRET": APP_SECRET,
+            "WECOM_TOKEN": TOKEN,
+            "WECOM_AES_KEY": AES,
+        },
+    )
+    d = Doctor(env=dict(SETUP_ENV))
+    assert d.check_settings() is True
+    assert d.loaded().wecom_corp_id == CORP and d.loaded().wecom_app_secret == APP_SECRET
+    d.check_tokens()
+    assert d.checks[-1].ok and corp.gettokens[-1] == APP_SECRET

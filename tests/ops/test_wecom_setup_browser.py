@@ -48,6 +48,31 @@ def fill_form(page: Browser, app_secret: str, enabled: bool) -> None:
     page.evaluate(f"document.getElementById('in-WECOM_ENABLED').checked = {'true' if enabled else 'false'}")
 
 
+def test_serve_starts_with_only_a_secret_key_and_an_admin_password(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("WECOM_", "DATABASE_", "QUEUE_", "SECRET_", "WEIQIAN_", "ADMIN_", "SYNC_", "PUBLIC_", "H5_", "PC_")
+        )
+    }
+    env |= {"SECRET_KEY": TEST_ENV["SECRET_KEY"], "ADMIN_PASSWORD": PASSWORD, "WQBOT_QUEUE_NAME": f"wqbot-setup-{port}"}
+    proc = start(["serve", "--port", str(port)], env, tmp_path, f"{url}/healthz")  # SQLite files in tmp_path
+    try:
+        assert httpx.get(f"{url}/admin/login").status_code == 200
+        r = httpx.post(f"{url}/wecom/callback?msg_signature=x&timestamp=1&nonce=n", content=b"<xml/>")
+        assert r.status_code == 503 and "not configured yet" in r.text and "/admin/wecom" in r.text
+        r = httpx.get(f"{url}/oauth/h5")
+        assert r.status_code == 503 and "企业微信尚未配置" in r.text
+        r = httpx.get(f"{url}/api/v1/org/users", headers={"Authorization": "Bearer x"})
+        assert r.status_code == 503 and "WEIQIAN_API_TOKEN" in r.json()["message"]
+    finally:
+        stop(proc)
+    assert "setup mode: WeCom is not configured yet" in (tmp_path / "serve.log").read_text()
+
+
 @pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed (.ci/install-extras installs Debian's)")
 def test_full_setup_from_an_empty_configuration(tmp_path):
     sim_port, web_port = free_port(), free_port()
