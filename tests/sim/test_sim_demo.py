@@ -18,6 +18,7 @@ from tests.conftest import BACKEND
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = [
+    "console set-up (企业微信参数, 开启企业微信)",
     "URL verification",
     "full directory sync",
     "live change_contact",
@@ -57,9 +58,9 @@ def test_demo_tours_every_step_and_cleans_up():
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     for i, title in enumerate(STEPS, 1):
-        line = next((x for x in out.splitlines() if x.startswith(f"[{i}/7] {title} … ")), None)
+        line = next((x for x in out.splitlines() if x.startswith(f"[{i}/{len(STEPS)}] {title} … ")), None)
         assert line is not None, f"step {i} missing:\n{out}"
-        assert re.match(rf"\[{i}/7\] .+ … (ok in \d+\.\d\d s: |skipped: )", line), line
+        assert re.match(rf"\[{i}/{len(STEPS)}\] .+ … (ok in \d+\.\d\d s: |skipped: )", line), line
     assert "all steps passed" in out
     folder = re.search(r"SQLite in (\S+);", out).group(1)
     assert not Path(folder).exists(), "the temporary folder is removed"
