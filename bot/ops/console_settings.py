@@ -16,7 +16,6 @@ is done by the process that saved it (`apply_effects`).
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import time
 from dataclasses import fields
@@ -24,6 +23,8 @@ from typing import Any
 
 import peewee as pw
 from Crypto.Cipher import AES
+from Crypto.Hash import SHA256
+from Crypto.Protocol.KDF import HKDF
 
 import settings as settings_mod
 from bot.notify import push
@@ -61,7 +62,10 @@ SECRET_NAMES = frozenset(name for name, (_, secret) in FIELDS.items() if secret)
 
 # -- encryption at rest -------------------------------------------------------------------------------
 def _key(secret_key: str) -> bytes:
-    return hashlib.sha256(b"wqbot console settings v1\0" + secret_key.encode()).digest()
+    # HKDF-SHA256: a key of its own for this purpose, never SECRET_KEY itself (it also signs sessions)
+    key = HKDF(secret_key.encode(), 32, b"wqbot console settings", SHA256, context=b"AES-256-GCM v1")
+    assert isinstance(key, bytes)
+    return key
 
 
 def encrypt(secret_key: str, name: str, value: str) -> str:
