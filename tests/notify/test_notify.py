@@ -326,8 +326,13 @@ def test_wecom_disabled_stores_but_does_not_push(store, queue, fake_wecom, setti
     from bot.notify.request import parse
 
     intake.accept(parse(notification()))
-    assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "failed"
-    assert fake_wecom.sends == [] and "WECOM_ENABLED" in Notification.get().error
+    assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "held"
+    n = Notification.get()
+    assert fake_wecom.sends == [] and n.status == "held" and "开启企业微信 is off" in n.error
+    # held, not lost: turned on again, it is queued and sent
+    assert push.release_held() == 1
+    assert Notification.get().status == "queued"
+    assert push.run("wq-evt-000123", settings) == "sent" and len(fake_wecom.sends) == 1
 
 
 # -- close, deadlines, pending --------------------------------------------------------------------
