@@ -14,19 +14,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 from starlette.types import Receive, Scope, Send
 
+from bot import texts
 from bot.crypto import CryptoError, InvalidReceiveId, InvalidSignature, WeComCrypto
 from bot.observability import metrics
 from bot.observability.trace import new_trace_id
-from bot.queue import enqueue_outbox
 from settings import Settings
+from store import clock
 from store.db import is_postgres
 
-from . import deliveries
+from . import deliveries, refusal
 from .deliveries import VerifiedDelivery
 from .group_commit import GroupCommit
 from .router import Context, Inbound, Router
@@ -36,10 +39,20 @@ log = logging.getLogger("wqbot.callback")
 
 _QUERY = ("msg_signature", "timestamp", "nonce")
 _TEXT = b"text/plain; charset=utf-8"
+NOT_CONFIGURED = texts.WECOM_NOT_CONFIGURED
 _XML = b"application/xml"
 # PostgreSQL: groups in flight at once per process. More lanes make smaller groups: more CPU per
 # callback and no more throughput (bench/README.md).
 PG_LANES = 1
+
+
+# What WeCom's URL check encrypts: a decimal number of about 19 digits (docs/wecom.md,
+# "Callbacks: signature and encryption"). Letters, "-" and "_" pass too in case that changes;
+# markup, spaces and length do not.
+ECHOSTR_SHAPE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# How far a delivery's timestamp may be from our clock. WeCom retries within seconds to minutes,
+# and delivery keys live 72 h: a captured delivery replayed after its key is pruned is refused.
+FRESHNESS = 3600
 
 
 class BadRequest(Exception):
@@ -76,6 +89,19 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> by
             return body
 
 
+def check_fresh(timestamp: str, now: float) -> None:
+    """Refuse a delivery stamped more than FRESHNESS seconds from `now` (a replay, or a wrong clock)."""
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        raise BadRequest(400, "timestamp: must be Unix seconds")
+    if abs(int(timestamp) - now) > FRESHNESS:
+        raise BadRequest(
+            400,
+            f"timestamp {timestamp} is more than {FRESHNESS // 3600} h from this server's clock "
+            f"({int(now)}): refused as a possible replay. If WeCom's deliveries all get this, "
+            "check the server's clock (NTP).",
+        )
+
+
 def query_params(raw: bytes) -> dict[str, str]:
     """The query string as Starlette reads it (parse_qsl, blanks kept, the last value wins)."""
     out = {}
@@ -104,12 +130,22 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> No
 class CallbackEndpoint:
     """One WeCom callback URL. `endpoint` is "app" (接收消息) or "contacts" (通讯录同步)."""
 
-    def __init__(self, crypto: WeComCrypto | None, router: Router, settings: Settings, endpoint: str):
-        self.crypto = crypto
+    def __init__(
+        self,
+        crypto: WeComCrypto | None | Callable[[], WeComCrypto | None],
+        router: Router,
+        settings: Settings,
+        endpoint: str,
+    ):
+        self._crypto = crypto
         self.router = router
         self.settings = settings
         self.endpoint = endpoint
         self._group: GroupCommit[VerifiedDelivery] | None = None
+
+    @property
+    def crypto(self) -> WeComCrypto | None:
+        return self._crypto() if callable(self._crypto) else self._crypto
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -120,12 +156,18 @@ class CallbackEndpoint:
         except _ClientGone:
             return
         await _send(send, status, body, content_type)
+        msg = scope.get("wqbot.msg")
+        if msg is not None and status == 200:
+            refusal.accepted(self.endpoint, msg, started)
         metrics.callback_status(
             self.endpoint, scope["method"], status, time.perf_counter() - started, scope.get("wqbot.kind")
         )
 
     async def _serve(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
-        if self.crypto is None:
+        crypto = self.crypto
+        if crypto is None and self.endpoint == "app":
+            return 503, NOT_CONFIGURED.encode(), _TEXT
+        if crypto is None:
             return 404, b"contacts callback is off: set WECOM_CONTACTS_TOKEN and WECOM_CONTACTS_AES_KEY", _TEXT
         q = query_params(scope.get("query_string", b""))
         missing = [k for k in _QUERY if not q.get(k)]
@@ -136,14 +178,21 @@ class CallbackEndpoint:
             if missing:
                 raise BadRequest(400, "missing query parameter: " + ", ".join(missing))
             try:
-                echo = self.crypto.verify_url(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
+                echo = crypto.verify_url(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
             except CryptoError as e:
                 return self._refuse(e)
+            if not ECHOSTR_SHAPE.fullmatch(echo):
+                # A captured POST's Encrypt, replayed as a GET, decrypts too: never echo a message.
+                log.warning(
+                    "URL check refused: the echostr is not shaped like WeCom's", extra={"endpoint": self.endpoint}
+                )
+                raise BadRequest(400, "echostr: the decrypted value is not a URL-check string (a short token)")
             return 200, echo.encode(), _TEXT
         if method != "POST":
             return 405, b"use GET (URL check) or POST (messages)", _TEXT
         if missing:
             raise BadRequest(400, "missing query parameter: " + ", ".join(missing))
+        check_fresh(q["timestamp"], clock.now())
         body = await read_body(scope, receive)
         try:
             envelope = parse(body)
@@ -153,7 +202,7 @@ class CallbackEndpoint:
         if not isinstance(encrypted, str) or not encrypted:
             raise BadRequest(400, "XML has no Encrypt element")
         try:
-            plaintext = self.crypto.decrypt_message(q["msg_signature"], q["timestamp"], q["nonce"], encrypted)
+            plaintext = crypto.decrypt_message(q["msg_signature"], q["timestamp"], q["nonce"], encrypted)
         except CryptoError as e:
             return self._refuse(e)
         try:
@@ -161,12 +210,12 @@ class CallbackEndpoint:
         except XMLError as e:
             raise BadRequest(400, f"decrypted message: {e}") from None
         scope["wqbot.kind"] = msg.kind
+        scope["wqbot.msg"] = msg
         return await self._apply(msg, plaintext)
 
     def _refuse(self, e: CryptoError) -> tuple[int, bytes, bytes]:
         status = 403 if isinstance(e, (InvalidSignature, InvalidReceiveId)) else 400
-        log.warning("callback refused", extra={"endpoint": self.endpoint, "check": e.check})
-        return status, f"{e.check}: {e.message}".encode(), _TEXT
+        return status, refusal.refused(self.endpoint, e).encode(), _TEXT
 
     def delivery(self, msg: Inbound, plaintext: str) -> VerifiedDelivery | None:
         """The delivery to apply, or None when it is acknowledged without being applied."""
@@ -176,10 +225,11 @@ class CallbackEndpoint:
             log.debug("no handler", extra={"kind": kind, "endpoint": self.endpoint})
             return None
         if not self.settings.wecom_enabled:
-            log.info("WECOM_ENABLED=false: verified but not applied", extra={"kind": kind})
+            log.info("开启企业微信 is off (WECOM_ENABLED): verified but not applied", extra={"kind": kind})
             return None
         key = self.endpoint[0] + hashlib.sha1(plaintext.encode()).hexdigest()
         ctx = Context(settings=self.settings, endpoint=self.endpoint, trace_id=new_trace_id())
+        msg.trace_id = ctx.trace_id  # for the accepted-callback log record
         return VerifiedDelivery(key, kind, msg, ctx, handler)
 
     async def _apply(self, msg: Inbound, plaintext: str) -> tuple[int, bytes, bytes]:
@@ -191,7 +241,6 @@ class CallbackEndpoint:
         except Exception:
             log.exception("handler failed; WeCom will retry", extra={"kind": d.kind, "delivery": d.key})
             return 500, b"temporarily unable to apply this delivery; it will be retried", _TEXT
-        d.context.run(enqueue_outbox)
         if not reply_xml:
             return 200, b"", _TEXT
         assert self.crypto is not None and isinstance(reply_xml, str)

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from bot.ops import actions, panels
 from bot.ops import session as sess
 from bot.ops.status import audit
+from bot.ops.wecom_page import WeComPage
 from bot.wecom import WeComError, client_for
 from settings import Settings
 from store import clock
@@ -54,6 +55,9 @@ NOTICES = {
     "resent": "已重新发送通知。",
     "webhook_retried": "已重新投递 Webhook。",
     "logged_out": "已退出登录。",
+    "wecom_saved": "企业微信参数已保存，所有进程将在 10 秒内生效。",
+    "wecom_unchanged": "没有修改任何参数。",
+    "mapping_imported": "账号对应表已导入，成员已重新关联。",
 }
 
 
@@ -97,14 +101,14 @@ def _client_addr(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request, limit: int = MAX_FORM) -> dict[str, str]:
     """application/x-www-form-urlencoded, capped; the last value of each field."""
     if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
         return {}
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM:
+        if len(body) > limit:
             return {}
     try:
         parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
@@ -119,8 +123,15 @@ class Console:
         self.throttle = sess.Throttle()
 
     # -- helpers ----------------------------------------------------------------------------------
-    def admin(self, request: Request):
-        return sess.current_admin(self.settings, request.cookies.get(sess.COOKIE))
+    async def read_form(self, request: Request, limit: int = MAX_FORM) -> dict[str, str]:
+        return await _form(request, limit)
+
+    def csrf_ok(self, admin, token: str | None) -> bool:
+        return sess.csrf_ok(admin, token)
+
+    async def admin(self, request: Request) -> sess.Admin | None:
+        # Reads the admin's "valid after" from the store: in the thread pool, off the event loop.
+        return await run_in_threadpool(sess.current_admin, self.settings, request.cookies.get(sess.COOKIE))
 
     def _to_login(self, request: Request) -> Response:
         return RedirectResponse("/admin/login", status_code=303, headers={"Cache-Control": "no-store"})
@@ -140,7 +151,7 @@ class Console:
 
     # -- login ------------------------------------------------------------------------------------
     async def login_form(self, request: Request) -> Response:
-        if self.admin(request):
+        if await self.admin(request):
             return RedirectResponse("/admin", status_code=303)
         return self._login_page(request)
 
@@ -179,17 +190,25 @@ class Console:
                 request, "未设置 ADMIN_PASSWORD，不能用密码登录。请设置后重启，或使用企业微信扫码登录。", status=403
             )
         who = _client_addr(request)
-        if self.throttle.blocked(who):
+        blocked = self.throttle.blocked(who)
+        if blocked == "client":
             return self._login_page(request, "密码错误次数过多，请 15 分钟后再试。", status=429)
+        if blocked == "everyone":
+            log.warning("admin password login paused: too many failures from all addresses")
+            return self._login_page(
+                request,
+                "最近密码错误次数过多（可能有人在猜密码），密码登录已暂停 15 分钟。请使用企业微信扫码登录，或稍后再试。",
+                status=429,
+            )
         if not sess.password_matches(s, form.get("password", "")):
             self.throttle.failed(who)
             log.warning("admin password refused", extra={"client": who})
             return self._login_page(request, "密码不正确。", status=403)
         self.throttle.succeeded(who)
-        return self._logged_in(request, "admin", "password")
+        return await self._logged_in(request, "admin", "password")
 
-    def _logged_in(self, request: Request, userid: str, via: str) -> Response:
-        cookie, _ = sess.new_session(self.settings, userid, via)
+    async def _logged_in(self, request: Request, userid: str, via: str) -> Response:
+        cookie, _ = await run_in_threadpool(sess.new_session, self.settings, userid, via)
         resp = RedirectResponse("/admin", status_code=303, headers={"Cache-Control": "no-store"})
         _set_cookie(resp, request, sess.COOKIE, cookie, sess.LIFETIME)
         resp.delete_cookie(sess.STATE_COOKIE, path="/admin")
@@ -239,41 +258,43 @@ class Console:
             return self._login_page(
                 request, f"成员 {userid or '（非企业成员）'} 不是管理员（ADMIN_USERIDS）。", status=403
             )
-        return self._logged_in(request, userid, "wecom")
+        return await self._logged_in(request, userid, "wecom")
 
     async def logout(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         form = await _form(request)
         if admin is None or not sess.csrf_ok(admin, form.get("csrf")):
             return PlainTextResponse("CSRF token missing or wrong: reload the page and try again", status_code=403)
+        await run_in_threadpool(sess.end_sessions, admin.userid)  # copies of this cookie end too
+        log.info("admin logged out", extra={"admin": admin.userid})
         resp = RedirectResponse("/admin/login?done=logged_out", status_code=303)
         resp.delete_cookie(sess.COOKIE, path="/admin")
         return resp
 
     # -- pages ------------------------------------------------------------------------------------
     async def status(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         data = await run_in_threadpool(panels.status, self.settings)
         return self.page(request, admin, "status.html", **data)
 
     async def directory(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         data = await run_in_threadpool(panels.directory)
         return self.page(request, admin, "directory.html", **data)
 
     async def notifications(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         data = await run_in_threadpool(panels.notifications)
         return self.page(request, admin, "notifications.html", **data)
 
     async def webhooks(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         data = await run_in_threadpool(panels.webhooks)
@@ -281,7 +302,7 @@ class Console:
 
     # -- actions ----------------------------------------------------------------------------------
     async def action(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         form = await _form(request)
@@ -307,7 +328,13 @@ class Console:
 
 def admin_routes(settings: Settings) -> list[Route]:
     c = Console(settings)
+    w = WeComPage(c)
     return [
+        Route("/admin/wecom", w.show, methods=["GET"]),
+        Route("/admin/wecom", w.save, methods=["POST"]),
+        Route("/admin/wecom/accounts", w.import_mapping, methods=["POST"]),
+        Route("/admin/wecom/accounts.csv", w.report_csv, methods=["GET"]),
+        Route("/admin/static/wecom.js", w.script, methods=["GET"]),
         Route("/admin", c.status, methods=["GET"]),
         Route("/admin/", c.status, methods=["GET"]),
         Route("/admin/directory", c.directory, methods=["GET"]),

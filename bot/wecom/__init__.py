@@ -43,8 +43,10 @@ Exception tree::
 errmsg and hint.
 """
 
-from ._client import WeComClient, client_for, reset_clients
+from ._client import WeComClient, client_for, forget_clients, reset_clients, secret_in_use
 from ._errors import (
+    SECRET_PAGE,
+    SECRET_VARIABLE,
     APIError,
     BadCredentials,
     InvalidCode,
@@ -72,5 +74,9 @@ __all__ = [
     "WeComClient",
     "WeComError",
     "client_for",
+    "forget_clients",
     "reset_clients",
+    "secret_in_use",
+    "SECRET_PAGE",
+    "SECRET_VARIABLE",
 ]

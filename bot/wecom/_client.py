@@ -51,6 +51,13 @@ NOT_IDEMPOTENT = frozenset({"/cgi-bin/message/send", "/cgi-bin/message/update_te
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
+def secret_in_use(settings: Settings, creds: str) -> str:
+    """The credential set a call for `creds` really uses: "contacts" only when
+    WECOM_CONTACTS_SECRET is set (else the app secret stands in). Errors, hints, the directory
+    read's mode and `wqbot doctor` all go by this one answer."""
+    return "contacts" if creds == "contacts" and settings.wecom_contacts_secret else "app"
+
+
 def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -100,9 +107,11 @@ class WeComClient:
 
     # -- credentials and tokens ---------------------------------------------------------------
     def _secret(self, creds: str) -> str:
-        if creds == "contacts" and self.settings.wecom_contacts_secret:
-            return self.settings.wecom_contacts_secret
-        return self.settings.wecom_app_secret
+        return (
+            self.settings.wecom_contacts_secret
+            if secret_in_use(self.settings, creds) == "contacts"
+            else (self.settings.wecom_app_secret)
+        )
 
     def _cache_key(self, creds: str) -> str:
         return self._token_keys["contacts" if creds == "contacts" else "app"]
@@ -121,6 +130,7 @@ class WeComClient:
             {"corpid": self.settings.wecom_corp_id, "corpsecret": self._secret(creds)},
             None,
             gettoken=True,
+            creds=secret_in_use(self.settings, creds),
         )
         token = data.get("access_token")
         if not token:
@@ -145,17 +155,29 @@ class WeComClient:
         if idempotent is None:
             idempotent = path not in NOT_IDEMPOTENT
         token = self.token(creds)
+        used = secret_in_use(self.settings, creds)
         try:
-            return self._send(method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent)
+            return self._send(
+                method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent, creds=used
+            )
         except APIError as e:
             if e.errcode not in TOKEN_ERRORS:
                 raise
             log.info("token rejected, refreshing once", extra={"path": path, "errcode": e.errcode})
             token = self.token(creds, stale=token)
-        return self._send(method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent)
+        return self._send(
+            method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent, creds=used
+        )
 
     def _send(
-        self, method: str, path: str, params: dict, json: Any, gettoken: bool = False, idempotent: bool = True
+        self,
+        method: str,
+        path: str,
+        params: dict,
+        json: Any,
+        gettoken: bool = False,
+        idempotent: bool = True,
+        creds: str = "app",
     ) -> dict:
         url = self.base + path
         limit_key = f"{self.settings.wecom_corp_id}:{path}"
@@ -203,7 +225,9 @@ class WeComClient:
             else:
                 if code == 0:
                     return data
-                err = from_response(code, scrub(str(data.get("errmsg", "")), secrets), path, gettoken=gettoken)
+                err = from_response(
+                    code, scrub(str(data.get("errmsg", "")), secrets), path, gettoken=gettoken, creds=creds
+                )
                 may_have_arrived = False  # WeCom answered with an error: nothing was done
                 if code in RATE_ERRORS:
                     if rate_retried:
@@ -395,6 +419,7 @@ def shared_parts(settings: Settings) -> tuple[TokenStore, Any]:
 
 def client_for(settings: Settings) -> WeComClient:
     """The process's client for these settings (tokens are shared across processes by the store)."""
+    settings = settings.snapshot()  # the console's values now; a changed secret gets its own client
     key = (
         settings.wecom_api_base,
         settings.wecom_corp_id,
@@ -409,6 +434,20 @@ def client_for(settings: Settings) -> WeComClient:
             tokens, limiter = shared_parts(settings)
             c = _clients[key] = WeComClient(settings, tokens=tokens, limiter=limiter)
         return c
+
+
+def forget_clients(current: Settings) -> int:
+    """Drop the clients (and their cached tokens) of secrets other than `current`'s: a secret
+    changed on the console. Returns how many were dropped."""
+    keep = (current.wecom_corp_id, current.wecom_app_secret, current.wecom_contacts_secret)
+    with _clients_lock:
+        gone = [k for k in _clients if (k[1], k[2], k[3]) != keep]
+        dropped = [_clients.pop(k) for k in gone]
+    for c in dropped:
+        if isinstance(c.tokens, LocalTokenStore):
+            with c.tokens._guard:
+                c.tokens._entries.clear()
+    return len(dropped)
 
 
 def reset_clients() -> None:

@@ -326,8 +326,13 @@ def test_wecom_disabled_stores_but_does_not_push(store, queue, fake_wecom, setti
     from bot.notify.request import parse
 
     intake.accept(parse(notification()))
-    assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "failed"
-    assert fake_wecom.sends == [] and "WECOM_ENABLED" in Notification.get().error
+    assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "held"
+    n = Notification.get()
+    assert fake_wecom.sends == [] and n.status == "held" and "开启企业微信 is off" in n.error
+    # held, not lost: turned on again, it is queued and sent
+    assert push.release_held() == 1
+    assert Notification.get().status == "queued"
+    assert push.run("wq-evt-000123", settings) == "sent" and len(fake_wecom.sends) == 1
 
 
 # -- close, deadlines, pending --------------------------------------------------------------------
@@ -421,6 +426,23 @@ def test_pending_tasks_query_count_does_not_grow(client, store, immediate_queue,
     assert len(q) <= 2
 
 
+def test_pending_tasks_start_from_the_members_own_rows(client, store, immediate_queue, fake_wecom):
+    """待我处理 reads the member's recipient rows, not every open task in the store: its cost must
+    not grow with other members' tasks."""
+    from bot.notify.pending import _open_tasks_sql
+    from store import db
+    from store.db import is_postgres
+
+    for i in range(3):
+        post(client, notification(id=f"n{i}", task_id=f"T-{i}", recipients=["lisi"]))
+    if is_postgres():
+        return  # PostgreSQL picks the join order from its statistics
+    plan = [row[-1] for row in db.obj.execute_sql("EXPLAIN QUERY PLAN " + _open_tasks_sql(False), ("x",) * 7)]
+    searches = [p for p in plan if p.startswith(("SEARCH", "SCAN"))]
+    assert searches[0].startswith("SEARCH r USING INDEX notify_recipient_userid_task_id"), plan
+    assert not any("notify_task_state" in p for p in plan), plan
+
+
 def test_a_new_approve_reopens_a_task_that_was_over(client, store, immediate_queue, fake_wecom):
     from bot.notify import pending_tasks
 
@@ -433,3 +455,17 @@ def test_a_new_approve_reopens_a_task_that_was_over(client, store, immediate_que
     assert pending_tasks("wangwu", 5)[1] == 1 and pending_tasks("lisi", 5)[1] == 0
     assert client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()["status"] == "done"
     assert client.get("/api/v1/notifications/wq-evt-000124", headers=AUTH).json()["status"] == "sent"
+
+
+def test_a_60020_on_message_send_appears_under_recent_errors_with_the_app_page(
+    client, store, immediate_queue, fake_wecom
+):
+    """The console's 最近错误 shows what a push saw that only an operator can fix, with its hint
+    naming the console page of the secret message/send used (the app's)."""
+    from store.ops import OpsError
+
+    fake_wecom.fail_sends = [{"errcode": 60020, "errmsg": "not allow to access from your ip, from ip: 203.0.113.8"}]
+    post(client, notification(recipients=["u1"]))
+    (error,) = [e for e in OpsError.select() if e.source == "notify.push"]
+    assert "60020" in error.message
+    assert error.hint.startswith("add 203.0.113.8 to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP")

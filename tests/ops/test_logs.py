@@ -12,6 +12,7 @@ import pytest
 
 from bot.observability import logs, trace
 from bot.queue import defer, enqueue_outbox, outbox_task, register_task
+from store import statements
 from tests.conftest import TEST_ENV
 from tests.support import CallbackClient, app_crypto, message, serving
 
@@ -70,7 +71,7 @@ def plant_everything(log: logging.Logger, secrets: list[str]) -> None:
     log.info("/oauth/h5/callback?code=CODE-FROM-WECOM-789&state=abc")
     log.info("issued ticket=TICKET-abcdef0123 for lisi")
     log.info("Authorization: Bearer BEARER-TOKEN-xyz987")
-    log.info("EncodingAESKey: AES-KEY-IN-TEXT-555")
+    log.info('{"EncodingAESKey": "AES-KEY-IN-TEXT-555"}')
 
 
 UNCONFIGURED = (
@@ -161,25 +162,25 @@ def test_a_callback_trace_id_follows_into_its_task(captured, settings, store, im
     seen.clear()
     created = []
     outer = trace.current_trace_id()
-    orig = Outbox.create
+    orig = statements.insert
 
-    def spy(**kw):
-        row = orig(**kw)
-        created.append(row)
-        return row
+    def spy(model, rows, **kw):  # the outbox rows as written
+        if model is Outbox:
+            created.append(rows)
+        return orig(model, rows, **kw)
 
-    Outbox.create = spy
+    statements.insert = spy
     try:
         with CallbackClient(settings, serving(endpoint)) as c:
             assert c.deliver(message(MsgType="text", Content="hello", MsgId=7)) is None
             assert c.deliver(message(MsgType="text", Content="again", MsgId=8)) is None
     finally:
-        Outbox.create = orig
+        statements.insert = orig
     assert [s["word"] for s in seen] == ["hello", "again"]
     first, second = contexts[0].trace_id, contexts[1].trace_id
     assert first and second and first != second
     assert [s["trace"] for s in seen] == [first, second]
-    assert [r.trace_id for r in created] == [first, second]
+    assert [r["trace_id"] for r in created] == [first, second]
     records = [json.loads(line) for line in buf.getvalue().splitlines()]
     handler_lines = [r for r in records if r["logger"] == "wqbot.test.handler"]
     task_lines = [r for r in records if r["logger"] == "wqbot.test.task"]
@@ -211,3 +212,27 @@ def test_text_format_shows_the_trace(captured):
         trace.unbind_trace(token)
     line = buf.getvalue().strip()
     assert line.endswith("WARNING wqbot.test [abcdef0123456789]: hello")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "✗ settings: SECRET_KEY: is required but not set (environment or .env)",
+        "WECOM_CONTACTS_SECRET has no token: sync uses mode list with the app secret",
+        "signature: msg_signature does not match: check WECOM_TOKEN (or WECOM_CONTACTS_TOKEN) against the Token",
+        "padding: PKCS#7 padding is invalid; fix: WECOM_AES_KEY is not the EncodingAESKey at 接收消息",
+        "WEIQIAN_API_TOKEN: the bearer token 微签 presents, session: renewed, code: 40029",
+    ],
+)
+def test_operator_messages_pass_through_intact(text):
+    """Credential names in prose are words, not values: nothing is masked and nothing cut short."""
+    assert logs.RedactFilter(("a-configured-secret",)).redact(text) == text
+
+
+def test_credentials_are_masked_in_their_three_forms_and_configured_values_anywhere():
+    f = logs.RedactFilter(("a-configured-secret",))
+    assert f.redact("GET /x?access_token=abc123&userid=u") == "GET /x?access_token=****&userid=u"
+    assert f.redact('{"corpsecret": "abc123", "n": 1}') == '{"corpsecret": "****", "n": 1}'
+    assert f.redact("{'ticket': 'T-1'}") == "{'ticket': '****'}"
+    assert f.redact("Authorization: Bearer tok-123456") == "Authorization: ****"
+    assert f.redact("said a-configured-secret once") == "said **** once"

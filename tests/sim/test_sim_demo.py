@@ -18,6 +18,7 @@ from tests.conftest import BACKEND
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = [
+    "console set-up (企业微信参数, 开启企业微信)",
     "URL verification",
     "full directory sync",
     "live change_contact",
@@ -102,5 +103,46 @@ def test_demo_keep_leaves_both_running_until_interrupted():
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     for url in u.values():
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + "/", timeout=1)
+
+
+def test_demo_keep_prints_an_admin_login_and_sigterm_cleans_up():
+    """`kill <pid>` stops the demo as Ctrl-C does: `wqbot serve` stopped, the folder removed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "demo", "--keep"],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+    )
+    lines = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.strip().startswith("admin console"):
+                break
+        out = "".join(lines)
+        m = re.search(r"admin console  (http://\S+)/admin   password: (\S+)", out)
+        assert m, out
+        with httpx.Client(base_url=m.group(1), timeout=5) as c:
+            page = c.get("/admin/login")
+            assert page.status_code == 200 and 'name="password"' in page.text
+            nonce = re.search(r'name="login_nonce" value="([^"]+)"', page.text)
+            data = {"password": m.group(2), **({"login_nonce": nonce.group(1)} if nonce else {})}
+            r = c.post("/admin/login", data=data, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"].endswith("/admin"), r.text[:300]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 128 + signal.SIGTERM
+    folder = re.search(r"SQLite in (\S+);", out).group(1)
+    assert not Path(folder).exists(), "SIGTERM removed the temporary folder"
+    for url in urls(out).values():
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "/", timeout=1)
