@@ -47,7 +47,10 @@ WHERE = {
 
 def _fix(name: str) -> str:
     where = WHERE.get(name)
-    return f"set {name} in the environment or .env: {where}" if where else f"see {name} in docs/configuration.md"
+    console = " (or on the console's 企业微信参数 page, /admin/wecom)" if name.startswith("WECOM_") else ""
+    return (
+        f"set {name} in the environment or .env{console}: {where}" if where else f"see {name} in docs/configuration.md"
+    )
 
 
 def read_dotenv(path: str | os.PathLike = ".env") -> dict[str, str]:

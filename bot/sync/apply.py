@@ -163,6 +163,8 @@ def _saved(row: dict) -> User:
 
 def _settle_own(row: dict, existing: User | None) -> None:
     """Settle the keys this write touched; `row` gets the member's own settled account."""
+    if existing is not None and existing.match_key == row["match_key"] and bool(existing.active) == bool(row["active"]):
+        return  # same key, same standing: who holds it cannot have changed (row keeps the stored account)
     settled = accounts.settle({existing.match_key if existing else None, row["match_key"]}, quiet={row["userid"]})
     row["account"] = settled.get(row["userid"], row["account"])
 

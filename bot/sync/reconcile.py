@@ -485,7 +485,17 @@ class Run:
             for b in pw.chunked(mem_rows, 2000):
                 UserDepartment.insert_many(b).execute()
             # one account per member: settle the keys this chunk touched before its feed rows are written
-            touched = {r["match_key"] for r in rows} | {u.match_key for u in existing.values()}
+            # (a row with the same key and standing as before cannot change who holds that key)
+            moved = [
+                r
+                for r in rows
+                if (ex := existing.get(r["userid"])) is None
+                or ex.match_key != r["match_key"]
+                or bool(ex.active) != bool(r["active"])
+            ]
+            touched = {r["match_key"] for r in moved} | {
+                existing[r["userid"]].match_key for r in moved if r["userid"] in existing
+            }
             settled = accounts.settle(touched, quiet=ids)
             for _, uid, data in changes:
                 data["account"] = settled.get(uid, data["account"])

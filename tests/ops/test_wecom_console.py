@@ -385,3 +385,24 @@ def test_doctor_reads_the_merged_view(live, store, corp):
     assert d.loaded().wecom_corp_id == CORP and d.loaded().wecom_app_secret == APP_SECRET
     d.check_tokens()
     assert d.checks[-1].ok and corp.gettokens[-1] == APP_SECRET
+
+
+def test_switched_off_on_the_console_callbacks_are_verified_and_acked_but_not_applied(console, live, corp):
+    from bot.app import create_app
+    from bot.server import stack
+    from store.directory import User
+    from tests.support import CONTACTS_URL, CallbackClient, message
+
+    save(console, WECOM_ENABLED=None, WECOM_CONTACTS_TOKEN="ContactsT0kenConsole", WECOM_CONTACTS_AES_KEY=AES)
+    assert not live.wecom_enabled and live.contacts_callback_enabled
+    joined = message(
+        MsgType="event", Event="change_contact", ChangeType="create_user", UserID="newbie", Name="新人", Department="1"
+    )
+    with CallbackClient(live.snapshot(), stack(create_app(cast(Settings, live), init_store=False))) as wecom:
+        answer = wecom.callback(joined, CONTACTS_URL)
+        assert answer.status == 200  # verified and acknowledged
+        assert User.get_or_none(User.userid == "newbie") is None  # but not applied
+        save(console)  # on again
+        assert live.wecom_enabled
+        assert wecom.callback(joined.replace("新人", "新人甲"), CONTACTS_URL).status == 200
+        assert User.get(User.userid == "newbie").name == "新人甲"

@@ -74,7 +74,7 @@ def test_serve_starts_with_only_a_secret_key_and_an_admin_password(tmp_path):
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed (.ci/install-extras installs Debian's)")
-def test_full_setup_from_an_empty_configuration(tmp_path):
+def test_full_setup_from_an_empty_configuration(tmp_path, store):  # store: PostgreSQL starts empty too
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
     base = {
