@@ -1,8 +1,8 @@
 """wqbot settings (docs/configuration.md): read once from the environment and `.env`, validated up front.
 
-`get_settings()` is the one place the process reads its configuration. A missing or malformed
-value raises `SettingsError`, whose message names the variable; the CLI prints that one line
-and exits, never a traceback.
+`get_settings()` is the one place the process reads its configuration. Missing or malformed
+values raise one `SettingsError` listing every problem, each naming its variable and where its
+value comes from (`WHERE`); the CLI prints those lines and exits, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,9 +19,35 @@ from bot.crypto import decode_aes_key
 
 
 class SettingsError(Exception):
-    def __init__(self, variable: str, problem: str):
-        super().__init__(f"{variable}: {problem}")
+    """One or more settings are missing or malformed. `problems` holds every (variable, problem,
+    fix) found in one pass, so an operator fixes them all at once; `variable` is the first."""
+
+    def __init__(self, variable: str, problem: str, fix: str = "", more: list[tuple[str, str, str]] | None = None):
+        self.problems = [(variable, problem, fix), *(more or [])]
         self.variable = variable
+        super().__init__("\n".join(f"{v}: {p}" + (f" — fix: {f}" if f else "") for v, p, f in self.problems))
+
+
+# Where each value comes from: the fix named when a required setting is missing or malformed
+# (and the comments of `wqbot init`'s .env). docs/configuration.md has the full story.
+WHERE = {
+    "WECOM_CORP_ID": "copy 企业ID from the WeCom admin console, 我的企业 → 企业信息 (微签 form: 企业ID)",
+    "WECOM_AGENT_ID": "copy AgentId from 应用管理 → 自建应用 → (your app) (微签 form: 应用ID)",
+    "WECOM_APP_SECRET": "copy Secret from 应用管理 → 自建应用 → (your app) → Secret (查看) (微签 form: 自建应用密钥)",
+    "WECOM_CONTACTS_SECRET": "copy Secret from 管理工具 → 通讯录同步 → 开启API接口同步 (微签 form: 通讯录密钥)",
+    "WECOM_TOKEN": "copy Token from 应用管理 → 自建应用 → (your app) → 接收消息 → 设置API接收",
+    "WECOM_AES_KEY": "copy EncodingAESKey (43 characters) from 应用管理 → 自建应用 → (your app) → 接收消息 → 设置API接收",
+    "WECOM_CONTACTS_TOKEN": "copy Token from 管理工具 → 通讯录同步 → 设置接收事件服务器",
+    "WECOM_CONTACTS_AES_KEY": "copy EncodingAESKey from 管理工具 → 通讯录同步 → 设置接收事件服务器",
+    "SECRET_KEY": "generate one: `wqbot init` does, or python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+    "WEIQIAN_API_TOKEN": "generate one (`wqbot init` does) and give the same value to 微签's backend",
+    "WEIQIAN_WEBHOOK_SECRET": "generate one and give the same value to 微签's backend",
+}
+
+
+def _fix(name: str) -> str:
+    where = WHERE.get(name)
+    return f"set {name} in the environment or .env: {where}" if where else f"see {name} in docs/configuration.md"
 
 
 def read_dotenv(path: str | os.PathLike = ".env") -> dict[str, str]:
@@ -179,8 +205,46 @@ def _corp_id(v: str) -> str:
     return v
 
 
+def _log_level(v: str) -> str:
+    v = v.strip().upper()
+    if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return v
+
+
+def _log_format(v: str) -> str:
+    v = v.strip().lower()
+    if v not in ("json", "text"):
+        raise ValueError("must be json or text")
+    return v
+
+
 def _csv(v: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in v.split(",") if s.strip())
+
+
+def _hours(v: str) -> float:
+    x = float(v)
+    if not 0 <= x <= 24 * 90:
+        raise ValueError("must be a number of hours from 0 (off) to 2160")
+    return x
+
+
+def _clock_time(v: str) -> str:
+    v = v.strip()
+    if v and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", v):
+        raise ValueError("must be a China time of day as HH:MM (e.g. 09:00), or empty for off")
+    return v
+
+
+def _weekdays(v: str) -> tuple[int, ...]:
+    days: set[int] = set()
+    for part in _csv(v):
+        lo, _, hi = part.partition("-")
+        if not (lo.isdigit() and (not hi or hi.isdigit())) or not 1 <= int(lo) <= int(hi or lo) <= 7:
+            raise ValueError("must be ISO weekdays 1 (Monday) to 7 (Sunday), e.g. 1-5 or 1,3,5")
+        days.update(range(int(lo), int(hi or lo) + 1))
+    return tuple(sorted(days))
 
 
 def _opt(name: str, default: str | None, parse: Callable[[str], Any]) -> Any:
@@ -221,10 +285,18 @@ class Settings:
     greet_on_enter: bool = _opt("WQBOT_GREET_ON_ENTER", "false", _bool)
     admin_userids: tuple[str, ...] = _opt("ADMIN_USERIDS", "", _csv)
     admin_password: str = _opt("ADMIN_PASSWORD", "", _str)
-    log_format: str = _opt("WQBOT_LOG_FORMAT", "json", _str)
+    log_format: str = _opt("WQBOT_LOG_FORMAT", "json", _log_format)
+    log_level: str = _opt("WQBOT_LOG_LEVEL", "INFO", _log_level)
+    menu_file: str = _opt("MENU_FILE", "", _str)
     # Client-side ceilings per WeCom API per corp, any rolling minute / hour (WeCom: 10,000 / 150,000).
     wecom_rate_limit_per_min: int = _opt("WECOM_RATE_LIMIT_PER_MIN", "8000", _positive_int)
     wecom_rate_limit_per_hour: int = _opt("WECOM_RATE_LIMIT_PER_HOUR", "120000", _positive_int)
+    # Follow-up (docs/notifications.md): deadline reminders, the morning digest, the 工作台 tile.
+    remind_before_hours: float = _opt("REMIND_BEFORE_HOURS", "24", _hours)
+    digest_at: str = _opt("DIGEST_AT", "", _clock_time)
+    digest_weekdays: tuple[int, ...] = _opt("DIGEST_WEEKDAYS", "1-5", _weekdays)
+    workbench_list_path: str = _opt("WORKBENCH_LIST_PATH", "/pages/task/task_list", _str)
+    sim_clock_url: str = _opt("SIM_CLOCK_URL", "", _http_url)  # the emulator's /sim/clock (demo and tests only)
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -274,25 +346,32 @@ def load(env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = "
     source = dict(read_dotenv(dotenv)) if dotenv else {}
     source.update(os.environ if env is None else env)
     values: dict[str, Any] = {}
+    problems: list[tuple[str, str, str]] = []  # every problem of this pass, not just the first
     for f in fields(Settings):
         meta = f.metadata
         name = meta["env"]
         raw = source.get(name)
         if raw is None or (raw.strip() == "" and meta["default"] is None):
             if meta["default"] is None:
-                raise SettingsError(name, "is required but not set (environment or .env)")
+                problems.append((name, "is required but not set (environment or .env)", _fix(name)))
+                continue
             raw = meta["default"]
         try:
             values[f.name] = meta["parse"](raw)
         except ValueError as e:
-            raise SettingsError(name, str(e) or "is malformed") from None
-    s = Settings(**values)
-    if s.weiqian_webhook_url and not s.weiqian_webhook_secret:
-        raise SettingsError("WEIQIAN_WEBHOOK_SECRET", "is required when WEIQIAN_WEBHOOK_URL is set")
-    if bool(s.wecom_contacts_token) != bool(s.wecom_contacts_aes_key):
-        missing = "WECOM_CONTACTS_AES_KEY" if s.wecom_contacts_token else "WECOM_CONTACTS_TOKEN"
-        raise SettingsError(missing, "must be set together with the other WECOM_CONTACTS_* callback value")
-    return s
+            problems.append((name, str(e) or "is malformed", _fix(name)))
+    if values.get("weiqian_webhook_url") and not values.get("weiqian_webhook_secret"):
+        problems.append(
+            ("WEIQIAN_WEBHOOK_SECRET", "is required when WEIQIAN_WEBHOOK_URL is set", _fix("WEIQIAN_WEBHOOK_SECRET"))
+        )
+    token, key = values.get("wecom_contacts_token"), values.get("wecom_contacts_aes_key")
+    if token is not None and key is not None and bool(token) != bool(key):
+        missing = "WECOM_CONTACTS_AES_KEY" if token else "WECOM_CONTACTS_TOKEN"
+        problems.append((missing, "must be set together with the other WECOM_CONTACTS_* callback value", _fix(missing)))
+    if problems:
+        first, *more = problems
+        raise SettingsError(*first, more=more)
+    return Settings(**values)
 
 
 _current: Settings | None = None

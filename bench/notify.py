@@ -33,8 +33,6 @@ with other developers' work: absolute times move with their load; the ratios les
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -52,6 +50,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+
+from bot.notify.webhook import check_signature
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("WQBOT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -78,8 +78,8 @@ class Receiver:
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 at = time.perf_counter()
-                sig = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-                ok = hmac.compare_digest(sig, self.headers.get("X-Wqbot-Signature", ""))
+                header = self.headers.get("X-Wqbot-Signature", "")
+                ok = check_signature(WEBHOOK_SECRET, header, raw, time.time()) is None
                 self.send_response(200 if ok else 401)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

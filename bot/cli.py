@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from bot.observability import logs
 from settings import SettingsError, get_settings
@@ -18,18 +19,35 @@ COMMANDS = {
     "worker": "bot.server.commands:worker",
     "sync": "bot.sync.cli:main",
     "menu": "bot.menus.cli:main",
+    "workbench": "bot.workbench.cli:main",
     "doctor": "bot.ops.doctor:main",
+    "init": "bot.ops.envfile:main",
     "sim": "sim.cli:main",
     "demo": "sim.demo:main",
 }
 
 
+def _version() -> str:
+    try:
+        return version("wqbot")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wqbot", description="WeCom (企业微信) integration for 微签")
+    p.add_argument("--version", action="version", version=f"wqbot {_version()}")
     p.add_argument("--log-format", choices=("json", "text"), default=None)
+    # the same option after the command (`wqbot sync --log-format text`); SUPPRESS: when not
+    # given there, it does not overwrite the value given before the command
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", choices=("json", "text"), default=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="web app under uvicorn (+ worker and periodic sync when the queue is embedded)")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    s = command("serve", help="web app under uvicorn (+ worker and periodic sync when the queue is embedded)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (needs QUEUE_URL=redis://)")
@@ -37,19 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from --forwarded-allow-ips")
     s.add_argument("--forwarded-allow-ips", default="127.0.0.1")
 
-    w = sub.add_parser("worker", help="a queue consumer only")
+    w = command("worker", help="a queue consumer only")
     w.add_argument("--workers", type=int, default=4, help="worker threads")
 
-    y = sub.add_parser("sync", help="one directory sync now")
+    y = command("sync", help="one directory sync now")
     y.add_argument("--full", action="store_true")
     y.add_argument("--force", action="store_true", help="apply disables even past SYNC_MAX_DELETE_RATIO")
 
-    m = sub.add_parser("menu", help="the app menu")
+    m = command("menu", help="the app menu")
     m.add_argument("action", choices=("show", "push", "diff"))
+    m.add_argument("--file", default=None, help="a menu.toml of your own (default: MENU_FILE, else the shipped one)")
 
-    sub.add_parser("doctor", help="check settings and the WeCom side, and say what to fix")
+    wb = command("workbench", help="the app's 工作台 tile (待审批 / 待签署 per member)")
+    wb.add_argument("action", choices=("push", "fill", "show"))
+    wb.add_argument("--restart", action="store_true", help="fill: start over instead of resuming")
 
-    sim = sub.add_parser("sim", help="the local WeCom emulator")
+    command("doctor", help="check settings and the WeCom side, and say what to fix")
+
+    i = command("init", help="write a commented .env with fresh SECRET_KEY and WEIQIAN_API_TOKEN")
+    i.add_argument("--path", default=".env", help="where to write it (default: .env here)")
+    i.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    sim = command("sim", help="the local WeCom emulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8900)
     sim.add_argument("--users", type=int, default=200)
@@ -67,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--redirect-domain", default="", help="the app's OAuth 可信域名 host[:port] (default: PUBLIC_URL's)"
     )
 
-    d = sub.add_parser("demo", help="everything end to end against the emulator")
+    d = command("demo", help="everything end to end against the emulator")
     d.add_argument("--keep", action="store_true", help="leave both running for a person to click through")
     return p
 
@@ -76,10 +103,18 @@ def _setup_logging(args: argparse.Namespace) -> None:
     try:
         s = get_settings()
         fmt = args.log_format or s.log_format
-        secrets = s.secret_values
+        secrets, level = s.secret_values, s.log_level
     except SettingsError:
-        fmt, secrets = args.log_format or "text", ()
-    logs.setup(fmt=fmt, secrets=secrets)
+        fmt, secrets, level = args.log_format or "text", (), "INFO"
+    logs.setup(fmt=fmt, level=level, secrets=secrets)
+
+
+def print_settings_error(e: SettingsError, prog: str = "wqbot") -> None:
+    """Every problem of the one pass, each on its line with its fix."""
+    n = len(e.problems)
+    print(f"{prog}: {n} setting{'s' if n > 1 else ''} to fix (environment or .env):", file=sys.stderr)
+    for variable, problem, fix in e.problems:
+        print(f"  {variable}: {problem}" + (f"\n      fix: {fix}" if fix else ""), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         fn = getattr(importlib.import_module(module), func)
         return int(fn(args) or 0)
     except SettingsError as e:
-        print(f"wqbot: setting {e}", file=sys.stderr)
+        print_settings_error(e)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -59,6 +59,11 @@ def banner(cfg: SimConfig, url: str, generated_in: float, n_users: int, n_depts:
             lines.append(f"  {name}={shown}" if name not in SECRET_NAMES else f"  {name} {shown}")
         else:
             lines.append(f"  {name}={value}")  # the emulator's built-in development value
+    lines += [
+        f"  PUBLIC_URL=http://{cfg.redirect_domain}   (the 可信域名 this emulator's app trusts)",
+        "  H5_URL=…                 (微签 H5's login page; any http(s) URL for a test)",
+        "  SECRET_KEY, WEIQIAN_API_TOKEN: `wqbot init` writes a .env with both generated",
+    ]
     return "\n".join(lines)
 
 

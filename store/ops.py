@@ -6,8 +6,11 @@ failing task retried a hundred times is one line with count=100, not a hundred r
 
 from __future__ import annotations
 
+import hashlib
+
 import peewee as pw
 
+from . import clock
 from .models import EpochField, Model, now
 
 
@@ -41,6 +44,24 @@ class AdminValidAfter(Model):
 
     class Meta:
         table_name = "admin_valid_after"
+
+
+def remember_error(source: str, message: str, hint: str = "", trace_id: str | None = None) -> None:
+    """One row per distinct (source, message): a repeat counts up and refreshes its hint. The
+    caller redacts (bot/observability/problems.py)."""
+    key = hashlib.sha1(f"{source}\0{message}".encode()).hexdigest()
+    t = clock.now()
+    OpsError.insert(
+        key=key, source=source[:100], message=message, hint=hint, first_at=t, last_at=t, trace_id=trace_id
+    ).on_conflict(
+        conflict_target=[OpsError.key],
+        update={
+            OpsError.count: OpsError.count + 1,
+            OpsError.last_at: t,
+            OpsError.hint: hint,
+            OpsError.trace_id: trace_id,
+        },
+    ).execute()
 
 
 def _ops_tables(db: pw.Database) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -50,6 +52,21 @@ def signed(crypto: WeComCrypto, plaintext: str, timestamp: str | None = None, no
     enc, sig = crypto.encrypt_message(plaintext, ts, nonce)
     body = f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"
     return {"msg_signature": sig, "timestamp": ts, "nonce": nonce}, body
+
+
+def webhook_signed_at(secret: str, header: str, raw: bytes) -> int | None:
+    """微签's check of X-Wqbot-Signature, written independently of wqbot's signer: the signed
+    timestamp when `v1` covers "<t>." + the raw body and `v0` the raw body alone, else None."""
+    parts = dict(item.partition("=")[::2] for item in header.split(","))
+    if set(parts) != {"t", "v1", "v0"} or not parts["t"].isdigit():
+        return None
+
+    def mac(data: bytes) -> str:
+        return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+
+    v1_ok = hmac.compare_digest(mac(parts["t"].encode() + b"." + raw), parts["v1"])
+    v0_ok = hmac.compare_digest(mac(raw), parts["v0"])
+    return int(parts["t"]) if v1_ok and v0_ok else None
 
 
 def message(**fields) -> str:

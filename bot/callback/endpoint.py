@@ -28,7 +28,7 @@ from settings import Settings
 from store import clock
 from store.db import is_postgres
 
-from . import deliveries
+from . import deliveries, refusal
 from .deliveries import VerifiedDelivery
 from .group_commit import GroupCommit
 from .router import Context, Inbound, Router
@@ -144,6 +144,9 @@ class CallbackEndpoint:
         except _ClientGone:
             return
         await _send(send, status, body, content_type)
+        msg = scope.get("wqbot.msg")
+        if msg is not None and status == 200:
+            refusal.accepted(self.endpoint, msg, started)
         metrics.callback_status(
             self.endpoint, scope["method"], status, time.perf_counter() - started, scope.get("wqbot.kind")
         )
@@ -192,12 +195,12 @@ class CallbackEndpoint:
         except XMLError as e:
             raise BadRequest(400, f"decrypted message: {e}") from None
         scope["wqbot.kind"] = msg.kind
+        scope["wqbot.msg"] = msg
         return await self._apply(msg, plaintext)
 
     def _refuse(self, e: CryptoError) -> tuple[int, bytes, bytes]:
         status = 403 if isinstance(e, (InvalidSignature, InvalidReceiveId)) else 400
-        log.warning("callback refused", extra={"endpoint": self.endpoint, "check": e.check})
-        return status, f"{e.check}: {e.message}".encode(), _TEXT
+        return status, refusal.refused(self.endpoint, e).encode(), _TEXT
 
     def delivery(self, msg: Inbound, plaintext: str) -> VerifiedDelivery | None:
         """The delivery to apply, or None when it is acknowledged without being applied."""
@@ -211,6 +214,7 @@ class CallbackEndpoint:
             return None
         key = self.endpoint[0] + hashlib.sha1(plaintext.encode()).hexdigest()
         ctx = Context(settings=self.settings, endpoint=self.endpoint, trace_id=new_trace_id())
+        msg.trace_id = ctx.trace_id  # for the accepted-callback log record
         return VerifiedDelivery(key, kind, msg, ctx, handler)
 
     async def _apply(self, msg: Inbound, plaintext: str) -> tuple[int, bytes, bytes]:

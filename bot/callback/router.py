@@ -35,6 +35,8 @@ log = logging.getLogger("wqbot.router")
 class Inbound(dict):
     """A decrypted callback: the plaintext XML's fields by their WeCom names."""
 
+    trace_id = ""  # the delivery's trace id, once it has one
+
     def get_str(self, name: str, default: str = "") -> str:
         v = self.get(name)
         return v if isinstance(v, str) else default

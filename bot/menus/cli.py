@@ -24,7 +24,7 @@ NO_MENU = 46003  # menu/get: the app has no menu yet
 def main(args) -> int:
 
     s = get_settings()
-    path = getattr(args, "file", None) or MENU_FILE
+    path = getattr(args, "file", None) or s.menu_file or MENU_FILE  # --file, then MENU_FILE, then the shipped one
     try:
         menu = build(s, path)
     except MenuError as e:

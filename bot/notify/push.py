@@ -18,7 +18,7 @@ import logging
 
 from peewee import chunked, fn
 
-from bot.observability import metrics
+from bot.observability import metrics, problems
 from bot.queue import defer, enqueue_outbox, outbox_task
 from bot.wecom import APIError, RateLimited, TransportError, client_for
 from settings import Settings, get_settings
@@ -167,6 +167,8 @@ def _send_batches(n: Notification, settings: Settings, client, batches: list[Not
             # A configuration or request problem (wrong agent, no callback URL for a button
             # card, …): every batch would fail the same way, so stop here and say why.
             log.error("message/send refused: %s", e, extra={"notification": n.id})
+            if e.is_config_error:  # the console's 最近错误, with what to change
+                problems.report("notify.push", problems.summary(e), e.hint)
             _fail_remaining(n.id, str(e))
             break
         _record_batch(card, userids, answer)

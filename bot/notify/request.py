@@ -39,6 +39,7 @@ class NotificationRequest:
     url: str | None = None
     deadline: float | None = None  # epoch seconds
     result: str | None = None  # close only
+    remind_before_hours: float | None = None  # None: REMIND_BEFORE_HOURS; 0: no reminder
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +79,14 @@ def parse_deadline(v) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=CST)
     return dt.timestamp()
+
+
+def parse_remind_before(v) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 24 * 90:
+        raise Invalid("remind_before_hours", "must be a number of hours from 0 (no reminder) to 2160, e.g. 24")
+    return float(v)
 
 
 def check_path(v: str | None, name: str = "url") -> str | None:
@@ -141,4 +150,5 @@ def parse(body: dict) -> NotificationRequest:
         recipients=_recipients(body, required=True),
         url=check_path(_text(body, "url", limit=URL_MAX, single_line=True)),
         deadline=parse_deadline(body.get("deadline")),
+        remind_before_hours=parse_remind_before(body.get("remind_before_hours")),
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 
 from bot import texts
+from bot.observability import problems
 from bot.queue import outbox_task
 from bot.wecom import APIError, RateLimited, TransportError, client_for
 from settings import Settings, get_settings
@@ -118,6 +119,8 @@ def _call(client, body: dict) -> str | None:
     except APIError as e:
         if e.retryable:  # -1 past the client's retries, a token rejected after its refresh: the code is unspent
             raise
+        if e.is_config_error:  # the console's 最近错误, with what to change
+            problems.report("notify.card_update", problems.summary(e), e.hint)
         return str(e)
 
 

@@ -1,9 +1,14 @@
-"""Signed webhooks to 微签 (docs/api.md, "The webhook"): `task.action` when a task is decided in chat.
+"""Signed webhooks to 微签 (docs/api.md, "The webhook"): `task.action` when a task is decided in chat,
+`task.expired` when its deadline passed while it was still open.
 
     POST {WEIQIAN_WEBHOOK_URL}
     X-Wqbot-Event: task.action
     X-Wqbot-Delivery: <uuid, the same on every retry>
-    X-Wqbot-Signature: sha256=<hex HMAC-SHA256(WEIQIAN_WEBHOOK_SECRET, raw body)>
+    X-Wqbot-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + raw body)>,v0=<hex HMAC(secret, raw body)>
+
+The timestamp is signed with the body so a captured request cannot be replayed later: receivers
+refuse a `t` more than SIGNATURE_TOLERANCE seconds away from their clock. `v0` is the previous,
+body-only signature, kept for one release so receivers can move over (CHANGELOG.md).
 
 Durability: `owe_action` writes the `WebhookDelivery` row (with the exact body bytes) and the
 outbox row for the first attempt in the decision's own transaction. After that the delivery row
@@ -36,6 +41,7 @@ from store.notifications import WebhookAttempt, WebhookDelivery
 log = logging.getLogger("wqbot.notify.webhook")
 
 EVENT = "task.action"
+EXPIRED = "task.expired"
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 LEASE = 30.0  # longer than TIMEOUT: one attempt at a time per delivery
 BACKOFF_BASE, BACKOFF_CAP = 5.0, 3600.0  # 5 s, 10 s, 20 s … then hourly
@@ -53,8 +59,38 @@ def http() -> httpx.Client:
     return _http
 
 
-def signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+SIGNATURE_TOLERANCE = 300  # seconds; what docs/api.md tells receivers to enforce
+
+
+def _hex_hmac(secret: str, data: bytes) -> str:
+    return hmac.new(secret.encode("utf-8"), data, hashlib.sha256).hexdigest()
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The X-Wqbot-Signature value for one attempt, signed at `timestamp` (Unix seconds)."""
+    t = str(int(timestamp))
+    return f"t={t},v1={_hex_hmac(secret, t.encode('ascii') + b'.' + body)},v0={_hex_hmac(secret, body)}"
+
+
+def check_signature(
+    secret: str, header: str, body: bytes, now: float, tolerance: float = SIGNATURE_TOLERANCE
+) -> str | None:
+    """What a receiver does with X-Wqbot-Signature: None when a `v1` matches and `t` is within
+    `tolerance` seconds of `now`, else why not. wqbot's own 微签 stand-in (`wqbot sim`) uses it."""
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if sep:
+            parts.setdefault(key, []).append(value)
+    stamps = parts.get("t", [])
+    if len(stamps) != 1 or not stamps[0].isascii() or not stamps[0].isdigit():
+        return "no t=<unix seconds> in X-Wqbot-Signature"
+    if abs(now - int(stamps[0])) > tolerance:
+        return f"t={stamps[0]} is more than {tolerance:g} s from this receiver's clock"
+    expected = _hex_hmac(secret, stamps[0].encode("ascii") + b"." + body)
+    if not any(hmac.compare_digest(expected, v.encode("ascii", "replace").decode()) for v in parts.get("v1", [])):
+        return "no v1= signature matches the body and WEIQIAN_WEBHOOK_SECRET"
+    return None
 
 
 def iso(epoch: float) -> str:
@@ -65,24 +101,35 @@ def owe_action(
     settings: Settings, *, notification_id: str, task_id: str, action: str, userid: str, account: str | None, at: float
 ) -> str | None:
     """Record that 微签 must hear about this decision. Call inside the decision's transaction."""
+    fields: dict = {"action": action, "userid": userid}
+    if account and account != userid:
+        fields["account"] = account  # the 微签 account key the recipient was addressed by
+    return owe(settings, EVENT, notification_id=notification_id, task_id=task_id, at=at, **fields)
+
+
+def owe_expired(settings: Settings, *, notification_id: str, task_id: str, deadline: float, at: float) -> str | None:
+    """`task.expired`: the deadline passed with the task still open. Call inside the expiry's
+    transaction (its conditional UPDATE makes it once per task and round)."""
+    return owe(settings, EXPIRED, notification_id=notification_id, task_id=task_id, at=at, deadline=iso(deadline))
+
+
+def owe(settings: Settings, event: str, *, notification_id: str, task_id: str, at: float, **fields) -> str | None:
+    """Write the delivery (its exact body) and the outbox row of its first attempt."""
     if not settings.weiqian_webhook_url:
-        return None  # WEIQIAN_WEBHOOK_URL empty: actions are only stored
+        return None  # WEIQIAN_WEBHOOK_URL empty: events are only stored
     delivery = str(uuid.uuid4())
     payload = {
-        "event": EVENT,
+        "event": event,
         "delivery": delivery,
         "notification_id": notification_id,
         "task_id": task_id,
-        "action": action,
-        "userid": userid,
+        **fields,
         "at": iso(at),
     }
-    if account and account != userid:
-        payload["account"] = account  # the 微签 account key the recipient was addressed by
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     WebhookDelivery.create(
         id=delivery,
-        event=EVENT,
+        event=event,
         notification=notification_id,
         task_id=task_id,
         body=body,
@@ -137,7 +184,7 @@ def attempt(delivery_id: str, settings: Settings, clock=now, schedule: bool = Tr
         "Content-Type": "application/json",
         "X-Wqbot-Event": row.event,
         "X-Wqbot-Delivery": row.id,
-        "X-Wqbot-Signature": signature(settings.weiqian_webhook_secret, body),
+        "X-Wqbot-Signature": signature(settings.weiqian_webhook_secret, body, int(t)),
     }
     started = time.perf_counter()
     status, error, retry_after = None, None, None

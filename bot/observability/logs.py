@@ -8,9 +8,10 @@ and nothing formatted or written on the thread that logs.
 writes. A record costs the event loop a `getMessage()` and a queue put, not a JSON dump, a dozen
 regular expressions and a write to stderr. `flush()` waits until what was logged is written.
 
-The redaction filter masks every configured secret value, and any value of a query parameter or
-field named like a credential (access_token, corpsecret, code, ticket, EncodingAESKey, …), in
-the message, its arguments, extra fields and exception tracebacks.
+The redaction filter masks every configured secret value, and the value of a parameter named like a
+credential (access_token, corpsecret, code, ticket, EncodingAESKey, …) where it is written as one
+(`name=value`, `"name": "value"`, `Authorization: …`), in the message, its arguments, extra
+fields and exception tracebacks. Prose that merely mentions such a word passes through intact.
 
 `LogThrottle` keeps a warning that a caller can repeat per request (an unknown menu key) to one
 record per key per interval.
@@ -19,6 +20,7 @@ record per key per interval.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import queue
@@ -26,6 +28,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TextIO
 
@@ -33,13 +36,19 @@ from settings import get_settings
 
 from .trace import current_trace_id
 
-_CRED_PARAM = re.compile(
-    r"(?i)\b(access_token|corpsecret|corp_secret|secret|secret_key|code|auth_code|ticket|jsapi_ticket|user_ticket"
+_CRED_NAMES = (
+    r"(access_token|corpsecret|corp_secret|secret|secret_key|code|auth_code|ticket|jsapi_ticket|user_ticket"
     r"|echostr|msg_signature|signature|password|passwd|token|api_token|encodingaeskey|encoding_aes_key|aes_key"
-    r"|aeskey|session|csrf|authorization)"
-    r"(=|\"?\s*:\s*\"?|'?\s*:\s*'?)(?!\*\*\*\*)([^&\s\"',}]+)"
+    r"|aeskey|session|csrf)"
 )
-_BEARER = re.compile(r"(?i)\b(bearer)\s+([A-Za-z0-9._~+/=-]{4,})")
+# A credential's value is masked only where it is written as one: `name=value` (query strings,
+# form bodies, KEY=VALUE lines), `"name": "value"` (JSON, Python reprs) and an `Authorization:`
+# header. Prose such as "WECOM_CONTACTS_SECRET has no token: sync uses mode list" is left alone:
+# the operator has to read it, and configured secret values are masked wherever they appear.
+_CRED_PARAM = re.compile(r"(?i)\b" + _CRED_NAMES + r"(=)(?!\*\*\*\*)([^&\s\"',}]+)")
+_CRED_FIELD = re.compile(r"(?i)([\"'])" + _CRED_NAMES + r"\1(\s*:\s*)([\"'])(?!\*\*\*\*)([^\"']+)\4")
+_AUTH_HEADER = re.compile(r"(?i)\b(authorization)(\s*:\s*)(?!\*\*\*\*)([^\r\n\"',}]+)")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z0-9._~+/=-]*\d)([A-Za-z0-9._~+/=-]{8,})")
 _STD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "trace_id"}
 
 
@@ -53,8 +62,23 @@ class RedactFilter(logging.Filter):
         for s in self.secrets:
             if s in text:
                 text = text.replace(s, "****")
-        text = _BEARER.sub(lambda m: m.group(1) + " ****", text)
-        return _CRED_PARAM.sub(lambda m: m.group(1) + m.group(2) + "****", text)
+        if "=" in text:
+            text = _CRED_PARAM.sub(lambda m: m.group(1) + m.group(2) + "****", text)
+        if ":" in text:
+            text = _CRED_FIELD.sub(lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{m[4]}****{m[4]}", text)
+            text = _AUTH_HEADER.sub(lambda m: m.group(1) + m.group(2) + "****", text)
+        return _BEARER.sub(lambda m: m.group(1) + " ****", text)
+
+    def _redact_structure(self, v: Any, depth: int = 0) -> Any:
+        if depth > 4:
+            return self.redact(str(v))
+        if isinstance(v, dict):
+            return {str(k): self._redact_structure(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [self._redact_structure(x, depth + 1) for x in v]
+        if isinstance(v, (int, float, bool, type(None))):
+            return v
+        return self.redact(str(v))
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -68,6 +92,8 @@ class RedactFilter(logging.Filter):
                 continue
             if isinstance(v, str):
                 setattr(record, k, self.redact(v))
+            elif isinstance(v, (list, tuple, dict)):
+                setattr(record, k, self._redact_structure(v))  # stays structured in the JSON line
             elif not isinstance(v, (int, float, bool, type(None))):
                 setattr(record, k, self.redact(str(v)))
         if record.exc_info and record.exc_info[1] is not None:
@@ -110,7 +136,7 @@ class JSONFormatter(logging.Formatter):
             out["trace_id"] = trace
         for k, v in vars(record).items():
             if k not in _STD and not k.startswith("_"):
-                out[k] = v if isinstance(v, (int, float, bool, type(None))) else str(v)
+                out[k] = v if isinstance(v, (int, float, bool, type(None), list, dict)) else str(v)
         if record.exc_text:
             out["exc"] = record.exc_text
         if record.stack_info:
@@ -156,10 +182,41 @@ _queue: queue.Queue[logging.LogRecord] | None = None
 _lock = threading.Lock()
 
 
+_write_through: Callable[[str], None] | None = None
+
+
+class _Console(logging.StreamHandler):
+    """stderr, unless a progress bar owns the terminal: then each line goes through the bar's
+    writer (`writing_through`), which clears the bar, writes the line and draws the bar again."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        write = _write_through
+        if write is None:
+            super().emit(record)
+            return
+        try:
+            write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def writing_through(write: Callable[[str], None]) -> Iterator[None]:
+    """While inside, log lines are written by `write` (e.g. tqdm.write) instead of to the stream."""
+    global _write_through
+    flush()
+    _write_through = write
+    try:
+        yield
+    finally:
+        flush()
+        _write_through = None
+
+
 def _writer(fmt: str, secrets: tuple[str, ...], stream: TextIO | None) -> logging.Handler:
     global _filter
     _filter = RedactFilter(secrets)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Console(stream or sys.stderr)
     handler.addFilter(_filter)
     handler.setFormatter(_formatter(fmt))
     return handler
@@ -178,14 +235,28 @@ def _start(writer: logging.Handler) -> logging.Handler:
         return _Handoff(_queue)
 
 
+# Libraries that log per request or per poll: one line per WeCom call from httpx (19,772 for one
+# 20,000-member sync), huey's scheduler and two lines per task run. Kept at WARNING unless DEBUG.
+CHATTY = ("httpx", "httpcore", "huey")  # "huey": its scheduler, and a line per task run; its errors still show
+
+
+def quiet_libraries(level: str) -> None:
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
+
+
 def setup(
     fmt: str = "json", level: str = "INFO", secrets: tuple[str, ...] = (), stream: TextIO | None = None
 ) -> logging.Handler:
+    """Logging for a wqbot process: WQBOT_LOG_FORMAT, WQBOT_LOG_LEVEL (httpx and huey's
+    scheduler at WARNING unless DEBUG), secrets redacted, written by a listener thread."""
+    level = level.upper()
     _config.update(fmt=fmt, level=level, secrets=tuple(secrets))
     handler = _start(_writer(fmt, tuple(secrets), stream))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    quiet_libraries(level)
     return handler
 
 
@@ -229,6 +300,11 @@ def uvicorn_log_config() -> dict[str, Any]:
         },
         "root": {"handlers": ["wqbot"], "level": c["level"]},
         "loggers": {
+            **{
+                name: {"handlers": [], "propagate": True, "level": "WARNING"}
+                for name in CHATTY
+                if c["level"] != "DEBUG"
+            },
             "uvicorn": {"handlers": [], "propagate": True, "level": "WARNING"},
             "uvicorn.error": {"handlers": [], "propagate": True, "level": "WARNING"},
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},

@@ -8,11 +8,14 @@ blocks an IP for an hour after repeated wrong secrets, so nothing here loops on 
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets as _secrets
+import stat
 import sys
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,11 +23,12 @@ import httpx
 from bot.crypto import WeComCrypto
 from bot.observability.logs import redact
 from bot.queue import make_huey
-from bot.wecom import BadCredentials, IPNotAllowed, NoPrivilege, TransportError, client_for
+from bot.sync.fetch import ModeRefused, directory_access, read_departments
+from bot.wecom import SECRET_PAGE, SECRET_VARIABLE, BadCredentials, IPNotAllowed, TransportError, client_for
 from settings import Settings, SettingsError, load
 from store.db import connect
 
-OK, FAIL = "✓", "✗"
+OK, FAIL, WARN = "✓", "✗", "!"
 CLOCK_SKEW_LIMIT = 60.0  # seconds
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 
@@ -35,10 +39,12 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False  # ok, but something is off on purpose or by omission: said, not failed
 
     def line(self) -> str:
-        text = f"{OK if self.ok else FAIL} {self.name}: {self.detail}"
-        if not self.ok and self.fix:
+        mark = FAIL if not self.ok else WARN if self.warning else OK
+        text = f"{mark} {self.name}: {self.detail}"
+        if (not self.ok or self.warning) and self.fix:
             text += f" — fix: {self.fix}"
         return text
 
@@ -62,13 +68,15 @@ def _is_local(host: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
-def wecom_fix(e, secret_var: str = "WECOM_APP_SECRET", creds: str = "app") -> str:
-    """What to change for a WeCom error, naming the console page (the client's hints, refined)."""
-
+def wecom_fix(e, secret_var: str | None = None, creds: str | None = None) -> str:
+    """What to change for a WeCom error, naming the console page of the secret the failing call
+    used (the error says which: `e.creds`)."""
+    creds = creds or getattr(e, "creds", "app")
+    creds = "contacts" if creds == "contacts" else "app"
+    page, var = SECRET_PAGE[creds], secret_var or SECRET_VARIABLE[creds]
     if isinstance(e, IPNotAllowed):
-        where = "管理工具 → 通讯录同步 → 企业可信IP" if creds == "contacts" else "应用管理 → 自建应用 → 企业可信IP"
         ip = e.ip or "this server's public IP"
-        return f"add {ip} to {where} (it takes about a minute to apply)"
+        return f"add {ip} to {page} → 企业可信IP (it takes about a minute to apply; the call used {var})"
     if isinstance(e, TransportError):
         return (
             "this server cannot reach WECOM_API_BASE: check DNS, the firewall and any HTTPS proxy "
@@ -78,8 +86,7 @@ def wecom_fix(e, secret_var: str = "WECOM_APP_SECRET", creds: str = "app") -> st
     if isinstance(e, BadCredentials) or code == 40001:
         if code == 40013:
             return "WECOM_CORP_ID is wrong: copy 企业ID from 我的企业 → 企业信息"
-        page = "管理工具 → 通讯录同步 → Secret (查看)" if creds == "contacts" else "应用管理 → 自建应用 → Secret (查看)"
-        return f"{secret_var} is wrong or was reset: copy it again from {page}"
+        return f"{var} is wrong or was reset: copy it again from {page} → Secret (查看)"
     return getattr(e, "hint", "") or "see the WeCom error codes in docs/wecom.md"
 
 
@@ -104,14 +111,15 @@ class Doctor:
         self.wecom_http = wecom_http  # raw requests to WECOM_API_BASE (clock)
         self.checks: list[Check] = []
         self.token_ok: dict[str, bool] = {}
+        self.env_file = ".env"
 
     def loaded(self) -> Settings:
         """The settings the checks read: given, or loaded by check_settings(), which runs first."""
         assert self.settings is not None, "check_settings() runs first"
         return self.settings
 
-    def add(self, name: str, ok: bool, detail: str, fix: str = "") -> Check:
-        c = Check(name, ok, detail, fix)
+    def add(self, name: str, ok: bool, detail: str, fix: str = "", warning: bool = False) -> Check:
+        c = Check(name, ok, detail, fix, warning)
         self.checks.append(c)
         return c
 
@@ -122,12 +130,8 @@ class Doctor:
             try:
                 self.settings = load(self.env)
             except SettingsError as e:
-                self.add(
-                    "settings",
-                    False,
-                    str(e),
-                    f"set {e.variable} in the environment or .env (docs/configuration.md names each setting's console field)",
-                )
+                for variable, problem, fix in e.problems:  # every one, so one round fixes them all
+                    self.add("settings", False, f"{variable}: {problem}", fix)
                 return False
         s = self.loaded()
         problems: list[tuple[str, str]] = []
@@ -313,81 +317,71 @@ class Doctor:
         self.add("可信域名", True, f"app {name!r} (AgentId {s.wecom_agent_id}) trusts {have}{note}")
 
     def check_directory(self) -> None:
-
+        """The directory read exactly as `wqbot sync` does it: the same secret (directory_access)
+        and the same first call, which decides the mode (read_departments)."""
         s = self.loaded()
         client = self._client()
-        if s.wecom_contacts_secret and self.token_ok.get("contacts"):
-            try:
-                depts = client.department_list(creds="contacts")
-                self.add(
-                    "directory",
-                    True,
-                    f"WECOM_CONTACTS_SECRET reads the whole directory ({len(depts)} departments): sync uses mode "
-                    "list (department/list + user/list)",
-                )
-                return
-            except IPNotAllowed as e:
-                self.add("directory", False, _describe(e), wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"))
-                return
-            except (NoPrivilege, TransportError) as e:
-                code = getattr(e, "errcode", None)
-                if code != 48009:
-                    self.add(
-                        "directory",
-                        False,
-                        f"WECOM_CONTACTS_SECRET cannot read the directory: {_describe(e)}",
-                        wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"),
-                    )
-                    return
-            # 48009: a new server IP may not read details with the 通讯录同步 secret (since 2022-08-15)
-            try:
-                ids = client.department_simplelist(creds="contacts")
-            except Exception as e:
+        access = directory_access(s)
+        if not self.token_ok.get(access.creds):
+            self.add(
+                "directory",
+                False,
+                f"sync reads the directory with {access.variable}, for which WeCom issued no token",
+                f"fix the gettoken ({access.variable}) line above first",
+            )
+            return
+        try:
+            depts = read_departments(client)
+        except ModeRefused as refused:
+            e = refused.error
+            if access.creds == "app":
                 self.add(
                     "directory",
                     False,
-                    f"department/simplelist: {_describe(e)}",
-                    wecom_fix(e, "WECOM_CONTACTS_SECRET", "contacts"),
+                    f"the app secret cannot read the directory: {_describe(e)}",
+                    "add the departments to sync to the app's 可见范围 under 应用管理 → 自建应用, "
+                    "or set WECOM_CONTACTS_SECRET",
                 )
+                return
+            # 48009: a new server IP may not read details with the 通讯录同步 secret (since 2022-08-15)
+            try:
+                ids = client.department_simplelist(creds="contacts")
+            except Exception as e2:
+                self.add("directory", False, f"department/simplelist: {_describe(e2)}", wecom_fix(e2))
                 return
             detail = self._app_range(client)
             self.add(
                 "directory",
                 True,
-                f"WECOM_CONTACTS_SECRET may not read details from this IP (48009, the 2022-08-15 rule): sync uses "
-                f"mode list_id (department/simplelist: {len(ids)} departments, user/list_id), names and fields "
-                f"through the app secret within its 可见范围{detail}",
+                f"WECOM_CONTACTS_SECRET may not read details from this IP ({getattr(e, 'errcode', '')}, the "
+                f"2022-08-15 rule): sync uses mode list_id (department/simplelist: {len(ids)} departments, "
+                f"user/list_id), names and fields through the app secret within its 可见范围{detail}",
             )
             return
-        if not self.token_ok.get("app"):
-            self.add("directory", False, "skipped: no token for WECOM_APP_SECRET", "fix the gettoken line above first")
-            return
-        try:
-            depts = client.department_list()
         except Exception as e:
+            self.add("directory", False, f"{access.variable} cannot read the directory: {_describe(e)}", wecom_fix(e))
+            return
+        if access.creds == "app":
+            if not depts:
+                self.add(
+                    "directory",
+                    False,
+                    "the app's 可见范围 contains no department",
+                    "add the departments to sync to 应用管理 → 自建应用 → 可见范围, or set WECOM_CONTACTS_SECRET",
+                )
+                return
             self.add(
                 "directory",
-                False,
-                f"the app secret cannot read the directory: {_describe(e)}",
-                wecom_fix(e)
-                if getattr(e, "errcode", None) != 60011
-                else "add the departments to sync to the app's 可见范围 under 应用管理 → 自建应用",
+                True,
+                f"no WECOM_CONTACTS_SECRET: sync uses mode list with the app secret, which reads the "
+                f"{len(depts)} departments in the app's 可见范围",
             )
             return
-        if not depts:
-            self.add(
-                "directory",
-                False,
-                "the app's 可见范围 contains no department",
-                "add the departments to sync to 应用管理 → 自建应用 → 可见范围, or set WECOM_CONTACTS_SECRET",
-            )
-            return
-        why = "no WECOM_CONTACTS_SECRET" if not s.wecom_contacts_secret else "WECOM_CONTACTS_SECRET has no token"
         self.add(
             "directory",
             True,
-            f"{why}: sync uses mode list with the app secret, which reads the "
-            f"{len(depts)} departments in the app's 可见范围",
+            f"WECOM_CONTACTS_SECRET reads the whole directory ({len(depts)} departments): sync uses mode "
+            "list (department/list + user/list)",
         )
 
     def _app_range(self, client) -> str:
@@ -485,7 +479,57 @@ class Doctor:
         elif s.public_url.startswith("https://"):
             self.add("https", True, "PUBLIC_URL is https")
         else:
-            self.add("https", True, "PUBLIC_URL is http, as are H5_URL and PC_URL (fine for an intranet test only)")
+            set_pages = [v for v, u in (("H5_URL", s.h5_url), ("PC_URL", s.pc_url)) if u]
+            also = f", as {'are' if len(set_pages) > 1 else 'is'} {' and '.join(set_pages)}" if set_pages else ""
+            self.add("https", True, f"PUBLIC_URL is http{also} (fine for an intranet test only)")
+
+    def check_features(self) -> None:
+        """What is off because a setting is empty or false: said here, not discovered by an
+        employee's 503 (the same list `serve` logs at start-up, bot/server/selfcheck.py)."""
+        s = self.loaded()
+        if not s.wecom_enabled:
+            self.add(
+                "WECOM_ENABLED",
+                True,
+                "false: no directory sync, no pushes, no card updates; callbacks are answered but change nothing",
+                "set WECOM_ENABLED=true (微签 form: 开启企业微信) when the corp goes live",
+                warning=True,
+            )
+        if not s.h5_url:
+            self.add(
+                "H5_URL",
+                False,
+                "empty: an employee opening the app's H5 login gets 登录入口尚未配置 (HTTP 503)",
+                "set H5_URL to 微签 H5's login page, e.g. https://sign.example.com/h5/#/pages/login/login_pro",
+            )
+        if not s.pc_url:
+            self.add(
+                "PC_URL",
+                True,
+                "empty: PC QR-code login is off",
+                "set PC_URL to 微签 PC's address, e.g. https://sign.example.com/pc/, to turn it on",
+                warning=True,
+            )
+
+    def check_env_file(self, path: str | os.PathLike = ".env") -> None:
+        """The .env holds every secret: readable by the group or others, it leaks them."""
+        p = Path(path)
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            self.add(".env", False, f"{p} cannot be read ({e.strerror})", f"check the permissions of {p}")
+            return
+        if mode & 0o077:
+            self.add(
+                ".env",
+                False,
+                f"{p} is readable by {'others' if mode & 0o007 else 'its group'} (mode {mode:04o}) and holds secrets",
+                f"chmod 600 {p} (and chown it to the user wqbot runs as)",
+            )
+        else:
+            self.add(".env", True, f"{p} is private (mode {mode:04o})")
 
     def check_clock(self) -> None:
         s = self.loaded()
@@ -527,6 +571,8 @@ class Doctor:
         if not self.check_settings():
             return self.checks
         self.check_store_and_queue()
+        self.check_env_file(self.env_file)
+        self.check_features()
         self.check_https()
         self.check_tokens()
         self.check_agent()
@@ -544,8 +590,12 @@ def main(args=None, out=None) -> int:
     for c in checks:
         print(redact(c.line()), file=out)
     failed = [c for c in checks if not c.ok]
+    warned = [c for c in checks if c.ok and c.warning]
+    note = f" ({len(warned)} with a warning)" if warned else ""
     print(
-        f"{len(checks) - len(failed)} passed, {len(failed)} failed" if failed else f"all {len(checks)} checks passed",
+        f"{len(checks) - len(failed)} passed{note}, {len(failed)} failed"
+        if failed
+        else f"all {len(checks)} checks passed{note}",
         file=out,
     )
     out.flush()

@@ -9,7 +9,7 @@ from bot.auth.urls import public_base
 from settings import Settings
 from store.directory import Department, SyncRunStatus, User, UserDepartment
 
-from . import notify_view
+from . import followup_view, notify_view
 from . import status as st
 
 SYNC_STATUS: dict[str, str] = {
@@ -72,6 +72,10 @@ def _sync_panel() -> dict[str, Any]:
                 ("held_disables", "暂缓停用"),
             )
         ]
+        if run.get("status") == "failed" and not run.get("users_seen"):
+            # the run read nothing: show what the store holds, not a 0 that reads as "empty corp"
+            held = User.select().where(User.active == True).count()  # noqa: E712
+            out["counts"][0] = ("成员总数", f"未读取（库中现有 {held} 名在职成员，未改动）")
     return out
 
 
@@ -86,6 +90,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "errors": st.recent_errors(20),
         "audit": st.recent_audit(10),
         "wecom_enabled": settings.wecom_enabled,
+        "followup": followup_view.panel(settings),
     }
 
 

@@ -3,12 +3,10 @@ the console's own records (recent errors, the admin audit)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
-from bot.observability.logs import redact
-from bot.observability.trace import current_trace_id
+from bot.observability import problems
 from bot.queue import huey
 from store import clock
 from store.directory import SyncRun, SyncRunStatus
@@ -39,33 +37,7 @@ def queue_depth() -> dict[str, Any]:
 # -- recent errors ---------------------------------------------------------------------------------
 def record_error(source: str, message: str, hint: str = "", trace_id: str | None = None) -> None:
     """Remember a problem for the admin console. Never raises; secrets are redacted first."""
-    try:
-        message, hint = redact(str(message))[:2000], redact(str(hint or ""))[:1000]
-        key = hashlib.sha1(f"{source}\0{message}".encode()).hexdigest()
-        t = clock.now()
-        (
-            OpsError.insert(
-                key=key,
-                source=source[:100],
-                message=message,
-                hint=hint,
-                first_at=t,
-                last_at=t,
-                trace_id=trace_id or current_trace_id(),
-            )
-            .on_conflict(
-                conflict_target=[OpsError.key],
-                update={
-                    OpsError.count: OpsError.count + 1,
-                    OpsError.last_at: t,
-                    OpsError.hint: hint,
-                    OpsError.trace_id: trace_id or current_trace_id(),
-                },
-            )
-            .execute()
-        )
-    except Exception as e:  # the error log must never cause an error of its own
-        log.debug("could not record error: %s", e)
+    problems.report(source, message, hint, trace_id)
 
 
 def recent_errors(limit: int = 20) -> list[OpsError]:

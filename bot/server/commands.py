@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import logging
+import socket
 import sys
 
 import uvicorn
 from huey.consumer import Consumer
 from starlette.types import ASGIApp
+from uvicorn.supervisors import Multiprocess
 
 from bot.app import build, create_app
 from bot.observability import logs
@@ -25,6 +28,9 @@ from settings import Settings, get_settings
 from store import init_store
 
 from . import HEADER_PROTOCOL, connections, stack
+from .selfcheck import claim_consumer, selfcheck
+
+log = logging.getLogger("wqbot.server")
 
 
 def start_consumer(settings: Settings, workers: int = 2) -> Consumer:
@@ -57,16 +63,64 @@ def asgi_app() -> ASGIApp:
     return app
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything says "serving on" (uvicorn gets it ready-made)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # the worker processes of --workers N accept on it too
+    return sock
+
+
 def serve(args: argparse.Namespace) -> int:
     s = get_settings()
     init_store(s.database_url)  # migrate once here, before workers fork
     if args.workers > 1 and s.queue_is_embedded:
         print("wqbot: --workers > 1 needs QUEUE_URL=redis://… (the embedded queue is one process)", file=sys.stderr)
         return 2
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as e:
+        print(
+            f"wqbot serve: cannot listen on {args.host}:{args.port} ({e.strerror}): stop what holds that port "
+            "(another wqbot serve?) or pick another --port",
+            file=sys.stderr,
+        )
+        return 2
+    selfcheck(s, "serve")  # at most a few seconds: WeCom is asked with a deadline
     prepare_multiprocess(args.workers)  # several processes: /metrics sums them (PROMETHEUS_MULTIPROC_DIR)
-    consumer = None
+    consumer = lock = None
     if s.queue_is_embedded and not args.no_worker:
-        consumer = start_consumer(s)
+        lock, holder = claim_consumer(s, "serve")
+        if holder:
+            log.warning(
+                "a `wqbot worker` (%s) already consumes the embedded queue %s: this serve runs no consumer; "
+                "with QUEUE_URL=sqlite:/// run either serve alone or serve --no-worker plus one worker",
+                holder,
+                s.queue_url,
+            )
+        else:
+            consumer = start_consumer(s)
+    config = uvicorn.Config(
+        "bot.server.commands:asgi_app",
+        factory=True,
+        # httptools with a time limit on request headers; without httptools, uvicorn's
+        # default, which has none.
+        http=HEADER_PROTOCOL if _available("httptools") != "auto" else "auto",
+        loop=_available("uvloop"),
+        workers=args.workers,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        log_level="warning",
+        access_log=False,
+        log_config=logs.uvicorn_log_config(),  # uvicorn's own lines: same format, same redaction
+    )
     before, files = connections.raise_file_limit()  # the worker processes inherit it
     limits = connections.limits_for(files)
     print(
@@ -74,30 +128,31 @@ def serve(args: argparse.Namespace) -> int:
         f"at most {limits.total} connections per process, {limits.per_client} per client (docs/security.md)",
         file=sys.stderr,
     )
+    host, port = sock.getsockname()[:2]
     print(
-        f"wqbot: serving on http://{args.host}:{args.port}  (callback URL: {s.public_url}/wecom/callback)",
+        f"wqbot: serving on http://{host}:{port}  (callback URL: {s.public_url}/wecom/callback)",
         file=sys.stderr,
+        flush=True,
     )
+    started = True
     try:
-        uvicorn.run(
-            "bot.server.commands:asgi_app",
-            factory=True,
-            # httptools with a time limit on request headers; without httptools, uvicorn's
-            # default, which has none.
-            http=HEADER_PROTOCOL if _available("httptools") != "auto" else "auto",
-            loop=_available("uvloop"),
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            proxy_headers=args.proxy_headers,
-            forwarded_allow_ips=args.forwarded_allow_ips,
-            log_level="warning",
-            access_log=False,
-            log_config=logs.uvicorn_log_config(),  # uvicorn's own lines: same format, same redaction
-        )
+        if args.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server = uvicorn.Server(config)
+            server.run(sockets=[sock])
+            started = server.started
+    except KeyboardInterrupt:
+        pass
     finally:
         if consumer is not None:
             consumer.stop(graceful=True)
+        if lock is not None:
+            lock.close()
+        sock.close()
+    if not started:
+        print("wqbot serve: the app did not start; the log above says why", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -105,7 +160,21 @@ def worker(args: argparse.Namespace) -> int:
     s = get_settings()
     init_store(s.database_url)
     build(s)  # the queue tasks and periodic jobs, registered with huey
+    lock, holder = claim_consumer(s, "worker")
+    if holder:
+        log.warning(
+            "the embedded queue %s is already consumed by %s (`wqbot serve` runs its own worker): a second "
+            "consumer on SQLite only competes for its lock. Stop this worker, or run `wqbot serve --no-worker`, "
+            "or move to QUEUE_URL=redis://… to scale out",
+            s.queue_url,
+            holder,
+        )
+    selfcheck(s, "worker")
     consumer = huey.create_consumer(workers=args.workers, worker_type="thread", periodic=True)
     print(f"wqbot: worker consuming {s.queue_url.split('@')[-1]}", file=sys.stderr)
-    consumer.run()
+    try:
+        consumer.run()
+    finally:
+        if lock is not None:
+            lock.close()
     return 0

@@ -6,55 +6,63 @@ Exit codes: 0 done; 1 the run failed or another run holds the lease; 2 bad usage
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 
+from tqdm import tqdm
+
+from bot.observability import logs
 from settings import get_settings
 from store import clock, db, init_store
-from store.directory import SyncRunStatus
+from store.directory import SyncRunStatus, User
 
 from .lease import Busy
 from .reconcile import SyncDisabled, run_sync
 
 
 class Progress:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+    """The sync's progress on stderr: a tqdm bar per stage on a terminal (log records are written
+    above it, not through it), else a plain line per stage and every PLAIN_EVERY seconds, so a long sync adds a few lines to a log, not hundreds."""
 
-    WIDTH = 28
+    PLAIN_EVERY = 30.0  # off a terminal (journald, a file): a line per stage and at most two a minute
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.stage = None
+        self.stage: str | None = None
+        self.bar: tqdm | None = None
         self.last = 0.0
         self.started = time.monotonic()
+        self._redirect = contextlib.ExitStack()
+        if self.tty:
+            self._redirect.enter_context(logs.writing_through(lambda line: tqdm.write(line, file=self.stream)))
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        changed = stage != self.stage
-        if not changed and now - self.last < (0.1 if self.tty else 5.0) and done != total:
-            return
-        if changed and self.stage is not None and self.tty:
-            self.stream.write("\n")
-        self.stage, self.last = stage, now
-        if total:
-            filled = int(self.WIDTH * min(done, total) / total)
-            bar = "█" * filled + "·" * (self.WIDTH - filled)
-            line = f"{stage:<11} [{bar}] {done}/{total}"
-        else:
-            line = f"{stage:<11} {done}"
-        line += f"  {now - self.started:5.1f}s"
         if self.tty:
-            self.stream.write("\r" + line)
-        else:
-            self.stream.write(line + "\n")
+            if stage != self.stage or self.bar is None:
+                if self.bar is not None:
+                    self.bar.close()
+                self.bar = tqdm(total=total, desc=f"{stage:<11}", file=self.stream, mininterval=0.1, leave=True)
+                self.stage = stage
+            if total is not None and self.bar.total != total:
+                self.bar.total = total
+            self.bar.update(done - self.bar.n)
+            return
+        now = time.monotonic()
+        if stage == self.stage and now - self.last < self.PLAIN_EVERY and done != total:
+            return
+        self.stage, self.last = stage, now
+        line = f"{stage:<11} {done}/{total}" if total else f"{stage:<11} {done}"
+        self.stream.write(f"{line}  {now - self.started:5.1f}s\n")
         self.stream.flush()
 
     def close(self) -> None:
-        if self.tty and self.stage is not None:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self._redirect.close()
 
 
 def summary(run) -> str:
@@ -66,13 +74,24 @@ def summary(run) -> str:
         + (", full" if d["full"] else "")
         + (", forced" if d["forced"] else "")
         + ")",
-        f"  users        {d['users_seen']} seen: {d['created']} created, {d['updated']} updated, "
-        f"{d['renamed']} renamed, {d['disabled']} disabled, {d['reactivated']} reactivated",
-        f"  departments  {d['departments_seen']} seen: {d['departments_created']} created, "
-        f"{d['departments_updated']} updated, {d['departments_disabled']} disabled",
-        f"  rows written {d['rows_written']}; API calls {sum(calls.values())} "
-        + ("(" + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())) + ")" if calls else ""),
     ]
+    if d["status"] == SyncRunStatus.FAILED and not d["users_seen"]:
+        # it read nothing: say so, and what the store still holds, rather than "0 seen"
+        lines.append(
+            f"  users        not read; the store keeps its {User.select().count()} members "
+            f"({User.select().where(User.active).count()} active) unchanged"
+        )
+    else:
+        lines += [
+            f"  users        {d['users_seen']} seen: {d['created']} created, {d['updated']} updated, "
+            f"{d['renamed']} renamed, {d['disabled']} disabled, {d['reactivated']} reactivated",
+            f"  departments  {d['departments_seen']} seen: {d['departments_created']} created, "
+            f"{d['departments_updated']} updated, {d['departments_disabled']} disabled",
+        ]
+    lines.append(
+        f"  rows written {d['rows_written']}; API calls {sum(calls.values())} "
+        + ("(" + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())) + ")" if calls else "")
+    )
     if d["held_disables"]:
         lines.append(f"  held back    {d['held_disables']} disables")
     for r in (d["reason"] or "").splitlines():

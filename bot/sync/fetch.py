@@ -22,7 +22,8 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from bot.wecom import NoPrivilege, NotFound, WeComError
+from bot.wecom import SECRET_PAGE, SECRET_VARIABLE, NoPrivilege, NotFound, WeComError, secret_in_use
+from settings import Settings
 
 from . import records as R
 
@@ -66,6 +67,33 @@ class Listing:
         log.warning("directory listing incomplete", extra={"what": what, "error": str(error)})
 
 
+@dataclass(frozen=True)
+class Access:
+    """Which secret the directory read uses, and where an operator fixes it."""
+
+    creds: str  # "contacts" or "app": the client's credential set
+    variable: str  # WECOM_CONTACTS_SECRET or WECOM_APP_SECRET
+    page: str  # its WeCom console page
+
+
+def directory_access(settings: Settings) -> Access:
+    """The one answer to "which secret reads the directory": the 通讯录同步 secret when set, else
+    the app secret (within its 可见范围). `wqbot sync` and `wqbot doctor` both go by it."""
+    creds = secret_in_use(settings, "contacts")
+    return Access(creds, SECRET_VARIABLE[creds], SECRET_PAGE[creds])
+
+
+def read_departments(client) -> list[dict]:
+    """department/list with the directory's secret: the first call of list mode, and how the
+    mode is decided. ModeRefused when WeCom allows only list_id from here (48009/60011)."""
+    try:
+        return client.department_list(creds="contacts")
+    except WeComError as e:
+        if _refused(e):
+            raise ModeRefused(e) from None
+        raise
+
+
 def _refused(e: WeComError) -> bool:
     return isinstance(e, NoPrivilege) and getattr(e, "errcode", None) in FALLBACK_ERRCODES
 
@@ -91,15 +119,10 @@ def branches(departments: dict, tops: list[int]) -> list[tuple[int, bool]]:
 
 def fetch_list(client, progress=None) -> Listing:
     out = Listing(mode="list")
-    try:
-        out.count("department/list")
-        for d in client.department_list(creds="contacts"):
-            rec = R.department_from_api(d)
-            out.departments[rec["id"]] = rec
-    except WeComError as e:
-        if _refused(e):
-            raise ModeRefused(e) from None
-        raise
+    out.count("department/list")
+    for d in read_departments(client):
+        rec = R.department_from_api(d)
+        out.departments[rec["id"]] = rec
     calls = [(top, True) for top in top_departments(out.departments)]
     if len(out.departments) > SPLIT_OVER:
         calls = branches(out.departments, [t for t, _ in calls])

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from bot.observability import metrics
-from bot.wecom import WeComError, client_for
+from bot.observability import metrics, problems
+from bot.wecom import SECRET_VARIABLE, WeComError, client_for
 from settings import Settings
 from store import clock
 from store.db import is_postgres, write_transaction
@@ -44,6 +44,7 @@ from .apply import department_payload, overlay, rename_user, stored_record, user
 from .fetch import (
     Listing,
     ModeRefused,
+    directory_access,
     fetch_department_details,
     fetch_list,
     fetch_list_id,
@@ -149,6 +150,7 @@ class Run:
         row = get_state(MODE_KEY)
         if mode == "list_id" and (self.full or (row and clock.now() - row.updated_at > REPROBE_AFTER)):
             mode = "list"  # probe: the operator may have fixed the IP or the visible range
+        self.record.mode = mode  # a run that fails says which mode it tried
         if mode == "list":
             try:
                 listing = fetch_list(self.client, self.progress)
@@ -161,6 +163,7 @@ class Run:
                     "(department/simplelist + user/list_id + user/get with the app secret) from now on"
                 )
                 set_state(MODE_KEY, "list_id")
+                self.record.mode = "list_id"
         return fetch_list_id(self.client, self.progress)
 
     # -- departments ------------------------------------------------------------------------------
@@ -540,9 +543,13 @@ class Run:
                 status = SyncRunStatus.PARTIAL
         except WeComError as e:
             status = SyncRunStatus.FAILED
+            # the secret of the call that failed (list_id mode reads details with the app secret)
+            variable = SECRET_VARIABLE.get(getattr(e, "creds", ""), directory_access(self.s).variable)
             self.errors.append(str(e))
-            self.reasons.append(f"the directory could not be read: {e}")
-            log.error("directory sync failed", extra={"error": str(e)})
+            self.reasons.append(f"the directory could not be read with {variable}: {e}")
+            log.error("directory sync failed", extra={"error": str(e), "secret": variable})
+            if getattr(e, "is_config_error", False):  # 最近错误: one row per problem, not per run
+                problems.report("sync", f"{problems.summary(e)} (with {variable})", getattr(e, "hint", ""))
         except Exception as e:
             status = SyncRunStatus.FAILED
             self.errors.append(f"{type(e).__name__}: {e}")

@@ -43,8 +43,10 @@ Exception tree::
 errmsg and hint.
 """
 
-from ._client import WeComClient, client_for, reset_clients
+from ._client import WeComClient, client_for, reset_clients, secret_in_use
 from ._errors import (
+    SECRET_PAGE,
+    SECRET_VARIABLE,
     APIError,
     BadCredentials,
     InvalidCode,
@@ -73,4 +75,7 @@ __all__ = [
     "WeComError",
     "client_for",
     "reset_clients",
+    "secret_in_use",
+    "SECRET_PAGE",
+    "SECRET_VARIABLE",
 ]

@@ -51,6 +51,13 @@ NOT_IDEMPOTENT = frozenset({"/cgi-bin/message/send", "/cgi-bin/message/update_te
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
+def secret_in_use(settings: Settings, creds: str) -> str:
+    """The credential set a call for `creds` really uses: "contacts" only when
+    WECOM_CONTACTS_SECRET is set (else the app secret stands in). Errors, hints, the directory
+    read's mode and `wqbot doctor` all go by this one answer."""
+    return "contacts" if creds == "contacts" and settings.wecom_contacts_secret else "app"
+
+
 def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -100,9 +107,11 @@ class WeComClient:
 
     # -- credentials and tokens ---------------------------------------------------------------
     def _secret(self, creds: str) -> str:
-        if creds == "contacts" and self.settings.wecom_contacts_secret:
-            return self.settings.wecom_contacts_secret
-        return self.settings.wecom_app_secret
+        return (
+            self.settings.wecom_contacts_secret
+            if secret_in_use(self.settings, creds) == "contacts"
+            else (self.settings.wecom_app_secret)
+        )
 
     def _cache_key(self, creds: str) -> str:
         return self._token_keys["contacts" if creds == "contacts" else "app"]
@@ -121,6 +130,7 @@ class WeComClient:
             {"corpid": self.settings.wecom_corp_id, "corpsecret": self._secret(creds)},
             None,
             gettoken=True,
+            creds=secret_in_use(self.settings, creds),
         )
         token = data.get("access_token")
         if not token:
@@ -145,17 +155,29 @@ class WeComClient:
         if idempotent is None:
             idempotent = path not in NOT_IDEMPOTENT
         token = self.token(creds)
+        used = secret_in_use(self.settings, creds)
         try:
-            return self._send(method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent)
+            return self._send(
+                method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent, creds=used
+            )
         except APIError as e:
             if e.errcode not in TOKEN_ERRORS:
                 raise
             log.info("token rejected, refreshing once", extra={"path": path, "errcode": e.errcode})
             token = self.token(creds, stale=token)
-        return self._send(method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent)
+        return self._send(
+            method, path, {**(params or {}), "access_token": token}, json, idempotent=idempotent, creds=used
+        )
 
     def _send(
-        self, method: str, path: str, params: dict, json: Any, gettoken: bool = False, idempotent: bool = True
+        self,
+        method: str,
+        path: str,
+        params: dict,
+        json: Any,
+        gettoken: bool = False,
+        idempotent: bool = True,
+        creds: str = "app",
     ) -> dict:
         url = self.base + path
         limit_key = f"{self.settings.wecom_corp_id}:{path}"
@@ -203,7 +225,9 @@ class WeComClient:
             else:
                 if code == 0:
                     return data
-                err = from_response(code, scrub(str(data.get("errmsg", "")), secrets), path, gettoken=gettoken)
+                err = from_response(
+                    code, scrub(str(data.get("errmsg", "")), secrets), path, gettoken=gettoken, creds=creds
+                )
                 may_have_arrived = False  # WeCom answered with an error: nothing was done
                 if code in RATE_ERRORS:
                     if rate_retried:
@@ -320,6 +344,23 @@ class WeComClient:
     def agent_get(self) -> dict:
         data = self.call("GET", "/cgi-bin/agent/get", params={"agentid": self.settings.wecom_agent_id})
         return {k: v for k, v in data.items() if k not in ("errcode", "errmsg")}
+
+    # -- the 工作台 tile (docs/wecom.md, "The 工作台 tile") -----------------------------------------
+    def workbench_set_template(self, template: dict) -> None:
+        """agent/set_workbench_template: `template` is {"type": "keydata", "keydata": {...}, …}."""
+        self.call(
+            "POST", "/cgi-bin/agent/set_workbench_template", json={"agentid": self.settings.wecom_agent_id, **template}
+        )
+
+    def workbench_get_template(self) -> dict:
+        data = self.call(
+            "POST", "/cgi-bin/agent/get_workbench_template", json={"agentid": self.settings.wecom_agent_id}
+        )
+        return {k: v for k, v in data.items() if k not in ("errcode", "errmsg")}
+
+    def workbench_set_data(self, data: dict) -> None:
+        """agent/set_workbench_data for one member: {"userid": …, "type": "keydata", "keydata": {...}}."""
+        self.call("POST", "/cgi-bin/agent/set_workbench_data", json={"agentid": self.settings.wecom_agent_id, **data})
 
     # -- JS-SDK tickets (cached apart from tokens and from each other) ---------------------------
     def jsapi_ticket(self) -> str:

@@ -30,6 +30,10 @@ class TransportError(WeComError):
 
 
 class APIError(WeComError):
+    #: the secret whose token made the call: "app" (WECOM_APP_SECRET) or "contacts"
+    #: (WECOM_CONTACTS_SECRET); the hint names that secret's console page
+    creds = "app"
+
     def __init__(self, errcode: int, errmsg: str, hint: str = "", path: str = ""):
         self.errcode, self.errmsg, self.hint, self.path = errcode, errmsg, hint, path
         text = f"{path}: errcode {errcode}: {errmsg}" if path else f"errcode {errcode}: {errmsg}"
@@ -154,6 +158,11 @@ _HINTS = {
     301002: "the token belongs to another app: WECOM_APP_SECRET and WECOM_AGENT_ID must be the same app's",
 }
 
+# Where each secret lives in the WeCom admin console: a hint names the page of the secret the
+# failing call actually used (a 60020 on a 通讯录同步 call is fixed under 通讯录同步, not the app).
+SECRET_VARIABLE = {"app": "WECOM_APP_SECRET", "contacts": "WECOM_CONTACTS_SECRET"}
+SECRET_PAGE = {"app": "应用管理 → 自建应用", "contacts": "管理工具 → 通讯录同步"}
+
 _IP = re.compile(r"from ip:?\s*([0-9a-fA-F:.]+)")
 
 
@@ -162,24 +171,33 @@ def parse_ip(errmsg: str) -> str | None:
     return m.group(1).rstrip(".,") if m else None
 
 
-def hint_for(errcode: int, errmsg: str = "") -> str:
-    hint = _HINTS.get(errcode, "")
+def hint_for(errcode: int, errmsg: str = "", creds: str = "app") -> str:
+    """What to change for `errcode`, naming the console page of the secret in use (`creds`)."""
+    creds = "contacts" if creds == "contacts" else "app"
+    page, variable = SECRET_PAGE[creds], SECRET_VARIABLE[creds]
     if errcode == 60020:
-        ip = parse_ip(errmsg)
-        if ip:
-            hint = f"add {ip} to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP (takes about a minute)"
-    return hint
+        ip = parse_ip(errmsg) or "this server's public IP"
+        return f"add {ip} to 企业可信IP under {page} → 企业可信IP (takes about a minute; the call used {variable})"
+    if errcode == 40001:
+        return f"{variable} is wrong or was reset: copy it again from {page} → Secret (查看)"
+    return _HINTS.get(errcode, "")
 
 
-def from_response(errcode: int, errmsg: str, path: str = "", gettoken: bool = False) -> APIError:
+def from_response(errcode: int, errmsg: str, path: str = "", gettoken: bool = False, creds: str = "app") -> APIError:
+    hint = hint_for(errcode, errmsg, creds)
+    err: APIError
     if gettoken and errcode in (40001, 40013, 40056):
-        return BadCredentials(errcode, errmsg, hint_for(errcode, errmsg), path)
-    cls = _CLASSES.get(errcode, APIError)
-    if cls is IPNotAllowed:
-        return IPNotAllowed(errcode, errmsg, hint_for(errcode, errmsg), path, ip=parse_ip(errmsg))
-    if cls is RateLimited:
-        return RateLimited(errcode, errmsg, hint_for(errcode, errmsg), path, retry_after=60.0)
-    return cls(errcode, errmsg, hint_for(errcode, errmsg), path)
+        err = BadCredentials(errcode, errmsg, hint, path)
+    else:
+        cls = _CLASSES.get(errcode, APIError)
+        if cls is IPNotAllowed:
+            err = IPNotAllowed(errcode, errmsg, hint, path, ip=parse_ip(errmsg))
+        elif cls is RateLimited:
+            err = RateLimited(errcode, errmsg, hint, path, retry_after=60.0)
+        else:
+            err = cls(errcode, errmsg, hint, path)
+    err.creds = "contacts" if creds == "contacts" else "app"
+    return err
 
 
 def scrub(text: str, secrets) -> str:

@@ -109,6 +109,7 @@ def dump_error(err: WeComError) -> str:
                 "errmsg": err.errmsg,
                 "path": err.path,
                 "gettoken": isinstance(err, BadCredentials),
+                "creds": err.creds,
             }
         )
     return json.dumps({"transport": getattr(err, "detail", str(err)), "path": getattr(err, "path", "")})
@@ -121,7 +122,9 @@ def load_error(text: str | bytes | None) -> WeComError | None:
         d = json.loads(text)
         if "transport" in d:
             return TransportError(d["path"], d["transport"] + " (reported by another process)")
-        return from_response(int(d["errcode"]), d["errmsg"], d["path"], gettoken=bool(d.get("gettoken")))
+        return from_response(
+            int(d["errcode"]), d["errmsg"], d["path"], gettoken=bool(d.get("gettoken")), creds=d.get("creds", "app")
+        )
     except (ValueError, KeyError, TypeError):
         return None
 

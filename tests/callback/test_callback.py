@@ -279,3 +279,25 @@ def test_a_replayed_delete_after_the_key_is_pruned_does_not_disable_a_re_added_m
     r = client.post_signed(*captured, url=CONTACTS_URL)
     assert r.status_code == 400 and "clock" in r.text
     assert User.get(User.userid == "wangwu").active
+
+
+def test_each_accepted_callback_is_one_info_record_and_a_refusal_carries_its_fix(client, settings, store, caplog):
+    """ "Did WeCom call us?" has an answer in the logs: endpoint, kind, userid, trace id, ms. A
+    refused one logs the same fix its answer gives."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="wqbot.callback")
+    client.deliver(click("help", user="zhangsan"))
+    client.callback(message(MsgType="event", Event="open_approval_change", AgentID=1))  # acknowledged, no handler
+    accepted = [r for r in caplog.records if r.getMessage() == "callback accepted"]
+    assert len(accepted) == 2, [r.getMessage() for r in caplog.records]
+    first = accepted[0]
+    assert (first.endpoint, first.kind, first.userid) == ("app", "event:click", "zhangsan")
+    assert first.trace_id and isinstance(first.ms, float) and first.ms >= 0
+    assert accepted[1].kind == "event:open_approval_change"
+    caplog.clear()
+    r = client.get(APP_URL, params={"msg_signature": "0" * 40, "timestamp": "1", "nonce": "n", "echostr": "abc"})
+    assert r.status_code == 403 and "fix: WECOM_TOKEN differs from the Token at" in r.text
+    (refused,) = [x for x in caplog.records if x.getMessage() == "callback refused"]
+    assert refused.check == "signature" and r.text.endswith(refused.fix)
+    assert not [x for x in caplog.records if x.getMessage() == "callback accepted"]

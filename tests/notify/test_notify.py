@@ -433,3 +433,17 @@ def test_a_new_approve_reopens_a_task_that_was_over(client, store, immediate_que
     assert pending_tasks("wangwu", 5)[1] == 1 and pending_tasks("lisi", 5)[1] == 0
     assert client.get("/api/v1/notifications/wq-evt-000123", headers=AUTH).json()["status"] == "done"
     assert client.get("/api/v1/notifications/wq-evt-000124", headers=AUTH).json()["status"] == "sent"
+
+
+def test_a_60020_on_message_send_appears_under_recent_errors_with_the_app_page(
+    client, store, immediate_queue, fake_wecom
+):
+    """The console's 最近错误 shows what a push saw that only an operator can fix, with its hint
+    naming the console page of the secret message/send used (the app's)."""
+    from store.ops import OpsError
+
+    fake_wecom.fail_sends = [{"errcode": 60020, "errmsg": "not allow to access from your ip, from ip: 203.0.113.8"}]
+    post(client, notification(recipients=["u1"]))
+    (error,) = [e for e in OpsError.select() if e.source == "notify.push"]
+    assert "60020" in error.message
+    assert error.hint.startswith("add 203.0.113.8 to 企业可信IP under 应用管理 → 自建应用 → 企业可信IP")

@@ -15,7 +15,7 @@ from bot.notify import webhook
 from store.models import Outbox
 from store.notifications import NotifyTask, WebhookAttempt, WebhookDelivery
 from tests.notify.support import AUTH, WEBHOOK_SECRET, drain, first_card_id, notification, tap_xml
-from tests.support import CallbackClient
+from tests.support import CallbackClient, webhook_signed_at
 
 
 def owe(s, **kw) -> str:
@@ -45,20 +45,39 @@ class Clock:
         return self.t
 
 
-def test_signature_is_hex_hmac_sha256_of_the_raw_body():
+def test_signature_signs_the_timestamp_with_the_body_and_keeps_the_body_only_v0():
     body = '{"event":"task.action","delivery":"d","task_id":"T-1"}'.encode()
-    expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert webhook.signature("s3cret", body) == "sha256=" + expected
+    v1 = hmac.new(b"s3cret", b"1767225600." + body, hashlib.sha256).hexdigest()
+    v0 = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert webhook.signature("s3cret", body, 1767225600) == f"t=1767225600,v1={v1},v0={v0}"
+    assert webhook_signed_at("s3cret", webhook.signature("s3cret", body, 1767225600), body) == 1767225600
+
+
+def test_the_reference_check_refuses_replays_changed_bodies_and_the_old_header():
+    body, now = b'{"event":"task.action"}', 1767225600.0
+    header = webhook.signature("s3cret", body, int(now))
+    assert webhook.check_signature("s3cret", header, body, now + 300) is None
+    assert "more than 300 s" in webhook.check_signature("s3cret", header, body, now + 301)  # replayed later
+    assert "more than 300 s" in webhook.check_signature("s3cret", header, body, now - 301)  # from the future
+    assert "no v1=" in webhook.check_signature("s3cret", header, body + b" ", now)
+    assert "no v1=" in webhook.check_signature("other", header, body, now)
+    v0_only = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert "no t=" in webhook.check_signature("s3cret", v0_only, body, now)
+    # a v1 from another timestamp does not verify under this one
+    moved = header.replace("t=1767225600", "t=1767225700")
+    assert "no v1=" in webhook.check_signature("s3cret", moved, body, now)
+    assert "no v1=" in webhook.check_signature("s3cret", header.replace("v1=", "v1=\u00e9"), body, now)
 
 
 def test_delivery_as_the_receiver_sees_it(hook_settings, store, queue, webhook_receiver):
     did = owe(hook_settings, account="13800000001", at=1764064800.0)
     assert webhook.attempt(did, hook_settings, clock=Clock(1764064801.0), schedule=False) == "delivered"
     (d,) = webhook_receiver.deliveries
-    assert d["signature_ok"]
+    assert d["signature_ok"] and d["signed_at"] == 1764064801  # signed when the attempt was made
     h = d["headers"]
     assert (h["X-Wqbot-Event"], h["X-Wqbot-Delivery"], h["Content-Type"]) == ("task.action", did, "application/json")
-    assert h["X-Wqbot-Signature"] == "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), d["raw"], hashlib.sha256).hexdigest()
+    v0 = hmac.new(WEBHOOK_SECRET.encode(), d["raw"], hashlib.sha256).hexdigest()
+    assert h["X-Wqbot-Signature"].startswith("t=1764064801,v1=") and h["X-Wqbot-Signature"].endswith(",v0=" + v0)
     assert json.loads(d["raw"]) == {
         "event": "task.action",
         "delivery": did,
@@ -107,6 +126,9 @@ def test_retried_with_backoff_until_success_with_the_same_delivery_id(hook_setti
     assert 4 <= waits[0] <= 6
     ids = {d["headers"]["X-Wqbot-Delivery"] for d in webhook_receiver.deliveries}
     assert ids == {did} and len({d["raw"] for d in webhook_receiver.deliveries}) == 1
+    # each try is signed afresh, so a receiver's replay window holds for a late retry too
+    signed = [d["signed_at"] for d in webhook_receiver.deliveries]
+    assert signed == sorted(signed) and len(set(signed)) == 5
     assert [d["status"] for d in webhook_receiver.deliveries] == [503, 500, 429, 408, 200]
     assert [a.status_code for a in WebhookAttempt.select().order_by(WebhookAttempt.id)] == [503, 500, 429, 408, 200]
     assert WebhookDelivery.get_by_id(did).status == "delivered"

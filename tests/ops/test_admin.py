@@ -275,6 +275,29 @@ def test_status_page_masks_secrets_and_shows_sync_queue_errors(console, admin_se
     assert 'id="queue-pending">0<' in html
 
 
+def test_status_page_shows_todays_follow_up(console, clock):
+    from store.followup import DigestSent, TaskReminder, WorkbenchTile
+    from store.models import KeyValue
+    from store.notifications import NotifyTask
+
+    t = clock.at
+    for u in ("lisi", "wangwu"):
+        TaskReminder.create(task_id="T-1", round=1, userid=u, status="sent", at=t)
+    TaskReminder.create(task_id="T-0", round=1, userid="lisi", status="sent", at=t - 3 * 86400)  # another day
+    NotifyTask.create(task_id="T-2", kind="approve", title="x", notification="n", state="expired", state_via="deadline")
+    WorkbenchTile.create(userid="lisi", approve=1, sign=0, pushed_at=t, dirty=False)
+    WorkbenchTile.create(userid="wangwu", approve=1, sign=0, dirty=False, error="errcode 40058: invalid keydata")
+    KeyValue.create(key="workbench:template", value="{}")
+    DigestSent.create(day="2000-01-01", userid="lisi", body="{}", status="sent")  # not today
+    login(console)
+    html = console.get("/admin").text
+    assert 'id="followup-reminders">2<' in html
+    assert 'id="followup-expired">1<' in html
+    assert 'id="followup-digests">未开启<' in html  # DIGEST_AT empty
+    assert 'id="followup-tiles">1<' in html and 'id="followup-tiles-refused">1<' in html
+    assert "errcode 40058" in html
+
+
 def test_status_page_masks_the_password_of_every_url_setting(store):
     from bot.app import create_app
 

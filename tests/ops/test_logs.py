@@ -70,7 +70,7 @@ def plant_everything(log: logging.Logger, secrets: list[str]) -> None:
     log.info("/oauth/h5/callback?code=CODE-FROM-WECOM-789&state=abc")
     log.info("issued ticket=TICKET-abcdef0123 for lisi")
     log.info("Authorization: Bearer BEARER-TOKEN-xyz987")
-    log.info("EncodingAESKey: AES-KEY-IN-TEXT-555")
+    log.info('{"EncodingAESKey": "AES-KEY-IN-TEXT-555"}')
 
 
 UNCONFIGURED = (
@@ -211,3 +211,27 @@ def test_text_format_shows_the_trace(captured):
         trace.unbind_trace(token)
     line = buf.getvalue().strip()
     assert line.endswith("WARNING wqbot.test [abcdef0123456789]: hello")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "✗ settings: SECRET_KEY: is required but not set (environment or .env)",
+        "WECOM_CONTACTS_SECRET has no token: sync uses mode list with the app secret",
+        "signature: msg_signature does not match: check WECOM_TOKEN (or WECOM_CONTACTS_TOKEN) against the Token",
+        "padding: PKCS#7 padding is invalid; fix: WECOM_AES_KEY is not the EncodingAESKey at 接收消息",
+        "WEIQIAN_API_TOKEN: the bearer token 微签 presents, session: renewed, code: 40029",
+    ],
+)
+def test_operator_messages_pass_through_intact(text):
+    """Credential names in prose are words, not values: nothing is masked and nothing cut short."""
+    assert logs.RedactFilter(("a-configured-secret",)).redact(text) == text
+
+
+def test_credentials_are_masked_in_their_three_forms_and_configured_values_anywhere():
+    f = logs.RedactFilter(("a-configured-secret",))
+    assert f.redact("GET /x?access_token=abc123&userid=u") == "GET /x?access_token=****&userid=u"
+    assert f.redact('{"corpsecret": "abc123", "n": 1}') == '{"corpsecret": "****", "n": 1}'
+    assert f.redact("{'ticket': 'T-1'}") == "{'ticket': '****'}"
+    assert f.redact("Authorization: Bearer tok-123456") == "Authorization: ****"
+    assert f.redact("said a-configured-secret once") == "said **** once"

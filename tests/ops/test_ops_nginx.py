@@ -1,11 +1,10 @@
-"""docs/deploy.md's nginx config, as written, in front of `wqbot serve --proxy-headers` on
+"""deploy/nginx/wqbot.conf (the site docs/deploy.md installs), as written, in front of `wqbot serve --proxy-headers` on
 loopback with a self-signed certificate made here: what the browser and WeCom get is https.
 Skipped, with the reason, only where nginx or openssl is not installed."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -19,7 +18,7 @@ import pytest
 from tests.conftest import BACKEND, TEST_ENV
 from tests.support import wait_until_serving
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+SITE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "wqbot.conf"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 OPENSSL = shutil.which("openssl")
 PUBLIC = "https://wq.example.com"
@@ -37,9 +36,7 @@ def free_port() -> int:
 
 
 def sample_config() -> str:
-    blocks = re.findall(r"```nginx\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 1, "docs/deploy.md should have exactly one nginx sample"
-    return blocks[0]
+    return SITE.read_text(encoding="utf-8")
 
 
 def localise(conf: str, tmp: Path, tls: int, plain: int, app: int) -> str:

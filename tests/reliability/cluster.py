@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import webhook_signed_at
+
 SCALE = os.environ.get("WQBOT_RELIABILITY_SCALE", "short")
 LONG = SCALE == "long"
 FAST_SWEEPS_ENV = "WQBOT_RELIABILITY_FAST_SWEEPS"
@@ -158,6 +160,7 @@ class Cluster:
         worker_threads: int = 2,
         latency_ms: dict[str, int] | None = None,
         receiver_delay: float = 0.0,
+        follow_sim_clock: bool = False,
     ):
         from tests.conftest import TEST_ENV
 
@@ -174,6 +177,7 @@ class Cluster:
         self.worker_threads = worker_threads
         self.latency_ms = dict(latency_ms or {})
         self.receiver_delay = receiver_delay
+        self.follow_sim_clock = follow_sim_clock  # SIM_CLOCK_URL: jumps of the emulator's clock move wqbot's
         self.procs: list[Proc] = []
         self.sim = None
         self._sim_thread = None
@@ -224,13 +228,17 @@ class Cluster:
             "SYNC_INTERVAL_MINUTES": str(366 * 24 * 60),
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         }
+        if self.follow_sim_clock:
+            env["SIM_CLOCK_URL"] = f"{self.sim_url}/sim/clock"
         env.update(self.extra_env)
         if self.fast_sweeps:
             env[FAST_SWEEPS_ENV] = "1"
         return env
 
     def start(self) -> "Cluster":
-        self.receiver = Receiver(self.receiver_delay)
+        # 微签's clock is the emulator's when wqbot follows it (the time wqbot signs with)
+        clock = (lambda: self.sim.clock.now()) if self.follow_sim_clock else time.time
+        self.receiver = Receiver(self.receiver_delay, clock=clock)
         self.sim_url = self._start_sim()
         env = self.child_env()
         self.env = env
@@ -323,9 +331,7 @@ class Receiver:
     `delay` seconds (so attempts are in flight when a worker is killed). A delivery counts as
     accepted once the 200 was written, whether or not wqbot lived to read it."""
 
-    def __init__(self, delay: float = 0.0):
-        import hashlib
-        import hmac
+    def __init__(self, delay: float = 0.0, clock=time.time):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.deliveries: list[dict] = []
@@ -336,8 +342,8 @@ class Receiver:
             def do_POST(self):
                 started = time.time()
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-                ok = hmac.compare_digest(expected, self.headers.get("X-Wqbot-Signature", ""))
+                signed_at = webhook_signed_at(WEBHOOK_SECRET, self.headers.get("X-Wqbot-Signature", ""), raw)
+                ok = signed_at is not None and abs(clock() - signed_at) <= 300
                 if delay:
                     time.sleep(delay)
                 status = 200 if ok else 401

@@ -96,3 +96,11 @@ def test_config_and_reset_through_the_control_api(client, sim):
     assert overview["directory"]["users"] == 25 and overview["calls"] == 0
     assert client.get("/sim/users", params={"limit": 5}).json()["total"] == 25
     assert client.get("/sim/departments/1").json()["children"]
+
+
+def test_the_banner_names_every_setting_wqbot_needs_besides_the_emulators():
+    from sim.cli import banner
+
+    text = banner(SimConfig(redirect_domain="127.0.0.1:8123"), "http://127.0.0.1:8900", 0.1, 40, 5)
+    assert "PUBLIC_URL=http://127.0.0.1:8123" in text and "H5_URL=" in text
+    assert "SECRET_KEY, WEIQIAN_API_TOKEN: `wqbot init`" in text

@@ -79,16 +79,30 @@ def test_repr_masks_secrets():
     assert TEST_ENV["WECOM_APP_SECRET"] in s.secret_values
 
 
-def test_cli_reports_a_bad_setting_in_one_line_without_traceback(tmp_path):
-    env = {k: v for k, v in TEST_ENV.items()}
-    env["WECOM_AES_KEY"] = "short"
-    env["PATH"] = "/usr/bin:/bin"
+def test_cli_reports_every_bad_setting_in_one_run_without_traceback(tmp_path):
+    """From an empty .env, one run lists every required setting, each with where its value comes
+    from: not one per run."""
+    env = {"PATH": "/usr/bin:/bin", "WECOM_AES_KEY": "short", "WECOM_ENABLED": "maybe"}
     r = subprocess.run(
         [sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
     )
-    assert r.returncode == 2
-    lines = [x for x in r.stderr.strip().splitlines() if x]
-    assert len(lines) == 1 and "WECOM_AES_KEY" in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    required = ["WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET", "WECOM_TOKEN", "SECRET_KEY", "WEIQIAN_API_TOKEN"]
+    lines = r.stderr.splitlines()
+    assert lines[0] == "wqbot: 8 settings to fix (environment or .env):", r.stderr
+    for name in [*required, "WECOM_AES_KEY", "WECOM_ENABLED"]:
+        assert any(line.strip().startswith(f"{name}: ") for line in lines), (name, r.stderr)
+    assert "我的企业 → 企业信息" in r.stderr and "wqbot init" in r.stderr  # the fixes say where
+    assert "must be exactly 43 characters" in r.stderr and "must be true or false" in r.stderr
+
+
+def test_settings_error_lists_every_problem_with_its_fix():
+    env = {k: v for k, v in TEST_ENV.items() if k not in ("WECOM_CORP_ID", "SECRET_KEY")}
+    with pytest.raises(SettingsError) as e:
+        load(env={**env, "WECOM_AGENT_ID": "abc"}, dotenv=None)
+    found = {v: fix for v, _, fix in e.value.problems}
+    assert set(found) == {"WECOM_CORP_ID", "SECRET_KEY", "WECOM_AGENT_ID"}
+    assert "企业ID" in found["WECOM_CORP_ID"] and "AgentId" in found["WECOM_AGENT_ID"]
 
 
 def test_override_is_what_get_settings_returns():

@@ -111,12 +111,18 @@ def test_wqbot_sync_prints_progress_and_a_summary(fake, capsys):
     assert "users" in err  # the progress lines
 
 
-def test_a_run_that_fails_before_choosing_a_mode_records_none(fake, capsys):
-    fake.fail.add("department/list")  # the first listing call: no mode was ever in use
+def test_a_run_that_fails_on_its_first_call_says_what_it_tried_and_what_the_store_holds(fake, capsys):
+    assert cli() == 0
+    held = User.select().where(User.active).count()
+    capsys.readouterr()
+    fake.fail.add("department/list")  # the first listing call
     assert cli() == 1
-    (run,) = SyncRun.select()
-    assert (run.status, run.mode) == ("failed", None)
-    assert "(— mode" in capsys.readouterr().out
+    run = SyncRun.select().order_by(SyncRun.id.desc()).first()
+    assert (run.status, run.mode) == ("failed", "list")
+    out = capsys.readouterr().out
+    assert "(list mode" in out and "0 seen" not in out
+    assert f"not read; the store keeps its {User.select().count()} members ({held} active) unchanged" in out
+    assert "could not be read with WECOM_CONTACTS_SECRET" in out
 
 
 def test_wqbot_sync_force_needs_full(fake, capsys):
@@ -144,23 +150,50 @@ def test_wqbot_sync_when_another_run_holds_the_lease(fake, capsys):
         lease.release()
 
 
-def test_progress_bar_on_a_terminal():
+def test_progress_bar_on_a_terminal_and_log_records_above_it():
+    """On a terminal the bar is tqdm's; a record logged meanwhile is written on a line of its own
+    above the bar, never into it. Off a terminal: plain lines."""
     import io
+    import logging
 
+    from bot.observability import logs
     from bot.sync.cli import Progress
 
     class TTY(io.StringIO):
         def isatty(self):
             return True
 
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
     s = TTY()
-    p = Progress(s)
+    logs.setup(fmt="text", stream=s)
+    try:
+        p = Progress(s)
+        p("users", 10, None)
+        p("writing", 50, 100)
+        logging.getLogger("wqbot.sync").warning("a warning during the sync")
+        logs.flush()
+        p("writing", 100, 100)
+        p.close()
+        logging.getLogger("wqbot.sync").warning("after the bar")
+        logs.flush()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logs._filter = None
+    text = s.getvalue()
+    assert "\r" in text and "100/100" in text and "100%" in text
+    lines = text.replace("\r", "\n").splitlines()
+    warning = next(x for x in lines if "a warning during the sync" in x)
+    assert warning.startswith(tuple("0123456789")) and "%|" not in warning and "writing" not in warning
+    assert text.rstrip("\n").endswith("after the bar")
+
+    plain = io.StringIO()
+    p = Progress(plain)
     p("users", 10, None)
-    p("writing", 50, 100)
     p("writing", 100, 100)
     p.close()
-    text = s.getvalue()
-    assert "\r" in text and "[" + "█" * 28 + "] 100/100" in text and text.endswith("\n")
+    assert plain.getvalue().count("\n") == 2 and "\r" not in plain.getvalue()
 
 
 def test_embedded_the_sync_rests_in_proportion_to_its_cpu(settings, fake, monkeypatch):
