@@ -197,8 +197,9 @@ def _schemas() -> dict:
             "required": ["id", "status"],
         },
         "NotificationStatus": {
-            "enum": ["queued", "sent", "partial", "failed", "done"],
-            "description": "queued → sent / partial / failed; done once its task is over.",
+            "enum": ["queued", "held", "sent", "partial", "failed", "done"],
+            "description": "queued → sent / partial / failed; done once its task is over; held while "
+            "开启企业微信 is off (sent when it is turned on).",
         },
         "Notification": {
             "type": "object",

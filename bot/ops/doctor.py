@@ -26,7 +26,10 @@ from bot.queue import make_huey
 from bot.sync.fetch import ModeRefused, directory_access, read_departments
 from bot.wecom import SECRET_PAGE, SECRET_VARIABLE, BadCredentials, IPNotAllowed, TransportError, client_for
 from settings import Settings, SettingsError, load
+from store.console import ConsoleSetting
 from store.db import connect
+
+from . import console_settings
 
 OK, FAIL, WARN = "✓", "✗", "!"
 CLOCK_SKEW_LIMIT = 60.0  # seconds
@@ -90,6 +93,22 @@ def wecom_fix(e, secret_var: str | None = None, creds: str | None = None) -> str
     return getattr(e, "hint", "") or "see the WeCom error codes in docs/wecom.md"
 
 
+def console_values(base: Settings) -> dict[str, str]:
+    """The values saved on /admin/wecom, read through the doctor's own connection (none when the
+    store cannot be read: the store check says why)."""
+    try:
+        database = connect(base.database_url)
+        try:
+            if not database.table_exists("console_setting"):
+                return {}
+            with database.bind_ctx([ConsoleSetting]):
+                return console_settings.stored_values(base.secret_key)
+        finally:
+            database.close()
+    except Exception:
+        return {}
+
+
 def _describe(e) -> str:
     code = getattr(e, "errcode", None)
     if code is not None:
@@ -128,12 +147,33 @@ class Doctor:
 
         if self.settings is None:
             try:
-                self.settings = load(self.env)
+                self.settings = load(self.env, console=console_values(load(self.env)))  # the merged view
             except SettingsError as e:
                 for variable, problem, fix in e.problems:  # every one, so one round fixes them all
                     self.add("settings", False, f"{variable}: {problem}", fix)
                 return False
         s = self.loaded()
+        missing = [
+            (name, label)
+            for name, label, value in (
+                ("WECOM_CORP_ID", "企业ID", s.wecom_corp_id),
+                ("WECOM_AGENT_ID", "应用ID", s.wecom_agent_id),
+                ("WECOM_APP_SECRET", "自建应用密钥", s.wecom_app_secret),
+                ("WECOM_TOKEN", "接收消息 Token", s.wecom_token),
+                ("WECOM_AES_KEY", "接收消息 EncodingAESKey", s.wecom_aes_key),
+            )
+            if not value
+        ]
+        if missing:
+            for name, label in missing:
+                self.add(
+                    "settings",
+                    False,
+                    f"{name}: is not set (WeCom is not configured yet)",
+                    f"fill {label} on the console's 企业微信参数 page (/admin/wecom), or set {name} in the "
+                    "environment or .env",
+                )
+            return False
         problems: list[tuple[str, str]] = []
         pub = urlsplit(s.public_url)
         real_wecom = s.wecom_api_base.rstrip("/") == DEFAULT_API_BASE

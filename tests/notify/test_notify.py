@@ -326,8 +326,13 @@ def test_wecom_disabled_stores_but_does_not_push(store, queue, fake_wecom, setti
     from bot.notify.request import parse
 
     intake.accept(parse(notification()))
-    assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "failed"
-    assert fake_wecom.sends == [] and "WECOM_ENABLED" in Notification.get().error
+    assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "held"
+    n = Notification.get()
+    assert fake_wecom.sends == [] and n.status == "held" and "开启企业微信 is off" in n.error
+    # held, not lost: turned on again, it is queued and sent
+    assert push.release_held() == 1
+    assert Notification.get().status == "queued"
+    assert push.run("wq-evt-000123", settings) == "sent" and len(fake_wecom.sends) == 1
 
 
 # -- close, deadlines, pending --------------------------------------------------------------------
@@ -419,6 +424,23 @@ def test_pending_tasks_query_count_does_not_grow(client, store, immediate_queue,
         items, total = pending_tasks("lisi", 8)
     assert total == 12 and len(items) == 8
     assert len(q) <= 2
+
+
+def test_pending_tasks_start_from_the_members_own_rows(client, store, immediate_queue, fake_wecom):
+    """待我处理 reads the member's recipient rows, not every open task in the store: its cost must
+    not grow with other members' tasks."""
+    from bot.notify.pending import _open_tasks_sql
+    from store import db
+    from store.db import is_postgres
+
+    for i in range(3):
+        post(client, notification(id=f"n{i}", task_id=f"T-{i}", recipients=["lisi"]))
+    if is_postgres():
+        return  # PostgreSQL picks the join order from its statistics
+    plan = [row[-1] for row in db.obj.execute_sql("EXPLAIN QUERY PLAN " + _open_tasks_sql(False), ("x",) * 7)]
+    searches = [p for p in plan if p.startswith(("SEARCH", "SCAN"))]
+    assert searches[0].startswith("SEARCH r USING INDEX notify_recipient_userid_task_id"), plan
+    assert not any("notify_task_state" in p for p in plan), plan
 
 
 def test_a_new_approve_reopens_a_task_that_was_over(client, store, immediate_queue, fake_wecom):

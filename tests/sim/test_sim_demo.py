@@ -18,6 +18,7 @@ from tests.conftest import BACKEND
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = [
+    "console set-up (企业微信参数, 开启企业微信)",
     "URL verification",
     "full directory sync",
     "live change_contact",

@@ -15,23 +15,46 @@ def test_defaults_and_derived():
     assert s.contacts_callback_enabled
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "WECOM_CORP_ID",
-        "WECOM_AGENT_ID",
-        "WECOM_APP_SECRET",
-        "WECOM_TOKEN",
-        "WECOM_AES_KEY",
-        "SECRET_KEY",
-        "WEIQIAN_API_TOKEN",
-    ],
-)
-def test_missing_required_names_the_variable(name):
-    env = {k: v for k, v in TEST_ENV.items() if k != name}
+def test_missing_secret_key_names_the_variable():
+    env = {k: v for k, v in TEST_ENV.items() if k != "SECRET_KEY"}
     with pytest.raises(SettingsError) as e:
         load(env=env, dotenv=None)
-    assert e.value.variable == name and name in str(e.value)
+    assert e.value.variable == "SECRET_KEY" and "SECRET_KEY" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET"])
+def test_without_wecom_values_settings_load_in_setup_mode(name):
+    # wqbot serve starts with only SECRET_KEY and an admin login: WeCom is filled in on /admin/wecom
+    env = {k: v for k, v in TEST_ENV.items() if k != name}
+    s = load(env=env, dotenv=None)
+    assert not s.wecom_configured and not s.wecom_enabled
+    assert load(env=dict(TEST_ENV), dotenv=None).wecom_configured
+
+
+def test_console_values_fill_in_and_the_environment_wins():
+    env = {k: v for k, v in TEST_ENV.items() if k not in ("WECOM_AGENT_ID", "SYNC_MATCH_FIELD")}
+    s = load(env=env, dotenv=None, console={"WECOM_AGENT_ID": "1000009", "WECOM_CORP_ID": "wwconsole"})
+    assert s.wecom_agent_id == 1000009 and s.wecom_corp_id == TEST_ENV["WECOM_CORP_ID"]
+
+
+@pytest.mark.parametrize(
+    "value,parsed",
+    [
+        ("alias", "alias"),
+        ("BIZ_MAIL", "biz_mail"),
+        ("extattr:工号", "extattr:工号"),
+        (" extattr: EmpNo ", "extattr:EmpNo"),
+    ],
+)
+def test_sync_match_field_forms(value, parsed):
+    assert load(env={**TEST_ENV, "SYNC_MATCH_FIELD": value}, dotenv=None).sync_match_field == parsed
+
+
+@pytest.mark.parametrize("value", ["extattr:", "phone", "extattr"])
+def test_sync_match_field_refused_names_the_forms(value):
+    with pytest.raises(SettingsError) as e:
+        load(env={**TEST_ENV, "SYNC_MATCH_FIELD": value}, dotenv=None)
+    assert e.value.variable == "SYNC_MATCH_FIELD" and "extattr:<custom field name>" in str(e.value)
 
 
 @pytest.mark.parametrize(
