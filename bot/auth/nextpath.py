@@ -74,6 +74,11 @@ def safe_next(value: str | None) -> str | None:
     return stored
 
 
+def stored_length(value: str) -> int:
+    """How many bytes `value` takes once accepted as a `next` (compare with MAX_STORED)."""
+    return len(quote(value, safe=_SAFE))
+
+
 def _decodable(value: str) -> bool:
     try:
         unquote(value, errors="strict")

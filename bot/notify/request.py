@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from bot.auth.nextpath import MAX_STORED, stored_length
 from store.clock import CST  # a deadline without an offset is 微签's local (China) time
 from store.notifications import TaskState
 
@@ -98,6 +99,8 @@ def check_path(v: str | None, name: str = "url") -> str | None:
             "must be a path inside the 微签 H5 app starting with /, "
             "e.g. /pages/task/task_detail?id=T-1001 (not a full URL)",
         )
+    if stored_length(v) > MAX_STORED:  # the login that opens it would land on the home page
+        raise Invalid(name, f"is {stored_length(v)} bytes once percent-encoded; at most {MAX_STORED}")
     return v
 
 

@@ -86,3 +86,9 @@ def test_a_lone_surrogate_in_a_ticket_is_a_400(client, store):
     )
     assert r.status_code == 400, r.text
     assert "ticket" in r.json()["message"]
+
+
+def test_a_notification_url_too_long_to_carry_through_a_login_is_a_400(client, store, fake_wecom):
+    body = notification(id="wq-long-url", recipients=["lisi"], url="/pages/x?q=" + "好" * 200)
+    r = client.post("/api/v1/notifications", json=body, headers=AUTH)
+    assert r.status_code == 400 and r.json()["message"].startswith("url: ") and "512" in r.json()["message"]
