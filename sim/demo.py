@@ -149,7 +149,6 @@ class Demo:
         self.out = out or sys.stdout
         self.tmp = Path(tempfile.mkdtemp(prefix="wqbot-demo-"))
         self.api_token = secrets.token_urlsafe(24)
-        self.admin_password = secrets.token_urlsafe(12)
         self.webhook_secret = secrets.token_urlsafe(24)
         self.admin_password = secrets.token_urlsafe(12)  # the console login `--keep` prints
         wq_sock = bind()
@@ -787,9 +786,8 @@ def main(args) -> int:
             demo.say(f"  WeCom emulator {demo.sim_url}/   control API: {demo.sim_url}/sim")
             demo.say(f"  微签 stand-in   {demo.weiqian_server.url}/webhooks")
             demo.say(f"  API token      {demo.api_token}   (Authorization: Bearer … for {demo.wqbot}/api/v1/*)")
-            demo.say(
-                f"  admin console  {demo.wqbot}/admin (企业微信参数: /admin/wecom)   password: {demo.admin_password}"
-            )
+            demo.say(f"  admin console  {demo.wqbot}/admin   password: {demo.admin_password}")
+            demo.say(f"  企业微信参数   {demo.wqbot}/admin/wecom")
             try:
                 while demo.proc.poll() is None:
                     time.sleep(0.5)
