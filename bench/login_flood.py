@@ -1,7 +1,7 @@
 """An anonymous flood of the login start page against WeCom's callbacks, on one `wqbot serve`
 (SQLite store, embedded queue: the deployment where the store has one writer).
 
-    python -m bench.login_flood                        # this checkout (~1 min)
+    python -m bench.login_flood                        # this checkout (~2 min)
     python -m bench.login_flood --root ../before       # another checkout's code, same benchmark
     python -m bench.login_flood --flooders 3 --duration 15 --rate 50 --json out.json
 
@@ -109,7 +109,7 @@ async def callbacks(url: str, rate: float, duration: float, salt: str) -> list[f
     return out
 
 
-async def flood(url: str, address: str, seconds: float, rate: float) -> Counter:
+async def flood(url: str, address: str, seconds: float, rate: float, ready: Path | None = None) -> Counter:
     """One flooding client: `rate` requests a second for `seconds` over 8 keep-alive connections;
     its answers by status. Raw HTTP/1.1 on asyncio streams: the load generator must cost far less
     CPU than the server it loads (httpx costs about a millisecond a request)."""
@@ -119,11 +119,14 @@ async def flood(url: str, address: str, seconds: float, rate: float) -> Counter:
         f"GET {parts.path}?{urlencode({'next': FLOOD_NEXT})} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
         f"X-Forwarded-For: {address}\r\n\r\n"
     ).encode()
-    start = time.monotonic()
     n = int(seconds * rate)
+    opened = [await asyncio.open_connection(parts.hostname, parts.port) for _ in range(8)]
+    if ready is not None:
+        ready.write_text("ready")  # imported and connected: the measured phase may begin
+    start = time.monotonic()
 
     async def connection(k: int) -> None:
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        reader, writer = opened[k]
         try:
             for i in range(k, n, 8):
                 await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
@@ -147,7 +150,9 @@ def flood_process(url: str, address: str, seconds: float, rate: float, out: Path
     """A flooding client in its own process, so its CPU does not delay the callbacks' sender."""
     code = (
         "import asyncio, json, sys; from bench.login_flood import flood; "
-        "r = asyncio.run(flood(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))); "
+        "from pathlib import Path; "
+        "r = asyncio.run(flood(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), "
+        "Path(sys.argv[5] + '.ready'))); "
         "open(sys.argv[5], 'w').write(json.dumps({str(k): v for k, v in r.items()}))"
     )
     return subprocess.Popen([sys.executable, "-c", code, url, address, str(seconds), str(rate), str(out)])
@@ -168,65 +173,94 @@ def store_figures(workdir: Path) -> dict:
     return {"state_rows": rows[0], "next_bytes": rows[1], "store_bytes": size}
 
 
+def flood_round(base: str, args, workdir: Path, n: int) -> tuple[list[float], Counter]:
+    """Callbacks while the flood runs; new flooder addresses each round (their buckets start full)."""
+    flood_seconds = args.duration + 3.0
+    flooders = [
+        flood_process(
+            base + "/wx/qrlogin", f"198.51.{n}.{i + 1}", flood_seconds, args.flood_rate, workdir / f"flood{n}-{i}.json"
+        )
+        for i in range(args.flooders)
+    ]
+    deadline = time.monotonic() + 60
+    while not all((workdir / f"flood{n}-{i}.json.ready").exists() for i in range(args.flooders)):
+        if time.monotonic() > deadline:
+            raise SystemExit("the flooding clients did not start")
+        time.sleep(0.05)
+    time.sleep(0.5)  # the flood is under way (its burst included) before the callbacks start
+    flooded = asyncio.run(callbacks(base + "/wecom/callback", args.rate, args.duration, f"f{n}"))
+    statuses: Counter = Counter()
+    for i, f in enumerate(flooders):
+        f.wait(60)
+        statuses.update(json.loads((workdir / f"flood{n}-{i}.json").read_text()))
+    return flooded, statuses
+
+
 def run(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="wqbot-login-flood-"))
     port = free_port()
     proc = start_server(workdir, port)
     base = f"http://127.0.0.1:{port}"
+    rounds = []
+    statuses: Counter = Counter()
     try:
         # warm up: imports, the first store connections, the first login page
         asyncio.run(callbacks(base + "/wecom/callback", args.rate, 1.0, "w"))
         httpx.get(base + "/wx/qrlogin", follow_redirects=False)
-        alone = asyncio.run(callbacks(base + "/wecom/callback", args.rate, args.duration, "a"))
         before = store_figures(workdir)
-        flood_seconds = args.duration + 3.0
-        flooders = [
-            flood_process(
-                base + "/wx/qrlogin", f"198.51.100.{i + 1}", flood_seconds, args.flood_rate, workdir / f"flood{i}.json"
+        for n in range(args.rounds):  # alternating, so a change in the machine's load hits both
+            alone = asyncio.run(callbacks(base + "/wecom/callback", args.rate, args.duration, f"a{n}"))
+            flooded, answered = flood_round(base, args, workdir, n)
+            statuses.update(answered)
+            rounds.append(
+                {
+                    "alone": {"p50": percentile(alone, 0.5), "p99": percentile(alone, 0.99)},
+                    "flooded": {"p50": percentile(flooded, 0.5), "p99": percentile(flooded, 0.99)},
+                }
             )
-            for i in range(args.flooders)
-        ]
-        time.sleep(1.5)  # the flood is under way before the callbacks start
-        flooded = asyncio.run(callbacks(base + "/wecom/callback", args.rate, args.duration, "f"))
-        statuses: Counter = Counter()
-        for i, f in enumerate(flooders):
-            f.wait(60)
-            statuses.update(json.loads((workdir / f"flood{i}.json").read_text()))
         after = store_figures(workdir)
     finally:
         proc.terminate()
         proc.wait(10)
+
+    def med(phase: str, p: str) -> float:
+        return statistics.median(r[phase][p] for r in rounds)
+
     out = {
         "code": str(target.CODE_ROOT),
         "rate": args.rate,
         "duration": args.duration,
+        "rounds": rounds,
         "flooders": args.flooders,
         "flood_rate": args.flood_rate,
-        "alone": {"p50": percentile(alone, 0.5), "p99": percentile(alone, 0.99), "n": len(alone)},
-        "flooded": {"p50": percentile(flooded, 0.5), "p99": percentile(flooded, 0.99), "n": len(flooded)},
+        "alone": {"p50": med("alone", "p50"), "p99": med("alone", "p99")},
+        "flooded": {"p50": med("flooded", "p50"), "p99": med("flooded", "p99")},
         "flood_answers": dict(statuses),
-        "flood_requests_per_s": round(sum(statuses.values()) / flood_seconds, 1),
+        "flood_requests_per_s": round(sum(statuses.values()) / ((args.duration + 3.0) * args.rounds), 1),
         "state_rows_written": after["state_rows"] - before["state_rows"],
         "next_bytes_written": after["next_bytes"] - before["next_bytes"],
         "store_growth_bytes": after["store_bytes"] - before["store_bytes"],
     }
     out["p50_ratio"] = out["flooded"]["p50"] / out["alone"]["p50"]
     out["p99_ratio"] = out["flooded"]["p99"] / out["alone"]["p99"]
-    out["mean_alone_ms"] = statistics.fmean(alone)
     return out
 
 
 def report(r: dict) -> str:
     lines = [
         f"code under test: {r['code']}",
-        f"callbacks: {r['rate']:g}/s for {r['duration']:g} s per phase; "
+        f"callbacks: {r['rate']:g}/s for {r['duration']:g} s per phase, {len(r['rounds'])} rounds (medians); "
         f"flood: {r['flooders']} clients x {r['flood_rate']:g} login starts/s",
         "",
-        "| phase | callback p50 ms | callback p99 ms |",
-        "|---|---|---|",
-        f"| callbacks alone | {r['alone']['p50']:.1f} | {r['alone']['p99']:.1f} |",
-        f"| with the flood | {r['flooded']['p50']:.1f} | {r['flooded']['p99']:.1f} |",
-        f"| ratio | {r['p50_ratio']:.2f}x | {r['p99_ratio']:.2f}x |",
+        "| phase | callback p50 ms | callback p99 ms | p99 per round |",
+        "|---|---|---|---|",
+        f"| callbacks alone | {r['alone']['p50']:.1f} | {r['alone']['p99']:.1f} | "
+        + ", ".join(f"{x['alone']['p99']:.0f}" for x in r["rounds"])
+        + " |",
+        f"| with the flood | {r['flooded']['p50']:.1f} | {r['flooded']['p99']:.1f} | "
+        + ", ".join(f"{x['flooded']['p99']:.0f}" for x in r["rounds"])
+        + " |",
+        f"| ratio | {r['p50_ratio']:.2f}x | {r['p99_ratio']:.2f}x | |",
         "",
         f"flood: {r['flood_requests_per_s']}/s answered {r['flood_answers']}; "
         f"{r['state_rows_written']} state rows ({r['next_bytes_written']:,} bytes of next) written, "
@@ -240,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", help="another checkout whose code to measure")
     p.add_argument("--flooders", type=int, default=3)
-    p.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    p.add_argument("--rounds", type=int, default=3, help="alone/flooded pairs; medians are reported")
     p.add_argument("--rate", type=float, default=50.0, help="callbacks per second")
     p.add_argument("--flood-rate", type=float, default=150.0, help="login starts per second per flooding client")
     p.add_argument("--json", help="write the figures here too")

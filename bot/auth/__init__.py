@@ -28,5 +28,5 @@ def contribute(app: Registry) -> None:
     app.route("/oauth/h5/callback", views.finish_h5)
     app.route("/wx/qrlogin", starts.pc)
     app.route("/wx/login", views.finish_pc)
-    app.route("/login", starts.choose)
+    app.route("/login", views.choose)  # writes nothing: the page it sends the browser to is limited
     app.periodic(jobs.purge_logins)

@@ -1,4 +1,4 @@
-"""How fast one client may start logins (/oauth/h5, /wx/qrlogin, /login).
+"""How fast one client may start logins (/oauth/h5, /wx/qrlogin; /login only redirects to one).
 
 Every start writes a state row, so an anonymous client looping on the start pages competes with
 WeCom's callbacks for the store's writer (SQLite has one). A token bucket per client (`client_key`:

@@ -111,9 +111,6 @@ class LoginStarts:
     async def pc(self, request: Request) -> Response:
         return await self._start(request, "pc")
 
-    async def choose(self, request: Request) -> Response:
-        return await self._limited(request) or await choose(request)
-
     async def _limited(self, request: Request) -> Response | None:
         who = _client_addr(request)
         if self.limiter.allow(who):

@@ -5,7 +5,7 @@ the values to copy into the WeCom console, the change record, and the account re
 
 Saving runs `wqbot doctor`'s WeCom checks on the values first (bot/ops/wecom_checks.py); a form
 that fails one is saved only when the admin ticks 仍然保存. Secrets never go back to the browser:
-only 已设置 (…9c). A setting the environment sets is shown as 由环境变量设置 and not editable.
+only 已设置 / 未设置 (no character of them, docs/security.md). A setting the environment sets is shown as 由环境变量设置 and not editable.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ CSP = (
 
 
 def masked(value: str) -> str:
-    return f"已设置 (…{value[-2:]})" if len(value) > 8 else ("已设置" if value else "未设置")
+    # Not even the last characters: they narrow a guess and repeat across copies of the page.
+    return "已设置" if value else "未设置"
 
 
 def from_env(s: Settings) -> frozenset[str]:
