@@ -13,7 +13,7 @@ import logging
 import time
 
 from bot.crypto import CryptoError
-from bot.observability.logs import LogThrottle
+from bot.observability.logs import LogThrottle, log_later
 from bot.observability.problems import report_soon
 
 from .router import Inbound
@@ -58,17 +58,12 @@ def refused(endpoint: str, e: CryptoError) -> str:
 
 def accepted(endpoint: str, msg: Inbound, started: float) -> None:
     """The one INFO record of an accepted callback ("did WeCom call us?"): endpoint, kind, the
-    member it concerns, trace id and milliseconds. Logged after the answer was sent; it costs the
-    event loop a record and a queue put, the listener thread formats and writes it
-    (bot/observability/logs.py)."""
+    member it concerns, trace id and milliseconds. Logged after the answer was sent; the event loop
+    pays a level check, a small object and a queue put (`log_later`), the listener thread makes,
+    redacts, formats and writes the record (bot/observability/logs.py)."""
     if log.isEnabledFor(logging.INFO):
-        log.info(
-            "callback accepted",
-            extra={
-                "endpoint": endpoint,
-                "kind": msg.kind,
-                "userid": msg.get_str("UserID") or msg.sender,
-                "trace_id": msg.trace_id,
-                "ms": round((time.perf_counter() - started) * 1000, 1),
-            },
-        )
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        extra = {"endpoint": endpoint, "kind": msg.kind, "userid": msg.get_str("UserID") or msg.sender, "ms": ms}
+        if msg.trace_id:
+            extra["trace_id"] = msg.trace_id
+        log_later(log, logging.INFO, "callback accepted", extra)

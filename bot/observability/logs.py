@@ -177,9 +177,47 @@ class _Handoff(QueueHandler):
         return record
 
 
+class _Later:
+    """A record the listener thread makes (`log_later`): the caller pays for this and a queue put."""
+
+    __slots__ = ("logger", "level", "msg", "extra", "created", "trace_id")
+
+    def __init__(self, logger: logging.Logger, level: int, msg: str, extra: dict[str, Any], trace_id: str | None):
+        self.logger, self.level, self.msg, self.extra = logger, level, msg, extra
+        self.created, self.trace_id = time.time(), trace_id
+
+    def record(self) -> logging.LogRecord:
+        r = self.logger.makeRecord(self.logger.name, self.level, "", 0, self.msg, (), None, extra=self.extra)
+        r.created, r.msecs = self.created, (self.created % 1) * 1000
+        r.relativeCreated = (self.created - logging._startTime) * 1000  # type: ignore[attr-defined]
+        if "trace_id" not in self.extra:
+            r.trace_id = self.trace_id
+        return r
+
+
+class _Listener(QueueListener):
+    def prepare(self, record: Any) -> logging.LogRecord:
+        return record.record() if isinstance(record, _Later) else record
+
+
 _listener: QueueListener | None = None
-_queue: queue.Queue[logging.LogRecord] | None = None
+_queue: queue.Queue[Any] | None = None
+_handoff: logging.Handler | None = None
 _lock = threading.Lock()
+
+
+def log_later(logger: logging.Logger, level: int, msg: str, extra: dict[str, Any]) -> None:
+    """`logger.log(level, msg, extra=extra)` for a hot path (one record per callback): the LogRecord
+    is made on the listener thread, so the calling thread (the event loop) pays a level check,
+    a small object and a queue put. Falls back to a plain log call when wqbot's handler is not the
+    root's only handler (tests capturing records, a library embedding wqbot)."""
+    if not logger.isEnabledFor(level):
+        return
+    q, handoff = _queue, _handoff
+    if q is None or handoff is None or logging.root.handlers != [handoff]:
+        logger.log(level, msg, extra=extra)
+        return
+    q.put_nowait(_Later(logger, level, msg, extra, extra.get("trace_id") or current_trace_id()))
 
 
 _write_through: Callable[[str], None] | None = None
@@ -225,14 +263,15 @@ def _writer(fmt: str, secrets: tuple[str, ...], stream: TextIO | None) -> loggin
 def _start(writer: logging.Handler) -> logging.Handler:
     """Stop the listener of an earlier setup (flushing it) and start one for `writer`; the
     handler to put on the root logger."""
-    global _listener, _queue
+    global _listener, _queue, _handoff
     with _lock:
         if _listener is not None:
             _listener.stop()
         _queue = queue.Queue()
-        _listener = QueueListener(_queue, writer, respect_handler_level=False)
+        _listener = _Listener(_queue, writer, respect_handler_level=False)
         _listener.start()
-        return _Handoff(_queue)
+        _handoff = _Handoff(_queue)
+        return _handoff
 
 
 # Libraries that log per request or per poll: one line per WeCom call from httpx (19,772 for one
