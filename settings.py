@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.crypto import decode_aes_key
 
@@ -70,6 +70,26 @@ def read_dotenv(path: str | os.PathLike = ".env") -> dict[str, str]:
             value = value[1:-1]
         out[key.strip()] = value
     return out
+
+
+def url_password(url: str) -> str | None:
+    """The password in `scheme://user:password@host/…`, or None."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def mask_url_password(url: str) -> str:
+    """`url` with its password (if any) replaced by ****, the rest as written."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    if ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
 
 
 # name, default (None = required), parser. Secrets are marked so they are masked everywhere.
@@ -203,6 +223,30 @@ def _csv(v: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in v.split(",") if s.strip())
 
 
+def _hours(v: str) -> float:
+    x = float(v)
+    if not 0 <= x <= 24 * 90:
+        raise ValueError("must be a number of hours from 0 (off) to 2160")
+    return x
+
+
+def _clock_time(v: str) -> str:
+    v = v.strip()
+    if v and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", v):
+        raise ValueError("must be a China time of day as HH:MM (e.g. 09:00), or empty for off")
+    return v
+
+
+def _weekdays(v: str) -> tuple[int, ...]:
+    days: set[int] = set()
+    for part in _csv(v):
+        lo, _, hi = part.partition("-")
+        if not (lo.isdigit() and (not hi or hi.isdigit())) or not 1 <= int(lo) <= int(hi or lo) <= 7:
+            raise ValueError("must be ISO weekdays 1 (Monday) to 7 (Sunday), e.g. 1-5 or 1,3,5")
+        days.update(range(int(lo), int(hi or lo) + 1))
+    return tuple(sorted(days))
+
+
 def _opt(name: str, default: str | None, parse: Callable[[str], Any]) -> Any:
     return field(default=None, metadata={"env": name, "default": default, "parse": parse})
 
@@ -218,6 +262,7 @@ class Settings:
     wecom_contacts_token: str = _opt("WECOM_CONTACTS_TOKEN", "", _token)
     wecom_contacts_aes_key: str = _opt("WECOM_CONTACTS_AES_KEY", "", _aes_key)
     wecom_oauth_scope: str = _opt("WECOM_OAUTH_SCOPE", "snsapi_base", _scope)
+    login_starts_per_minute: int = _opt("LOGIN_STARTS_PER_MINUTE", "60", _positive_int)  # per client
     wecom_enabled: bool = _opt("WECOM_ENABLED", "true", _bool)
     wecom_api_base: str = _opt("WECOM_API_BASE", "https://qyapi.weixin.qq.com", _http_url)
     wecom_oauth_base: str = _opt("WECOM_OAUTH_BASE", "https://open.weixin.qq.com", _http_url)
@@ -246,6 +291,12 @@ class Settings:
     # Client-side ceilings per WeCom API per corp, any rolling minute / hour (WeCom: 10,000 / 150,000).
     wecom_rate_limit_per_min: int = _opt("WECOM_RATE_LIMIT_PER_MIN", "8000", _positive_int)
     wecom_rate_limit_per_hour: int = _opt("WECOM_RATE_LIMIT_PER_HOUR", "120000", _positive_int)
+    # Follow-up (docs/notifications.md): deadline reminders, the morning digest, the 工作台 tile.
+    remind_before_hours: float = _opt("REMIND_BEFORE_HOURS", "24", _hours)
+    digest_at: str = _opt("DIGEST_AT", "", _clock_time)
+    digest_weekdays: tuple[int, ...] = _opt("DIGEST_WEEKDAYS", "1-5", _weekdays)
+    workbench_list_path: str = _opt("WORKBENCH_LIST_PATH", "/pages/task/task_list", _str)
+    sim_clock_url: str = _opt("SIM_CLOCK_URL", "", _http_url)  # the emulator's /sim/clock (demo and tests only)
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -258,21 +309,32 @@ class Settings:
 
     @property
     def secret_values(self) -> tuple[str, ...]:
-        """Every configured secret value, for the log redaction filter."""
+        """Every configured secret value, URL passwords included, for the log redaction filter."""
         out: list[str] = []
         for f in fields(self):
+            v = getattr(self, f.name)
             if f.metadata["env"] in _SECRET:
-                v = getattr(self, f.name)
                 if v:
                     out.append(v)
+            elif isinstance(v, str) and "://" in v:
+                password = url_password(v)
+                if password:
+                    out.append(password)
         return tuple(out)
 
     def masked(self) -> dict[str, str]:
+        """Every setting as it may be shown: a secret only as 已设置/未设置 (no part of it), and a
+        URL with its password replaced by ****."""
         out: dict[str, str] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             name = f.metadata["env"]
-            out[name] = ("****" + str(v)[-2:] if len(str(v)) > 8 else "****") if (name in _SECRET and v) else str(v)
+            if name in _SECRET:
+                out[name] = "已设置" if v else "未设置"
+            elif isinstance(v, str) and "://" in v:
+                out[name] = mask_url_password(v)
+            else:
+                out[name] = str(v)
         return out
 
     def __repr__(self) -> str:

@@ -108,7 +108,7 @@ def change_plain(i: int, salt: str) -> str:
 
 def sign(crypto, plain: str, i: int, salt: str) -> tuple[dict, bytes]:
     """(query, body) of the POST WeCom makes: envelope as WeCom sends it (ToUserName, Encrypt, AgentID)."""
-    ts, nonce = str(1700000000 + i), f"{salt}{i}"
+    ts, nonce = str(int(time.time())), f"{salt}{i}"  # wqbot refuses deliveries more than 1 h off its clock
     enc, sig = crypto.encrypt_message(plain, ts, nonce)
     body = (
         f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt>"

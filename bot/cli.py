@@ -19,6 +19,7 @@ COMMANDS = {
     "worker": "bot.server.commands:worker",
     "sync": "bot.sync.cli:main",
     "menu": "bot.menus.cli:main",
+    "workbench": "bot.workbench.cli:main",
     "doctor": "bot.ops.doctor:main",
     "init": "bot.ops.envfile:main",
     "sim": "sim.cli:main",
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = command("menu", help="the app menu")
     m.add_argument("action", choices=("show", "push", "diff"))
     m.add_argument("--file", default=None, help="a menu.toml of your own (default: MENU_FILE, else the shipped one)")
+
+    wb = command("workbench", help="the app's 工作台 tile (待审批 / 待签署 per member)")
+    wb.add_argument("action", choices=("push", "fill", "show"))
+    wb.add_argument("--restart", action="store_true", help="fill: start over instead of resuming")
 
     command("doctor", help="check settings and the WeCom side, and say what to fix")
 

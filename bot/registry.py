@@ -30,6 +30,7 @@ class Registry:
         self.app_callbacks = Router()  # /wecom/callback (接收消息)
         self.contacts_callbacks = Router()  # /wecom/contacts/callback (通讯录同步); /wecom/callback too
         self.task_names: list[str] = []
+        self.periodic_jobs: list[queue.PeriodicJob] = []
 
     def route(self, path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GET",)) -> None:
         self.routes.append(Route(path, endpoint, methods=list(methods)))
@@ -45,6 +46,7 @@ class Registry:
         for job in jobs:
             queue.register_periodic(job)
             self.task_names.append(job.name)
+            self.periodic_jobs.append(job)
 
     def on_queue_signal(self, signal: str, receiver: Callable[..., Any]) -> None:
         """Subscribe to huey's signals (SIGNAL_ERROR, …): metrics, error records."""

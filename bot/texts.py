@@ -49,3 +49,14 @@ CARD_RESULT = {
 CARD_ALREADY_DONE = "已处理"
 CARD_NOT_RECIPIENT = "这张卡片不是发给你的，你不能处理这项任务。"
 CARD_UNKNOWN = "这张卡片已失效，请在微签中查看这项任务。"
+
+# -- follow-up: deadline reminders, the morning digest, the 工作台 tile ---------------------------
+REMIND_TITLE = "待办即将截止"
+REMIND_TEXT = "《{title}》将于 {when} 截止，请尽快处理"
+REMIND_BUTTON = "去处理"
+DIGEST_TITLE = "早上好，你有 {n} 项待处理"
+DIGEST_ITEM_DESC = {"approve": "待审批", "sign": "待签署"}
+DIGEST_DEADLINE = "，{when} 截止"
+DIGEST_MORE = "还有 {n} 项，点此查看全部"
+TILE_APPROVE = "待审批"
+TILE_SIGN = "待签署"

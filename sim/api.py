@@ -500,6 +500,76 @@ def agent_get(c: Call) -> dict:
     )
 
 
+# -- the 工作台 tile (docs/wecom.md, "The 工作台 tile") ------------------------------------------------
+WORKBENCH_TYPES = ("normal", "keydata", "image", "list", "webview")
+WORKBENCH_USER_PER_MIN = 10  # set_workbench_data per member per app per minute
+
+
+def _agent_in_body(c: Call) -> None:
+    agentid = c.body.get("agentid")
+    if isinstance(agentid, str) and agentid.isdigit():
+        agentid = int(agentid)
+    if not isinstance(agentid, int) or isinstance(agentid, bool):
+        raise WxError(40056, "agentid is required in the body (the app's AgentId)")
+    if agentid != c.sim.cfg.agent_id:
+        raise WxError(301002, f"agentid {agentid} is not this token's app")
+
+
+def _keydata(value) -> dict:
+    items = value.get("items") if isinstance(value, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= 4:
+        raise WxError(40058, "keydata.items must hold 1-4 items")
+    for i in items:
+        if not isinstance(i, dict) or i.get("data") in (None, ""):
+            raise WxError(40058, "every keydata item needs data")
+    return {"items": items}
+
+
+@api("agent/set_workbench_template", methods=("POST",), kinds=("app",))
+def set_workbench_template(c: Call) -> dict:
+    _agent_in_body(c)
+    kind = c.body.get("type")
+    if kind not in WORKBENCH_TYPES:
+        raise WxError(40058, f"type must be one of {', '.join(WORKBENCH_TYPES)}")
+    wb = c.sim.workbench
+    wb["template"] = {"type": kind, kind: _keydata(c.body.get(kind)) if kind == "keydata" else c.body.get(kind)}
+    wb["template"]["replace_user_data"] = bool(c.body.get("replace_user_data"))
+    if kind != "keydata" or c.body.get("replace_user_data"):
+        wb["data"].clear()
+    return ok()
+
+
+@api("agent/get_workbench_template", methods=("POST",), kinds=("app",))
+def get_workbench_template(c: Call) -> dict:
+    _agent_in_body(c)
+    template = c.sim.workbench["template"] or {"type": "normal", "replace_user_data": False}
+    return ok(agentid=c.sim.cfg.agent_id, **template)
+
+
+@api("agent/set_workbench_data", methods=("POST",), kinds=("app",))
+def set_workbench_data(c: Call) -> dict:
+    _agent_in_body(c)
+    wb = c.sim.workbench
+    template = wb["template"]
+    if template is None or template["type"] == "normal":
+        raise WxError(40058, "the app has no workbench template: call set_workbench_template first")
+    kind = c.body.get("type")
+    if kind != template["type"]:
+        raise WxError(40058, f"type {kind!r} is not the template's type {template['type']!r}")
+    userid = c.body.get("userid")
+    u = c.sim.directory.user(userid) if isinstance(userid, str) else None
+    if u is None:
+        raise WxError(60111, f"userid {userid!r} not found")
+    value = _keydata(c.body.get(kind)) if kind == "keydata" else c.body.get(kind)
+    now = c.sim.clock.now()
+    recent = [t for t in wb["calls"].get(u.userid, []) if t > now - 60]
+    if len(recent) >= WORKBENCH_USER_PER_MIN:
+        raise WxError(45009, f"set_workbench_data for {u.userid}: at most {WORKBENCH_USER_PER_MIN} a minute")
+    wb["calls"][u.userid] = [*recent, now]
+    wb["data"][u.userid] = {"type": kind, kind: value, "at": now}
+    return ok()
+
+
 @api("get_jsapi_ticket", kinds=("app",))
 def get_jsapi_ticket(c: Call) -> dict:
     return c.sim.js_ticket("corp")

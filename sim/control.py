@@ -588,6 +588,15 @@ async def menu(request: Request, sim: Sim):
     return {"menu": sim.menu}
 
 
+@endpoint
+async def workbench(request: Request, sim: Sim):
+    """The app's 工作台 template and what each member's tile shows (`?userid=` for one)."""
+    wb = sim.workbench
+    userid = request.query_params.get("userid")
+    data = wb["data"] if userid is None else {k: v for k, v in wb["data"].items() if k == userid}
+    return {"template": wb["template"], "users": data}
+
+
 # -- logins ---------------------------------------------------------------------------------------------
 @endpoint
 async def oauth_code(request: Request, sim: Sim):
@@ -651,6 +660,7 @@ def routes() -> list[Route]:
         R("/sim/cards", cards, methods=["GET"]),
         R("/sim/cards/{task_id}", card, methods=["GET"]),
         R("/sim/menu", menu, methods=["GET"]),
+        R("/sim/workbench", workbench, methods=["GET"]),
         R("/sim/oauth/code", oauth_code, methods=["POST"]),
         R("/sim/oauth/auto", oauth_auto, methods=["GET", "PUT"]),
     ]

@@ -13,6 +13,12 @@ store and queue in a temporary folder, every WeCom origin pointing at the emulat
                          signed task.action webhook reaches 微签
 7. H5 OAuth login        /oauth/h5 → the emulator's authorize page → a member picked → H5 with a
                          ticket → POST /api/v1/tickets/validate answers once, then 410
+8. reminder              a task due in 18-19 hours, to be reminded 8 hours before; the emulator's
+                         clock jumps there: each recipient gets one 《…》将于 … 截止 reminder
+9. expiry                the clock jumps past the deadline: every card shows 已过期, 微签 gets the
+                         signed task.expired webhook
+10. 工作台 tile           `wqbot workbench push`; a new task makes a member's 待审批 1, they tap 同意
+                         and it goes back to 0
 
 Each step prints its time. A step whose feature is not in this build prints "skipped". Exit 0 when
 every step that ran passed; everything is stopped and removed afterwards unless --keep.
@@ -31,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -47,6 +54,7 @@ from .config import SimConfig
 from .server import ServerThread, bind
 from .state import Sim
 
+CST = timezone(timedelta(hours=8))  # 微签's deadlines are China time
 WAIT = 30.0  # seconds any one step may wait for wqbot's queue
 STRIPPED = ("WECOM_", "WEIQIAN_", "SYNC_", "ADMIN_", "PROMETHEUS_", "WQBOT_")
 STRIPPED_EXACT = ("DATABASE_URL", "QUEUE_URL", "PUBLIC_URL", "H5_URL", "PC_URL", "SECRET_KEY")
@@ -70,8 +78,8 @@ def missing(*modules: str) -> str | None:
 class WeiqianStandIn:
     """微签's side: receives signed webhooks, and lands H5/PC logins (and redeems the ticket for a person)."""
 
-    def __init__(self, secret: str):
-        self.secret = secret
+    def __init__(self, secret: str, clock=time.time):
+        self.secret, self.clock = secret, clock  # the demo's world runs on the emulator's clock
         self.webhooks: list[dict] = []
         self.wqbot_url = ""
         self.api_token = ""
@@ -87,7 +95,7 @@ class WeiqianStandIn:
 
     async def webhook(self, request: Request) -> Response:
         body = await request.body()
-        refused = check_signature(self.secret, request.headers.get("x-wqbot-signature", ""), body, time.time())
+        refused = check_signature(self.secret, request.headers.get("x-wqbot-signature", ""), body, self.clock())
         try:
             data = json.loads(body)
         except ValueError:
@@ -153,7 +161,7 @@ class Demo:
             callback_retry_interval=0.5,
         )
         self.sim = Sim(self.cfg)
-        self.weiqian = WeiqianStandIn(self.webhook_secret)
+        self.weiqian = WeiqianStandIn(self.webhook_secret, clock=self.sim.clock.now)
         self.sim_server = ServerThread(create_app(sim=self.sim))
         self.weiqian_server = ServerThread(self.weiqian.app)
         self.proc: subprocess.Popen | None = None
@@ -195,6 +203,8 @@ class Demo:
                 "WEIQIAN_WEBHOOK_SECRET": self.webhook_secret,
                 "WQBOT_LOG_FORMAT": "text",
                 "WQBOT_QUEUE_NAME": f"wqbot-demo-{self.wq_port}",
+                # wqbot follows the emulator's clock: the demo jumps it to show reminders and expiry
+                "SIM_CLOCK_URL": f"{self.sim_url}/sim/clock",
                 "ADMIN_PASSWORD": self.admin_password,
             }
         )
@@ -524,6 +534,129 @@ class Demo:
             f"H5 with a ticket; tickets/validate → 200 {{userid {ident['userid']}, via h5}}, then 410"
         )
 
+    # -- follow-up: the emulator's clock jumps (wqbot follows it through SIM_CLOCK_URL) ----------
+    def sim_now(self) -> float:
+        return float(self.simc("GET", "/sim/clock").json()["now"])
+
+    def jump_to(self, at: float) -> float:
+        adv = max(0.0, at - self.sim_now())
+        self.simc("POST", "/sim/clock", json={"advance": adv})
+        return adv
+
+    def notify(
+        self, people: list[dict], title: str, deadline: float | None = None, remind_before_hours: float | None = None
+    ) -> tuple[str, str]:
+        nid, task = f"wq-demo-{secrets.token_hex(4)}", f"T-DEMO-{secrets.token_hex(3).upper()}"
+        body: dict[str, object] = {
+            "id": nid,
+            "type": "approve",
+            "task_id": task,
+            "title": title,
+            "recipients": [p["userid"] for p in people],
+            "url": f"/pages/task/task_detail?id={task}",
+        }
+        if deadline is not None:
+            body["deadline"] = datetime.fromtimestamp(deadline, CST).isoformat()
+        if remind_before_hours is not None:
+            body["remind_before_hours"] = remind_before_hours
+        r = self.wq("POST", "/api/v1/notifications", json=body)
+        if r.status_code != 202:
+            raise StepFailed(f"POST /api/v1/notifications: {r.status_code} {r.text[:300]}")
+
+        def sent():
+            st = self.wq("GET", f"/api/v1/notifications/{nid}").json()
+            return st if st.get("status") in ("sent", "partial", "failed", "done") else None
+
+        status = self.wait_for("the push to finish", sent)
+        if status["status"] != "sent":
+            raise StepFailed(f"notification status {status['status']}: {status.get('recipients')}")
+        return nid, task
+
+    def step_reminder(self) -> str:
+        people = self.members(2, skip=5)
+        # due within a day (the emulator's card response codes last 24 h), on the hour; reminded 8 h before
+        deadline = (self.sim_now() // 3600 + 19) * 3600
+        nid, task = self.notify(people, "采购合同", deadline, remind_before_hours=8)
+        adv = self.jump_to(deadline - 8 * 3600 + 30)
+
+        def reminded():
+            got = {}
+            for p in people:
+                msgs = self.simc("GET", "/sim/messages", params={"userid": p["userid"], "msgtype": "textcard"})
+                if not msgs.json()["messages"]:
+                    return None
+                got[p["userid"]] = msgs.json()["messages"]
+            return got
+
+        got = self.wait_for("the reminders", reminded)
+        if any(len(v) != 1 for v in got.values()):
+            raise StepFailed(f"a member got more than one reminder: {got}")
+        text = next(iter(got.values()))[0]["content"]["description"]
+        self.state.update(remind_people=people, remind_task=task, remind_notification=nid, deadline=deadline)
+        return f"clock +{adv / 3600:.0f} h → {', '.join(p['name'] for p in people)} each got one reminder: “{text}”"
+
+    def step_expiry(self) -> str:
+        if "remind_task" not in self.state:
+            raise StepFailed("no task from the reminder step")
+        adv = self.jump_to(self.state["deadline"] + 30)
+        cards = self.simc("GET", "/sim/messages", params={"userid": self.state["remind_people"][0]["userid"]})
+        card_ids = {m["task_id"] for m in cards.json()["messages"] if m["task_id"] and m["msgtype"] == "template_card"}
+
+        def all_expired():
+            states = [self.simc("GET", f"/sim/cards/{cid}").json() for cid in card_ids]
+            return states if states and all(s["all_updated"] for s in states) else None
+
+        states = self.wait_for("every card to show 已过期", all_expired)
+        shown = {c["replace_name"] for s in states for c in s["copies"].values()}
+
+        def webhook():
+            for w in self.weiqian.webhooks:
+                if w["event"] == "task.expired" and (w["body"] or {}).get("task_id") == self.state["remind_task"]:
+                    return w
+            return None
+
+        hook = self.wait_for("the task.expired webhook at the 微签 stand-in", webhook)
+        if not hook["signature_ok"]:
+            raise StepFailed("the webhook's X-Wqbot-Signature does not verify with WEIQIAN_WEBHOOK_SECRET")
+        return (
+            f"clock +{adv / 3600:.0f} h, past the deadline → every card shows “{'/'.join(sorted(shown))}” "
+            f"(update_template_card); webhook task.expired signed ✓"
+        )
+
+    def step_tile(self) -> str:
+        r = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "workbench", "push"],
+            cwd=self.tmp,
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if r.returncode != 0:
+            raise StepFailed(f"wqbot workbench push exited {r.returncode}: {r.stderr[-500:]}")
+        who = self.members(1, skip=8)[0]
+
+        def tile(n: str):
+            def check():
+                users = self.simc("GET", "/sim/workbench", params={"userid": who["userid"]}).json()["users"]
+                items = (users.get(who["userid"]) or {}).get("keydata", {}).get("items", [])
+                return items if items and items[0]["data"] == n else None
+
+            return check
+
+        nid, task = self.notify([who], "框架协议续签")
+        self.jump_to(self.sim_now() + 60)  # the next minute: the tile refresh runs
+        one = self.wait_for("待审批 1 on the member's tile", tile("1"))
+        msgs = self.simc("GET", "/sim/messages", params={"userid": who["userid"], "msgtype": "template_card"})
+        card = msgs.json()["messages"][-1]["task_id"]
+        tap = {"userid": who["userid"], "type": "card", "task_id": card, "key": "approve"}
+        if self.simc("POST", "/sim/send", json=tap).json().get("status") != 200:
+            raise StepFailed("the 同意 tap was not accepted")
+        self.jump_to(self.sim_now() + 60)
+        self.wait_for("待审批 0 on the member's tile", tile("0"))
+        shown = " / ".join(f"{i['key']} {i['data']}" for i in one)
+        return f"wqbot workbench push ✓; {who['name']}'s tile: {shown} → taps 同意 → 待审批 0 (set_workbench_data)"
+
     STEPS = [
         ("URL verification", "step_url_verification", ()),
         ("full directory sync", "step_full_sync", ("bot.sync",)),
@@ -532,6 +665,9 @@ class Demo:
         ("approval card to three people", "step_push_card", ("bot.notify", "bot.api.notifications")),
         ("同意: every card updates, signed webhook arrives", "step_tap", ("bot.notify", "bot.handlers.cards")),
         ("H5 OAuth login → validated ticket", "step_login", ("bot.auth", "bot.api.tickets")),
+        ("reminder before the deadline (clock jumps)", "step_reminder", ("bot.notify.reminders",)),
+        ("expiry: every card 已过期, task.expired webhook", "step_expiry", ("bot.notify.reminders",)),
+        ("工作台 tile: 待审批 1 → 0 after 同意", "step_tile", ("bot.workbench",)),
     ]
 
     def tour(self) -> bool:

@@ -74,6 +74,8 @@ class Sim:
         self.user_tickets: dict[str, dict] = {}
         self.js_tickets: dict[str, tuple[str, float]] = {}
         self.menu: dict | None = None
+        # the 工作台: the app's template, each member's data, set_workbench_data times per member
+        self.workbench: dict = {"template": None, "data": {}, "calls": {}}
         self.oauth_auto: dict | None = None
 
     def reset(self, users: int | None = None, departments: int | None = None, seed: int | None = None) -> None:

@@ -82,8 +82,6 @@ def create_state(secret_key: str, flow: str, next_path: str | None, browser_id: 
         raise ValueError(f"flow must be one of {FLOWS}")
     state = random_token(STATE_LENGTH)
     t = now()
-    if secrets.randbelow(200) == 0:  # keep the tables small without a scheduled job
-        purge_expired()
     OAuthState.create(
         state_hash=digest(secret_key, state),
         flow=flow,
@@ -168,7 +166,7 @@ def redeem_ticket(secret_key: str, ticket: str) -> Redeemed:
     raise TicketRefused("used" if row.used_at is not None else "expired")
 
 
-def purge_expired(older_than: float = 86400) -> int:
+def purge_expired(older_than: float = 3600) -> int:
     """Delete states and tickets that expired more than `older_than` seconds ago (kept that long
     so a late replay still gets "used"/"expired" rather than "unknown")."""
     cutoff = now() - older_than

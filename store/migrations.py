@@ -2,7 +2,7 @@
 
 Each step has a unique id; applied ids are recorded in `schema_migration`, so every step is
 applied exactly once, in id order. Number ranges by table module: 0001-0099 core (here), 0200
-directory (store/directory.py), 0300 notifications, 0400 login, 0500 chat, 0600 operations.
+directory (store/directory.py), 0300 notifications, 0400 login, 0500 chat, 0600 operations, 0700 follow-up (reminders, digest, tiles).
 Each module lists its steps in `STEPS`; this one collects them.
 
 Never edit a step that has shipped: add a new one, written with playhouse.migrate operations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from . import chat, directory, login, notifications, ops
+from . import chat, directory, followup, login, notifications, ops
 from . import models as m
 from .db import write_transaction
 
@@ -50,7 +50,8 @@ def _lock(db: pw.Database):
 
 CORE_STEPS: list[Step] = [("0001_core", _core), ("0002_core_double_timestamps", _core_double)]
 STEPS: list[Step] = sorted(
-    [*CORE_STEPS, *directory.STEPS, *notifications.STEPS, *login.STEPS, *chat.STEPS, *ops.STEPS], key=lambda s: s[0]
+    [*CORE_STEPS, *directory.STEPS, *notifications.STEPS, *followup.STEPS, *login.STEPS, *chat.STEPS, *ops.STEPS],
+    key=lambda s: s[0],
 )
 assert len({sid for sid, _ in STEPS}) == len(STEPS), "two migration steps share an id"
 

@@ -92,6 +92,10 @@ class NotifyTask(Model):
     decided_action = pw.CharField(max_length=16, null=True)  # approve | reject (chat decisions)
     decided_at = EpochField(null=True)
     decided_notification = pw.CharField(max_length=128, null=True)
+    # reminders (store/followup.py, migration 0702)
+    remind_before = pw.DoubleField(null=True)  # seconds before the deadline; NULL: REMIND_BEFORE_HOURS
+    reminded_round = pw.IntegerField(default=0)  # the round whose reminders went out
+    remind_lease_until = EpochField(null=True)
 
 
 class NotifyRecipient(Model):

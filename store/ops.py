@@ -36,6 +36,16 @@ class AdminAudit(Model):
     result = pw.TextField(default="")
 
 
+class AdminValidAfter(Model):
+    """Per admin: sessions issued at or before `valid_after` are over (set at logout)."""
+
+    userid = pw.CharField(primary_key=True, max_length=100)  # WeCom userid, or "admin" (password login)
+    valid_after = EpochField()
+
+    class Meta:
+        table_name = "admin_valid_after"
+
+
 def remember_error(source: str, message: str, hint: str = "", trace_id: str | None = None) -> None:
     """One row per distinct (source, message): a repeat counts up and refreshes its hint. The
     caller redacts (bot/observability/problems.py)."""
@@ -58,7 +68,12 @@ def _ops_tables(db: pw.Database) -> None:
     db.create_tables([OpsError, AdminAudit])
 
 
+def _admin_valid_after(db: pw.Database) -> None:
+    db.create_tables([AdminValidAfter])
+
+
 # migration steps (store/migrations.py runs them in id order, each once)
 STEPS = [
     ("0601_ops_tables", _ops_tables),
+    ("0602_admin_valid_after", _admin_valid_after),
 ]

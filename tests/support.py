@@ -29,6 +29,7 @@ from bot.callback.xml import document, parse
 from bot.crypto import WeComCrypto
 from bot.server import stack
 from settings import Settings
+from store import clock
 
 CORP = "ww1a2b3c4d5e6f7a8b"
 APP_URL = "/wecom/callback"
@@ -44,8 +45,9 @@ def contacts_crypto(settings) -> WeComCrypto:
 
 
 def signed(crypto: WeComCrypto, plaintext: str, timestamp: str | None = None, nonce: str | None = None):
-    """(query params, body) of a POST WeCom would make with `plaintext` inside."""
-    ts = timestamp or str(int(time.time()))
+    """(query params, body) of a POST WeCom would make with `plaintext` inside, stamped with wqbot's
+    clock (a pinned `clock` included): WeCom's clock and ours agree, or the delivery is stale."""
+    ts = timestamp or str(int(clock.now()))
     nonce = nonce or os.urandom(4).hex()
     enc, sig = crypto.encrypt_message(plaintext, ts, nonce)
     body = f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -52,10 +53,56 @@ async def json_body(request: Request) -> dict:
         raw += chunk
         if len(raw) > MAX_JSON_BODY:
             raise APIError(413, "too_large", f"body larger than {MAX_JSON_BODY} bytes")
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise APIError(400, "invalid_json", "body is not valid JSON") from None
+    data = loads(raw or b"null", "body")
     if not isinstance(data, dict):
         raise APIError(400, "invalid_json", "body must be a JSON object")
     return data
+
+
+MAX_JSON_DEPTH = 32  # no request of this API nests more than 3 levels
+
+
+def loads(raw: bytes | str, what: str) -> Any:
+    """JSON that every later step can handle: parsed, nested at most MAX_JSON_DEPTH levels, and no
+    lone surrogate (JSON's "\\ud800" is valid JSON but no text: UTF-8, hashes and the store refuse it)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise APIError(
+            400, "invalid_json", f"{what} is JSON nested too deeply: at most {MAX_JSON_DEPTH} levels"
+        ) from None
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(400, "invalid_json", f"{what} is not valid JSON") from None
+    problem = json_problem(data)
+    if problem:
+        raise APIError(400, "invalid_json", f"{what}: {problem}")
+    return data
+
+
+def json_problem(data: Any) -> str | None:
+    """What makes parsed JSON unusable (too deep, a lone surrogate), naming where; None when fine.
+    Walks with its own stack, so no depth can make it recurse."""
+    todo: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while todo:
+        value, where, depth = todo.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"JSON nested too deeply at {where or 'the top'}: at most {MAX_JSON_DEPTH} levels"
+        if isinstance(value, str):
+            if not _is_text(value):
+                return f"{where or 'the value'} holds a lone surrogate (\\ud800-\\udfff): send valid Unicode text"
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if not _is_text(k):
+                    return f"a field name in {where or 'the body'} holds a lone surrogate: send valid Unicode text"
+                todo.append((v, f"{where}.{k}" if where else k, depth + 1))
+        elif isinstance(value, list):
+            todo.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -9,6 +9,7 @@ live `wqbot serve` with it. Prose for people: docs/api.md.
 
 from __future__ import annotations
 
+import copy
 import functools
 from importlib.metadata import version
 
@@ -28,6 +29,7 @@ from bot.notify.request import (
     URL_MAX,
 )
 from bot.notify.webhook import EVENT as WEBHOOK_EVENT
+from bot.notify.webhook import EXPIRED as EXPIRED_EVENT
 from store.login import TICKET_TTL
 
 from . import jssdk, org, tickets
@@ -112,6 +114,13 @@ def _notification_request() -> dict:
             "description": "ISO 8601 date-time, e.g. 2026-12-01T18:00:00+08:00; without an offset it is "
             "China time. After it, an open approve/sign task expires. Anything else is refused with 400.",
             "examples": ["2026-12-01T18:00:00+08:00"],
+        },
+        "remind_before_hours": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 2160,
+            "description": "approve/sign with a deadline: remind each recipient this many hours before it "
+            "(0: no reminder). Absent: REMIND_BEFORE_HOURS (24).",
         },
     }
     approve_or_sign = {
@@ -365,6 +374,18 @@ def _schemas() -> dict:
             },
             "required": ["event", "delivery", "notification_id", "task_id", "action", "userid", "at"],
         },
+        "TaskExpired": {
+            "type": "object",
+            "properties": {
+                "event": {"const": EXPIRED_EVENT},
+                "delivery": {"type": "string", "format": "uuid", "description": "Equals X-Wqbot-Delivery."},
+                "notification_id": {"type": "string", "description": "The notification that opened the task."},
+                "task_id": {"type": "string"},
+                "deadline": {"type": "string", "format": "date-time"},
+                "at": {"type": "string", "format": "date-time", "description": "When wqbot expired it."},
+            },
+            "required": ["event", "delivery", "notification_id", "task_id", "deadline", "at"],
+        },
     }
 
 
@@ -508,6 +529,20 @@ def _paths() -> dict:
 
 
 def _webhooks() -> dict:
+    hooks = _action_webhook()
+    expired = copy.deepcopy(hooks[WEBHOOK_EVENT])
+    post = expired["post"]
+    post["summary"] = "A task's deadline passed while it was open (wqbot → WEIQIAN_WEBHOOK_URL)"
+    post["description"] = (
+        "Sent once per task when its deadline passes with nobody having decided; every card of it now "
+        "shows 已过期. Signed, retried and deduped like task.action."
+    )
+    post["parameters"][0]["schema"] = {"const": EXPIRED_EVENT}
+    post["requestBody"]["content"]["application/json"]["schema"] = _ref("TaskExpired")
+    return {**hooks, EXPIRED_EVENT: expired}
+
+
+def _action_webhook() -> dict:
     return {
         WEBHOOK_EVENT: {
             "post": {

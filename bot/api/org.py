@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bot.api.common import APIError, endpoint
+from bot.api.common import APIError, endpoint, loads
 from settings import Settings
 from store.directory import Change, Department, User, UserDepartment
 
@@ -50,11 +50,11 @@ def encode_cursor(userid: str) -> str:
 def decode_cursor(cursor: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        after = json.loads(raw)["after"]
+        after = loads(raw, "cursor")["after"]
         if not isinstance(after, str) or "\x00" in after:  # no userid holds NUL; PostgreSQL refuses it
             raise ValueError
         return after
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError, APIError):
         raise APIError(400, "invalid_cursor", "cursor is not one this API returned: start again without it") from None
 
 

@@ -8,22 +8,25 @@
 Modules: views.py (the routes), urls.py (WeCom URLs, where 微签 lands), nextpath.py (`next`
 validation), identity.py (directory lookup, private fields), domain.py (可信域名 check),
 pages.py + templates/ (Chinese error pages), links.py (links into the H5 through /oauth/h5).
-Tables: store/login.py.
+Tables: store/login.py; expired states and tickets are purged by a periodic job (jobs.py).
+ratelimit.py bounds how fast one client may start logins.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import views
+from . import jobs, views
 
 if TYPE_CHECKING:
     from bot.registry import Registry
 
 
 def contribute(app: Registry) -> None:
-    app.route("/oauth/h5", views.start_h5)
+    starts = views.LoginStarts(app.settings)
+    app.route("/oauth/h5", starts.h5)
     app.route("/oauth/h5/callback", views.finish_h5)
-    app.route("/wx/qrlogin", views.start_pc)
+    app.route("/wx/qrlogin", starts.pc)
     app.route("/wx/login", views.finish_pc)
-    app.route("/login", views.choose)
+    app.route("/login", starts.choose)
+    app.periodic(jobs.purge_logins)

@@ -5,6 +5,7 @@ backslash, no control/format/space characters, no "#", no "." or ".." segment, a
 way after percent-decoding (up to four layers, so "%252F%252F" is seen for what it is) and
 after Unicode compatibility folding ("／／evil" is "//evil" to some servers). Anything else
 falls back to the app's home: a refused `next` is logged, never an error for the employee.
+Re-quoted, it may take at most MAX_STORED bytes: it is stored with every login started.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from urllib.parse import quote, unquote
 
 log = logging.getLogger("wqbot.auth")
 
-MAX_LENGTH = 2048
+MAX_LENGTH = 2048  # what is read at all
+# What is kept, after re-quoting to ASCII: every anonymous login start stores its `next`, so a
+# long one is an easy way to fill the store. 512 bytes is ample for an app route and its id.
+MAX_STORED = 512
 _DECODE_LAYERS = 4
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:")
 # Characters kept as they are when the accepted value is re-quoted (existing %XX escapes stay).
@@ -64,7 +68,15 @@ def safe_next(value: str | None) -> str | None:
         layer = decoded
     else:
         return _refuse(value)  # still changing after several decodes: nobody needs that
-    return quote(value, safe=_SAFE)
+    stored = quote(value, safe=_SAFE)
+    if len(stored) > MAX_STORED:
+        return _refuse(value)
+    return stored
+
+
+def stored_length(value: str) -> int:
+    """How many bytes `value` takes once accepted as a `next` (compare with MAX_STORED)."""
+    return len(quote(value, safe=_SAFE))
 
 
 def _decodable(value: str) -> bool:
@@ -75,6 +87,6 @@ def _decodable(value: str) -> bool:
         return False
 
 
-def _refuse(value: str) -> None:
+def _refuse(value: str) -> str | None:  # always None ("the home page"), so callers can `return _refuse(v)`
     log.warning("next refused, landing on the home page", extra={"next": value[:200]})
     return None

@@ -8,6 +8,7 @@ renders it with templates/error.html (Jinja2, autoescaped).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -37,7 +38,17 @@ class Problem:
 
 
 def page(problem: Problem, retry_url: str | None = None) -> HTMLResponse:
-    html = _env.get_template("error.html").render(
+    return HTMLResponse(_render(problem, retry_url), status_code=problem.status, headers=NO_STORE)
+
+
+@lru_cache(maxsize=64)
+def too_many_starts_page(retry_after: int) -> str:
+    """The 429 page, rendered once per wait: a flood of refused starts costs no rendering."""
+    return _render(too_many_starts(retry_after))
+
+
+def _render(problem: Problem, retry_url: str | None = None) -> str:
+    return _env.get_template("error.html").render(
         title=problem.title,
         cause=problem.cause,
         fix=problem.fix,
@@ -46,7 +57,6 @@ def page(problem: Problem, retry_url: str | None = None) -> HTMLResponse:
         errcode=problem.errcode,
         retry_url=retry_url,
     )
-    return HTMLResponse(html, status_code=problem.status, headers=NO_STORE)
 
 
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
@@ -149,6 +159,20 @@ def state_refused(settings: Settings, reason: str, flow: str, record_flow: str |
 def cancelled() -> Problem:
     return Problem(
         400, "login_cancelled", "已取消登录", "企业微信没有返回登录码：你可能取消了授权或扫码确认。", [RETRY]
+    )
+
+
+def too_many_starts(retry_after: int) -> Problem:
+    return Problem(
+        429,
+        "login_too_frequent",
+        "登录请求过于频繁",
+        "这台设备（或同一网络出口）在一分钟内发起了太多次登录。",
+        [f"请 {retry_after} 秒后再试。", RETRY],
+        [
+            "如果很多员工通过同一个出口 IP 同时登录，请调大 LOGIN_STARTS_PER_MINUTE；"
+            "经 nginx 转发时，wqbot serve 需要 --proxy-headers 才能看到员工的真实地址。"
+        ],
     )
 
 

@@ -8,6 +8,7 @@ redirect_uri included (pitfall 16), and `#wechat_redirect` stays last.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from settings import Settings
@@ -90,13 +91,22 @@ def sso_url(settings: Settings, state: str) -> str:
 
 
 # -- where 微签 lands -----------------------------------------------------------------------------
+_QUERY_SEPARATOR = re.compile(r"([&;])")
+
+
 def with_ticket(target: str, ticket: str) -> str:
     """`target` (a path or URL, no fragment) with `ticket=…` as its last query parameter. Any
-    `ticket` already there is dropped: a `next` must not smuggle in someone else's ticket."""
+    `ticket` already there is dropped, whichever separator carries it ("&" or ";", which some
+    servers and routers also split on): a `next` must not smuggle in someone else's ticket."""
     head, _, query = target.partition("?")
-    kept = [p for p in query.split("&") if p and unquote(p.split("=", 1)[0]).lower() != "ticket"]
-    kept.append("ticket=" + quote(ticket, safe=""))
-    return head + "?" + "&".join(kept)
+    pieces = _QUERY_SEPARATOR.split(query)  # [param, separator, param, separator, …]
+    kept = ""
+    for i in range(0, len(pieces), 2):
+        param = pieces[i]
+        if not param or unquote(param.split("=", 1)[0]).strip().lower() == "ticket":
+            continue
+        kept += (pieces[i - 1] if kept else "") + param
+    return head + "?" + (kept + "&" if kept else "") + "ticket=" + quote(ticket, safe="")
 
 
 def is_hash_routed(landing: str) -> bool:

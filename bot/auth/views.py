@@ -10,34 +10,65 @@ request runs it in the thread pool.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import string
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.auth.links import h5_entry
+from bot.observability.logs import LogThrottle
 from bot.wecom import APIError, InvalidCode, NoPrivilege, TransportError, WeComError, client_for
 from settings import Settings
 from store import login as login_store
 
 from . import domain, identity, pages
 from .nextpath import safe_next
+from .ratelimit import StartLimiter, client_key
 from .urls import authorize_url, landing_url, public_base, sso_url
 
 log = logging.getLogger("wqbot.auth")
 
 COOKIE = "wqbot_login"
+# Under https the cookie is `__Host-` prefixed: browsers then take it only from this exact origin,
+# over https, for path "/" (no sibling subdomain can plant one).
+SECURE_COOKIE = "__Host-wqbot_login"
 _COOKIE_CHARS = set(string.ascii_letters + string.digits)
+_ID_LENGTH = 32  # the random part; a 32-character keyed hash of it follows
 
 
-def _browser_id(request: Request) -> str | None:
-    value = request.cookies.get(COOKIE, "")
-    if 20 <= len(value) <= 64 and set(value) <= _COOKIE_CHARS:
-        return value
-    return None
+def cookie_name(settings: Settings) -> str:
+    return SECURE_COOKIE if public_base(settings).startswith("https://") else COOKIE
+
+
+def _browser_mac(settings: Settings, random_part: str) -> str:
+    return hmac.new(
+        settings.secret_key.encode(), f"wqbot-login-browser:{random_part}".encode(), hashlib.sha256
+    ).hexdigest()[:32]
+
+
+def new_browser_id(settings: Settings) -> str:
+    """A browser id only wqbot can have issued: random, then a keyed hash of it."""
+    random_part = login_store.random_token(_ID_LENGTH)
+    return random_part + _browser_mac(settings, random_part)
+
+
+def _browser_id(request: Request, settings: Settings) -> str | None:
+    """The browser id in the login cookie, if wqbot issued it; None for a missing or made-up one
+    (a client-chosen value is replaced, never adopted)."""
+    value = request.cookies.get(cookie_name(settings), "")
+    if len(value) != 2 * _ID_LENGTH or not set(value) <= _COOKIE_CHARS:
+        return None
+    random_part, mac = value[:_ID_LENGTH], value[_ID_LENGTH:]
+    return value if hmac.compare_digest(mac, _browser_mac(settings, random_part)) else None
+
+
+def _client_addr(request: Request) -> str:
+    return request.client.host if request.client else "?"
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -46,7 +77,7 @@ def _redirect(url: str) -> RedirectResponse:
 
 def _set_cookie(response: Response, settings: Settings, browser_id: str) -> None:
     response.set_cookie(
-        COOKIE,
+        cookie_name(settings),
         browser_id,
         max_age=login_store.STATE_TTL,
         path="/",
@@ -67,12 +98,36 @@ def retry_url(settings: Settings, flow: str, next_path: str | None = None) -> st
 
 
 # -- start -----------------------------------------------------------------------------------------
-async def start_h5(request: Request) -> Response:
-    return await _start(request, "h5")
+class LoginStarts:
+    """The start pages of one app, sharing one limit on how fast a client may start logins."""
 
+    def __init__(self, settings: Settings):
+        self.limiter = StartLimiter(settings.login_starts_per_minute)
+        self._refused_log = LogThrottle(interval=60.0)  # a flood logs a line a minute per client
 
-async def start_pc(request: Request) -> Response:
-    return await _start(request, "pc")
+    async def h5(self, request: Request) -> Response:
+        return await self._start(request, "h5")
+
+    async def pc(self, request: Request) -> Response:
+        return await self._start(request, "pc")
+
+    async def choose(self, request: Request) -> Response:
+        return await self._limited(request) or await choose(request)
+
+    async def _limited(self, request: Request) -> Response | None:
+        who = _client_addr(request)
+        if self.limiter.allow(who):
+            return None
+        wait = self.limiter.retry_after(who)
+        ok, suppressed = self._refused_log.allow(client_key(who))
+        if ok:
+            log.warning("login starts refused: too frequent", extra={"client": who, "also_refused": suppressed})
+        return HTMLResponse(
+            pages.too_many_starts_page(wait), status_code=429, headers={**pages.NO_STORE, "Retry-After": str(wait)}
+        )
+
+    async def _start(self, request: Request, flow: str) -> Response:
+        return await self._limited(request) or await _start(request, flow)
 
 
 async def _start(request: Request, flow: str) -> Response:
@@ -80,7 +135,7 @@ async def _start(request: Request, flow: str) -> Response:
     if not _landing(settings, flow):
         return pages.page(pages.not_configured(settings, flow))
     next_path = safe_next(request.query_params.get("next"))
-    browser_id = _browser_id(request) or login_store.random_token(32)
+    browser_id = _browser_id(request, settings) or new_browser_id(settings)
 
     def work():
         if flow == "h5":
@@ -120,7 +175,7 @@ async def _finish(request: Request, flow: str) -> Response:
     settings = request.app.state.settings
     q = request.query_params
     code, state = q.get("code", ""), q.get("state", "")
-    browser_id = _browser_id(request)
+    browser_id = _browser_id(request, settings)
     return await run_in_threadpool(complete, settings, flow, code, state, browser_id)
 
 

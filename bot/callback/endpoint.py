@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from urllib.parse import unquote_plus
 
@@ -24,6 +25,7 @@ from bot.observability import metrics
 from bot.observability.trace import new_trace_id
 from bot.queue import enqueue_outbox
 from settings import Settings
+from store import clock
 from store.db import is_postgres
 
 from . import deliveries, refusal
@@ -40,6 +42,15 @@ _XML = b"application/xml"
 # PostgreSQL: groups in flight at once per process. More lanes make smaller groups: more CPU per
 # callback and no more throughput (bench/README.md).
 PG_LANES = 1
+
+
+# What WeCom's URL check encrypts: a decimal number of about 19 digits (docs/wecom.md,
+# "Callbacks: signature and encryption"). Letters, "-" and "_" pass too in case that changes;
+# markup, spaces and length do not.
+ECHOSTR_SHAPE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# How far a delivery's timestamp may be from our clock. WeCom retries within seconds to minutes,
+# and delivery keys live 72 h: a captured delivery replayed after its key is pruned is refused.
+FRESHNESS = 3600
 
 
 class BadRequest(Exception):
@@ -74,6 +85,19 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> by
             raise BadRequest(413, f"body larger than {limit} bytes")
         if not message.get("more_body", False):
             return body
+
+
+def check_fresh(timestamp: str, now: float) -> None:
+    """Refuse a delivery stamped more than FRESHNESS seconds from `now` (a replay, or a wrong clock)."""
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        raise BadRequest(400, "timestamp: must be Unix seconds")
+    if abs(int(timestamp) - now) > FRESHNESS:
+        raise BadRequest(
+            400,
+            f"timestamp {timestamp} is more than {FRESHNESS // 3600} h from this server's clock "
+            f"({int(now)}): refused as a possible replay. If WeCom's deliveries all get this, "
+            "check the server's clock (NTP).",
+        )
 
 
 def query_params(raw: bytes) -> dict[str, str]:
@@ -142,11 +166,18 @@ class CallbackEndpoint:
                 echo = self.crypto.verify_url(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
             except CryptoError as e:
                 return self._refuse(e)
+            if not ECHOSTR_SHAPE.fullmatch(echo):
+                # A captured POST's Encrypt, replayed as a GET, decrypts too: never echo a message.
+                log.warning(
+                    "URL check refused: the echostr is not shaped like WeCom's", extra={"endpoint": self.endpoint}
+                )
+                raise BadRequest(400, "echostr: the decrypted value is not a URL-check string (a short token)")
             return 200, echo.encode(), _TEXT
         if method != "POST":
             return 405, b"use GET (URL check) or POST (messages)", _TEXT
         if missing:
             raise BadRequest(400, "missing query parameter: " + ", ".join(missing))
+        check_fresh(q["timestamp"], clock.now())
         body = await read_body(scope, receive)
         try:
             envelope = parse(body)

@@ -100,8 +100,18 @@ def parse(data: bytes | str) -> dict:
     return root
 
 
+# What XML 1.0 cannot carry at all, escaped or not: C0 controls but tab/LF/CR, lone
+# surrogates, U+FFFE and U+FFFF. One such character makes the whole reply unreadable to WeCom.
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(value: str) -> str:
+    """`value` without the characters XML forbids (used for every reply and card text)."""
+    return _XML_FORBIDDEN.sub("", value)
+
+
 def cdata(value: str) -> str:
-    return "<![CDATA[" + str(value).replace("]]>", "]]]]><![CDATA[>") + "]]>"
+    return "<![CDATA[" + xml_safe(str(value)).replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 def element(name: str, value) -> str:

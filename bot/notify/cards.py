@@ -22,6 +22,7 @@ from typing import Any
 
 from bot import texts
 from bot.auth.links import h5_entry
+from bot.callback.xml import xml_safe
 from settings import Settings
 from store.clock import CST
 
@@ -54,7 +55,8 @@ class CardContent:
 
 
 def clip(text: str | None, limit: int) -> str:
-    text = (text or "").strip()
+    """`text` cut to `limit` characters, without the control characters no card or reply can show."""
+    text = xml_safe(text or "").strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -19,8 +19,9 @@ from peewee import fn
 
 from bot import texts
 from bot.callback import replies
+from bot.observability import metrics
 from bot.queue import defer
-from settings import Settings
+from settings import Settings, get_settings
 from store.models import now
 from store.notifications import (
     CardResponseCode,
@@ -34,7 +35,7 @@ from store.notifications import (
 
 from . import cards, content
 from .updates import update_cards
-from .webhook import owe_action
+from .webhook import owe_action, owe_expired
 
 log = logging.getLogger("wqbot.notify")
 
@@ -53,6 +54,7 @@ def open_task(req) -> int:
         initiator=req.initiator,
         url=req.url,
         deadline=req.deadline,
+        remind_before=None if req.remind_before_hours is None else req.remind_before_hours * 3600,
         updated_at=t,
     )
     NotifyTask.insert(
@@ -102,8 +104,9 @@ def close(task_id: str, result: str) -> int | None:
 
 
 # -- deadlines ------------------------------------------------------------------------------------
-def expire(task_id: str, at: float | None = None) -> int | None:
-    """pending → expired once the deadline passed; defers the card updates. New revision or None."""
+def expire(task_id: str, at: float | None = None, settings: Settings | None = None) -> int | None:
+    """pending → expired once the deadline passed; defers the card updates and owes 微签 the
+    `task.expired` webhook, both in the caller's transaction. New revision or None."""
     t = at or now()
     # the conditional UPDATE first (no read before the write: see updates.run on SQLite snapshots)
     changed = (
@@ -118,9 +121,18 @@ def expire(task_id: str, at: float | None = None) -> int | None:
     )
     if not changed:
         return None
-    revision = NotifyTask.get(NotifyTask.task_id == task_id).revision
-    defer(update_cards, task_id=task_id, revision=revision, exclude=[])
-    return revision
+    task = NotifyTask.get(NotifyTask.task_id == task_id)
+    defer(update_cards, task_id=task_id, revision=task.revision, exclude=[])
+    owe_expired(
+        settings or get_settings(),
+        notification_id=task.notification,
+        task_id=task_id,
+        deadline=task.deadline or t,
+        at=t,
+    )
+    metrics.followup("expired")
+    log.info("task expired", extra={"task_id": task_id})
+    return task.revision
 
 
 def due_for_expiry(at: float, limit: int = 500) -> list[str]:
@@ -192,7 +204,7 @@ def tap(settings: Settings, card_id: str, userid: str, action: str, response_cod
         return replies.update_button(result_label(task))
     t = now()
     if task.deadline is not None and task.deadline <= t:
-        expire(task.task_id, t)
+        expire(task.task_id, t, settings)
         return replies.update_button(texts.CARD_RESULT[TaskState.EXPIRED])
     won = (
         NotifyTask.update(

@@ -8,7 +8,7 @@ from store.models import now
 from store.notifications import NotifyRecipient, NotifyTask, RecipientStatus, TaskState
 
 
-def _open_tasks(userid: str, at: float):
+def open_tasks(userid: str, at: float):
     mine = (
         NotifyRecipient.select(NotifyRecipient.task_id)
         .join(NotifyTask, on=(NotifyRecipient.task_id == NotifyTask.task_id))
@@ -43,7 +43,7 @@ def pending_tasks(userid: str, limit: int) -> tuple[list[PendingTask], int]:
 
     Each item: task_id, type (approve|sign), title, description, url (the 微签 H5 path or None),
     created_at (epoch seconds), initiator (as 微签 sent it, or None), deadline (epoch or None)."""
-    q = _open_tasks(userid, now())
+    q = open_tasks(userid, now())
     total = q.count()
     if limit <= 0 or total == 0:
         return [], total

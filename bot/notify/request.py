@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from bot.auth.nextpath import MAX_STORED, stored_length
 from store.clock import CST  # a deadline without an offset is 微签's local (China) time
 from store.notifications import TaskState
 
@@ -38,6 +39,7 @@ class NotificationRequest:
     url: str | None = None
     deadline: float | None = None  # epoch seconds
     result: str | None = None  # close only
+    remind_before_hours: float | None = None  # None: REMIND_BEFORE_HOURS; 0: no reminder
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +81,14 @@ def parse_deadline(v) -> float | None:
     return dt.timestamp()
 
 
+def parse_remind_before(v) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 24 * 90:
+        raise Invalid("remind_before_hours", "must be a number of hours from 0 (no reminder) to 2160, e.g. 24")
+    return float(v)
+
+
 def check_path(v: str | None, name: str = "url") -> str | None:
     """A path inside the H5 app: /oauth/h5 refuses anything else, so say so now."""
     if v is None:
@@ -89,6 +99,8 @@ def check_path(v: str | None, name: str = "url") -> str | None:
             "must be a path inside the 微签 H5 app starting with /, "
             "e.g. /pages/task/task_detail?id=T-1001 (not a full URL)",
         )
+    if stored_length(v) > MAX_STORED:  # the login that opens it would land on the home page
+        raise Invalid(name, f"is {stored_length(v)} bytes once percent-encoded; at most {MAX_STORED}")
     return v
 
 
@@ -138,4 +150,5 @@ def parse(body: dict) -> NotificationRequest:
         recipients=_recipients(body, required=True),
         url=check_path(_text(body, "url", limit=URL_MAX, single_line=True)),
         deadline=parse_deadline(body.get("deadline")),
+        remind_before_hours=parse_remind_before(body.get("remind_before_hours")),
     )

@@ -1,4 +1,5 @@
-"""Signed webhooks to 微签 (docs/api.md, "The webhook"): `task.action` when a task is decided in chat.
+"""Signed webhooks to 微签 (docs/api.md, "The webhook"): `task.action` when a task is decided in chat,
+`task.expired` when its deadline passed while it was still open.
 
     POST {WEIQIAN_WEBHOOK_URL}
     X-Wqbot-Event: task.action
@@ -40,6 +41,7 @@ from store.notifications import WebhookAttempt, WebhookDelivery
 log = logging.getLogger("wqbot.notify.webhook")
 
 EVENT = "task.action"
+EXPIRED = "task.expired"
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 LEASE = 30.0  # longer than TIMEOUT: one attempt at a time per delivery
 BACKOFF_BASE, BACKOFF_CAP = 5.0, 3600.0  # 5 s, 10 s, 20 s … then hourly
@@ -99,24 +101,35 @@ def owe_action(
     settings: Settings, *, notification_id: str, task_id: str, action: str, userid: str, account: str | None, at: float
 ) -> str | None:
     """Record that 微签 must hear about this decision. Call inside the decision's transaction."""
+    fields: dict = {"action": action, "userid": userid}
+    if account and account != userid:
+        fields["account"] = account  # the 微签 account key the recipient was addressed by
+    return owe(settings, EVENT, notification_id=notification_id, task_id=task_id, at=at, **fields)
+
+
+def owe_expired(settings: Settings, *, notification_id: str, task_id: str, deadline: float, at: float) -> str | None:
+    """`task.expired`: the deadline passed with the task still open. Call inside the expiry's
+    transaction (its conditional UPDATE makes it once per task and round)."""
+    return owe(settings, EXPIRED, notification_id=notification_id, task_id=task_id, at=at, deadline=iso(deadline))
+
+
+def owe(settings: Settings, event: str, *, notification_id: str, task_id: str, at: float, **fields) -> str | None:
+    """Write the delivery (its exact body) and the outbox row of its first attempt."""
     if not settings.weiqian_webhook_url:
-        return None  # WEIQIAN_WEBHOOK_URL empty: actions are only stored
+        return None  # WEIQIAN_WEBHOOK_URL empty: events are only stored
     delivery = str(uuid.uuid4())
     payload = {
-        "event": EVENT,
+        "event": event,
         "delivery": delivery,
         "notification_id": notification_id,
         "task_id": task_id,
-        "action": action,
-        "userid": userid,
+        **fields,
         "at": iso(at),
     }
-    if account and account != userid:
-        payload["account"] = account  # the 微签 account key the recipient was addressed by
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     WebhookDelivery.create(
         id=delivery,
-        event=EVENT,
+        event=event,
         notification=notification_id,
         task_id=task_id,
         body=body,

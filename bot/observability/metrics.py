@@ -90,6 +90,11 @@ class _Metrics:
             "wqbot_webhook_deliveries_total", "Webhook delivery attempts to 微签, by outcome", ["outcome"]
         )
         self.webhook_retries = Counter("wqbot_webhook_retries_total", "Webhook delivery attempts after the first")
+        self.followups = Counter(
+            "wqbot_followups_total",
+            "Follow-up work done: reminders and digests per member, tasks expired, tiles set, by kind and outcome",
+            ["kind", "outcome"],
+        )
 
 
 def _get() -> _Metrics | None:
@@ -191,6 +196,12 @@ def pushes(counts: dict[str, int]) -> None:
     """A notification's push finished: {recipient status: count}."""
     for status, n in (counts or {}).items():
         push(status, n)
+
+
+def followup(kind: str, outcome: str = "sent", count: int = 1) -> None:
+    """kind: reminder | digest | expired | tile; outcome: sent, invalid, failed, refused…"""
+    if count:
+        _record(lambda m: m.followups.labels(_kind(kind), _kind(outcome)).inc(count))
 
 
 def webhook_attempt(status_code: int | None, attempt: int = 1) -> None:

@@ -119,8 +119,9 @@ class Console:
         self.throttle = sess.Throttle()
 
     # -- helpers ----------------------------------------------------------------------------------
-    def admin(self, request: Request):
-        return sess.current_admin(self.settings, request.cookies.get(sess.COOKIE))
+    async def admin(self, request: Request) -> sess.Admin | None:
+        # Reads the admin's "valid after" from the store: in the thread pool, off the event loop.
+        return await run_in_threadpool(sess.current_admin, self.settings, request.cookies.get(sess.COOKIE))
 
     def _to_login(self, request: Request) -> Response:
         return RedirectResponse("/admin/login", status_code=303, headers={"Cache-Control": "no-store"})
@@ -140,7 +141,7 @@ class Console:
 
     # -- login ------------------------------------------------------------------------------------
     async def login_form(self, request: Request) -> Response:
-        if self.admin(request):
+        if await self.admin(request):
             return RedirectResponse("/admin", status_code=303)
         return self._login_page(request)
 
@@ -179,17 +180,25 @@ class Console:
                 request, "未设置 ADMIN_PASSWORD，不能用密码登录。请设置后重启，或使用企业微信扫码登录。", status=403
             )
         who = _client_addr(request)
-        if self.throttle.blocked(who):
+        blocked = self.throttle.blocked(who)
+        if blocked == "client":
             return self._login_page(request, "密码错误次数过多，请 15 分钟后再试。", status=429)
+        if blocked == "everyone":
+            log.warning("admin password login paused: too many failures from all addresses")
+            return self._login_page(
+                request,
+                "最近密码错误次数过多（可能有人在猜密码），密码登录已暂停 15 分钟。请使用企业微信扫码登录，或稍后再试。",
+                status=429,
+            )
         if not sess.password_matches(s, form.get("password", "")):
             self.throttle.failed(who)
             log.warning("admin password refused", extra={"client": who})
             return self._login_page(request, "密码不正确。", status=403)
         self.throttle.succeeded(who)
-        return self._logged_in(request, "admin", "password")
+        return await self._logged_in(request, "admin", "password")
 
-    def _logged_in(self, request: Request, userid: str, via: str) -> Response:
-        cookie, _ = sess.new_session(self.settings, userid, via)
+    async def _logged_in(self, request: Request, userid: str, via: str) -> Response:
+        cookie, _ = await run_in_threadpool(sess.new_session, self.settings, userid, via)
         resp = RedirectResponse("/admin", status_code=303, headers={"Cache-Control": "no-store"})
         _set_cookie(resp, request, sess.COOKIE, cookie, sess.LIFETIME)
         resp.delete_cookie(sess.STATE_COOKIE, path="/admin")
@@ -239,41 +248,43 @@ class Console:
             return self._login_page(
                 request, f"成员 {userid or '（非企业成员）'} 不是管理员（ADMIN_USERIDS）。", status=403
             )
-        return self._logged_in(request, userid, "wecom")
+        return await self._logged_in(request, userid, "wecom")
 
     async def logout(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         form = await _form(request)
         if admin is None or not sess.csrf_ok(admin, form.get("csrf")):
             return PlainTextResponse("CSRF token missing or wrong: reload the page and try again", status_code=403)
+        await run_in_threadpool(sess.end_sessions, admin.userid)  # copies of this cookie end too
+        log.info("admin logged out", extra={"admin": admin.userid})
         resp = RedirectResponse("/admin/login?done=logged_out", status_code=303)
         resp.delete_cookie(sess.COOKIE, path="/admin")
         return resp
 
     # -- pages ------------------------------------------------------------------------------------
     async def status(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         data = await run_in_threadpool(panels.status, self.settings)
         return self.page(request, admin, "status.html", **data)
 
     async def directory(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         data = await run_in_threadpool(panels.directory)
         return self.page(request, admin, "directory.html", **data)
 
     async def notifications(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         data = await run_in_threadpool(panels.notifications)
         return self.page(request, admin, "notifications.html", **data)
 
     async def webhooks(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         data = await run_in_threadpool(panels.webhooks)
@@ -281,7 +292,7 @@ class Console:
 
     # -- actions ----------------------------------------------------------------------------------
     async def action(self, request: Request) -> Response:
-        admin = self.admin(request)
+        admin = await self.admin(request)
         if admin is None:
             return self._to_login(request)
         form = await _form(request)

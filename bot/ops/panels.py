@@ -9,7 +9,7 @@ from bot.auth.urls import public_base
 from settings import Settings
 from store.directory import Department, SyncRunStatus, User, UserDepartment
 
-from . import notify_view
+from . import followup_view, notify_view
 from . import status as st
 
 SYNC_STATUS: dict[str, str] = {
@@ -90,6 +90,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "errors": st.recent_errors(20),
         "audit": st.recent_audit(10),
         "wecom_enabled": settings.wecom_enabled,
+        "followup": followup_view.panel(settings),
     }
 
 

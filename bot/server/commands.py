@@ -27,7 +27,7 @@ from bot.queue import huey
 from settings import Settings, get_settings
 from store import init_store
 
-from . import HEADER_PROTOCOL, stack
+from . import HEADER_PROTOCOL, connections, stack
 from .selfcheck import claim_consumer, selfcheck
 
 log = logging.getLogger("wqbot.server")
@@ -120,6 +120,13 @@ def serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         log_config=logs.uvicorn_log_config(),  # uvicorn's own lines: same format, same redaction
+    )
+    before, files = connections.raise_file_limit()  # the worker processes inherit it
+    limits = connections.limits_for(files)
+    print(
+        f"wqbot: open-file limit {files}" + (f" (raised from {before})" if files != before else "") + "; "
+        f"at most {limits.total} connections per process, {limits.per_client} per client (docs/security.md)",
+        file=sys.stderr,
     )
     host, port = sock.getsockname()[:2]
     print(

@@ -21,7 +21,13 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bot.observability.logs import LogThrottle
+
+from .connections import admission
+
 log = logging.getLogger("wqbot.http")
+# A flood of refused connections logs one line a minute, not one per connection.
+_refused_log = LogThrottle(interval=60.0)
 
 HEADER_TIMEOUT = 10.0  # seconds from a request's first byte (or the connection's opening) to its last header
 # Bytes of request line and headers. httptools has no limit and builds a long header by repeated
@@ -76,7 +82,18 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self.waiting = False
             _waiting.pop(self, None)
 
+    admitted: str | None = None  # the admission key this connection holds (None: refused)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
+        peer = transport.get_extra_info("peername")
+        self.admitted = admission().admit(str(peer[0]) if peer else "")
+        if self.admitted is None:
+            # Past the connection limit: close now, so the descriptor comes straight back.
+            ok, suppressed = _refused_log.allow("refused")
+            if ok:
+                log.warning("connections refused: the connection limit is reached", extra={"also_refused": suppressed})
+            transport.abort()
+            return
         HttpToolsProtocol.connection_made(self, transport)
         self._start_waiting()
 
@@ -117,6 +134,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self.header_bytes = 1  # a request began in this chunk (its share of it is not counted)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted is None:
+            return  # refused in connection_made: uvicorn never saw it
+        admission().release(self.admitted)
+        self.admitted = None
         self._stop_waiting()
         HttpToolsProtocol.connection_lost(self, exc)
 

@@ -345,6 +345,23 @@ class WeComClient:
         data = self.call("GET", "/cgi-bin/agent/get", params={"agentid": self.settings.wecom_agent_id})
         return {k: v for k, v in data.items() if k not in ("errcode", "errmsg")}
 
+    # -- the 工作台 tile (docs/wecom.md, "The 工作台 tile") -----------------------------------------
+    def workbench_set_template(self, template: dict) -> None:
+        """agent/set_workbench_template: `template` is {"type": "keydata", "keydata": {...}, …}."""
+        self.call(
+            "POST", "/cgi-bin/agent/set_workbench_template", json={"agentid": self.settings.wecom_agent_id, **template}
+        )
+
+    def workbench_get_template(self) -> dict:
+        data = self.call(
+            "POST", "/cgi-bin/agent/get_workbench_template", json={"agentid": self.settings.wecom_agent_id}
+        )
+        return {k: v for k, v in data.items() if k not in ("errcode", "errmsg")}
+
+    def workbench_set_data(self, data: dict) -> None:
+        """agent/set_workbench_data for one member: {"userid": …, "type": "keydata", "keydata": {...}}."""
+        self.call("POST", "/cgi-bin/agent/set_workbench_data", json={"agentid": self.settings.wecom_agent_id, **data})
+
     # -- JS-SDK tickets (cached apart from tokens and from each other) ---------------------------
     def jsapi_ticket(self) -> str:
         return self.tokens.get_or_fetch(

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.api.live import LiveWqbot
+from tests.api.test_hostile_input import DEEP, DEEP_OBJECT, GETS, JSON_ENDPOINTS
 
 pytestmark = pytest.mark.external
 
@@ -62,5 +63,25 @@ def test_schemathesis_finds_nothing(tmp_path):
         report = r.stdout[-12000:] + r.stderr[-3000:]
         assert r.returncode == 0, f"schemathesis found problems (exit {r.returncode}):\n{report}"
         assert "Tested: 7" in r.stdout, report  # every operation of the document was exercised
+        for name in live.procs:
+            assert "Traceback" not in live.log(name, 1_000_000), f"{name} logged a traceback:\n{live.log(name)}"
+
+
+def test_the_hostile_inputs_get_400_from_the_live_server(tmp_path):
+    """The hand-made hostile inputs (tests/api/test_hostile_input.py) against a real `wqbot serve`:
+    each a 400 with a message, and no traceback in its log."""
+    with LiveWqbot(tmp_path) as live:
+        with httpx.Client(base_url=live.url, headers=live.auth, timeout=30) as c:
+            for name, path in GETS.items():
+                r = c.get(path)
+                assert r.status_code == 400 and r.json()["message"], (name, r.status_code, r.text[:300])
+            posts = [(p, b) for p in JSON_ENDPOINTS for b in (DEEP, DEEP_OBJECT)]
+            posts += [
+                ("/api/v1/tickets/validate", '{"ticket": "abc\\ud800def"}'),
+                ("/api/v1/notifications", '{"id": "x", "type": "notice", "title": "\\udfff", "recipients": ["a"]}'),
+            ]
+            for path, body in posts:
+                r = c.post(path, content=body.encode(), headers={"content-type": "application/json"})
+                assert r.status_code == 400 and r.json()["message"], (path, body[:40], r.status_code, r.text[:300])
         for name in live.procs:
             assert "Traceback" not in live.log(name, 1_000_000), f"{name} logged a traceback:\n{live.log(name)}"

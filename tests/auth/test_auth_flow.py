@@ -43,7 +43,7 @@ def test_start_redirects_to_wecom_with_a_fresh_state_and_binds_the_browser(login
     r2 = login_client.get("/oauth/h5")
     assert query(r2.headers["location"].split("#")[0])["state"] != q["state"]
     assert (
-        login_client.cookies.get("wqbot_login")
+        login_client.cookies.get("__Host-wqbot_login")
         and r2.headers["set-cookie"].split(";")[0] == r.headers["set-cookie"].split(";")[0]
     )
 
@@ -185,7 +185,7 @@ def test_callback_in_another_browser_is_refused(app, login_client, wecom, store)
     with TestClient(app, base_url=PUBLIC, follow_redirects=False) as victim:
         r = callback(victim, state)
         assert r.status_code == 403 and "state_wrong_browser" in r.text
-        victim.cookies.set("wqbot_login", "A" * 32)
+        victim.cookies.set("__Host-wqbot_login", "A" * 64)
         assert callback(victim, state).status_code == 403
     assert exchange.call_count == 0
     assert callback(login_client, state).status_code == 302
@@ -415,3 +415,87 @@ def test_base_scope_never_calls_getuserdetail(login_client, wecom, store):
     detail = wecom.post("/cgi-bin/auth/getuserdetail").mock(return_value=Response(200, json={"errcode": 0}))
     assert callback(login_client, state).status_code == 302
     assert detail.call_count == 0
+
+
+# -- the login cookie: issued by wqbot only, __Host- under https -------------------------------------
+def _cookie(response) -> tuple[str, str]:
+    name_value, _, attributes = response.headers["set-cookie"].partition(";")
+    name, _, value = name_value.partition("=")
+    return name, value, attributes.lower()
+
+
+def test_a_login_cookie_wqbot_never_issued_is_replaced(login_client, wecom, store):
+    for made_up in ("A" * 64, "a" * 32, "A" * 32 + "0" * 32):
+        login_client.cookies.clear()
+        login_client.cookies.set("__Host-wqbot_login", made_up, domain="wqbot.example.com")
+        r = login_client.get("/oauth/h5")
+        name, value, _ = _cookie(r)
+        assert name == "__Host-wqbot_login" and value != made_up and len(value) == 64
+    # the issued one is kept on the next start (two tabs may log in at once)
+    assert _cookie(login_client.get("/oauth/h5"))[1] == value
+
+
+def test_the_login_cookie_is_host_prefixed_under_https_only(wecom, store):
+    from starlette.testclient import TestClient
+
+    from bot.app import create_app
+
+    r = TestClient(create_app(settings_mod.load(env=dict(TEST_ENV), dotenv=None), init_store=False)).get(
+        "https://wqbot.example.com/wx/qrlogin", follow_redirects=False
+    )
+    name, _, attributes = _cookie(r)
+    assert name == "__Host-wqbot_login" and "secure" in attributes and "path=/" in attributes
+    assert "domain" not in attributes  # __Host- forbids it
+    plain = settings_mod.load(env={**TEST_ENV, "PUBLIC_URL": "http://127.0.0.1:8000"}, dotenv=None)
+    r = TestClient(create_app(plain, init_store=False)).get("http://127.0.0.1:8000/wx/qrlogin", follow_redirects=False)
+    name, _, attributes = _cookie(r)
+    assert name == "wqbot_login" and "secure" not in attributes
+
+
+# -- anonymous floods of the start pages -------------------------------------------------------------
+def test_a_long_next_is_not_stored(login_client, wecom, store):
+    r = login_client.get("/oauth/h5", params={"next": "/pages/x?q=" + "😀" * 150})  # 1,800 bytes quoted
+    assert r.status_code == 302
+    assert login_store.OAuthState.get().next_path is None  # the login lands on the home page
+    r = login_client.get("/oauth/h5", params={"next": "/pages/x?q=" + "好" * 50})
+    assert login_store.OAuthState.select().where(login_store.OAuthState.next_path.is_null(False)).count() == 1
+
+
+def test_one_client_cannot_start_logins_without_limit(app, login_client, wecom, store, settings):
+    codes = [login_client.get("/wx/qrlogin").status_code for _ in range(settings.login_starts_per_minute + 5)]
+    assert codes[: settings.login_starts_per_minute] == [302] * settings.login_starts_per_minute
+    assert set(codes[settings.login_starts_per_minute :]) == {429}
+    r = login_client.get("/oauth/h5")
+    assert r.status_code == 429 and "LOGIN_STARTS_PER_MINUTE" in r.text and int(r.headers["retry-after"]) >= 1
+    assert login_client.get("/login").status_code == 429
+    assert login_store.OAuthState.select().count() == settings.login_starts_per_minute  # nothing more written
+
+
+def test_the_start_limit_refills_and_counts_ipv6_per_64():
+    from bot.auth.ratelimit import StartLimiter
+
+    t = [0.0]
+    limiter = StartLimiter(60, now=lambda: t[0])
+    assert all(limiter.allow(f"2001:db8:5:6::{n:x}") for n in range(60))
+    assert not limiter.allow("2001:db8:5:6:ffff::1")  # the same /64
+    assert limiter.allow("2001:db8:5:7::1") and limiter.allow("192.0.2.1")
+    t[0] += 1.0  # one start a second comes back
+    assert limiter.allow("2001:db8:5:6::1") and not limiter.allow("2001:db8:5:6::1")
+    small = StartLimiter(60, now=lambda: t[0], max_clients=3)
+    assert all(small.allow(f"192.0.2.{n}") for n in range(3))
+    assert not small.allow("192.0.2.99")  # the table is full of partly-spent buckets
+    t[0] += 61  # they refill, carry nothing, and make room
+    assert small.allow("192.0.2.99")
+
+
+def test_expired_states_are_purged_by_a_periodic_job(settings, store, clock):
+    from bot.app import build
+    from bot.auth.jobs import purge_logins
+
+    fresh = login_store.create_state(TEST_ENV["SECRET_KEY"], "h5", None, "b")
+    login_store.create_state(TEST_ENV["SECRET_KEY"], "h5", None, "b", ttl=-3601)
+    login_store.create_state(TEST_ENV["SECRET_KEY"], "h5", None, "b", ttl=-100)  # kept: says "expired"
+    assert purge_logins.call_local() == 1
+    assert login_store.OAuthState.select().count() == 2
+    assert "wqbot.auth.purge_logins" in build(settings).task_names  # scheduled wherever the consumer runs
+    assert fresh

@@ -113,8 +113,16 @@ def test_landing_url(landing, next_path, expected):
         "/pages/x?a=1&ticket=ATTACKER&b=2",
         "/pages/x?TICKET=ATTACKER",
         "/pages/x?%74icket=A",
+        "/pages/x?a=1;ticket=ATTACKER",
+        "/pages/x?ticket=ATTACKER;b=2",
+        "/pages/x?a=1;%74icket=ATTACKER&b=2",
+        "/pages/x?a=1&amp;ticket=ATTACKER",
     ],
 )
 def test_a_ticket_smuggled_in_next_is_dropped(target):
     out = with_ticket(target, "MINE")
     assert "ATTACKER" not in out and out.endswith("ticket=MINE") and out.count("icket=") == 1
+
+
+def test_other_parameters_keep_their_separators():
+    assert with_ticket("/pages/x?a=1;b=2&ticket=X;c=3", "MINE") == "/pages/x?a=1;b=2;c=3&ticket=MINE"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
@@ -33,7 +34,7 @@ def test_url_verification_returns_plain_echostr(client):
     assert r.headers["content-type"].startswith("text/plain")
 
 
-def test_official_vector_through_the_app(vectors, store):
+def test_official_vector_through_the_app(vectors, store, clock):
     """The own-V set (tests/data/wecom_vectors.json) V1 GET, as WeCom sends it: URL-encoded in the query."""
     import settings as settings_mod
     from tests.conftest import TEST_ENV
@@ -54,6 +55,7 @@ def test_official_vector_through_the_app(vectors, store):
         assert r.status_code == 200 and r.text == case["expect_plaintext"]
         # V3: the click with pad 32, posted as WeCom would
         v3 = next(c for c in v["cases"] if c["name"] == "V3")
+        clock.set(int(v3["timestamp"]))  # the vector's own time: deliveries must be fresh
         r = c.post_signed({k: v3[k] for k in ("msg_signature", "timestamp", "nonce")}, v3["post_body"])
         assert r.status_code == 200  # an unknown menu key answers with help
         assert "微签助手" in c.reply_of(r.text)["Content"]
@@ -116,9 +118,10 @@ def _bad_cases(settings):
     p_foreign, b_foreign = signed(foreign, click("help"))
 
     def with_encrypt(enc: str):
-        sig = c.sign("1700000000", "1", enc)
+        now = str(int(time.time()))
+        sig = c.sign(now, "1", enc)
         return (
-            {"msg_signature": sig, "timestamp": "1700000000", "nonce": "1"},
+            {"msg_signature": sig, "timestamp": now, "nonce": "1"},
             f"<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>",
         )
 
@@ -228,6 +231,54 @@ def test_wecom_disabled_verifies_but_changes_nothing(store):
 def test_healthz(client):
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+# -- replays: a captured delivery is not a URL check, and goes stale ---------------------------------
+def test_a_captured_delivery_sent_as_a_url_check_is_not_decrypted(client, settings, store):
+    params, body = client.sign(click("help", user="zhangsan"))
+    captured = parse(body)["Encrypt"]
+    r = client.get(APP_URL, params={**params, "echostr": captured})
+    assert r.status_code == 400 and "echostr" in r.text
+    assert "zhangsan" not in r.text and "<xml>" not in r.text
+    # a real URL check still answers, and so do letters WeCom might one day send
+    assert client.verify("5927782489442352469").text == "5927782489442352469"
+    assert client.verify("abc_DEF-123").text == "abc_DEF-123"
+    for shape in ("<xml/>", "a b", "9" * 65):
+        assert client.verify(shape).status_code == 400, shape
+
+
+def test_a_stale_or_future_delivery_is_refused_and_says_check_the_clock(client, settings, store, clock):
+    now = int(clock())
+    for ts in (978307200, now - 3601, now + 3601):  # 2001, and just outside the hour either side
+        params, body = client.sign(click("help"), timestamp=str(ts))
+        r = client.post_signed(params, body)
+        assert r.status_code == 400 and "clock" in r.text, (ts, r.text)
+    params, body = client.sign(click("help"), timestamp="12ab")
+    assert client.post_signed(params, body).status_code == 400
+    assert Delivery.select().count() == 0
+    for ts in (now - 3500, now + 3500):
+        params, body = client.sign(click("help"), timestamp=str(ts))
+        assert client.post_signed(params, body).status_code == 200
+
+
+def test_a_replayed_delete_after_the_key_is_pruned_does_not_disable_a_re_added_member(client, settings, store, clock):
+    from bot.queue import prune_deliveries
+    from store.directory import User
+
+    User.create(userid="wangwu", name="王五", active=True)
+    plain = message(
+        FromUserName="sys", MsgType="event", Event="change_contact", ChangeType="delete_user", UserID="wangwu"
+    )
+    captured = client.sign(plain, url=CONTACTS_URL)
+    assert client.post_signed(*captured, url=CONTACTS_URL).status_code == 200
+    assert not User.get(User.userid == "wangwu").active
+    User.update(active=True).where(User.userid == "wangwu").execute()  # added back later
+    clock.advance(73 * 3600)  # the delivery key is gone
+    prune_deliveries.call_local()
+    assert Delivery.select().count() == 0
+    r = client.post_signed(*captured, url=CONTACTS_URL)
+    assert r.status_code == 400 and "clock" in r.text
+    assert User.get(User.userid == "wangwu").active
 
 
 def test_each_accepted_callback_is_one_info_record_and_a_refusal_carries_its_fix(client, settings, store, caplog):

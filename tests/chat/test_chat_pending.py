@@ -24,13 +24,15 @@ def api(immediate_queue, fake_wecom, client):
 
 def create_task(api, n: int, user: str = "lisi", **fields) -> None:
     body = notification(
-        id=f"wq-evt-{n}",
-        task_id=f"T-{n}",
-        title=f"合同-{n:03d}",
-        recipients=[user],
-        url=f"/pages/task/task_detail?id=T-{n}",
-        deadline=None,
-        **fields,
+        **{
+            "id": f"wq-evt-{n}",
+            "task_id": f"T-{n}",
+            "title": f"合同-{n:03d}",
+            "recipients": [user],
+            "url": f"/pages/task/task_detail?id=T-{n}",
+            "deadline": None,
+            **fields,
+        }
     )
     r = api.post("/api/v1/notifications", json=body, headers=AUTH)
     assert r.status_code == 202, r.text
@@ -162,3 +164,13 @@ def test_long_titles_are_cut_to_wecoms_news_limits(api, settings):
         len(a["Title"].encode()) <= 128 and a["Title"].startswith("【待审批】很长的合同名") and a["Title"].endswith("…")
     )
     assert len(a["Description"].encode()) <= 512 and a["Description"].endswith("…")
+
+
+def test_control_characters_in_a_title_never_reach_a_reply_or_card(api, fake_wecom, settings):
+    # XML forbids C0 controls (but tab/LF/CR): one in a title made every recipient's reply unreadable.
+    create_task(api, 1, title="合同\x01\x0b\x1f-甲", description="说明\x08完")
+    (a,) = articles(ask(api, click("pending")))
+    assert a["Title"] == "【待审批】合同-甲"
+    assert a["Description"].startswith("说明完")
+    card = fake_wecom.sends[-1]["template_card"]
+    assert card["main_title"]["title"] == "合同-甲"

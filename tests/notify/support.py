@@ -49,6 +49,12 @@ class FakeWeCom:
         )
         mock.post(API + "/cgi-bin/message/send").mock(side_effect=self._send)
         mock.post(API + "/cgi-bin/message/update_template_card").mock(side_effect=self._update)
+        # the 工作台 tile: template and per-member data; `fail_workbench`: errcode answers, one per call
+        self.workbench_templates: list[dict] = []
+        self.workbench_data: list[dict] = []
+        self.fail_workbench: list[dict] = []
+        mock.post(API + "/cgi-bin/agent/set_workbench_template").mock(side_effect=self._workbench)
+        mock.post(API + "/cgi-bin/agent/set_workbench_data").mock(side_effect=self._workbench)
         mock.route(host="127.0.0.1").pass_through()  # the local webhook receiver is real
 
     def _send(self, request):
@@ -64,7 +70,8 @@ class FakeWeCom:
         if len(bad) == len(users):
             return Response(200, json={"errcode": 81013, "errmsg": "user & party & tag all invalid"})
         answer = {"errcode": 0, "errmsg": "ok", "invaliduser": "|".join(bad), "msgid": f"MSG{n}"}
-        if body["template_card"]["card_type"] == "button_interaction" or body["template_card"].get("action_menu"):
+        card = body.get("template_card") or {}
+        if card.get("card_type") == "button_interaction" or card.get("action_menu"):
             answer["response_code"] = f"RC-send-{n}"
         return Response(200, json=answer)
 
@@ -76,6 +83,20 @@ class FakeWeCom:
             if f is not None:
                 return Response(f, text="busy") if isinstance(f, int) else Response(200, json=f)
         return Response(200, json={"errcode": 0, "errmsg": "ok", "invaliduser": []})
+
+    def _workbench(self, request):
+        body = json.loads(request.content)
+        with self.lock:
+            if request.url.path.endswith("set_workbench_template"):
+                self.workbench_templates.append(body)
+            else:
+                self.workbench_data.append(body)
+            f = self.fail_workbench.pop(0) if self.fail_workbench else None
+        return Response(200, json=f or {"errcode": 0, "errmsg": "ok"})
+
+    def tiles(self) -> list[tuple[str, str, str]]:
+        """(userid, 待审批, 待签署) of every set_workbench_data call, in order."""
+        return [(b["userid"], *(i["data"] for i in b["keydata"]["items"])) for b in self.workbench_data]
 
     def recipients_of_sends(self) -> list[str]:
         return [u for s in self.sends for u in s["touser"].split("|")]

@@ -126,7 +126,9 @@ def test_tap_after_the_deadline_expires_the_task(hook_settings, store, immediate
         card = setup_task(c, deadline=deadline_in(days=-1))
         reply = c.deliver(tap_xml("lisi", card))
         assert reply["Button"]["ReplaceName"] == "已过期"
-        assert NotifyTask.get().state == "expired" and webhook_receiver.deliveries == []
+        assert NotifyTask.get().state == "expired"
+        # 微签 hears of the expiry (task.expired), not of an action
+        assert [d["headers"]["X-Wqbot-Event"] for d in webhook_receiver.deliveries] == ["task.expired"]
         assert [u["button"]["replace_name"] for u in fake_wecom.updates] == ["已过期"]
         assert fake_wecom.updates[0]["userids"] == ["lisi", "wangwu", "zhaoliu"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
@@ -70,8 +69,7 @@ def test_password_login_keeps_only_a_hash_in_a_signed_cookie(console, admin_sett
     cookie = r.cookies[sess.COOKIE]
     set_cookie = r.headers["set-cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=lax" in set_cookie and "Secure" in set_cookie
-    body = cookie.split(".")[0]
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload = sess.unsign(admin_settings.secret_key, "session", cookie)
     assert payload["via"] == "password" and PASSWORD not in json.dumps(payload) and payload["pw"]
     page = console.get("/admin")
     assert page.status_code == 200 and "运行状态" in page.text and "本地管理员" in page.text
@@ -119,7 +117,7 @@ def test_changing_the_password_ends_password_sessions(console, store):
         assert 'name="password"' not in page.text and "企业微信扫码登录" in page.text
 
 
-def test_expired_session_is_refused(admin_settings):
+def test_expired_session_is_refused(admin_settings, store):
     cookie, _ = sess.new_session(admin_settings, "boss", "wecom")
     assert sess.current_admin(admin_settings, cookie).userid == "boss"
     payload = sess.unsign(admin_settings.secret_key, "session", cookie)
@@ -158,6 +156,89 @@ def test_logout(console):
     assert console.get("/admin", follow_redirects=False).status_code == 303
 
 
+def test_logout_ends_every_earlier_session_of_that_admin(console, admin_settings, store):
+    from bot.app import create_app
+
+    login(console)
+    copied = console.cookies.get(sess.COOKIE)  # taken before the logout (another tab, a thief)
+    elsewhere, _ = sess.new_session(admin_settings, "boss", "wecom")  # another admin: unaffected
+    token = csrf_of(console.get("/admin").text)
+    assert console.post("/admin/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+    # another web process (a new app on the same store) refuses the copy too
+    with TestClient(create_app(admin_settings, init_store=False), base_url="https://wqbot.example.com") as other:
+        other.cookies.set(sess.COOKIE, copied, domain="wqbot.example.com", path="/admin")
+        assert other.get("/admin", follow_redirects=False).status_code == 303
+        other.cookies.set(sess.COOKIE, elsewhere, domain="wqbot.example.com", path="/admin")
+        assert other.get("/admin", follow_redirects=False).status_code == 200
+    assert sess.current_admin(admin_settings, copied) is None
+    # logging in again works at once, and only the new session is valid
+    assert login(console).status_code == 303
+    assert console.get("/admin", follow_redirects=False).status_code == 200
+
+
+def test_the_session_is_an_itsdangerous_signature_bound_to_its_purpose(admin_settings, store):
+    from itsdangerous import URLSafeSerializer
+
+    cookie, admin = sess.new_session(admin_settings, "boss", "wecom")
+    assert sess.current_admin(admin_settings, cookie).csrf == admin.csrf
+    # the login-state cookie's signature is not a session's, though both come from SECRET_KEY
+    state = sess.sign(admin_settings.secret_key, "login", sess.unsign(admin_settings.secret_key, "session", cookie))
+    assert sess.current_admin(admin_settings, state) is None
+    # an unsigned or differently-salted payload is refused
+    forged = URLSafeSerializer(admin_settings.secret_key).dumps(
+        sess.unsign(admin_settings.secret_key, "session", cookie)
+    )
+    assert sess.current_admin(admin_settings, forged) is None
+    assert sess.current_admin(admin_settings, "x" * 5000) is None
+
+
+# -- password guessing: per client, IPv6 per /64, a global budget, never reset wholesale ------------
+def test_many_addresses_cannot_reset_a_locked_out_address(clock):
+    throttle = sess.Throttle()
+    for _ in range(5):
+        throttle.failed("198.51.100.7")
+    assert throttle.blocked("198.51.100.7") == "client"
+    # one failed guess each from 10,001 other addresses (a botnet): those past the budget are refused
+    for n in range(10_001):
+        who = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        if throttle.blocked(who) is None:
+            throttle.failed(who)
+    assert throttle.blocked("198.51.100.7") == "client"  # still locked out
+    assert throttle.tracked() <= throttle.budget  # the table stays small without being cleared
+    assert throttle.blocked("203.0.113.50") == "everyone"  # the global budget is spent
+    clock.advance(throttle.window + 1)  # everything ages out, nothing was cleared early
+    assert throttle.blocked("198.51.100.7") is None and throttle.blocked("203.0.113.50") is None
+    assert throttle.tracked() == 0
+
+
+def test_ipv6_clients_are_counted_per_64(clock):
+    throttle = sess.Throttle()
+    for n in range(5):
+        throttle.failed(f"2001:db8:1:2::{n + 1:x}")  # five addresses of one /64
+    assert throttle.blocked("2001:db8:1:2:ffff:ffff:ffff:ffff") == "client"
+    assert throttle.blocked("2001:db8:1:3::1") is None  # the next /64
+    assert sess.client_key("::ffff:192.0.2.9") == "192.0.2.9"
+    assert sess.client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+
+
+def test_the_reset_attack_through_the_login_form(console, monkeypatch):
+    """Over HTTP: the locked-out address stays locked while other addresses spend the budget."""
+    address = {"now": "198.51.100.7"}
+    monkeypatch.setattr("bot.ops.admin._client_addr", lambda request: address["now"])
+    for _ in range(5):
+        login(console, "wrong")
+    assert login(console).status_code == 429
+    for n in range(120):
+        address["now"] = f"10.0.{n >> 8}.{n & 255}"
+        login(console, "wrong")
+    address["now"] = "198.51.100.7"
+    r = login(console)
+    assert r.status_code == 429 and "15 分钟" in r.text
+    address["now"] = "192.0.2.200"  # a fresh address: the global budget is spent, QR login is offered
+    r = login(console)
+    assert r.status_code == 429 and "企业微信扫码登录" in r.text
+
+
 def test_status_page_masks_secrets_and_shows_sync_queue_errors(console, admin_settings, queue):
     from bot.ops.status import record_error
     from store.directory import SyncRun
@@ -185,11 +266,56 @@ def test_status_page_masks_secrets_and_shows_sync_queue_errors(console, admin_se
     html = console.get("/admin").text
     for secret in admin_settings.secret_values:
         assert secret not in html
-    assert "WECOM_APP_SECRET" in html and "****" in html
+    assert "WECOM_APP_SECRET" in html and "已设置" in html
+    for secret in admin_settings.secret_values:  # not even a secret's last characters
+        assert f"****{secret[-2:]}" not in html
     assert re.search(r'id="sync-status"[^>]*>成功<', html)
     assert "<td>12</td>" in html and "新增成员" in html
     assert "企业可信IP" in html and "<td>2</td>" in html  # one error row, counted twice
     assert 'id="queue-pending">0<' in html
+
+
+def test_status_page_shows_todays_follow_up(console, clock):
+    from store.followup import DigestSent, TaskReminder, WorkbenchTile
+    from store.models import KeyValue
+    from store.notifications import NotifyTask
+
+    t = clock.at
+    for u in ("lisi", "wangwu"):
+        TaskReminder.create(task_id="T-1", round=1, userid=u, status="sent", at=t)
+    TaskReminder.create(task_id="T-0", round=1, userid="lisi", status="sent", at=t - 3 * 86400)  # another day
+    NotifyTask.create(task_id="T-2", kind="approve", title="x", notification="n", state="expired", state_via="deadline")
+    WorkbenchTile.create(userid="lisi", approve=1, sign=0, pushed_at=t, dirty=False)
+    WorkbenchTile.create(userid="wangwu", approve=1, sign=0, dirty=False, error="errcode 40058: invalid keydata")
+    KeyValue.create(key="workbench:template", value="{}")
+    DigestSent.create(day="2000-01-01", userid="lisi", body="{}", status="sent")  # not today
+    login(console)
+    html = console.get("/admin").text
+    assert 'id="followup-reminders">2<' in html
+    assert 'id="followup-expired">1<' in html
+    assert 'id="followup-digests">未开启<' in html  # DIGEST_AT empty
+    assert 'id="followup-tiles">1<' in html and 'id="followup-tiles-refused">1<' in html
+    assert "errcode 40058" in html
+
+
+def test_status_page_masks_the_password_of_every_url_setting(store):
+    from bot.app import create_app
+
+    s = make_settings(
+        DATABASE_URL="postgresql://wqbot:db-pass-DO-NOT-SHOW@db.internal:5432/wqbot",
+        QUEUE_URL="redis://:redis-pass-DO-NOT-SHOW@cache.internal:6379/0",
+        WEIQIAN_WEBHOOK_SECRET="",
+    )
+    assert s.masked()["DATABASE_URL"] == "postgresql://wqbot:****@db.internal:5432/wqbot"
+    assert s.masked()["QUEUE_URL"] == "redis://:****@cache.internal:6379/0"
+    assert s.masked()["WEIQIAN_WEBHOOK_SECRET"] == "未设置" and s.masked()["SECRET_KEY"] == "已设置"
+    assert {"db-pass-DO-NOT-SHOW", "redis-pass-DO-NOT-SHOW"} <= set(s.secret_values)  # the log filter masks them
+    # the page itself, served on the test store (the console only reads these settings)
+    with TestClient(create_app(s, init_store=False), base_url="https://wqbot.example.com") as c:
+        login(c)
+        html = c.get("/admin").text
+    assert "db.internal:5432" in html and "cache.internal" in html
+    assert "db-pass-DO-NOT-SHOW" not in html and "redis-pass-DO-NOT-SHOW" not in html
 
 
 def test_status_page_without_any_sync(console):
@@ -372,7 +498,7 @@ def test_wecom_qr_login_for_admin_userids_only(console, admin_settings):
     assert "boss" in console.get("/admin").text
 
 
-def test_wecom_login_ends_when_the_userid_leaves_admin_userids(admin_settings):
+def test_wecom_login_ends_when_the_userid_leaves_admin_userids(admin_settings, store):
     cookie, _ = sess.new_session(admin_settings, "boss", "wecom")
     assert sess.current_admin(make_settings(ADMIN_USERIDS="it-admin"), cookie) is None
 

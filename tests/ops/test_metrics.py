@@ -57,6 +57,9 @@ def test_every_hook_shows_up(client):
     metrics.push("invalid")
     metrics.webhook_delivery("retrying", attempt=1)
     metrics.webhook_delivery("delivered", attempt=2)
+    for kind in ("reminder", "digest", "tile"):
+        metrics.followup(kind, "sent", 2)
+    metrics.followup("expired")
     text = client.get("/metrics").text
     s = samples(text)
     assert value(text, "wqbot_wecom_api_calls_total", path="/cgi-bin/message/send", errcode="60020") >= 1
@@ -69,6 +72,9 @@ def test_every_hook_shows_up(client):
     assert value(text, "wqbot_webhook_deliveries_total", outcome="delivered") >= 1
     assert value(text, "wqbot_webhook_retries_total") >= 1
     assert any(name == "wqbot_queue_depth" for name, _ in s)
+    for kind in ("reminder", "digest", "tile"):
+        assert value(text, "wqbot_followups_total", kind=kind, outcome="sent") >= 2
+    assert value(text, "wqbot_followups_total", kind="expired", outcome="sent") >= 1
 
 
 def test_queue_depth_is_read_when_scraped(client, queue, store):

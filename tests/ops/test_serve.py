@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import BACKEND, TEST_ENV
 from tests.support import wait_until_serving
@@ -63,3 +64,98 @@ def test_serve_answers_the_official_url_verification_vector(tmp_path, vectors):
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+# -- connections and open files ------------------------------------------------------------------------
+def _serve_with_file_limit(tmp_path, soft: int, hard: int) -> tuple[subprocess.Popen, int, Path]:
+    """`wqbot serve` on the test settings, started with RLIMIT_NOFILE (soft, hard)."""
+    import resource
+
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, **TEST_ENV},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )
+    log.close()
+    wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc, log_path)
+    return proc, port, log_path
+
+
+def _idle(port: int, n: int) -> list[socket.socket]:
+    out = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        out.append(s)
+    return out
+
+
+def test_serve_raises_its_file_limit_so_idle_connections_cannot_starve_healthz(tmp_path):
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard open-file limit here is {hard}: nothing to raise to")
+    proc, port, log_path = _serve_with_file_limit(tmp_path, 1024, hard)
+    idle: list[socket.socket] = []
+    try:
+        assert "(raised from 1024)" in log_path.read_text() and "connections per process" in log_path.read_text()
+        idle = _idle(port, 1100)  # more than the 1,024 files it started with
+        r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert r.status_code == 200
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_serve_closes_connections_past_its_limit_at_once_and_keeps_serving(tmp_path):
+    from bot.server.connections import limits_for
+
+    proc, port, log_path = _serve_with_file_limit(tmp_path, 256, 256)  # cannot be raised
+    limits = limits_for(256)
+    idle: list[socket.socket] = []
+    try:
+        assert f"open-file limit 256; at most {limits.total} connections" in log_path.read_text()
+        idle = _idle(port, limits.total + 40)
+        for s in idle:
+            s.settimeout(0.05)
+        closed = 0
+        for s in idle:
+            try:
+                closed += s.recv(1) == b""  # the server closed it
+            except (TimeoutError, ConnectionResetError):
+                closed += isinstance(sys.exc_info()[1], ConnectionResetError)
+        assert closed >= 40
+        for s in idle:
+            s.close()
+        idle = []
+        r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert r.status_code == 200
+        assert "Too many open files" not in log_path.read_text()
+        assert "the connection limit is reached" in log_path.read_text()
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_one_client_holds_at_most_its_share_of_connections():
+    from bot.server.connections import Admission, limits_for
+
+    a = Admission(limits_for(1024))
+    share = a.limits.per_client
+    keys = [a.admit("203.0.113.9") for _ in range(share)]
+    assert None not in keys and a.admit("203.0.113.9") is None
+    assert a.admit("2001:db8::1") is not None and a.admit("127.0.0.1") is not None  # others still get in
+    a.release(keys[0])
+    assert a.admit("203.0.113.9") is not None
+    loop = [a.admit("127.0.0.1") for _ in range(a.limits.total)]  # nginx's loopback: only the total applies
+    assert loop.count(None) == share + 2 and a.total == a.limits.total

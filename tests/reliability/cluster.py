@@ -160,6 +160,7 @@ class Cluster:
         worker_threads: int = 2,
         latency_ms: dict[str, int] | None = None,
         receiver_delay: float = 0.0,
+        follow_sim_clock: bool = False,
     ):
         from tests.conftest import TEST_ENV
 
@@ -176,6 +177,7 @@ class Cluster:
         self.worker_threads = worker_threads
         self.latency_ms = dict(latency_ms or {})
         self.receiver_delay = receiver_delay
+        self.follow_sim_clock = follow_sim_clock  # SIM_CLOCK_URL: jumps of the emulator's clock move wqbot's
         self.procs: list[Proc] = []
         self.sim = None
         self._sim_thread = None
@@ -226,13 +228,17 @@ class Cluster:
             "SYNC_INTERVAL_MINUTES": str(366 * 24 * 60),
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         }
+        if self.follow_sim_clock:
+            env["SIM_CLOCK_URL"] = f"{self.sim_url}/sim/clock"
         env.update(self.extra_env)
         if self.fast_sweeps:
             env[FAST_SWEEPS_ENV] = "1"
         return env
 
     def start(self) -> "Cluster":
-        self.receiver = Receiver(self.receiver_delay)
+        # 微签's clock is the emulator's when wqbot follows it (the time wqbot signs with)
+        clock = (lambda: self.sim.clock.now()) if self.follow_sim_clock else time.time
+        self.receiver = Receiver(self.receiver_delay, clock=clock)
         self.sim_url = self._start_sim()
         env = self.child_env()
         self.env = env
@@ -325,7 +331,7 @@ class Receiver:
     `delay` seconds (so attempts are in flight when a worker is killed). A delivery counts as
     accepted once the 200 was written, whether or not wqbot lived to read it."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, clock=time.time):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.deliveries: list[dict] = []
@@ -337,7 +343,7 @@ class Receiver:
                 started = time.time()
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 signed_at = webhook_signed_at(WEBHOOK_SECRET, self.headers.get("X-Wqbot-Signature", ""), raw)
-                ok = signed_at is not None and abs(time.time() - signed_at) <= 300
+                ok = signed_at is not None and abs(clock() - signed_at) <= 300
                 if delay:
                     time.sleep(delay)
                 status = 200 if ok else 401

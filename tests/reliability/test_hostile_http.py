@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import string
+import time
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
@@ -336,7 +337,8 @@ def test_unsigned_callbacks_change_nothing(clients, via, route, query, headers, 
 def test_signed_garbage_changes_nothing(clients, settings, path, enc, extra):
     """A valid msg_signature over an Encrypt that is not ours: refused before anything is applied."""
     crypto = app_crypto(settings) if path == "/wecom/callback" else contacts_crypto(settings)
-    params = {"msg_signature": crypto.sign("1700000000", "n1", enc), "timestamp": "1700000000", "nonce": "n1"}
+    now = str(int(time.time()))  # fresh, so the Encrypt itself is what gets refused
+    params = {"msg_signature": crypto.sign(now, "n1", enc), "timestamp": now, "nonce": "n1"}
     body = f"<xml><Encrypt><![CDATA[{enc}]]></Encrypt>{extra}</xml>".encode()
     before = snapshot()
     r = clients["served"].post(path, params=params, content=body)

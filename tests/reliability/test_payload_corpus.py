@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -23,7 +24,7 @@ from tests.conftest import TEST_ENV
 from tests.reliability.hostile import changes, examples, snapshot
 from tests.support import CORP, message
 
-TS, NONCE = "1700000000", "corpus"
+TS, NONCE = str(int(time.time())), "corpus"  # deliveries must be fresh (within the hour)
 PREFIX = b"0123456789abcdef"
 
 
@@ -200,7 +201,7 @@ def corpus(token: str, aes_key: str, other_aes_key: str) -> dict[str, tuple[int,
     cases["signature for another timestamp"] = (
         403,
         "signature",
-        {**signed_query(enc), "timestamp": "1700000001"},
+        {**signed_query(enc), "timestamp": str(int(TS) + 1)},
         envelope(enc),
     )
     cases["signature empty"] = (

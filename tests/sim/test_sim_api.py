@@ -529,3 +529,29 @@ def test_tiny_directories(users, depts):
     assert len(d.users) == users and len(d.departments) == depts
     rows, cursor = d.list_id_page("", 10000)
     assert cursor == "" and len(rows) == sum(len(u.department) for u in d.users.values())
+
+
+# -- the 工作台 tile (docs/wecom.md, "The 工作台 tile") ------------------------------------------------
+def test_workbench_template_and_per_member_data(wx, sim, client, cfg):
+    user = next(iter(sim.directory.users))
+    items = [{"key": "待审批", "data": "2", "jump_url": "https://x/a"}, {"key": "待签署", "data": "0"}]
+    data = {"agentid": cfg.agent_id, "userid": user, "type": "keydata", "keydata": {"items": items}}
+    # per-member data before any template is refused
+    assert wx.call("agent/set_workbench_data", json=data)["errcode"] == 40058
+    template = {"agentid": cfg.agent_id, "type": "keydata", "keydata": {"items": items}, "replace_user_data": False}
+    assert wx.call("agent/set_workbench_template", json=template)["errcode"] == 0
+    assert wx.call("agent/set_workbench_template", json={**template, "agentid": 1})["errcode"] == 301002
+    too_many = {**template, "keydata": {"items": items * 3}}
+    assert wx.call("agent/set_workbench_template", json=too_many)["errcode"] == 40058
+    got = wx.call("agent/get_workbench_template", json={"agentid": cfg.agent_id})
+    assert got["type"] == "keydata" and got["keydata"]["items"] == items
+    assert wx.call("agent/set_workbench_data", json=data)["errcode"] == 0
+    assert wx.call("agent/set_workbench_data", json={**data, "userid": "nobody"})["errcode"] == 60111
+    shown = client.get("/sim/workbench", params={"userid": user}).json()
+    assert shown["template"]["type"] == "keydata" and shown["users"][user]["keydata"]["items"] == items
+    # 10 a minute per member, then 45009 until the minute has passed
+    for _ in range(9):
+        assert wx.call("agent/set_workbench_data", json=data)["errcode"] == 0
+    assert wx.call("agent/set_workbench_data", json=data)["errcode"] == 45009
+    sim.clock.advance(61)
+    assert wx.call("agent/set_workbench_data", json=data)["errcode"] == 0

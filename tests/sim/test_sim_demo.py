@@ -25,6 +25,9 @@ STEPS = [
     "approval card to three people",
     "同意: every card updates, signed webhook arrives",
     "H5 OAuth login → validated ticket",
+    "reminder before the deadline (clock jumps)",
+    "expiry: every card 已过期, task.expired webhook",
+    "工作台 tile: 待审批 1 → 0 after 同意",
 ]
 
 # The demo always runs on its own embedded SQLite store and queue, whatever the test backend is.
@@ -57,9 +60,9 @@ def test_demo_tours_every_step_and_cleans_up():
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     for i, title in enumerate(STEPS, 1):
-        line = next((x for x in out.splitlines() if x.startswith(f"[{i}/7] {title} … ")), None)
+        line = next((x for x in out.splitlines() if x.startswith(f"[{i}/{len(STEPS)}] {title} … ")), None)
         assert line is not None, f"step {i} missing:\n{out}"
-        assert re.match(rf"\[{i}/7\] .+ … (ok in \d+\.\d\d s: |skipped: )", line), line
+        assert re.match(rf"\[{i}/{len(STEPS)}\] .+ … (ok in \d+\.\d\d s: |skipped: )", line), line
     assert "all steps passed" in out
     folder = re.search(r"SQLite in (\S+);", out).group(1)
     assert not Path(folder).exists(), "the temporary folder is removed"
