@@ -20,6 +20,7 @@ record per key per interval.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import json
 import logging
@@ -196,11 +197,43 @@ class _Later:
 
 
 class _Listener(QueueListener):
-    def prepare(self, record: Any) -> logging.LogRecord:
-        return record.record() if isinstance(record, _Later) else record
+    """The listener thread. Besides the queue it drains `_later` (log_later's records) every
+    LATER_EVERY seconds: those are appended without waking it, because a wake-up per record (a
+    lock, a notify, a thread switch under the GIL) cost the event loop more than the record."""
+
+    def __init__(self, q: queue.Queue[Any], handler: logging.Handler):
+        super().__init__(q, handler, respect_handler_level=False)
+        self.handler = handler
+        self.stopping = threading.Event()
+        self.drainer: threading.Thread | None = None
+
+    def start(self) -> None:
+        super().start()
+        self.drainer = threading.Thread(target=self._drain_every, name="wqbot-log-later", daemon=True)
+        self.drainer.start()
+
+    def _drain_every(self) -> None:
+        while not self.stopping.wait(LATER_EVERY):
+            self.drain()
+
+    def drain(self) -> None:
+        with _drain_lock:
+            while _later:
+                try:
+                    self.handler.handle(_later.popleft().record())
+                except IndexError:
+                    break
+
+    def stop(self) -> None:
+        self.stopping.set()
+        super().stop()
+        self.drain()
 
 
-_listener: QueueListener | None = None
+LATER_EVERY = 0.1  # seconds: how late a log_later record may be written
+_later: collections.deque[_Later] = collections.deque()
+_drain_lock = threading.Lock()
+_listener: _Listener | None = None
 _queue: queue.Queue[Any] | None = None
 _handoff: logging.Handler | None = None
 _lock = threading.Lock()
@@ -208,8 +241,8 @@ _lock = threading.Lock()
 
 def log_later(logger: logging.Logger, level: int, msg: str, extra: dict[str, Any]) -> None:
     """`logger.log(level, msg, extra=extra)` for a hot path (one record per callback): the LogRecord
-    is made on the listener thread, so the calling thread (the event loop) pays a level check,
-    a small object and a queue put. Falls back to a plain log call when wqbot's handler is not the
+    is made by the listener's drainer within LATER_EVERY seconds, so the calling thread (the
+    event loop) pays a level check, a small object and a deque append; nothing wakes per record. Falls back to a plain log call when wqbot's handler is not the
     root's only handler (tests capturing records, a library embedding wqbot)."""
     if not logger.isEnabledFor(level):
         return
@@ -217,7 +250,7 @@ def log_later(logger: logging.Logger, level: int, msg: str, extra: dict[str, Any
     if q is None or handoff is None or logging.root.handlers != [handoff]:
         logger.log(level, msg, extra=extra)
         return
-    q.put_nowait(_Later(logger, level, msg, extra, extra.get("trace_id") or current_trace_id()))
+    _later.append(_Later(logger, level, msg, extra, extra.get("trace_id") or current_trace_id()))
 
 
 _write_through: Callable[[str], None] | None = None
@@ -268,7 +301,7 @@ def _start(writer: logging.Handler) -> logging.Handler:
         if _listener is not None:
             _listener.stop()
         _queue = queue.Queue()
-        _listener = _Listener(_queue, writer, respect_handler_level=False)
+        _listener = _Listener(_queue, writer)
         _listener.start()
         _handoff = _Handoff(_queue)
         return _handoff
@@ -301,8 +334,9 @@ def setup(
 
 def flush() -> None:
     """Wait until every record logged so far has been written."""
-    q = _queue
-    if q is not None and _listener is not None and _listener._thread is not None:
+    q, listener = _queue, _listener
+    if q is not None and listener is not None and listener._thread is not None:
+        listener.drain()
         q.join()
 
 
