@@ -624,10 +624,11 @@ class Server:
                 "warning",
                 "--no-access-log",
             ]
-        elif self.kind == "ours-embedded":
+        elif self.kind in ("ours-embedded", "ours-embedded2"):
             db_url = seed.url_for(self.workdir, "") if seed is not None else f"sqlite:///{self.workdir / 'wqbot.db'}"
             env.update(DATABASE_URL=db_url, QUEUE_URL=f"sqlite:///{self.workdir / 'wqbot-queue.db'}")
-            cmd = wqbot
+            # one web process, or two sharing the database and the queue (one of them consumes it)
+            cmd = wqbot + ["--workers", "2" if self.kind == "ours-embedded2" else "1"]
         elif self.kind == "ours-pg":
             tag = self.workdir.name.replace("-", "_").lower()
             self.pg_url = seed.url_for(self.workdir, tag) if seed is not None else pg_create(tag)
@@ -705,7 +706,7 @@ class Server:
 
     def stored(self) -> int | None:
         """Deliveries the server committed (ours only), read after it stopped."""
-        if self.kind == "ours-embedded":
+        if self.kind in ("ours-embedded", "ours-embedded2"):
             import sqlite3
 
             with sqlite3.connect(self.workdir / "wqbot.db") as c:
@@ -785,9 +786,10 @@ def wrk(port: int, requests_file: Path, duration: float, connections: int) -> di
     return parse_wrk(run.stdout)
 
 
-REF, EMBEDDED, SCALED, FLOOR, FLASK = (
+REF, EMBEDDED, EMBEDDED2, SCALED, FLOOR, FLASK = (
     "Starlette + uvicorn[standard], 2 workers (wechatpy, no store)",
     "wqbot embedded (SQLite, 1 process)",
+    "wqbot embedded (SQLite, 2 web processes)",
     "wqbot scaled out (PostgreSQL + Redis, 2 web workers)",
     "HTTP floor (no-op ASGI app, uvicorn[standard], 1 worker)",
     "Flask + gunicorn, 2 sync workers (wechatpy, no store)",
@@ -795,6 +797,7 @@ REF, EMBEDDED, SCALED, FLOOR, FLASK = (
 SERVER_KINDS = {
     "starlette": (REF, "starlette"),
     "embedded": (EMBEDDED, "ours-embedded"),
+    "embedded2": (EMBEDDED2, "ours-embedded2"),
     "pg": (SCALED, "ours-pg"),
     "floor": (FLOOR, "noop"),
     "flask": (FLASK, "flask"),
@@ -870,7 +873,7 @@ def loopback(args, loads: list[str], kinds: list[str], seeds: dict) -> dict:
             else:
                 warm, main = files[load_name]
             backend = "pg" if kind == "pg" else "sqlite"
-            seed = seeds[backend][0] if load_name == "mixed" and kind in ("embedded", "pg") else None
+            seed = seeds[backend][0] if load_name == "mixed" and kind in ("embedded", "embedded2", "pg") else None
             extra = WEBHOOK if load_name == "mixed" else None
             r = run_server(
                 Server(name, server_kind), warm, main, args.duration, args.warmup, args.connections, seed, extra
@@ -1212,7 +1215,9 @@ def main(argv=None) -> int:
     p.add_argument("--load", default="help", help=f"comma list of: {', '.join(LOADS)} (and change: in-process only)")
     p.add_argument("--root", help="measure the code of this checkout (default: this one); runs with its .venv")
     p.add_argument(
-        "--servers", default="starlette,embedded,pg,floor", help="comma list of: starlette, embedded, pg, floor, flask"
+        "--servers",
+        default="starlette,embedded,pg,floor",
+        help="comma list of: starlette, embedded, embedded2 (2 web processes), pg, floor, flask",
     )
     p.add_argument("-n", type=int, default=3000, help="callbacks per in-process pass")
     p.add_argument("--repeats", type=int, default=5, help="in-process passes (median)")

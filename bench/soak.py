@@ -175,8 +175,13 @@ class Setup:
             "LOG_FORMAT": "text",
             "SYNC_INTERVAL_MINUTES": "1440",
         }
-        if kind == "embedded":
-            self.name = "embedded: wqbot serve (SQLite + huey SQLite, worker in-process)"
+        self.embedded = kind.startswith("embedded")
+        # embedded: one web process; embeddedN: N web processes sharing the database and queue
+        self.web_processes = int(kind[len("embedded") :] or 1) if self.embedded else 2
+        if self.embedded:
+            self.name = (
+                f"embedded: wqbot serve --workers {self.web_processes} (SQLite + huey SQLite, worker in-process)"
+            )
             self.env.update(
                 DATABASE_URL=f"sqlite:///{workdir / 'wqbot.db'}", QUEUE_URL=f"sqlite:///{workdir / 'wqbot-queue.db'}"
             )
@@ -201,8 +206,8 @@ class Setup:
     def start(self) -> None:
         self.port = free_port()
         serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        if self.kind == "embedded":
-            self._spawn("serve", serve)
+        if self.embedded:
+            self._spawn("serve", serve + ["--workers", str(self.web_processes)])
         else:
             self._spawn("web", serve + ["--workers", "2", "--no-worker"])
             self._wait_ready()  # migrated before the workers start on the same database
@@ -264,7 +269,7 @@ class Setup:
 
     # -- the store ---------------------------------------------------------------------------
     def query(self, sql: str, params=()) -> list[tuple]:
-        if self.kind == "embedded":
+        if self.embedded:
             import sqlite3
 
             conn = sqlite3.connect(f"file:{self.workdir / 'wqbot.db'}?mode=ro", uri=True, timeout=30)
@@ -806,7 +811,9 @@ def main(argv=None) -> int:
     g.add_argument("--fraction", type=float, default=0.5, help="share of the measured capacity to send (0.5)")
     g.add_argument("--users", type=int, default=100_000, help="members in the emulator's directory")
     g.add_argument("--departments", type=int, default=10_000)
-    g.add_argument("--setups", default="embedded,pg", help="comma list of: embedded, pg (scaled out)")
+    g.add_argument(
+        "--setups", default="embedded,pg", help="comma list of: embedded, embedded2 (2 web processes), pg (scaled out)"
+    )
     g.add_argument("--pg", action="store_true", help="fail instead of skipping when PostgreSQL/Redis do not answer")
     g.add_argument("--no-pg", action="store_true", help="the embedded setup only")
     g.add_argument(

@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("serve", help="web app under uvicorn (+ worker and periodic sync when the queue is embedded)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (needs QUEUE_URL=redis://)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="web processes (default: one per core on SQLite, else 1); the queue is consumed by one process",
+    )
     s.add_argument("--no-worker", action="store_true", help="do not run the queue consumer in this process")
     s.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from --forwarded-allow-ips")
     s.add_argument("--forwarded-allow-ips", default="127.0.0.1")

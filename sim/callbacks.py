@@ -50,7 +50,7 @@ class Callbacks:
         return {
             "ToUserName": self.sim.cfg.corp_id,
             "FromUserName": userid,
-            "CreateTime": int(time.time()),
+            "CreateTime": int(self.sim.clock.now()),
             **fields,
             "AgentID": self.sim.cfg.agent_id,
         }
@@ -59,7 +59,7 @@ class Callbacks:
         return {
             "ToUserName": self.sim.cfg.corp_id,
             "FromUserName": "sys",
-            "CreateTime": int(time.time()),
+            "CreateTime": int(self.sim.clock.now()),
             "MsgType": "event",
             "Event": "change_contact",
             "ChangeType": change_type,
@@ -94,7 +94,9 @@ class Callbacks:
             self.log.append(result)
             return result
         plaintext = document(fields)
-        ts = str(int(time.time()))
+        # stamped by the emulated world's clock (/sim/clock), as WeCom stamps by its own: a wqbot
+        # that follows that clock (SIM_CLOCK_URL) checks the stamp's freshness against the same time
+        ts = str(int(self.sim.clock.now()))
         nonce = secrets.token_hex(5)
         enc, sig = crypto.encrypt_message(plaintext, ts, nonce)
         envelope = {"ToUserName": cfg.corp_id, "Encrypt": enc}
@@ -148,7 +150,7 @@ class Callbacks:
             out["error"] = "no callback URL configured"
             return out
         echo = str(int.from_bytes(os.urandom(8), "big"))
-        ts, nonce = str(int(time.time())), secrets.token_hex(5)
+        ts, nonce = str(int(self.sim.clock.now())), secrets.token_hex(5)
         enc = crypto.encrypt(echo)
         params = {"msg_signature": crypto.sign(ts, nonce, enc), "timestamp": ts, "nonce": nonce, "echostr": enc}
         t0 = time.perf_counter()

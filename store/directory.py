@@ -20,7 +20,7 @@ from enum import StrEnum
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
-from . import clock
+from . import clock, statements
 from .db import is_postgres
 from .models import EpochField, Model, db, now
 
@@ -198,8 +198,8 @@ def record_changes(changes: Sequence[tuple[str, str | int, dict]]) -> list[int]:
                 "at": at,
             }
         )
-    for batch in pw.chunked(rows, 500):
-        Change.insert_many(batch).execute()
+    for i in range(0, len(rows), 500):  # slices: pw.chunked costs a callback's one row ~0.1 ms
+        statements.insert(Change, rows[i : i + 500])
     return list(range(first, last + 1))
 
 

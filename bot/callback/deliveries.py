@@ -8,6 +8,8 @@ first one.
 
     outcomes = apply(deliveries)   # per delivery: (True, reply XML or None) or (False, error)
 
+Once committed, the work the handlers deferred goes to the queue in one write.
+
 `apply()` takes any number of deliveries (the group commit hands it what arrived together) and
 tries them in one transaction: each handler in turn, then one statement records every key. A
 duplicate among them rolls the transaction back; the duplicates get their stored replies and
@@ -26,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import TypeVar
 
-from bot.queue import discard_pending
+from bot.queue import discard_pending, enqueue_rows, take_pending
 from store import clock, db
 from store.db import is_postgres, write_transaction
 from store.models import Delivery as DeliveryRow
@@ -90,6 +92,9 @@ def apply(group: list[VerifiedDelivery]) -> list[Outcome]:
             outcome[d.key] = (True, stored[d.key] if stored else d.reply)
         except Exception as e:
             outcome[d.key] = (False, e)
+    # What the committed handlers deferred, handed to the queue at once (a rolled-back or failed
+    # delivery's context holds nothing: `_commit` discarded it).
+    enqueue_rows([row for d in first.values() for row in d.context.run(take_pending)])
     return [outcome[d.key] for d in group]
 
 

@@ -23,7 +23,6 @@ from starlette.types import Receive, Scope, Send
 from bot.crypto import CryptoError, InvalidReceiveId, InvalidSignature, WeComCrypto
 from bot.observability import metrics
 from bot.observability.trace import new_trace_id
-from bot.queue import enqueue_outbox
 from settings import Settings
 from store import clock
 from store.db import is_postgres
@@ -226,7 +225,6 @@ class CallbackEndpoint:
         except Exception:
             log.exception("handler failed; WeCom will retry", extra={"kind": d.kind, "delivery": d.key})
             return 500, b"temporarily unable to apply this delivery; it will be retried", _TEXT
-        d.context.run(enqueue_outbox)
         if not reply_xml:
             return 200, b"", _TEXT
         assert self.crypto is not None and isinstance(reply_xml, str)

@@ -22,6 +22,7 @@ from bot.callback import replies
 from bot.observability import metrics
 from bot.queue import defer
 from settings import Settings, get_settings
+from store import statements
 from store.models import now
 from store.notifications import (
     CardResponseCode,
@@ -159,24 +160,19 @@ def remember_code(card: NotifyCard, userid: str, code: str) -> None:
     """Keep the member's newest ResponseCode (single use; each callback brings a new one)."""
     if not code:
         return
-    t = now()
-    (
-        CardResponseCode.insert(
-            card=card.card_id, userid=userid, task_id=card.task_id, response_code=code, received_at=t
-        )
-        .on_conflict(
-            conflict_target=[CardResponseCode.card, CardResponseCode.userid],
-            update={
-                CardResponseCode.response_code: code,
-                CardResponseCode.received_at: t,
-                CardResponseCode.claimed_at: None,
-                CardResponseCode.used_at: None,
-                CardResponseCode.applied_revision: 0,
-                CardResponseCode.error: None,
-            },
-        )
-        .execute()
-    )
+    row = {
+        "card": card.card_id,
+        "userid": userid,
+        "task_id": card.task_id,
+        "response_code": code,
+        "received_at": now(),
+        "claimed_at": None,
+        "used_at": None,
+        "applied_revision": 0,
+        "error": None,
+    }
+    # a new code replaces the old one and its state; the card's task stays as first written
+    statements.insert(CardResponseCode, row, conflict=("card", "userid"), keep=("task_id",))
 
 
 def result_label(task: NotifyTask) -> str:
@@ -188,7 +184,7 @@ def result_label(task: NotifyTask) -> str:
 
 def tap(settings: Settings, card_id: str, userid: str, action: str, response_code: str = ""):
     """A 同意/拒绝 tap (template_card_event). Runs in the callback's transaction; returns the reply."""
-    card = NotifyCard.get_or_none(NotifyCard.card_id == card_id)
+    card = statements.select_one(NotifyCard, "card_id", card_id)
     if card is None or not card.task_id:
         log.info("tap on a card we do not know", extra={"card": card_id})
         return replies.text(texts.CARD_UNKNOWN)
@@ -197,7 +193,7 @@ def tap(settings: Settings, card_id: str, userid: str, action: str, response_cod
         log.warning("tap refused: not a recipient", extra={"card": card_id, "userid": userid})
         return replies.text(texts.CARD_NOT_RECIPIENT)
     remember_code(card, recipient.userid, response_code)
-    task = NotifyTask.get_or_none(NotifyTask.task_id == card.task_id)
+    task = statements.select_one(NotifyTask, "task_id", card.task_id)
     if task is None or card.round != task.round or task.kind != "approve":
         return replies.update_button(texts.CARD_ALREADY_DONE)
     if task.state != TaskState.PENDING:

@@ -35,6 +35,7 @@ import httpx
 from bot.observability import metrics
 from bot.queue import defer, enqueue, outbox_task
 from settings import Settings, get_settings
+from store import statements
 from store.models import now
 from store.notifications import WebhookAttempt, WebhookDelivery
 
@@ -127,14 +128,17 @@ def owe(settings: Settings, event: str, *, notification_id: str, task_id: str, a
         "at": iso(at),
     }
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    WebhookDelivery.create(
-        id=delivery,
-        event=event,
-        notification=notification_id,
-        task_id=task_id,
-        body=body,
-        created_at=at,
-        next_attempt_at=at,
+    statements.insert(
+        WebhookDelivery,
+        {
+            "id": delivery,
+            "event": event,
+            "notification": notification_id,
+            "task_id": task_id,
+            "body": body,
+            "created_at": at,
+            "next_attempt_at": at,
+        },
     )
     defer(deliver, delivery_id=delivery)
     return delivery

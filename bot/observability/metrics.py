@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -136,14 +136,29 @@ def _record(fn: Callable[[_Metrics], object]) -> None:
         pass
 
 
+# (endpoint, kind, outcome) -> (the metrics they belong to, the counter's child, the histogram's child).
+# prometheus-client's labels() validates and looks up its labels on every call, a good part of a
+# callback's metrics cost (bench/README.md); the children themselves are stable.
+_callback_children: dict[tuple[str, str, str], tuple[_Metrics, Any, Any]] = {}
+
+
 def callback_done(endpoint: str, kind: str, outcome: str, seconds: float) -> None:
     """One callback answered. outcome: ok, duplicate, ignored, refused, bad_request, error…"""
-
-    def record(m: _Metrics) -> None:
-        m.callbacks.labels(endpoint, _kind(kind), outcome).inc()
-        m.callback_seconds.labels(endpoint).observe(seconds)
-
-    _record(record)
+    m = _get()
+    if m is None:
+        return
+    try:
+        key = (endpoint, kind, outcome)
+        children = _callback_children.get(key)
+        if children is None or children[0] is not m:
+            if len(_callback_children) >= 4 * _MAX_KINDS:
+                _callback_children.clear()
+            children = (m, m.callbacks.labels(endpoint, _kind(kind), outcome), m.callback_seconds.labels(endpoint))
+            _callback_children[key] = children
+        children[1].inc()
+        children[2].observe(seconds)
+    except Exception:  # like _record: never raised into the caller's work
+        pass
 
 
 _OUTCOMES = {200: "ok", 403: "refused", 404: "off", 500: "error"}

@@ -27,6 +27,7 @@ from ._outbox import (
     discard_pending,
     enqueue,
     enqueue_outbox,
+    enqueue_rows,
     outbox_task,
     periodic_job,
     prune_deliveries,
@@ -34,6 +35,7 @@ from ._outbox import (
     register_task,
     subscribe,
     sweep_outbox,
+    take_pending,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ __all__ = [
     "discard_pending",
     "enqueue",
     "enqueue_outbox",
+    "enqueue_rows",
     "huey",
     "make_huey",
     "outbox_task",
@@ -57,6 +60,7 @@ __all__ = [
     "register_task",
     "subscribe",
     "sweep_outbox",
+    "take_pending",
 ]
 
 

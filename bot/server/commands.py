@@ -1,7 +1,8 @@
 """`wqbot serve` and `wqbot worker`: the processes of a deployment.
 
-- embedded: one `wqbot serve` (SQLite store, huey on SQLite) runs the web app and, on threads in
-  the same process, the queue consumer and its periodic jobs.
+- embedded: one `wqbot serve` (SQLite store, huey on SQLite) runs the web app in N processes
+  (`--workers`, one per core by default) sharing one WAL database and one queue file and, on
+  threads in the supervising process, the one queue consumer and its periodic jobs.
 - scaled out: `wqbot serve --workers N --no-worker` (web processes) and M `wqbot worker`s, on
   PostgreSQL and Redis.
 """
@@ -12,6 +13,7 @@ import argparse
 import gc
 import importlib.util
 import logging
+import os
 import socket
 import sys
 
@@ -31,6 +33,9 @@ from . import HEADER_PROTOCOL, connections, stack
 from .selfcheck import claim_consumer, selfcheck
 
 log = logging.getLogger("wqbot.server")
+
+# Web processes of `wqbot serve` on SQLite when --workers is not given; 0: one per core.
+EMBEDDED_WEB_PROCESSES = 0
 
 
 def start_consumer(settings: Settings, workers: int = 2) -> Consumer:
@@ -78,11 +83,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def web_processes(args: argparse.Namespace, s: Settings) -> int:
+    """--workers, or by default: every core on the embedded setup (SQLite store and queue),
+    one process otherwise (scaled out, the deployment chooses)."""
+    if args.workers is not None:
+        return max(1, args.workers)
+    if s.queue_url.startswith("sqlite:///") and s.database_url.startswith("sqlite:///"):
+        return EMBEDDED_WEB_PROCESSES or os.cpu_count() or 1
+    return 1
+
+
 def serve(args: argparse.Namespace) -> int:
     s = get_settings()
     init_store(s.database_url)  # migrate once here, before workers fork
-    if args.workers > 1 and s.queue_is_embedded:
-        print("wqbot: --workers > 1 needs QUEUE_URL=redis://… (the embedded queue is one process)", file=sys.stderr)
+    workers = web_processes(args, s)
+    if workers > 1 and s.queue_url.startswith("memory://"):
+        print(
+            "wqbot: --workers > 1 needs a queue the processes share: QUEUE_URL=sqlite:///… or redis://…",
+            file=sys.stderr,
+        )
         return 2
     try:
         sock = bind(args.host, args.port)
@@ -94,9 +113,11 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 2
     selfcheck(s, "serve")  # at most a few seconds: WeCom is asked with a deadline
-    prepare_multiprocess(args.workers)  # several processes: /metrics sums them (PROMETHEUS_MULTIPROC_DIR)
+    prepare_multiprocess(workers)  # several processes: /metrics sums them (PROMETHEUS_MULTIPROC_DIR)
     consumer = lock = None
     if s.queue_is_embedded and not args.no_worker:
+        # The web processes only enqueue; this process (uvicorn's supervisor when there are
+        # several) consumes the queue and runs the periodic jobs, while it holds the queue's lock.
         lock, holder = claim_consumer(s, "serve")
         if holder:
             log.warning(
@@ -114,7 +135,7 @@ def serve(args: argparse.Namespace) -> int:
         # default, which has none.
         http=HEADER_PROTOCOL if _available("httptools") != "auto" else "auto",
         loop=_available("uvloop"),
-        workers=args.workers,
+        workers=workers,
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
         log_level="warning",
@@ -136,7 +157,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     started = True
     try:
-        if args.workers > 1:
+        if workers > 1:
             Multiprocess(config, sockets=[sock]).run()
         else:
             server = uvicorn.Server(config)
@@ -162,13 +183,15 @@ def worker(args: argparse.Namespace) -> int:
     build(s)  # the queue tasks and periodic jobs, registered with huey
     lock, holder = claim_consumer(s, "worker")
     if holder:
+        # An embedded queue has exactly one consumer: a second scheduler would start the periodic
+        # jobs again, and huey's SQLite storage is built for one reader.
         log.warning(
-            "the embedded queue %s is already consumed by %s (`wqbot serve` runs its own worker): a second "
-            "consumer on SQLite only competes for its lock. Stop this worker, or run `wqbot serve --no-worker`, "
-            "or move to QUEUE_URL=redis://… to scale out",
+            "the embedded queue %s is already consumed by %s (`wqbot serve` runs its own worker): this worker "
+            "does not start. Stop it, or run `wqbot serve --no-worker`, or move to QUEUE_URL=redis://… to scale out",
             s.queue_url,
             holder,
         )
+        return 2
     selfcheck(s, "worker")
     consumer = huey.create_consumer(workers=args.workers, worker_type="thread", periodic=True)
     print(f"wqbot: worker consuming {s.queue_url.split('@')[-1]}", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bot.observability.logs import LogThrottle
@@ -115,7 +116,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
                 # request) and goes on as usual; if not, they are too large.
                 parsed = self.headers_parsed
                 if room > 0:
-                    HttpToolsProtocol.data_received(self, data[:room])
+                    self._feed(data[:room])
                     data = data[room:]
                 if self.transport.is_closing():
                     return
@@ -129,9 +130,51 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
                     return
             else:
                 self.header_bytes += len(data)
-        HttpToolsProtocol.data_received(self, data)
+        self._feed(data)
         if self.waiting and not self.header_bytes:
             self.header_bytes = 1  # a request began in this chunk (its share of it is not counted)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's data_received, but an Upgrade it does not serve (`Upgrade: h2c`, say) is
+        ignored, as HTTP/1.1 lets a server do: the request is served with its body.
+
+        httptools stops at the end of such a request's headers and reports it complete with no
+        body (uvicorn then logs a warning and the body is lost: a callback's envelope, say). Here
+        a fresh parser takes the rest: it is first fed a made-up head with the request's own
+        framing (Content-Length or chunked), which `_AfterUpgrade` keeps from the protocol, so
+        what follows is read as the body of the request being served, then as the requests after it."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as e:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            elif e.args and isinstance(e.args[0], int) and self.cycle is not None:
+                self._ignore_upgrade(data[e.args[0] :])
+            else:
+                self._unsupported_upgrade_warning()
+
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        framing = b""
+        for name, value in self.headers:
+            if name == b"transfer-encoding" and b"chunked" in value.lower():
+                framing = b"transfer-encoding: chunked"
+            elif name == b"content-length" and not framing and value.strip() not in (b"", b"0"):
+                framing = b"content-length: " + value.strip()
+        callbacks = _AfterUpgrade(self)
+        self.parser = httptools.HttpRequestParser(callbacks)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        if framing:  # the request is not complete after all: its body follows
+            self.cycle.more_body = True
+            self.cycle.message_event.clear()
+            self.parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+        callbacks.in_head = False
+        if rest:
+            self._feed(rest)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.admitted is None:
@@ -164,3 +207,34 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(message), message.encode())
         )
         self.transport.close()
+
+
+class _AfterUpgrade:
+    """The parser callbacks of a connection whose Upgrade was ignored: the made-up head that
+    resumes the body (`in_head`) goes nowhere, everything after it to the protocol."""
+
+    def __init__(self, protocol: HeaderTimeoutProtocol):
+        self.protocol = protocol
+        self.in_head = True
+
+    def on_message_begin(self) -> None:
+        if not self.in_head:
+            self.protocol.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self.in_head:
+            self.protocol.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            self.protocol.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if not self.in_head:
+            self.protocol.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.protocol.on_message_complete()

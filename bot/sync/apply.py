@@ -16,10 +16,11 @@ Merge rules:
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 from settings import Settings, get_settings
-from store import clock
-from store.db import write_transaction
+from store import clock, statements
+from store.db import db, is_postgres, write_transaction
 from store.directory import Department, User, UserDepartment, record_change, record_changes
 
 from . import records as R
@@ -118,25 +119,33 @@ def user_row(rec: dict, existing: User | None, match_field: str, active: bool, a
     return row
 
 
+# One member's rows are read and written on every change_contact event, inside the callback's
+# transaction: with statements built once (store/statements.py), not by peewee each time.
+@lru_cache(maxsize=2)
+def _memberships_sql(postgres: bool) -> str:
+    t, p = UserDepartment._meta.table_name, "%s" if postgres else "?"
+    return f'SELECT "department_id", "order", "is_leader" FROM "{t}" WHERE "userid" = {p}'
+
+
+@lru_cache(maxsize=2)
+def _delete_memberships_sql(postgres: bool) -> str:
+    return f'DELETE FROM "{UserDepartment._meta.table_name}" WHERE "userid" = {"%s" if postgres else "?"}'
+
+
 def _memberships(userid: str) -> tuple:
-    q = (
-        UserDepartment.select(UserDepartment.department_id, UserDepartment.order, UserDepartment.is_leader)
-        .where(UserDepartment.userid == userid)
-        .tuples()
-    )
-    return tuple(sorted((d, o, bool(lead)) for d, o, lead in q))
+    q = db.obj.execute_sql(_memberships_sql(is_postgres()), (userid,))
+    return tuple(sorted((d, o, bool(lead)) for d, o, lead in q.fetchall()))
 
 
 def _write_user(row: dict, mems: tuple | None, old_mems: tuple | None) -> None:
-    User.insert(row).on_conflict(
-        conflict_target=[User.userid], update={k: v for k, v in row.items() if k not in ("userid", "created_at")}
-    ).execute()
+    statements.insert(User, row, conflict=("userid",), keep=("created_at",))
     if mems is not None and mems != old_mems:
-        UserDepartment.delete().where(UserDepartment.userid == row["userid"]).execute()
+        db.obj.execute_sql(_delete_memberships_sql(is_postgres()), (row["userid"],))
         if mems:
-            UserDepartment.insert_many(
-                [{"userid": row["userid"], "department_id": d, "order": o, "is_leader": lead} for d, o, lead in mems]
-            ).execute()
+            statements.insert(
+                UserDepartment,
+                [{"userid": row["userid"], "department_id": d, "order": o, "is_leader": lead} for d, o, lead in mems],
+            )
 
 
 def _saved(row: dict) -> User:
@@ -152,7 +161,7 @@ def apply_user(rec: dict, settings: Settings, *, partial: bool, reactivate: bool
     userid = rec["userid"]
     at = clock.now()
     with write_transaction():
-        existing = User.get_or_none(User.userid == userid)
+        existing = statements.select_one(User, "userid", userid)
         old_mems = _memberships(userid) if existing else ()
         if existing is None:
             merged = overlay({"userid": userid, "name": "", "departments": ()}, rec) if partial else rec

@@ -193,3 +193,34 @@ def test_sqlite_without_returning_records_row_by_row(settings, store, monkeypatc
     test_twins_and_retries_in_one_group_are_applied_once(settings, store)
     truncate_all(store)
     test_a_failing_handler_fails_only_its_own_delivery(settings, store)
+
+
+def test_what_a_group_deferred_is_queued_in_one_write_after_its_commit(settings, store, queue, monkeypatch):
+    """The outbox rows a group of deliveries deferred reach the queue together, in one storage
+    write (not one write transaction or round trip each), in order, each naming its row."""
+    from bot.queue import register_task
+
+    seen = []
+    queued_task = OutboxTask("test.group_enqueue", lambda **kwargs: seen.append(kwargs))
+    register_task(queued_task)
+    router = Router()
+
+    @router.event("click", key="defer")
+    def on_click(msg, ctx):
+        defer(queued_task, user=msg.sender)
+        defer(queued_task, user=msg.sender + "-2")
+
+    single_writes = []
+    monkeypatch.setattr(queue.storage, "enqueue", lambda *a, **k: single_writes.append(a))
+    wx = wecom(settings, router)
+    results = wx.together([wx.sign(click("defer", user=f"u{i}")) for i in range(10)])
+    assert [status for status, _ in results] == [200] * 10
+    assert single_writes == []  # every row went in a batch
+    assert queue.pending_count() == 20 == Outbox.select().count()
+    messages = [queue.dequeue() for _ in range(20)]
+    outbox_ids = [m.args[0] for m in messages]
+    assert sorted(outbox_ids) == sorted(r.id for r in Outbox.select())
+    for m in messages:
+        queue.execute(m)
+    assert sorted(s["user"] for s in seen) == sorted([f"u{i}" for i in range(10)] + [f"u{i}-2" for i in range(10)])
+    assert Outbox.select().count() == 0  # each run deleted its row

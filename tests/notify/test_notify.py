@@ -421,6 +421,23 @@ def test_pending_tasks_query_count_does_not_grow(client, store, immediate_queue,
     assert len(q) <= 2
 
 
+def test_pending_tasks_start_from_the_members_own_rows(client, store, immediate_queue, fake_wecom):
+    """待我处理 reads the member's recipient rows, not every open task in the store: its cost must
+    not grow with other members' tasks."""
+    from bot.notify.pending import _open_tasks_sql
+    from store import db
+    from store.db import is_postgres
+
+    for i in range(3):
+        post(client, notification(id=f"n{i}", task_id=f"T-{i}", recipients=["lisi"]))
+    if is_postgres():
+        return  # PostgreSQL picks the join order from its statistics
+    plan = [row[-1] for row in db.obj.execute_sql("EXPLAIN QUERY PLAN " + _open_tasks_sql(False), ("x",) * 7)]
+    searches = [p for p in plan if p.startswith(("SEARCH", "SCAN"))]
+    assert searches[0].startswith("SEARCH r USING INDEX notify_recipient_userid_task_id"), plan
+    assert not any("notify_task_state" in p for p in plan), plan
+
+
 def test_a_new_approve_reopens_a_task_that_was_over(client, store, immediate_queue, fake_wecom):
     from bot.notify import pending_tasks
 

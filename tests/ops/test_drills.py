@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from bot.app import create_app as wqbot_app
+from bot.callback import refusal
+from bot.observability.logs import LogThrottle
 from bot.ops.doctor import Doctor
 from bot.ops.panels import status
 from bot.server import stack
@@ -159,9 +161,12 @@ def test_60020_on_the_app_secret_names_the_app_page_in_doctor_and_sync(settings,
 
 
 def test_wrong_aes_key_of_the_right_length_names_the_aes_key_in_answer_log_and_console(
-    settings, store, emulator, caplog
+    settings, store, emulator, caplog, monkeypatch
 ):
     cfg, url = emulator
+    # 最近错误 takes one refusal per endpoint and check a minute: start this test's minute afresh,
+    # whatever refusals earlier tests in this process made
+    monkeypatch.setattr(refusal, "_recorded", LogThrottle(interval=60.0, max_keys=32))
     wrong = _dev_aes_key("not the console's")
     assert len(wrong) == 43 and wrong != cfg.aes_key
     s = on_sim(settings, cfg, url, wecom_token=cfg.token, wecom_aes_key=wrong)

@@ -12,6 +12,7 @@ import pytest
 
 from bot.observability import logs, trace
 from bot.queue import defer, enqueue_outbox, outbox_task, register_task
+from store import statements
 from tests.conftest import TEST_ENV
 from tests.support import CallbackClient, app_crypto, message, serving
 
@@ -161,25 +162,25 @@ def test_a_callback_trace_id_follows_into_its_task(captured, settings, store, im
     seen.clear()
     created = []
     outer = trace.current_trace_id()
-    orig = Outbox.create
+    orig = statements.insert
 
-    def spy(**kw):
-        row = orig(**kw)
-        created.append(row)
-        return row
+    def spy(model, rows, **kw):  # the outbox rows as written
+        if model is Outbox:
+            created.append(rows)
+        return orig(model, rows, **kw)
 
-    Outbox.create = spy
+    statements.insert = spy
     try:
         with CallbackClient(settings, serving(endpoint)) as c:
             assert c.deliver(message(MsgType="text", Content="hello", MsgId=7)) is None
             assert c.deliver(message(MsgType="text", Content="again", MsgId=8)) is None
     finally:
-        Outbox.create = orig
+        statements.insert = orig
     assert [s["word"] for s in seen] == ["hello", "again"]
     first, second = contexts[0].trace_id, contexts[1].trace_id
     assert first and second and first != second
     assert [s["trace"] for s in seen] == [first, second]
-    assert [r.trace_id for r in created] == [first, second]
+    assert [r["trace_id"] for r in created] == [first, second]
     records = [json.loads(line) for line in buf.getvalue().splitlines()]
     handler_lines = [r for r in records if r["logger"] == "wqbot.test.handler"]
     task_lines = [r for r in records if r["logger"] == "wqbot.test.task"]

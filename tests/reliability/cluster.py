@@ -144,8 +144,9 @@ class Proc:
 class Cluster:
     """The emulator, the webhook receiver and `webs` web + `workers` worker processes.
 
-    webs=1, workers=0 is the embedded setup (the serve process runs the consumer); otherwise the
-    web processes run with --no-worker and the workers consume the queue."""
+    webs=1, workers=0 is the embedded setup (the serve process runs the consumer; `web_processes`
+    uvicorn processes serve, 1 unless said); otherwise the web processes run with --no-worker and
+    the workers consume the queue."""
 
     def __init__(
         self,
@@ -160,12 +161,14 @@ class Cluster:
         worker_threads: int = 2,
         latency_ms: dict[str, int] | None = None,
         receiver_delay: float = 0.0,
+        web_processes: int = 1,
         follow_sim_clock: bool = False,
     ):
         from tests.conftest import TEST_ENV
 
         self.workdir = Path(workdir)
         self.embedded = workers == 0
+        self.web_processes = web_processes  # uvicorn processes per serve (--workers)
         if self.embedded and webs != 1:
             raise ValueError("the embedded setup is one serve process")
         self.fast_sweeps = (not LONG) if fast_sweeps is None else fast_sweeps
@@ -245,7 +248,8 @@ class Cluster:
         # the directory first: notifications go to members the store knows
         self.run_cli(["sync", "--full"], timeout=120)
         for i, (port, url) in enumerate(zip(self.web_ports, self.web_urls, strict=True)):
-            args = ["serve", "--port", str(port)] + ([] if self.embedded else ["--no-worker"])
+            args = ["serve", "--port", str(port), "--workers", str(self.web_processes)]
+            args += [] if self.embedded else ["--no-worker"]
             self.procs.append(Proc(f"web{i}", args, self.workdir, env, ready_url=f"{url}/healthz"))
         for i in range(0 if self.embedded else 2):
             self.procs.append(Proc(f"worker{i}", ["worker", "--workers", str(self.worker_threads)], self.workdir, env))

@@ -167,7 +167,7 @@ def wqbot_serve(directory):
     log_path = directory / "serve.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--no-worker"],
+            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--workers", "1", "--no-worker"],
             cwd=directory,
             env=env,
             stdout=log,
