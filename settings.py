@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from bot.crypto import decode_aes_key
@@ -47,7 +47,10 @@ WHERE = {
 
 def _fix(name: str) -> str:
     where = WHERE.get(name)
-    return f"set {name} in the environment or .env: {where}" if where else f"see {name} in docs/configuration.md"
+    console = " (or on the console's 企业微信参数 page, /admin/wecom)" if name.startswith("WECOM_") else ""
+    return (
+        f"set {name} in the environment or .env{console}: {where}" if where else f"see {name} in docs/configuration.md"
+    )
 
 
 def read_dotenv(path: str | os.PathLike = ".env") -> dict[str, str]:
@@ -120,6 +123,10 @@ def _bool(v: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _agent_id(v: str) -> int:
+    return _positive_int(v) if v.strip() else 0  # 0: not set yet (setup mode)
+
+
 def _positive_int(v: str) -> int:
     n = int(v)
     if n <= 0:
@@ -185,10 +192,12 @@ def _queue_url(v: str) -> str:
 
 
 def _match_field(v: str) -> str:
-    v = v.strip().lower()
-    if v not in ("userid", "mobile", "email"):
-        raise ValueError("must be userid, mobile or email")
-    return v
+    v = v.strip()
+    if v.lower().startswith("extattr:") and v[8:].strip():
+        return "extattr:" + v[8:].strip()  # the custom field's name keeps its case (工号, EmpNo)
+    if v.lower() not in ("userid", "mobile", "email", "alias", "biz_mail"):
+        raise ValueError("must be userid, mobile, email, alias, biz_mail or extattr:<custom field name>")
+    return v.lower()
 
 
 def _scope(v: str) -> str:
@@ -200,7 +209,7 @@ def _scope(v: str) -> str:
 
 def _corp_id(v: str) -> str:
     v = v.strip()
-    if not re.fullmatch(r"[A-Za-z0-9]{4,64}", v):
+    if v and not re.fullmatch(r"[A-Za-z0-9]{4,64}", v):
         raise ValueError("must be the 企业ID from 我的企业 → 企业信息 (letters and digits)")
     return v
 
@@ -253,12 +262,12 @@ def _opt(name: str, default: str | None, parse: Callable[[str], Any]) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    wecom_corp_id: str = _opt("WECOM_CORP_ID", None, _corp_id)
-    wecom_agent_id: int = _opt("WECOM_AGENT_ID", None, _positive_int)
-    wecom_app_secret: str = _opt("WECOM_APP_SECRET", None, _str)
+    wecom_corp_id: str = _opt("WECOM_CORP_ID", "", _corp_id)
+    wecom_agent_id: int = _opt("WECOM_AGENT_ID", "", _agent_id)
+    wecom_app_secret: str = _opt("WECOM_APP_SECRET", "", _str)
     wecom_contacts_secret: str = _opt("WECOM_CONTACTS_SECRET", "", _str)
-    wecom_token: str = _opt("WECOM_TOKEN", None, _token)
-    wecom_aes_key: str = _opt("WECOM_AES_KEY", None, _aes_key)
+    wecom_token: str = _opt("WECOM_TOKEN", "", _token)
+    wecom_aes_key: str = _opt("WECOM_AES_KEY", "", _aes_key)
     wecom_contacts_token: str = _opt("WECOM_CONTACTS_TOKEN", "", _token)
     wecom_contacts_aes_key: str = _opt("WECOM_CONTACTS_AES_KEY", "", _aes_key)
     wecom_oauth_scope: str = _opt("WECOM_OAUTH_SCOPE", "snsapi_base", _scope)
@@ -273,7 +282,7 @@ class Settings:
     database_url: str = _opt("DATABASE_URL", "sqlite:///wqbot.db", _db_url)
     queue_url: str = _opt("QUEUE_URL", "sqlite:///wqbot-queue.db", _queue_url)
     secret_key: str = _opt("SECRET_KEY", None, _str)
-    weiqian_api_token: str = _opt("WEIQIAN_API_TOKEN", None, _str)
+    weiqian_api_token: str = _opt("WEIQIAN_API_TOKEN", "", _str)
     weiqian_webhook_url: str = _opt("WEIQIAN_WEBHOOK_URL", "", _http_url)
     weiqian_webhook_secret: str = _opt("WEIQIAN_WEBHOOK_SECRET", "", _str)
     sync_interval_minutes: int = _opt("SYNC_INTERVAL_MINUTES", "10", _positive_int)
@@ -299,6 +308,19 @@ class Settings:
     sim_clock_url: str = _opt("SIM_CLOCK_URL", "", _http_url)  # the emulator's /sim/clock (demo and tests only)
 
     # -- derived ---------------------------------------------------------------------------
+    @property
+    def wecom_configured(self) -> bool:
+        """Everything WeCom needs is set (environment or console); else wqbot runs in setup mode."""
+        return bool(self.wecom_corp_id and self.wecom_agent_id and self.wecom_app_secret)
+
+    def snapshot(self) -> Settings:
+        """These settings, fixed (a `LiveSettings` gives the console's current view)."""
+        return self
+
+    def refreshed(self) -> Settings:
+        """These settings after re-reading the console's (a `LiveSettings` checks the store now)."""
+        return self
+
     @property
     def contacts_callback_enabled(self) -> bool:
         return bool(self.wecom_contacts_token and self.wecom_contacts_aes_key)
@@ -341,10 +363,21 @@ class Settings:
         return "Settings(" + ", ".join(f"{k}={v}" for k, v in self.masked().items()) + ")"
 
 
-def load(env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = ".env") -> Settings:
-    """Build Settings from `env` (default: os.environ) over the `.env` file; the environment wins."""
+def sources(env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = ".env") -> dict[str, str]:
+    """The raw values of the environment over the `.env` file (what the console cannot change)."""
     source = dict(read_dotenv(dotenv)) if dotenv else {}
     source.update(os.environ if env is None else env)
+    return {f.metadata["env"]: source[f.metadata["env"]] for f in fields(Settings) if f.metadata["env"] in source}
+
+
+def load(
+    env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = ".env", console: dict[str, str] | None = None
+) -> Settings:
+    """Build Settings from `env` (default: os.environ) over the `.env` file over `console` (the
+    values saved on /admin/wecom); the environment wins."""
+    source = dict(console or {})
+    # an empty environment value (`WECOM_APP_SECRET=`) leaves the field to the console
+    source.update({k: v for k, v in sources(env, dotenv).items() if v.strip() or k not in source})
     values: dict[str, Any] = {}
     problems: list[tuple[str, str, str]] = []  # every problem of this pass, not just the first
     for f in fields(Settings):
@@ -371,7 +404,43 @@ def load(env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = "
     if problems:
         first, *more = problems
         raise SettingsError(*first, more=more)
-    return Settings(**values)
+    s = Settings(**values)
+    if not s.wecom_configured and s.wecom_enabled:
+        s = replace(s, wecom_enabled=False)  # setup mode: 开启企业微信 stays off until WeCom is configured
+    return s
+
+
+# The console's values over the environment's (bot/ops/console_settings.py installs it).
+Overlay = Callable[["LiveSettings"], Settings]
+_overlay: Overlay | None = None
+
+
+def set_overlay(fn: Overlay | None) -> None:
+    global _overlay
+    _overlay = fn
+
+
+class LiveSettings:
+    """Settings that follow /admin/wecom: every attribute is read from the current merged view,
+    which the overlay refreshes every few seconds (so every process sees a change within 10 s)."""
+
+    def __init__(self, env: dict[str, str] | None = None, dotenv: str | os.PathLike | None = ".env"):
+        self.env, self.dotenv = env, dotenv
+        self.base = load(env, dotenv)
+        self.from_env = frozenset(k for k, v in sources(env, dotenv).items() if v.strip())
+
+    def snapshot(self) -> Settings:
+        return _overlay(self) if _overlay else self.base
+
+    def refreshed(self) -> Settings:
+        self.__dict__.pop("checked_at", None)  # the overlay re-reads the revision now
+        return self.snapshot()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.snapshot(), name)
+
+    def __repr__(self) -> str:
+        return repr(self.snapshot())
 
 
 _current: Settings | None = None
@@ -381,7 +450,7 @@ def get_settings() -> Settings:
     """The process's settings, read on first use and then kept."""
     global _current
     if _current is None:
-        _current = load()
+        _current = cast(Settings, LiveSettings())
     return _current
 
 

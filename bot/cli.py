@@ -18,6 +18,7 @@ COMMANDS = {
     "serve": "bot.server.commands:serve",
     "worker": "bot.server.commands:worker",
     "sync": "bot.sync.cli:main",
+    "accounts": "bot.sync.accounts_cli:main",
     "menu": "bot.menus.cli:main",
     "workbench": "bot.workbench.cli:main",
     "doctor": "bot.ops.doctor:main",
@@ -25,6 +26,9 @@ COMMANDS = {
     "sim": "sim.cli:main",
     "demo": "sim.demo:main",
 }
+
+# Commands that read the console's settings (/admin/wecom) over the environment's.
+LIVE = {"serve", "worker", "sync", "accounts", "menu", "workbench"}
 
 
 def _version() -> str:
@@ -66,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     y = command("sync", help="one directory sync now")
     y.add_argument("--full", action="store_true")
     y.add_argument("--force", action="store_true", help="apply disables even past SYNC_MAX_DELETE_RATIO")
+
+    a = command("accounts", help="members with no or an ambiguous 微签 account; the userid,account CSV")
+    a.add_argument("action", choices=("report", "import"))
+    a.add_argument("file", nargs="?", default="", help="import: a CSV of userid,account lines")
+    a.add_argument("--csv", action="store_true", help="report: as CSV")
 
     m = command("menu", help="the app menu")
     m.add_argument("action", choices=("show", "push", "diff"))
@@ -127,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args)
     target = COMMANDS[args.command]
     module, _, func = target.partition(":")
+    if args.command in LIVE:
+        importlib.import_module("bot.ops.console_settings").install()
     try:
         fn = getattr(importlib.import_module(module), func)
         return int(fn(args) or 0)

@@ -60,3 +60,9 @@ DIGEST_DEADLINE = "，{when} 截止"
 DIGEST_MORE = "还有 {n} 项，点此查看全部"
 TILE_APPROVE = "待审批"
 TILE_SIGN = "待签署"
+
+# -- setup mode (WeCom not configured yet: bot/callback/, /api/v1/*) ----------------------------
+WECOM_NOT_CONFIGURED = (
+    "WeCom is not configured yet (企业微信尚未配置): fill 企业微信参数 on /admin/wecom, or set WECOM_CORP_ID, "
+    "WECOM_AGENT_ID, WECOM_APP_SECRET, WECOM_TOKEN and WECOM_AES_KEY"
+)

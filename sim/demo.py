@@ -4,6 +4,9 @@ It starts the emulator and a small 微签 stand-in (webhook receiver and H5/PC l
 free loopback ports in this process, and `wqbot serve` as a child process with the embedded SQLite
 store and queue in a temporary folder, every WeCom origin pointing at the emulator. Then it tours:
 
+0. console set-up       wqbot starts with no WeCom settings (setup mode); the 企业微信参数 form on
+                         /admin/wecom is filled and saved through the console's own HTTP endpoints
+                         (checked against WeCom first) with 开启企业微信 on; the full sync follows
 1. URL verification      the console's echostr check on both callback URLs
 2. full sync             `wqbot sync --full`; the org API lists exactly the emulator's directory
 3. live change_contact   a member joins and is renamed in the emulator; wqbot's change feed shows both
@@ -29,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -178,17 +182,10 @@ class Demo:
 
     def env(self) -> dict:
         base = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED) and k not in STRIPPED_EXACT}
-        c = self.cfg
+        # No WeCom values: the admin enters them on /admin/wecom (the first step), as 微签's admin would.
         base.update(
             {
-                "WECOM_CORP_ID": c.corp_id,
-                "WECOM_AGENT_ID": str(c.agent_id),
-                "WECOM_APP_SECRET": c.app_secret,
-                "WECOM_CONTACTS_SECRET": c.contacts_secret,
-                "WECOM_TOKEN": c.token,
-                "WECOM_AES_KEY": c.aes_key,
-                "WECOM_CONTACTS_TOKEN": c.contacts_token,
-                "WECOM_CONTACTS_AES_KEY": c.contacts_aes_key,
+                "ADMIN_PASSWORD": self.admin_password,
                 "WECOM_API_BASE": self.sim_url,
                 "WECOM_OAUTH_BASE": self.sim_url,
                 "WECOM_SSO_BASE": self.sim_url,
@@ -205,7 +202,6 @@ class Demo:
                 "WQBOT_QUEUE_NAME": f"wqbot-demo-{self.wq_port}",
                 # wqbot follows the emulator's clock: the demo jumps it to show reminders and expiry
                 "SIM_CLOCK_URL": f"{self.sim_url}/sim/clock",
-                "ADMIN_PASSWORD": self.admin_password,
             }
         )
         return base
@@ -298,7 +294,60 @@ class Demo:
         users = self.simc("GET", "/sim/users", params={"status": 1, "limit": n + skip + 1}).json()["users"]
         return users[skip + 1 : skip + 1 + n]  # not the CEO: keep the demo's people ordinary staff
 
+    def org_users(self) -> list[dict]:
+        users, cursor = [], None
+        while True:
+            page = self.wq("GET", "/api/v1/org/users", params={"limit": 1000, **({"cursor": cursor} if cursor else {})})
+            if page.status_code != 200:
+                raise StepFailed(f"GET /api/v1/org/users: {page.status_code} {page.text[:300]}")
+            body = page.json()
+            users += body["users"]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return users
+
     # -- the steps ------------------------------------------------------------------------
+    def step_console_setup(self) -> str:
+        c = self.cfg
+        r = self.wq("POST", "/wecom/callback?msg_signature=x&timestamp=1&nonce=n", content=b"<xml/>")
+        if r.status_code != 503 or "not configured yet" not in r.text:
+            raise StepFailed(f"before set-up, /wecom/callback answered {r.status_code} {r.text[:200]!r}")
+        page = self.wq("GET", "/admin/login").text
+        nonce = re.search(r'name="login_nonce" value="([^"]+)"', page)
+        if nonce is None:
+            raise StepFailed("the console's login page has no password form")
+        r = self.wq("POST", "/admin/login", data={"login_nonce": nonce.group(1), "password": self.admin_password})
+        if r.status_code != 303:
+            raise StepFailed(f"console login: HTTP {r.status_code}")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', self.wq("GET", "/admin/wecom").text)
+        if csrf is None:
+            raise StepFailed("the 企业微信参数 page has no form")
+        form = {
+            "csrf": csrf.group(1),
+            "WECOM_CORP_ID": c.corp_id,  # 企业ID
+            "WECOM_AGENT_ID": str(c.agent_id),  # 应用ID
+            "WECOM_APP_SECRET": c.app_secret,  # 自建应用密钥
+            "WECOM_CONTACTS_SECRET": c.contacts_secret,  # 通讯录密钥
+            "WECOM_TOKEN": c.token,
+            "WECOM_AES_KEY": c.aes_key,
+            "WECOM_CONTACTS_TOKEN": c.contacts_token,
+            "WECOM_CONTACTS_AES_KEY": c.contacts_aes_key,
+            "SYNC_MATCH_FIELD": "userid",  # 公有属性
+            "WECOM_ENABLED": "on",  # 开启企业微信
+        }
+        t0 = time.perf_counter()
+        r = self.wq("POST", "/admin/wecom", data=form)
+        if r.status_code != 303 or "wecom_saved" not in r.headers.get("location", ""):
+            errors = re.findall(r'class="error[^"]*"[^>]*>([^<]+)<', r.text)
+            raise StepFailed(f"saving 企业微信参数: HTTP {r.status_code}: {'; '.join(errors) or r.text[:300]}")
+        want = len(self.sim.directory.users)
+        self.wait_for("the sync 开启企业微信 starts", lambda: len(self.org_users()) == want, every=0.3)
+        return (
+            "setup mode until then (/wecom/callback: 503 not configured yet); 企业微信参数 saved through "
+            f"/admin/wecom after its WeCom checks passed, 开启企业微信 on; the full sync it started brought "
+            f"{want} members in {time.perf_counter() - t0:.1f} s"
+        )
+
     def step_url_verification(self) -> str:
         out = []
         for target, label in (("app", "接收消息"), ("contacts", "通讯录同步")):
@@ -658,6 +707,7 @@ class Demo:
         return f"wqbot workbench push ✓; {who['name']}'s tile: {shown} → taps 同意 → 待审批 0 (set_workbench_data)"
 
     STEPS = [
+        ("console set-up (企业微信参数, 开启企业微信)", "step_console_setup", ("bot.ops.wecom_page",)),
         ("URL verification", "step_url_verification", ()),
         ("full directory sync", "step_full_sync", ("bot.sync",)),
         ("live change_contact", "step_change_contact", ("bot.sync", "bot.handlers.contacts")),
@@ -737,6 +787,7 @@ def main(args) -> int:
             demo.say(f"  微签 stand-in   {demo.weiqian_server.url}/webhooks")
             demo.say(f"  API token      {demo.api_token}   (Authorization: Bearer … for {demo.wqbot}/api/v1/*)")
             demo.say(f"  admin console  {demo.wqbot}/admin   password: {demo.admin_password}")
+            demo.say(f"  企业微信参数   {demo.wqbot}/admin/wecom")
             try:
                 while demo.proc.poll() is None:
                     time.sleep(0.5)

@@ -57,6 +57,7 @@ class User:
         "main_department",
         "direct_leader",
         "english_name",
+        "extattr",
     )
 
     def __init__(self, seq: int, userid: str, name: str, department: list[int]):
@@ -75,6 +76,7 @@ class User:
         self.main_department = department[0] if department else ROOT
         self.direct_leader: list[str] = []
         self.english_name = ""
+        self.extattr: dict[str, str] = {}  # text custom fields (自定义字段), e.g. {"工号": "E00042"}
 
     @property
     def avatar(self) -> str:
@@ -83,7 +85,7 @@ class User:
 
     def snapshot(self) -> dict:
         return {
-            k: (list(v) if isinstance(v, list) else v)
+            k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
             for k in self.__slots__
             if k != "seq"
             for v in (getattr(self, k),)
@@ -104,6 +106,7 @@ EDITABLE = (
     "address",
     "english_name",
     "direct_leader",
+    "extattr",
 )
 
 
@@ -245,6 +248,7 @@ class Directory:
             u.biz_mail = u.email
             u.alias = "".join(p for _, p in given) + "." + sur_py
             u.english_name = u.alias.title().replace(".", " ")
+            u.extattr = {"工号": f"E{u.seq:05d}"}  # a staff number, the attribute LDAP often shares
             if rand() < 0.1:
                 u.telephone = f"021-{rng.randrange(10**7, 10**8)}"
             main_top = top.get(depts[0])
@@ -416,7 +420,7 @@ class Directory:
             "telephone": u.telephone,
             "alias": u.alias,
             "address": u.address,
-            "extattr": {"attrs": []},
+            "extattr": {"attrs": [{"type": 0, "name": k, "text": {"value": v}} for k, v in sorted(u.extattr.items())]},
             "status": u.status,
             "qr_code": f"https://open.work.weixin.qq.com/wwopen/userQRCode?vcode=sim{u.seq:08x}",
             "external_position": "",
@@ -454,6 +458,10 @@ class Directory:
                 v = str(v)
                 if v not in ("0", "1", "2"):
                     raise DirectoryError("gender must be 0, 1 or 2")
+            elif f == "extattr":
+                if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+                    raise DirectoryError('extattr must be an object of text fields, e.g. {"工号": "E00042"}')
+                v = dict(v)
             elif f == "direct_leader":
                 if not isinstance(v, list) or len(v) > 5 or not all(isinstance(x, str) for x in v):
                     raise DirectoryError("direct_leader must be a list of at most 5 userids")

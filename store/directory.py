@@ -46,7 +46,11 @@ class User(Model):
     alias = pw.CharField(max_length=255, null=True)  # type: ignore[assignment]  # WeCom's 别名; shadows Model.alias()
     status = pw.SmallIntegerField(null=True)  # WeCom: 1 active, 2 disabled, 4 not activated, 5 left
     active = pw.BooleanField(default=True, index=True)
-    account = pw.CharField(max_length=255, null=True, index=True)  # linked 微签 account key
+    account = pw.CharField(max_length=255, null=True, index=True)  # linked 微签 account key (null: none, or ambiguous)
+    # The normalised SYNC_MATCH_FIELD value; `account` is this unless overridden or ambiguous (bot/sync/accounts.py)
+    match_key = pw.CharField(max_length=255, null=True, index=True)
+    biz_mail = pw.CharField(max_length=255, null=True)
+    extattr = pw.TextField(null=True)  # JSON {name: value} of the custom fields (text ones)
     main_department = pw.IntegerField(null=True)
     mobile_source = pw.CharField(max_length=16, null=True)  # "directory" | "oauth"
     email_source = pw.CharField(max_length=16, null=True)
@@ -234,9 +238,30 @@ def _mode_nullable(database: pw.Database) -> None:
     SyncRun.update(mode=None).where(SyncRun.mode == "").execute()
 
 
+def _match_attributes(database: pw.Database) -> None:
+    """SYNC_MATCH_FIELD=alias|biz_mail|extattr:<name>: the attributes it reads, and the key it linked by."""
+    migrator = SchemaMigrator.from_database(database)
+    have = {c.name for c in database.get_columns("user")}
+    ops = [
+        migrator.add_column("user", name, field)
+        for name, field in (
+            ("match_key", pw.CharField(max_length=255, null=True)),
+            ("biz_mail", pw.CharField(max_length=255, null=True)),
+            ("extattr", pw.TextField(null=True)),
+        )
+        if name not in have
+    ]
+    if ops:
+        migrate(*ops)
+    if "match_key" not in have:
+        database.execute_sql('CREATE INDEX IF NOT EXISTS "user_match_key" ON "user" ("match_key")')
+    User.update(match_key=User.account).where(User.match_key.is_null()).execute()
+
+
 # migration steps (store/migrations.py runs them in id order, each once)
 STEPS = [
     ("0201_directory", _create),
     ("0202_directory_double_timestamps", _double),
     ("0203_sync_run_mode_null_until_chosen", _mode_nullable),
+    ("0204_user_match_attributes", _match_attributes),
 ]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from . import chat, directory, followup, login, notifications, ops
+from . import chat, console, directory, followup, login, notifications, ops
 from . import models as m
 from .db import write_transaction
 
@@ -50,7 +50,16 @@ def _lock(db: pw.Database):
 
 CORE_STEPS: list[Step] = [("0001_core", _core), ("0002_core_double_timestamps", _core_double)]
 STEPS: list[Step] = sorted(
-    [*CORE_STEPS, *directory.STEPS, *notifications.STEPS, *followup.STEPS, *login.STEPS, *chat.STEPS, *ops.STEPS],
+    [
+        *CORE_STEPS,
+        *directory.STEPS,
+        *notifications.STEPS,
+        *followup.STEPS,
+        *login.STEPS,
+        *chat.STEPS,
+        *ops.STEPS,
+        *console.STEPS,
+    ],
     key=lambda s: s[0],
 )
 assert len({sid for sid, _ in STEPS}) == len(STEPS), "two migration steps share an id"

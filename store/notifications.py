@@ -25,7 +25,8 @@ from .models import EpochField, Model, now
 
 class NotificationStatus(StrEnum):
     """Notification.status: queued → sending (a worker holds the lease) → sent / partial / failed.
-    A close notification sends nothing and is done at once."""
+    A close notification sends nothing and is done at once. held: 开启企业微信 is off; queued again
+    when it is turned on."""
 
     QUEUED = "queued"
     SENDING = "sending"
@@ -33,6 +34,7 @@ class NotificationStatus(StrEnum):
     PARTIAL = "partial"
     FAILED = "failed"
     DONE = "done"
+    HELD = "held"
 
 
 class TaskState(StrEnum):

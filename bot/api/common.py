@@ -28,6 +28,8 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 def bearer_ok(request: Request, token: str) -> bool:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
+    if not token:  # setup mode: no token set means no client is let in, never an empty match
+        return False
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
@@ -37,6 +39,8 @@ def endpoint(fn):
     @functools.wraps(fn)
     async def wrapper(request: Request):
         settings = request.app.state.settings
+        if not settings.weiqian_api_token:
+            return error(503, "not_configured", "WEIQIAN_API_TOKEN is not set: set it in the environment or .env")
         if not bearer_ok(request, settings.weiqian_api_token):
             return error(401, "unauthorized", "send Authorization: Bearer <WEIQIAN_API_TOKEN>")
         try:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bot.auth.nextpath import MAX_STORED as URL_MAX_BYTES
 from bot.notify.request import (
     ID_MAX,
     KEY_MAX,
@@ -26,7 +27,6 @@ from bot.notify.request import (
     TASK_ID_MAX,
     TEXT_MAX,
     TITLE_MAX,
-    URL_MAX,
 )
 from bot.notify.webhook import EVENT as WEBHOOK_EVENT
 from bot.notify.webhook import EXPIRED as EXPIRED_EVENT
@@ -102,12 +102,16 @@ def _notification_request() -> dict:
         "recipients": {**recipients, "minItems": 1},
         "url": {
             "anyOf": [
-                {"type": "string", "maxLength": URL_MAX, "pattern": _H5_PATH},
+                # the limit is in bytes once percent-encoded, which JSON Schema cannot say: this is
+                # the bound for plain ASCII paths, the description says the rest
+                {"type": "string", "maxLength": URL_MAX_BYTES, "pattern": _H5_PATH},
                 {"type": "string", "pattern": _BLANK},
                 {"type": "null"},
             ],
             "description": "A path inside the 微签 H5 (e.g. /pages/task/task_detail?id=T-1001), opened "
-            "logged in through /oauth/h5. Not a full URL.",
+            f"logged in through /oauth/h5. Not a full URL. At most {URL_MAX_BYTES} bytes once "
+            "percent-encoded (a non-ASCII character counts 3 bytes per UTF-8 byte): the login that opens it "
+            "carries it, and a longer one is a 400.",
         },
         "deadline": {
             "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "maxLength": 0}, {"type": "null"}],
@@ -197,8 +201,9 @@ def _schemas() -> dict:
             "required": ["id", "status"],
         },
         "NotificationStatus": {
-            "enum": ["queued", "sent", "partial", "failed", "done"],
-            "description": "queued → sent / partial / failed; done once its task is over.",
+            "enum": ["queued", "held", "sent", "partial", "failed", "done"],
+            "description": "queued → sent / partial / failed; done once its task is over; held while "
+            "开启企业微信 is off (sent when it is turned on).",
         },
         "Notification": {
             "type": "object",

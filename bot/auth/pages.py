@@ -80,6 +80,27 @@ def not_configured(settings: Settings, flow: str) -> Problem:
     )
 
 
+def wecom_off(settings: Settings) -> Problem:
+    """开启企业微信 is off, or WeCom is not configured yet (setup mode)."""
+    if not settings.wecom_configured:
+        return Problem(
+            503,
+            "wecom_not_configured",
+            "企业微信尚未配置",
+            "管理员还没有在 wqbot 中填写企业微信参数，暂时不能用企业微信登录。",
+            ["请联系管理员，或使用微签的其他登录方式。"],
+            ["在 wqbot 管理后台 → 企业微信参数（/admin/wecom）填写企业ID、应用ID和密钥，并打开 开启企业微信。"],
+        )
+    return Problem(
+        503,
+        "wecom_off",
+        "企业微信登录已关闭",
+        "管理员关闭了 开启企业微信，暂时不能用企业微信登录微签。",
+        ["请使用微签的其他登录方式，或联系管理员。"],
+        ["在 wqbot 管理后台 → 企业微信参数（/admin/wecom）打开 开启企业微信（或设置 WECOM_ENABLED=true）。"],
+    )
+
+
 def trusted_domain_mismatch(settings: Settings, configured: str) -> Problem:
     host = public_host(settings)
     return Problem(

@@ -132,6 +132,8 @@ class LoginStarts:
 
 async def _start(request: Request, flow: str) -> Response:
     settings = request.app.state.settings
+    if not settings.wecom_enabled:
+        return pages.page(pages.wecom_off(settings))
     if not _landing(settings, flow):
         return pages.page(pages.not_configured(settings, flow))
     next_path = safe_next(request.query_params.get("next"))
@@ -154,6 +156,8 @@ async def _start(request: Request, flow: str) -> Response:
 async def choose(request: Request) -> Response:
     """/login: WeCom's in-app browser (a "wxwork" user agent) → H5 OAuth; any other → QR login."""
     settings = request.app.state.settings
+    if not settings.wecom_enabled:
+        return pages.page(pages.wecom_off(settings))
     next_path = safe_next(request.query_params.get("next"))
     if "wxwork" in request.headers.get("user-agent", "").lower():
         return _redirect(h5_entry(settings, next_path or "/"))
@@ -173,6 +177,8 @@ async def _finish(request: Request, flow: str) -> Response:
     if request.method == "HEAD":  # a link checker or prefetch must not use up the login
         return Response(status_code=200, headers=pages.NO_STORE)
     settings = request.app.state.settings
+    if not settings.wecom_enabled:
+        return pages.page(pages.wecom_off(settings))
     q = request.query_params
     code, state = q.get("code", ""), q.get("state", "")
     browser_id = _browser_id(request, settings)

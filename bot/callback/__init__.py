@@ -31,12 +31,24 @@ def routes(settings: Settings, app_router: Router, contacts_router: Router) -> l
 
     change_contact may arrive on either URL (WeCom sends it to the app URL when no contacts
     callback is set up: docs/wecom.md), so the app URL routes both sets of handlers."""
-    app_crypto = WeComCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id)
-    contacts_crypto = (
-        WeComCrypto(settings.wecom_contacts_token, settings.wecom_contacts_aes_key, settings.wecom_corp_id)
-        if settings.contacts_callback_enabled
-        else None
-    )
+    made: dict[tuple[str, str, str], WeComCrypto] = {}
+
+    def crypto_for(token: str, aes_key: str) -> WeComCrypto | None:
+        # Built from the current settings on each delivery (the console may change them); kept per value.
+        if not (token and aes_key and settings.wecom_corp_id):
+            return None
+        key = (token, aes_key, settings.wecom_corp_id)
+        if key not in made:
+            made.clear()
+            made[key] = WeComCrypto(*key)
+        return made[key]
+
+    def app_crypto() -> WeComCrypto | None:
+        return crypto_for(settings.wecom_token, settings.wecom_aes_key)
+
+    def contacts_crypto() -> WeComCrypto | None:
+        return crypto_for(settings.wecom_contacts_token, settings.wecom_contacts_aes_key)
+
     both = Router()
     both.include(app_router)
     both.include(contacts_router)

@@ -16,10 +16,12 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 from starlette.types import Receive, Scope, Send
 
+from bot import texts
 from bot.crypto import CryptoError, InvalidReceiveId, InvalidSignature, WeComCrypto
 from bot.observability import metrics
 from bot.observability.trace import new_trace_id
@@ -37,6 +39,7 @@ log = logging.getLogger("wqbot.callback")
 
 _QUERY = ("msg_signature", "timestamp", "nonce")
 _TEXT = b"text/plain; charset=utf-8"
+NOT_CONFIGURED = texts.WECOM_NOT_CONFIGURED
 _XML = b"application/xml"
 # PostgreSQL: groups in flight at once per process. More lanes make smaller groups: more CPU per
 # callback and no more throughput (bench/README.md).
@@ -127,12 +130,22 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> No
 class CallbackEndpoint:
     """One WeCom callback URL. `endpoint` is "app" (接收消息) or "contacts" (通讯录同步)."""
 
-    def __init__(self, crypto: WeComCrypto | None, router: Router, settings: Settings, endpoint: str):
-        self.crypto = crypto
+    def __init__(
+        self,
+        crypto: WeComCrypto | None | Callable[[], WeComCrypto | None],
+        router: Router,
+        settings: Settings,
+        endpoint: str,
+    ):
+        self._crypto = crypto
         self.router = router
         self.settings = settings
         self.endpoint = endpoint
         self._group: GroupCommit[VerifiedDelivery] | None = None
+
+    @property
+    def crypto(self) -> WeComCrypto | None:
+        return self._crypto() if callable(self._crypto) else self._crypto
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -151,7 +164,10 @@ class CallbackEndpoint:
         )
 
     async def _serve(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
-        if self.crypto is None:
+        crypto = self.crypto
+        if crypto is None and self.endpoint == "app":
+            return 503, NOT_CONFIGURED.encode(), _TEXT
+        if crypto is None:
             return 404, b"contacts callback is off: set WECOM_CONTACTS_TOKEN and WECOM_CONTACTS_AES_KEY", _TEXT
         q = query_params(scope.get("query_string", b""))
         missing = [k for k in _QUERY if not q.get(k)]
@@ -162,7 +178,7 @@ class CallbackEndpoint:
             if missing:
                 raise BadRequest(400, "missing query parameter: " + ", ".join(missing))
             try:
-                echo = self.crypto.verify_url(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
+                echo = crypto.verify_url(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
             except CryptoError as e:
                 return self._refuse(e)
             if not ECHOSTR_SHAPE.fullmatch(echo):
@@ -186,7 +202,7 @@ class CallbackEndpoint:
         if not isinstance(encrypted, str) or not encrypted:
             raise BadRequest(400, "XML has no Encrypt element")
         try:
-            plaintext = self.crypto.decrypt_message(q["msg_signature"], q["timestamp"], q["nonce"], encrypted)
+            plaintext = crypto.decrypt_message(q["msg_signature"], q["timestamp"], q["nonce"], encrypted)
         except CryptoError as e:
             return self._refuse(e)
         try:
@@ -209,7 +225,7 @@ class CallbackEndpoint:
             log.debug("no handler", extra={"kind": kind, "endpoint": self.endpoint})
             return None
         if not self.settings.wecom_enabled:
-            log.info("WECOM_ENABLED=false: verified but not applied", extra={"kind": kind})
+            log.info("开启企业微信 is off (WECOM_ENABLED): verified but not applied", extra={"kind": kind})
             return None
         key = self.endpoint[0] + hashlib.sha1(plaintext.encode()).hexdigest()
         ctx = Context(settings=self.settings, endpoint=self.endpoint, trace_id=new_trace_id())

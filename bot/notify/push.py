@@ -44,6 +44,26 @@ MAX_ATTEMPTS = 20  # transient failures (WeCom down, rate limited) before the re
 ALL_INVALID = 81013  # every recipient of the call was invalid
 
 
+HELD_REASON = "held: 开启企业微信 is off (/admin/wecom or WECOM_ENABLED); it is sent when the switch is turned on"
+
+
+def release_held() -> int:
+    """Queue every held notification again (开启企业微信 was turned on). Returns how many."""
+    with db.atomic():
+        ids = [
+            r[0]
+            for r in Notification.select(Notification.id).where(Notification.status == NotificationStatus.HELD).tuples()
+        ]
+        for batch in chunked(ids, 500):
+            Notification.update(status=NotificationStatus.QUEUED, error=None).where(
+                Notification.id.in_(batch), Notification.status == NotificationStatus.HELD
+            ).execute()
+            for nid in batch:
+                defer(push, notification_id=nid)
+    enqueue_outbox()
+    return len(ids)
+
+
 class Transient(Exception):
     """WeCom could not be reached or was rate limited: the task is retried later."""
 
@@ -82,10 +102,12 @@ def run(notification_id: str, settings: Settings, client=None) -> str:
 
 
 def _push(n: Notification, settings: Settings, client) -> str:
-    if not settings.wecom_enabled:
-        _ensure_recipients(n)
-        _fail_remaining(n.id, "WECOM_ENABLED=false: pushes are off")
-        return _finish(n.id)
+    if not settings.refreshed().wecom_enabled:  # re-read now: a push must not leave after the switch went off
+        # Held, not failed: `release_held()` queues it again when 开启企业微信 is turned on.
+        Notification.update(status=NotificationStatus.HELD, lease_until=None, error=HELD_REASON).where(
+            Notification.id == n.id
+        ).execute()
+        return NotificationStatus.HELD
     if n.kind in ("approve", "sign"):
         task = NotifyTask.get_or_none(NotifyTask.task_id == n.task_id)
         if task is None or task.round != n.round or task.state != TaskState.PENDING:

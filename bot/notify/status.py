@@ -62,6 +62,6 @@ def describe(notification_id: str) -> dict | None:
     }
     if task is not None:
         out["task_state"] = task.state if task.round == n.round else "superseded"
-    if n.error and out["status"] in (NotificationStatus.PARTIAL, NotificationStatus.FAILED):
+    if n.error and out["status"] in (NotificationStatus.PARTIAL, NotificationStatus.FAILED, NotificationStatus.HELD):
         out["error"] = n.error
     return out

@@ -9,6 +9,7 @@ from huey import crontab
 
 from bot import queue
 from bot.queue import periodic_job
+from settings import get_settings
 from store import db
 from store.models import now
 from store.notifications import Notification, NotificationStatus
@@ -58,6 +59,8 @@ def requeue_pushes(at: float | None = None) -> int:
 @periodic_job("notify.sweep", crontab(minute="*"))
 def sweep() -> dict[str, int]:
     out = {"expired": expire_due(), "webhooks": requeue_webhooks(), "pushes": requeue_pushes()}
+    if get_settings().wecom_enabled:  # turned on by the environment, or the console's own release was lost
+        out["released"] = push.release_held()
     if any(out.values()):
         log.info("notification sweep", extra=out)
     return out

@@ -123,6 +123,20 @@ def redact(text: str) -> str:
     return _filter.redact(text)
 
 
+_added: set[str] = set()  # secrets saved on the console: kept across a later setup()
+
+
+def add_secrets(values: tuple[str, ...]) -> None:
+    """Mask these too from now on (secrets saved on the console after start-up)."""
+    global _filter
+    _added.update(v for v in values if v and len(v) >= 4)
+    if _filter is None:
+        _filter = RedactFilter(values)
+    new = tuple(v for v in _added if v not in _filter.secrets)
+    if new:
+        _filter.secrets = tuple(sorted(_filter.secrets + new, key=len, reverse=True))
+
+
 # -- formatting ------------------------------------------------------------------------------------
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -286,7 +300,7 @@ def writing_through(write: Callable[[str], None]) -> Iterator[None]:
 
 def _writer(fmt: str, secrets: tuple[str, ...], stream: TextIO | None) -> logging.Handler:
     global _filter
-    _filter = RedactFilter(secrets)
+    _filter = RedactFilter(tuple(secrets) + tuple(_added))
     handler = _Console(stream or sys.stderr)
     handler.addFilter(_filter)
     handler.setFormatter(_formatter(fmt))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from huey.signals import SIGNAL_ERROR
 
-from . import jobs
+from . import console_settings, jobs
 from .admin import admin_routes
 from .health import healthz, readyz
 from .web import metrics_endpoint
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 def contribute(app: Registry) -> None:
+    console_settings.install()  # LiveSettings (wqbot serve, worker) follow /admin/wecom from now on
     app.route("/healthz", healthz)
     app.route("/readyz", readyz)
     app.route("/metrics", metrics_endpoint)

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from bot.ops import actions, panels
 from bot.ops import session as sess
 from bot.ops.status import audit
+from bot.ops.wecom_page import WeComPage
 from bot.wecom import WeComError, client_for
 from settings import Settings
 from store import clock
@@ -54,6 +55,9 @@ NOTICES = {
     "resent": "已重新发送通知。",
     "webhook_retried": "已重新投递 Webhook。",
     "logged_out": "已退出登录。",
+    "wecom_saved": "企业微信参数已保存，所有进程将在 10 秒内生效。",
+    "wecom_unchanged": "没有修改任何参数。",
+    "mapping_imported": "账号对应表已导入，成员已重新关联。",
 }
 
 
@@ -97,14 +101,14 @@ def _client_addr(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request, limit: int = MAX_FORM) -> dict[str, str]:
     """application/x-www-form-urlencoded, capped; the last value of each field."""
     if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
         return {}
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM:
+        if len(body) > limit:
             return {}
     try:
         parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
@@ -119,6 +123,12 @@ class Console:
         self.throttle = sess.Throttle()
 
     # -- helpers ----------------------------------------------------------------------------------
+    async def read_form(self, request: Request, limit: int = MAX_FORM) -> dict[str, str]:
+        return await _form(request, limit)
+
+    def csrf_ok(self, admin, token: str | None) -> bool:
+        return sess.csrf_ok(admin, token)
+
     async def admin(self, request: Request) -> sess.Admin | None:
         # Reads the admin's "valid after" from the store: in the thread pool, off the event loop.
         return await run_in_threadpool(sess.current_admin, self.settings, request.cookies.get(sess.COOKIE))
@@ -318,7 +328,13 @@ class Console:
 
 def admin_routes(settings: Settings) -> list[Route]:
     c = Console(settings)
+    w = WeComPage(c)
     return [
+        Route("/admin/wecom", w.show, methods=["GET"]),
+        Route("/admin/wecom", w.save, methods=["POST"]),
+        Route("/admin/wecom/accounts", w.import_mapping, methods=["POST"]),
+        Route("/admin/wecom/accounts.csv", w.report_csv, methods=["GET"]),
+        Route("/admin/static/wecom.js", w.script, methods=["GET"]),
         Route("/admin", c.status, methods=["GET"]),
         Route("/admin/", c.status, methods=["GET"]),
         Route("/admin/directory", c.directory, methods=["GET"]),

@@ -13,6 +13,7 @@ import secrets as _secrets
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -25,8 +26,11 @@ from bot.observability.logs import redact
 from bot.queue import make_huey
 from bot.sync.fetch import ModeRefused, directory_access, read_departments
 from bot.wecom import SECRET_PAGE, SECRET_VARIABLE, BadCredentials, IPNotAllowed, TransportError, client_for
-from settings import Settings, SettingsError, load
+from settings import Settings, SettingsError, load, sources
+from store.console import ConsoleSetting
 from store.db import connect
+
+from . import console_settings
 
 OK, FAIL, WARN = "✓", "✗", "!"
 CLOCK_SKEW_LIMIT = 60.0  # seconds
@@ -90,6 +94,32 @@ def wecom_fix(e, secret_var: str | None = None, creds: str | None = None) -> str
     return getattr(e, "hint", "") or "see the WeCom error codes in docs/wecom.md"
 
 
+# what WeCom needs before anything works, with the console's (and the 微签 form's) label
+WECOM_REQUIRED = (
+    ("WECOM_CORP_ID", "企业ID"),
+    ("WECOM_AGENT_ID", "应用ID"),
+    ("WECOM_APP_SECRET", "自建应用密钥"),
+    ("WECOM_TOKEN", "接收消息 Token"),
+    ("WECOM_AES_KEY", "接收消息 EncodingAESKey"),
+)
+
+
+def console_values(base: Settings) -> dict[str, str]:
+    """The values saved on /admin/wecom, read through the doctor's own connection (none when the
+    store cannot be read: the store check says why)."""
+    try:
+        database = connect(base.database_url)
+        try:
+            if not database.table_exists("console_setting"):
+                return {}
+            with database.bind_ctx([ConsoleSetting]):
+                return console_settings.stored_values(base.secret_key)
+        finally:
+            database.close()
+    except Exception:
+        return {}
+
+
 def _describe(e) -> str:
     code = getattr(e, "errcode", None)
     if code is not None:
@@ -124,16 +154,36 @@ class Doctor:
         return c
 
     # -- the checks -----------------------------------------------------------------------------
+    def _unconfigured(self, is_set: Callable[[str], bool]) -> bool:
+        """A line for each WeCom setting without which nothing reaches WeCom; True if any."""
+        missing = [(name, label) for name, label in WECOM_REQUIRED if not is_set(name)]
+        for name, label in missing:
+            self.add(
+                "settings",
+                False,
+                f"{name}: is not set (WeCom is not configured yet)",
+                f"fill {label} on the console's 企业微信参数 page (/admin/wecom), or set {name} in the "
+                "environment or .env",
+            )
+        return bool(missing)
+
     def check_settings(self) -> bool:
 
         if self.settings is None:
             try:
-                self.settings = load(self.env)
+                self.settings = load(self.env, console=console_values(load(self.env)))  # the merged view
             except SettingsError as e:
                 for variable, problem, fix in e.problems:  # every one, so one round fixes them all
                     self.add("settings", False, f"{variable}: {problem}", fix)
+                if any(variable == "SECRET_KEY" for variable, _, _ in e.problems):
+                    # the console's values are sealed with SECRET_KEY, so without it only the
+                    # environment's count: list WeCom's missing ones in this same round
+                    raw = sources(self.env)
+                    self._unconfigured(lambda name: bool(raw.get(name, "").strip()))
                 return False
         s = self.loaded()
+        if self._unconfigured(lambda name: bool(getattr(s, name.lower()))):
+            return False
         problems: list[tuple[str, str]] = []
         pub = urlsplit(s.public_url)
         real_wecom = s.wecom_api_base.rstrip("/") == DEFAULT_API_BASE

@@ -6,13 +6,11 @@ from __future__ import annotations
 from datetime import datetime, time
 from typing import Any
 
+from bot.workbench.refresh import template_state
 from settings import Settings
 from store.clock import CST, today_cst
 from store.followup import DigestSent, TaskReminder, WorkbenchTile
-from store.models import KeyValue
 from store.notifications import NotifyTask, TaskState
-
-TEMPLATE_KEY = "workbench:template"  # bot/workbench/refresh.py keeps when `wqbot workbench push` ran
 
 
 def panel(settings: Settings) -> dict[str, Any]:
@@ -21,7 +19,6 @@ def panel(settings: Settings) -> dict[str, Any]:
     tiles = WorkbenchTile.select()
     refused = tiles.where(WorkbenchTile.error.is_null(False))
     last_refusal = refused.order_by(WorkbenchTile.pushed_at.desc(nulls="LAST")).first()
-    template = KeyValue.get_or_none(KeyValue.key == TEMPLATE_KEY)
     return {
         "reminders_today": TaskReminder.select().where(TaskReminder.status == "sent", TaskReminder.at >= since).count(),
         "reminder_failures_today": TaskReminder.select()
@@ -40,7 +37,7 @@ def panel(settings: Settings) -> dict[str, Any]:
         "digest_failures_today": DigestSent.select()
         .where(DigestSent.day == day.isoformat(), DigestSent.status == "failed")
         .count(),
-        "tile_template": template is not None,
+        "tile_template": template_state() is not None,
         "tiles_set": tiles.where(WorkbenchTile.pushed_at.is_null(False), WorkbenchTile.error.is_null()).count(),
         "tiles_stale": tiles.where(WorkbenchTile.dirty == True).count(),  # noqa: E712
         "tiles_refused": refused.count(),

@@ -23,7 +23,7 @@ log = logging.getLogger("wqbot.ops")
 def sync_now(full: bool = True) -> int | None:
     """立即同步: one reconciliation through the directory capability's public entry point."""
     try:
-        run = run_sync(get_settings(), trigger="admin", full=full)
+        run = run_sync(get_settings().refreshed(), trigger="admin", full=full)
     except Busy as e:
         log.info("sync now: another run is in progress (%s)", e)
         return None

@@ -149,6 +149,11 @@ def serve(args: argparse.Namespace) -> int:
         f"at most {limits.total} connections per process, {limits.per_client} per client (docs/security.md)",
         file=sys.stderr,
     )
+    if not s.wecom_configured:
+        print(
+            f"wqbot: setup mode: WeCom is not configured yet; fill 企业微信参数 at {s.public_url}/admin/wecom",
+            file=sys.stderr,
+        )
     host, port = sock.getsockname()[:2]
     print(
         f"wqbot: serving on http://{host}:{port}  (callback URL: {s.public_url}/wecom/callback)",

@@ -23,6 +23,7 @@ from store import clock, statements
 from store.db import db, is_postgres, write_transaction
 from store.directory import Department, User, UserDepartment, record_change, record_changes
 
+from . import accounts
 from . import records as R
 
 log = logging.getLogger("wqbot.sync")
@@ -57,6 +58,8 @@ def stored_record(u: User, mems: tuple) -> dict:
         "email": u.email if u.email_source == "directory" else None,
         "position": u.position,
         "alias": u.alias,
+        "biz_mail": u.biz_mail,
+        "extattr": u.extattr,
         "status": u.status,
         "main_department": u.main_department,
         "departments": mems,
@@ -97,6 +100,9 @@ def user_row(rec: dict, existing: User | None, match_field: str, active: bool, a
     """The full User row for a complete directory record `rec`, merged with `existing`."""
     mobile, mobile_source = _contact("mobile", rec.get("mobile"), existing)
     email, email_source = _contact("email", rec.get("email"), existing)
+    key = R.account_key(match_field, rec["userid"], mobile, email, rec)
+    # Provisional: the caller settles it (bot/sync/accounts.py) after the write, in the same transaction.
+    account = existing.account if existing is not None and existing.match_key == key else key
     row = {
         "userid": rec["userid"],
         "name": rec.get("name") or "",
@@ -104,12 +110,15 @@ def user_row(rec: dict, existing: User | None, match_field: str, active: bool, a
         "email": email,
         "position": rec.get("position"),
         "alias": rec.get("alias"),
+        "biz_mail": rec.get("biz_mail"),
+        "extattr": rec.get("extattr"),
         "status": rec.get("status"),
         "active": active,
         "main_department": rec.get("main_department"),
         "mobile_source": mobile_source,
         "email_source": email_source,
-        "account": R.account_key(match_field, rec["userid"], mobile, email),
+        "match_key": key,
+        "account": account,
         "detail_hash": R.detail_hash(rec) if details else "",
         "dept_hash": R.dept_hash(d for d, _, _ in rec.get("departments", ())),
         "details_at": at if details else (existing.details_at if existing else 0.0),
@@ -152,6 +161,14 @@ def _saved(row: dict) -> User:
     return User(**row)
 
 
+def _settle_own(row: dict, existing: User | None) -> None:
+    """Settle the keys this write touched; `row` gets the member's own settled account."""
+    if existing is not None and existing.match_key == row["match_key"] and bool(existing.active) == bool(row["active"]):
+        return  # same key, same standing: who holds it cannot have changed (row keeps the stored account)
+    settled = accounts.settle({existing.match_key if existing else None, row["match_key"]}, quiet={row["userid"]})
+    row["account"] = settled.get(row["userid"], row["account"])
+
+
 def apply_user(rec: dict, settings: Settings, *, partial: bool, reactivate: bool = False) -> str | None:
     """Apply one user record; returns the feed kind written, or None when nothing changed.
 
@@ -188,6 +205,7 @@ def apply_user(rec: dict, settings: Settings, *, partial: bool, reactivate: bool
             row["detail_hash"] = R.detail_hash(merged)
         mems = merged.get("departments", ())
         _write_user(row, mems, old_mems)
+        _settle_own(row, existing)
         data = user_payload(_saved(row), [d for d, _, _ in mems])
         if kind == "user.created" and existing is not None:
             data["reactivated"] = True
@@ -219,6 +237,7 @@ def rename_user(old: str, new: str, rec: dict, settings: Settings) -> str | None
         row["details_at"] = existing.details_at
         mems = merged.get("departments", ())
         _write_user(row, mems, old_mems)
+        _settle_own(row, existing)
         record_change("user.renamed", new, {**user_payload(_saved(row), [d for d, _, _ in mems]), "old_userid": old})
         return "user.renamed"
 
@@ -233,6 +252,7 @@ def disable_user(userid: str) -> str | None:
         u.updated_at = clock.now()
         u.save()
         record_change("user.deleted", userid, user_payload(u, [d for d, _, _ in _memberships(userid)]))
+        accounts.settle({u.match_key})  # a member left: another one may now hold the key alone
         return "user.deleted"
 
 
@@ -249,15 +269,15 @@ def link_account(user: User | str, settings: Settings | None = None) -> str | No
         u = User.get_or_none(User.userid == userid)
         if u is None:
             return None
-        key = R.account_key(settings.sync_match_field, u.userid, u.mobile, u.email)
-        if key != u.account:
-            u.account = key
-            u.updated_at = clock.now()
-            u.save()
-            record_change("user.updated", u.userid, user_payload(u, [d for d, _, _ in _memberships(u.userid)]))
+        rec = {"alias": u.alias, "biz_mail": u.biz_mail, "extattr": u.extattr}
+        key = R.account_key(settings.sync_match_field, u.userid, u.mobile, u.email, rec)
+        old_key = u.match_key
+        if key != old_key:
+            User.update(match_key=key).where(User.userid == userid).execute()
+        account = accounts.settle({old_key, key, u.account}).get(userid, u.account)
         if isinstance(user, User):
-            user.account = key
-        return key
+            user.account = account
+        return account
 
 
 def apply_oauth_contact(

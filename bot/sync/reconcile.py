@@ -39,6 +39,7 @@ from store import clock
 from store.db import is_postgres, write_transaction
 from store.directory import Department, SyncRun, SyncRunStatus, SyncState, User, UserDepartment, record_changes
 
+from . import accounts
 from . import records as R
 from .apply import department_payload, overlay, rename_user, stored_record, user_payload, user_row
 from .fetch import (
@@ -483,6 +484,21 @@ class Run:
                 UserDepartment.delete().where(UserDepartment.userid.in_(replace)).execute()
             for b in pw.chunked(mem_rows, 2000):
                 UserDepartment.insert_many(b).execute()
+            # one account per member: settle the keys this chunk touched before its feed rows are written
+            # (a row with the same key and standing as before cannot change who holds that key)
+            moved = [
+                r
+                for r in rows
+                if (ex := existing.get(r["userid"])) is None
+                or ex.match_key != r["match_key"]
+                or bool(ex.active) != bool(r["active"])
+            ]
+            touched = {r["match_key"] for r in moved} | {
+                existing[r["userid"]].match_key for r in moved if r["userid"] in existing
+            }
+            settled = accounts.settle(touched, quiet=ids)
+            for _, uid, data in changes:
+                data["account"] = settled.get(uid, data["account"])
             record_changes(changes)
         self.counts["rows_written"] += len(rows)
 
@@ -490,6 +506,7 @@ class Run:
         at = clock.now()
         with self.chunk():
             User.update(active=False, updated_at=at).where(User.userid.in_(ids) & User.active).execute()
+            accounts.settle({u[0] for u in User.select(User.match_key).where(User.userid.in_(ids)).tuples()})
             mems = defaultdict(list)
             for uid, d in (
                 UserDepartment.select(UserDepartment.userid, UserDepartment.department_id)
@@ -508,6 +525,14 @@ class Run:
     # -- after --------------------------------------------------------------------------------------
     def check_linking(self) -> None:
         mf = self.s.sync_match_field
+        ambiguous = accounts.report().ambiguous
+        if ambiguous:
+            self.warnings.append(
+                f"{len(ambiguous)} 微签 account key(s) are claimed by two or more members, who stay unlinked: "
+                + "; ".join(" and ".join(uid for uid, _ in m) for m in list(ambiguous.values())[:5])
+                + " (wqbot accounts report lists them; fix the members' "
+                + f"{mf} in WeCom, or map them with wqbot accounts import)"
+            )
         if mf == "userid":
             return
         active = User.select().where(User.active).count()
@@ -533,6 +558,9 @@ class Run:
             self.apply_users(listing)
             for key, value in self._cursors.items():
                 set_state(key, value)
+            relinked = accounts.relink_if_field_changed(self.s)  # SYNC_MATCH_FIELD changed since the last links
+            if relinked:
+                self.counts["rows_written"] += relinked.written
             self.check_linking()
             self.errors.extend(listing.errors)
             if not listing.complete:
@@ -594,7 +622,7 @@ def run_sync(
 ) -> SyncRun:
     """One reconciliation under the lease (raises `lease.Busy` if another is running)."""
     if not settings.wecom_enabled:
-        raise SyncDisabled("WECOM_ENABLED=false: directory sync is off")
+        raise SyncDisabled("开启企业微信 is off (/admin/wecom or WECOM_ENABLED): directory sync is off")
     lease = Lease().acquire()
     try:
         return Run(

@@ -14,10 +14,11 @@ never as "": the store keeps null for it, or the OAuth value it already has.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
-USER_FIELDS = ("name", "mobile", "email", "position", "alias", "status", "main_department")
+USER_FIELDS = ("name", "mobile", "email", "position", "alias", "status", "main_department", "biz_mail", "extattr")
 INACTIVE_STATUS = (2, 5)  # 2 disabled by an admin, 5 left (退出企业)
 
 
@@ -74,6 +75,8 @@ def user_from_api(u: dict) -> dict:
         "email": _text(u.get("email")) or _text(u.get("biz_mail")),
         "position": _text(u.get("position")),
         "alias": _text(u.get("alias")),
+        "biz_mail": _text(u.get("biz_mail")),
+        "extattr": extattr_text(u.get("extattr")),
         "status": _int(u.get("status")),
         "main_department": _int(u.get("main_department")) or (depts[0] if depts else None),
         "departments": memberships(depts, _ints(u.get("order")), _ints(u.get("is_leader_in_dept"))),
@@ -92,6 +95,8 @@ def user_from_event(msg: dict, userid: str) -> dict:
             rec[key] = _text(msg.get(tag))
     if rec.get("email") is None and _text(msg.get("BizMail")):
         rec["email"] = _text(msg.get("BizMail"))
+    if "BizMail" in msg:
+        rec["biz_mail"] = _text(msg.get("BizMail"))
     if "name" in rec and rec["name"] is None:
         rec["name"] = ""
     if "Status" in msg:
@@ -105,6 +110,19 @@ def user_from_event(msg: dict, userid: str) -> dict:
         rec["_leaders_known"] = leaders is not None
         rec["_orders_known"] = False  # events carry no per-department order
     return rec
+
+
+def extattr_text(v) -> str | None:
+    """user/get's `extattr` ({"attrs": [{"type": 0, "name": "工号", "text": {"value": "A001"}}, …]})
+    as stored: JSON {name: value} of the text fields (sorted, so its hash is stable), or None."""
+    attrs = v.get("attrs") if isinstance(v, dict) else None
+    out: dict[str, str] = {}
+    for a in attrs if isinstance(attrs, list) else ():
+        if isinstance(a, dict) and a.get("name") and isinstance(a.get("text"), dict):
+            value = _text(a["text"].get("value"))
+            if value:
+                out[str(a["name"])] = value
+    return json.dumps(out, ensure_ascii=False, sort_keys=True) if out else None
 
 
 def department_from_api(d: dict) -> dict:
@@ -166,19 +184,43 @@ def normalise_email(v: str | None) -> str | None:
     return v.strip().lower() or None if v else None
 
 
-def account_key(match_field: str, userid: str, mobile: str | None, email: str | None) -> str | None:
-    """The 微签 account key a member links to under SYNC_MATCH_FIELD (null when hidden)."""
+def normalise(match_field: str, v: str | None) -> str | None:
+    """A value of SYNC_MATCH_FIELD as an account key: mobiles without +86 and separators, emails
+    (email, biz_mail) lower-cased, anything else trimmed."""
+    if match_field == "mobile":
+        return normalise_mobile(v)
+    if match_field in ("email", "biz_mail"):
+        return normalise_email(v)
+    return v.strip() or None if v else None
+
+
+def attribute(match_field: str, rec: dict) -> str | None:
+    """The raw SYNC_MATCH_FIELD value of a user record (or a stored row's fields)."""
+    if match_field.startswith("extattr:"):
+        try:
+            attrs = json.loads(rec.get("extattr") or "{}")
+        except ValueError:
+            return None
+        v = attrs.get(match_field[8:]) if isinstance(attrs, dict) else None
+        return v if isinstance(v, str) else None
+    return rec.get(match_field)
+
+
+def account_key(
+    match_field: str, userid: str, mobile: str | None, email: str | None, rec: dict | None = None
+) -> str | None:
+    """The 微签 account key a member links to under SYNC_MATCH_FIELD (null when hidden or empty)."""
     if match_field == "mobile":
         return normalise_mobile(mobile)
     if match_field == "email":
         return normalise_email(email)
-    return userid
+    if match_field == "userid":
+        return userid
+    return normalise(match_field, attribute(match_field, rec or {}))
 
 
 def normalise_key(match_field: str, key: str) -> str:
     """A recipient key as 微签 sends it, in the form `account_key` stores."""
-    if match_field == "mobile":
-        return normalise_mobile(key) or key
-    if match_field == "email":
-        return normalise_email(key) or key
-    return key
+    if match_field == "userid":
+        return key
+    return normalise(match_field, key) or key

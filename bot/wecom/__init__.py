@@ -43,7 +43,7 @@ Exception tree::
 errmsg and hint.
 """
 
-from ._client import WeComClient, client_for, reset_clients, secret_in_use
+from ._client import WeComClient, client_for, forget_clients, reset_clients, secret_in_use
 from ._errors import (
     SECRET_PAGE,
     SECRET_VARIABLE,
@@ -74,6 +74,7 @@ __all__ = [
     "WeComClient",
     "WeComError",
     "client_for",
+    "forget_clients",
     "reset_clients",
     "secret_in_use",
     "SECRET_PAGE",

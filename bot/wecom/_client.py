@@ -419,6 +419,7 @@ def shared_parts(settings: Settings) -> tuple[TokenStore, Any]:
 
 def client_for(settings: Settings) -> WeComClient:
     """The process's client for these settings (tokens are shared across processes by the store)."""
+    settings = settings.snapshot()  # the console's values now; a changed secret gets its own client
     key = (
         settings.wecom_api_base,
         settings.wecom_corp_id,
@@ -433,6 +434,20 @@ def client_for(settings: Settings) -> WeComClient:
             tokens, limiter = shared_parts(settings)
             c = _clients[key] = WeComClient(settings, tokens=tokens, limiter=limiter)
         return c
+
+
+def forget_clients(current: Settings) -> int:
+    """Drop the clients (and their cached tokens) of secrets other than `current`'s: a secret
+    changed on the console. Returns how many were dropped."""
+    keep = (current.wecom_corp_id, current.wecom_app_secret, current.wecom_contacts_secret)
+    with _clients_lock:
+        gone = [k for k in _clients if (k[1], k[2], k[3]) != keep]
+        dropped = [_clients.pop(k) for k in gone]
+    for c in dropped:
+        if isinstance(c.tokens, LocalTokenStore):
+            with c.tokens._guard:
+                c.tokens._entries.clear()
+    return len(dropped)
 
 
 def reset_clients() -> None:

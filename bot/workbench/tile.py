@@ -4,14 +4,10 @@ those tasks logged in (through /oauth/h5?next=…). Pure functions and one read 
 
 from __future__ import annotations
 
-from peewee import fn
-
 from bot import texts
 from bot.auth.links import h5_entry
-from bot.notify.pending import open_tasks
+from bot.notify.pending import open_counts
 from settings import Settings
-from store.models import now
-from store.notifications import NotifyTask
 
 Counts = tuple[int, int]  # (待审批, 待签署)
 
@@ -40,10 +36,5 @@ def data(settings: Settings, userid: str, counts: Counts) -> dict:
 
 
 def counts_of(userid: str, at: float | None = None) -> Counts:
-    rows = dict(
-        open_tasks(userid, at or now())
-        .select(NotifyTask.kind, fn.COUNT(NotifyTask.task_id))
-        .group_by(NotifyTask.kind)
-        .tuples()
-    )
-    return int(rows.get("approve", 0)), int(rows.get("sign", 0))
+    counts = open_counts(userid, at)
+    return counts["approve"], counts["sign"]

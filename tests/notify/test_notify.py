@@ -326,8 +326,13 @@ def test_wecom_disabled_stores_but_does_not_push(store, queue, fake_wecom, setti
     from bot.notify.request import parse
 
     intake.accept(parse(notification()))
-    assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "failed"
-    assert fake_wecom.sends == [] and "WECOM_ENABLED" in Notification.get().error
+    assert push.run("wq-evt-000123", dataclasses.replace(settings, wecom_enabled=False)) == "held"
+    n = Notification.get()
+    assert fake_wecom.sends == [] and n.status == "held" and "开启企业微信 is off" in n.error
+    # held, not lost: turned on again, it is queued and sent
+    assert push.release_held() == 1
+    assert Notification.get().status == "queued"
+    assert push.run("wq-evt-000123", settings) == "sent" and len(fake_wecom.sends) == 1
 
 
 # -- close, deadlines, pending --------------------------------------------------------------------
@@ -431,7 +436,12 @@ def test_pending_tasks_start_from_the_members_own_rows(client, store, immediate_
     for i in range(3):
         post(client, notification(id=f"n{i}", task_id=f"T-{i}", recipients=["lisi"]))
     if is_postgres():
-        return  # PostgreSQL picks the join order from its statistics
+        # without statistics (a fresh database) PostgreSQL also reached for the state index
+        sql = "EXPLAIN " + _open_tasks_sql(True)
+        plan = [row[0] for row in db.obj.execute_sql(sql, ("lisi", "invalid", "pending", "approve", "sign", 0, 8))]
+        assert any("notify_recipient_userid_task_id" in p for p in plan), plan
+        assert not any("notify_task_state" in p for p in plan), plan
+        return
     plan = [row[-1] for row in db.obj.execute_sql("EXPLAIN QUERY PLAN " + _open_tasks_sql(False), ("x",) * 7)]
     searches = [p for p in plan if p.startswith(("SEARCH", "SCAN"))]
     assert searches[0].startswith("SEARCH r USING INDEX notify_recipient_userid_task_id"), plan

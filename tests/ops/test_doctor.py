@@ -147,8 +147,8 @@ def test_main_prints_one_line_per_check_and_exits_nonzero_on_failure(monkeypatch
     out = io.StringIO()
     assert main(None, out=out) == 1
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("✗ settings: WECOM_AGENT_ID: is required")
-    assert "fix: set WECOM_AGENT_ID" in lines[0]
+    assert lines[0].startswith("✗ settings: WECOM_AGENT_ID: is not set (WeCom is not configured yet)")
+    assert "fill 应用ID on the console's 企业微信参数 page (/admin/wecom), or set WECOM_AGENT_ID" in lines[0]
     assert lines[-1] == "0 passed, 1 failed"
 
 

@@ -54,7 +54,11 @@ def test_version_and_log_format_after_the_command(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("wqbot ")
     r = wqbot(tmp_path, "doctor", "--log-format", "text")  # accepted after the command
     assert "unrecognized arguments" not in r.stderr and r.returncode == 1
-    assert "✗ settings: WECOM_CORP_ID: is required" in r.stdout and "✗ settings: SECRET_KEY: is required" in r.stdout
+    # one round names everything: SECRET_KEY, and WeCom's settings (the console cannot hold them
+    # without SECRET_KEY, whose key seals them)
+    assert "✗ settings: SECRET_KEY: is required" in r.stdout, r.stdout
+    for name in ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY"):
+        assert f"✗ settings: {name}: is not set" in r.stdout, (name, r.stdout)
 
 
 def test_from_an_empty_folder_init_then_doctor_passes_in_one_run(tmp_path):

@@ -6,8 +6,10 @@ index), then a fresh virtualenv installed from it with every index off (`--no-in
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -64,3 +66,18 @@ def test_install_from_a_local_wheelhouse_with_no_index(tmp_path):
         [str(python), "-c", "import bot; print(bot.__file__)"], capture_output=True, text=True, cwd=folder, env=clean
     )
     assert str(target) in where.stdout, where.stdout
+
+
+def test_constraints_pin_every_dependency_ci_installs():
+    """`.ci/run` installs wqbot with its test and dev extras under constraints.txt: each of those
+    dependencies must be pinned there, or an untested release could arrive by itself."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = [
+        *project["dependencies"],
+        *project["optional-dependencies"]["test"],
+        *project["optional-dependencies"]["dev"],
+    ]
+    lines = (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    pinned = {line.split("==")[0].lower().replace("_", "-") for line in lines if "==" in line}
+    unpinned = [d for d in wanted if re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("_", "-") not in pinned]
+    assert not unpinned, f"add these to constraints.txt at the version CI tested: {unpinned}"

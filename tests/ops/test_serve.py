@@ -68,14 +68,15 @@ def test_serve_answers_the_official_url_verification_vector(tmp_path, vectors):
 
 # -- connections and open files ------------------------------------------------------------------------
 def _serve_with_file_limit(tmp_path, soft: int, hard: int) -> tuple[subprocess.Popen, int, Path]:
-    """`wqbot serve` on the test settings, started with RLIMIT_NOFILE (soft, hard)."""
+    """`wqbot serve` on the test settings, one web process (the limits are per process), started
+    with RLIMIT_NOFILE (soft, hard)."""
     import resource
 
     port = free_port()
     log_path = tmp_path / "serve.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--workers", "1"],
         cwd=tmp_path,
         env={**os.environ, **TEST_ENV},
         stdout=log,

@@ -67,9 +67,18 @@ def snapshot() -> dict:
     return {"tables": table_digests(), "queue": (huey.pending_count(), huey.scheduled_count())}
 
 
+# The console's 最近错误: a refused callback is recorded there for the operator, with its fix (one
+# row per endpoint and check, throttled). That is the refusal being reported, not data changed.
+OPERATOR_RECORDS = {"ops_error"}
+
+
 def changes(before: dict, after: dict) -> dict:
-    """What differs: {table or "queue": (before, after)}."""
-    out = {t: (v, after["tables"].get(t)) for t, v in before["tables"].items() if after["tables"].get(t) != v}
+    """What differs: {table or "queue": (before, after)}, beside the operator's error records."""
+    out = {
+        t: (v, after["tables"].get(t))
+        for t, v in before["tables"].items()
+        if after["tables"].get(t) != v and t not in OPERATOR_RECORDS
+    }
     if before["queue"] != after["queue"]:
         out["queue"] = (before["queue"], after["queue"])
     return out

@@ -18,6 +18,7 @@ from tests.conftest import BACKEND
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = [
+    "console set-up (企业微信参数, 开启企业微信)",
     "URL verification",
     "full directory sync",
     "live change_contact",
@@ -127,7 +128,7 @@ def test_demo_keep_prints_an_admin_login_and_sigterm_cleans_up():
             if line.strip().startswith("admin console"):
                 break
         out = "".join(lines)
-        m = re.search(r"admin console  (http://\S+)/admin   password: (\S+)", out)
+        m = re.search(r"admin console  (http://\S+)/admin\b.*?password: (\S+)", out)
         assert m, out
         with httpx.Client(base_url=m.group(1), timeout=5) as c:
             page = c.get("/admin/login")
