@@ -20,6 +20,7 @@ record per key per interval.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import json
 import logging
@@ -191,9 +192,79 @@ class _Handoff(QueueHandler):
         return record
 
 
-_listener: QueueListener | None = None
-_queue: queue.Queue[logging.LogRecord] | None = None
+class _Later:
+    """A record the listener thread makes (`log_later`): the caller pays for this and a queue put."""
+
+    __slots__ = ("logger", "level", "msg", "extra", "created", "trace_id")
+
+    def __init__(self, logger: logging.Logger, level: int, msg: str, extra: dict[str, Any], trace_id: str | None):
+        self.logger, self.level, self.msg, self.extra = logger, level, msg, extra
+        self.created, self.trace_id = time.time(), trace_id
+
+    def record(self) -> logging.LogRecord:
+        r = self.logger.makeRecord(self.logger.name, self.level, "", 0, self.msg, (), None, extra=self.extra)
+        r.created, r.msecs = self.created, (self.created % 1) * 1000
+        r.relativeCreated = (self.created - logging._startTime) * 1000  # type: ignore[attr-defined]
+        if "trace_id" not in self.extra:
+            r.trace_id = self.trace_id
+        return r
+
+
+class _Listener(QueueListener):
+    """The listener thread. Besides the queue it drains `_later` (log_later's records) every
+    LATER_EVERY seconds: those are appended without waking it, because a wake-up per record (a
+    lock, a notify, a thread switch under the GIL) cost the event loop more than the record."""
+
+    def __init__(self, q: queue.Queue[Any], handler: logging.Handler):
+        super().__init__(q, handler, respect_handler_level=False)
+        self.handler = handler
+        self.stopping = threading.Event()
+        self.drainer: threading.Thread | None = None
+
+    def start(self) -> None:
+        super().start()
+        self.drainer = threading.Thread(target=self._drain_every, name="wqbot-log-later", daemon=True)
+        self.drainer.start()
+
+    def _drain_every(self) -> None:
+        while not self.stopping.wait(LATER_EVERY):
+            self.drain()
+
+    def drain(self) -> None:
+        with _drain_lock:
+            while _later:
+                try:
+                    self.handler.handle(_later.popleft().record())
+                except IndexError:
+                    break
+
+    def stop(self) -> None:
+        self.stopping.set()
+        super().stop()
+        self.drain()
+
+
+LATER_EVERY = 0.1  # seconds: how late a log_later record may be written
+_later: collections.deque[_Later] = collections.deque()
+_drain_lock = threading.Lock()
+_listener: _Listener | None = None
+_queue: queue.Queue[Any] | None = None
+_handoff: logging.Handler | None = None
 _lock = threading.Lock()
+
+
+def log_later(logger: logging.Logger, level: int, msg: str, extra: dict[str, Any]) -> None:
+    """`logger.log(level, msg, extra=extra)` for a hot path (one record per callback): the LogRecord
+    is made by the listener's drainer within LATER_EVERY seconds, so the calling thread (the
+    event loop) pays a level check, a small object and a deque append; nothing wakes per record. Falls back to a plain log call when wqbot's handler is not the
+    root's only handler (tests capturing records, a library embedding wqbot)."""
+    if not logger.isEnabledFor(level):
+        return
+    q, handoff = _queue, _handoff
+    if q is None or handoff is None or logging.root.handlers != [handoff]:
+        logger.log(level, msg, extra=extra)
+        return
+    _later.append(_Later(logger, level, msg, extra, extra.get("trace_id") or current_trace_id()))
 
 
 _write_through: Callable[[str], None] | None = None
@@ -239,14 +310,15 @@ def _writer(fmt: str, secrets: tuple[str, ...], stream: TextIO | None) -> loggin
 def _start(writer: logging.Handler) -> logging.Handler:
     """Stop the listener of an earlier setup (flushing it) and start one for `writer`; the
     handler to put on the root logger."""
-    global _listener, _queue
+    global _listener, _queue, _handoff
     with _lock:
         if _listener is not None:
             _listener.stop()
         _queue = queue.Queue()
-        _listener = QueueListener(_queue, writer, respect_handler_level=False)
+        _listener = _Listener(_queue, writer)
         _listener.start()
-        return _Handoff(_queue)
+        _handoff = _Handoff(_queue)
+        return _handoff
 
 
 # Libraries that log per request or per poll: one line per WeCom call from httpx (19,772 for one
@@ -276,8 +348,9 @@ def setup(
 
 def flush() -> None:
     """Wait until every record logged so far has been written."""
-    q = _queue
-    if q is not None and _listener is not None and _listener._thread is not None:
+    q, listener = _queue, _listener
+    if q is not None and listener is not None and listener._thread is not None:
+        listener.drain()
         q.join()
 
 

@@ -293,14 +293,17 @@ class Doctor:
 
         return client_for(self.loaded())
 
-    def check_tokens(self) -> None:
+    def check_tokens(self, fresh: bool = True) -> None:
+        """`fresh`: a real gettoken per secret (a cached token proves nothing about the secret).
+        The start-up self-check passes False: every process of a deployment starting at once would
+        otherwise each ask WeCom, and the shared token is then proven by the calls that follow."""
         s = self.loaded()
         sets = [("app", "WECOM_APP_SECRET")]
         if s.wecom_contacts_secret:
             sets.append(("contacts", "WECOM_CONTACTS_SECRET"))
         client = self._client()
         for creds, var in sets:
-            fetch = getattr(client, "_gettoken", None)  # a real gettoken: a cached token proves nothing
+            fetch = getattr(client, "_gettoken", None) if fresh else None
             try:
                 fetch(creds) if fetch else client.token(creds)
             except Exception as e:

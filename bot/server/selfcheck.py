@@ -7,7 +7,8 @@ the process runs with, so a misconfigured start is not a silent one.
 - backend and queue; WECOM_ENABLED;
 - which optional features are off because their setting is empty (H5_URL, PC_URL, the webhook,
   the contacts callback): the same list `wqbot doctor` reports;
-- a quick `doctor` pass against WeCom (gettoken for each secret, agent/get, the directory read),
+- a quick `doctor` pass against WeCom (a token for each secret, from the deployment's shared cache
+  when there is one, agent/get, the directory read),
   bounded by DEADLINE: start-up never waits longer for WeCom; a pass still running then is
   reported as such and left to finish on its own (a daemon thread).
 
@@ -51,7 +52,7 @@ def wecom_pass(s: Settings, deadline: float = DEADLINE) -> list[Check] | None:
 
     def run() -> None:
         try:
-            doctor.check_tokens()
+            doctor.check_tokens(fresh=False)  # the deployment's shared tokens: no gettoken per process
             doctor.check_agent()
             doctor.check_directory()
         except Exception as e:  # a self-check never stops start-up

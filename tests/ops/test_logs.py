@@ -236,3 +236,17 @@ def test_credentials_are_masked_in_their_three_forms_and_configured_values_anywh
     assert f.redact("{'ticket': 'T-1'}") == "{'ticket': '****'}"
     assert f.redact("Authorization: Bearer tok-123456") == "Authorization: ****"
     assert f.redact("said a-configured-secret once") == "said **** once"
+
+
+def test_log_later_makes_the_record_on_the_listener_thread(captured, settings):
+    """The per-callback record's fast path: the same JSON line a plain log call writes, with
+    the configured level honoured and secrets still redacted."""
+    buf = captured("json")
+    log = logging.getLogger("wqbot.callback")
+    secret = settings.secret_values[0]
+    logs.log_later(log, logging.INFO, "callback accepted", {"endpoint": "app", "userid": secret, "trace_id": "t-1"})
+    logs.log_later(log, logging.DEBUG, "not at INFO", {"endpoint": "app"})
+    (line,) = [json.loads(x) for x in buf.getvalue().splitlines()]
+    assert line["msg"] == "callback accepted" and line["level"] == "info" and line["logger"] == "wqbot.callback"
+    assert line["endpoint"] == "app" and line["trace_id"] == "t-1" and line["userid"] == "****"
+    assert line["ts"].endswith("Z")

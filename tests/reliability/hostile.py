@@ -53,7 +53,13 @@ def table_digests() -> dict[str, tuple[int, str]]:
 
     out = {}
     for m in models():
-        rows = sorted(repr(r) for r in db.obj.execute_sql(f'SELECT * FROM "{m._meta.table_name}"').fetchall())
+        query = f'SELECT * FROM "{m._meta.table_name}"'
+        if m._meta.table_name == "ops_error":
+            # a validly signed callback that fails decryption is recorded for the console's 最近错误
+            # by design (bot/callback/refusal.py: at most one row per endpoint and check, once a
+            # minute); anything else written there is still a change
+            query += " WHERE substr(source, 1, 9) <> 'callback.'"  # (no %: psycopg2 reads it as a placeholder)
+        rows = sorted(repr(r) for r in db.obj.execute_sql(query).fetchall())
         out[m._meta.table_name] = (len(rows), hashlib.sha1("\n".join(rows).encode()).hexdigest())
     return out
 
