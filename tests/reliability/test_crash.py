@@ -342,9 +342,11 @@ def check(cluster: Cluster, traffic: Traffic, kills: list[tuple[float, str]]) ->
                 (explained if killed_near(kills, runners, first[0], first[1], WINDOW) else unexplained).append(
                     (nid, u, round(again[0] - first[0], 1), first[2] == again[2])
                 )
-        statuses = {r.userid: r.status for r in NotifyRecipient.select().where(NotifyRecipient.notification == nid)}
+        rows = list(NotifyRecipient.select().where(NotifyRecipient.notification == nid))
+        statuses = {r.userid: r.status for r in rows}
         if statuses != {u: "sent" for u in n["recipients"]}:
-            problems.append(f"notification {nid}: recipients {statuses}")
+            reasons = sorted({r.reason for r in rows if r.reason})
+            problems.append(f"notification {nid}: recipients {statuses}" + (f" because {reasons}" if reasons else ""))
     extra_sends = sum(len(t) - 1 for t in sends.values() if len(t) > 1)
     report["notifications"] = {
         "sent": len(traffic.notifications),
