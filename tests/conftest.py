@@ -144,10 +144,28 @@ def truncate_all(database) -> None:
                 m.delete().execute()
 
 
+def forget_shared_wecom_state() -> None:
+    """Scaled out, WeCom tokens, shared gettoken failures and the rate limiter's buckets live in
+    Redis under the deployment's name (this run's queue name), beside the store: a refused secret
+    one test provoked must not be what the next test's processes read."""
+    if BACKEND != "pg":
+        return  # embedded, they live in the store, which truncate_all empties
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{os.environ['WQBOT_QUEUE_NAME']}:wecom:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def store(_database):
-    """A migrated, empty store for each test."""
+    """A migrated, empty store for each test, and no WeCom state shared from an earlier one."""
     truncate_all(_database)
+    forget_shared_wecom_state()
     yield _database
 
 
