@@ -472,17 +472,7 @@ class Demo:
             "url": f"/pages/task/task_detail?id={task}",
         }
         seq = self.call_seq()
-        r = self.wq("POST", "/api/v1/notifications", json=body)
-        if r.status_code != 202:
-            raise StepFailed(f"POST /api/v1/notifications: {r.status_code} {r.text[:300]}")
-
-        def sent():
-            s = self.wq("GET", f"/api/v1/notifications/{nid}").json()
-            return s if s.get("status") in ("sent", "partial", "failed", "done") else None
-
-        status = self.wait_for("the push to finish (GET /api/v1/notifications/{id})", sent)
-        if status["status"] != "sent":
-            raise StepFailed(f"notification status {status['status']}: {status.get('recipients')}")
+        self.post_and_wait_sent(body)
         cards = {}
         for p in people:
             msgs = self.simc("GET", "/sim/messages", params={"userid": p["userid"], "msgtype": "template_card"}).json()
@@ -608,18 +598,23 @@ class Demo:
             body["deadline"] = datetime.fromtimestamp(deadline, CST).isoformat()
         if remind_before_hours is not None:
             body["remind_before_hours"] = remind_before_hours
+        self.post_and_wait_sent(body)
+        return nid, task
+
+    def post_and_wait_sent(self, body: dict) -> dict:
+        """POST the notification as 微签 would, and wait until its push has finished: sent to all."""
         r = self.wq("POST", "/api/v1/notifications", json=body)
         if r.status_code != 202:
             raise StepFailed(f"POST /api/v1/notifications: {r.status_code} {r.text[:300]}")
 
-        def sent():
-            st = self.wq("GET", f"/api/v1/notifications/{nid}").json()
+        def finished():
+            st = self.wq("GET", f"/api/v1/notifications/{body['id']}").json()
             return st if st.get("status") in ("sent", "partial", "failed", "done") else None
 
-        status = self.wait_for("the push to finish", sent)
+        status = self.wait_for("the push to finish (GET /api/v1/notifications/{id})", finished)
         if status["status"] != "sent":
             raise StepFailed(f"notification status {status['status']}: {status.get('recipients')}")
-        return nid, task
+        return status
 
     def step_reminder(self) -> str:
         people = self.members(2, skip=5)

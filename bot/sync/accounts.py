@@ -30,6 +30,7 @@ from store.db import write_transaction
 from store.directory import SyncState, User, UserDepartment, record_changes
 
 from . import records as R
+from .payloads import user_payload
 
 log = logging.getLogger("wqbot.sync")
 
@@ -54,7 +55,6 @@ def _warn_ambiguous(key_members: dict[str, list[tuple[str, bool]]]) -> None:
 
 
 def _payloads(users: list[User]) -> list[tuple[str, str, dict]]:
-    # bot/sync/apply.py's user_payload without importing it (it imports this module)
     depts: dict[str, list[int]] = defaultdict(list)
     for uid, d in (
         UserDepartment.select(UserDepartment.userid, UserDepartment.department_id)
@@ -66,17 +66,7 @@ def _payloads(users: list[User]) -> list[tuple[str, str, dict]]:
         (
             "user.updated",
             u.userid,
-            {
-                "userid": u.userid,
-                "name": u.name,
-                "departments": sorted(depts.get(u.userid, ())),
-                "mobile": u.mobile,
-                "email": u.email,
-                "position": u.position,
-                "active": bool(u.active),
-                "account": u.account,
-                "main_department": u.main_department,
-            },
+            user_payload(u, sorted(depts.get(u.userid, ()))),
         )
         for u in users
     ]

@@ -25,27 +25,9 @@ from store.directory import Department, User, UserDepartment, record_change, rec
 
 from . import accounts
 from . import records as R
+from .payloads import department_payload, user_payload
 
 log = logging.getLogger("wqbot.sync")
-
-
-# -- payloads (the org API's shapes; also the feed's `data`) ---------------------------------------
-def user_payload(u: User, departments: list[int]) -> dict:
-    return {
-        "userid": u.userid,
-        "name": u.name,
-        "departments": list(departments),
-        "mobile": u.mobile,
-        "email": u.email,
-        "position": u.position,
-        "active": bool(u.active),
-        "account": u.account,
-        "main_department": u.main_department,
-    }
-
-
-def department_payload(d: Department) -> dict:
-    return {"id": d.id, "name": d.name, "parent_id": d.parent_id, "order": d.order, "active": bool(d.active)}
 
 
 # -- users -----------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from store.directory import Department, SyncRun, SyncRunStatus, SyncState, User,
 
 from . import accounts
 from . import records as R
-from .apply import department_payload, overlay, rename_user, stored_record, user_payload, user_row
+from .apply import overlay, rename_user, stored_record, user_row
 from .fetch import (
     Listing,
     ModeRefused,
@@ -52,6 +52,7 @@ from .fetch import (
     fetch_user_details,
 )
 from .lease import Lease
+from .payloads import department_payload, user_payload
 
 log = logging.getLogger("wqbot.sync")
 
