@@ -41,6 +41,14 @@ log = logging.getLogger("wqbot.notify")
 
 CODE_TTL = 72 * 3600  # WeCom's current validity (older docs: 24 h; an expired code just fails)
 CLAIM_TTL = 60.0  # a claimed code not marked used within this is free again (the worker died)
+
+
+class SendCodeHeld(RuntimeError):
+    """Another attempt holds the batch's send code and has not used it yet: it may be mid-call or
+    may have died holding it. The update is retried (huey, then the outbox sweeper) rather than
+    the batch being called done with its cards unchanged."""
+
+
 # NotifyCard.error of a send code whose last attempt may have reached WeCom but got no answer
 UNKNOWN = "outcome unknown: "
 
@@ -138,6 +146,9 @@ def _with_send_code(client, card: NotifyCard, targets: list[str], payload) -> tu
         .execute()
     )
     if not claimed:
+        held = NotifyCard.get_or_none(NotifyCard.card_id == card.card_id)
+        if held is not None and held.code_used_at is None and held.code_claimed_at is not None:
+            raise SendCodeHeld(f"card {card.card_id}: its send code is claimed by another attempt, not yet used")
         return False, 0
     try:
         error = _call(client, payload(targets[: cards.BATCH], card.response_code))

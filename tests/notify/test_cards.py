@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from bot.notify import updates
 from store.notifications import CardResponseCode, Notification, NotifyCard, NotifyTask, WebhookDelivery
 from tests.notify.support import (
     AUTH,
@@ -157,6 +160,28 @@ def test_response_codes_latest_wins_and_spent_once(hook_settings, store, immedia
         assert CardResponseCode.get().used_at is not None
         # late taps now get the result
         assert c.deliver(tap_xml("wangwu", card))["Button"]["ReplaceName"] == "已撤销"
+
+
+def test_a_send_code_held_by_an_attempt_that_died_is_used_once_its_claim_runs_out(
+    hook_settings, store, immediate_queue, fake_wecom, webhook_receiver, clock
+):
+    """A worker claimed the batch's send code for an update and died before using it. The
+    decision's update must not call the batch done with its cards unchanged: it is retried, and
+    once the claim has run out the code updates every other card."""
+    with CallbackClient(hook_settings) as c:
+        card = setup_task(c)
+        NotifyCard.update(code_claimed_at=clock()).execute()  # the claimant died holding it
+        c.deliver(tap_xml("wangwu", card, "approve", code="RC-wangwu-1"))
+    assert fake_wecom.updates == []
+    task = NotifyTask.get()
+    assert task.state == "approved" and NotifyCard.get().applied_revision < task.revision
+    with pytest.raises(updates.SendCodeHeld):  # still held: tried again later, not given up
+        updates.run(task.task_id, task.revision, ["wangwu"], hook_settings)
+    clock.advance(updates.CLAIM_TTL + 1)
+    assert updates.run(task.task_id, task.revision, ["wangwu"], hook_settings) == 1
+    (u,) = fake_wecom.updates
+    assert (u["userids"], u["response_code"]) == (["lisi", "zhaoliu"], "RC-send-1")
+    assert NotifyCard.get().applied_revision == task.revision
 
 
 def test_2500_recipients_one_tap_three_update_calls(

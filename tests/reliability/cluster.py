@@ -45,6 +45,7 @@ FAST_SWEEPS_ENV = "WQBOT_RELIABILITY_FAST_SWEEPS"
 FAST_SWEEPS = {
     ("bot.queue._outbox", "STALE_AFTER"): 10.0,
     ("bot.notify.push", "LEASE"): 8.0,
+    ("bot.notify.updates", "CLAIM_TTL"): 8.0,
     ("bot.notify.sweep", "STUCK_PUSH_AFTER"): 8.0,
     ("bot.notify.webhook", "LEASE"): 15.0,  # still longer than the webhook's 10 s timeout
     ("bot.notify.webhook", "SWEEP_GRACE"): 3.0,
