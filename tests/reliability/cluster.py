@@ -46,6 +46,10 @@ FAST_SWEEPS = {
     ("bot.queue._outbox", "STALE_AFTER"): 10.0,
     ("bot.notify.push", "LEASE"): 8.0,
     ("bot.notify.updates", "CLAIM_TTL"): 8.0,
+    # a reminder or digest WeCom did not take (a token the clock jump expired) is tried again
+    # after its lease: 2 and 5 minutes in the product
+    ("bot.notify.reminders", "LEASE"): 8.0,
+    ("bot.notify.digest", "LEASE"): 8.0,
     ("bot.notify.sweep", "STUCK_PUSH_AFTER"): 8.0,
     ("bot.notify.webhook", "LEASE"): 15.0,  # still longer than the webhook's 10 s timeout
     ("bot.notify.webhook", "SWEEP_GRACE"): 3.0,
