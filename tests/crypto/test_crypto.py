@@ -72,6 +72,41 @@ def test_encrypt_reproduces_vectors_byte_for_byte(vectors):
     assert checked >= 9
 
 
+def test_one_object_encrypts_message_after_message_as_a_fresh_one_would(vectors):
+    """The CBC object is reused between messages (and kept per thread): every ciphertext must be
+    what a new object gives, whatever was encrypted before, on any thread."""
+    import threading
+
+    def messages(s):
+        return [
+            (c["expect_plaintext"], bytes.fromhex(c["random_prefix_hex"]))
+            for c in s["cases"]
+            if "random_prefix_hex" in c
+        ]
+
+    s0 = max(vectors["sets"], key=lambda s: len(messages(s)))
+    same_set = messages(s0)
+    assert len(same_set) >= 3
+    shared = _crypto(s0)
+    expected = [_crypto(s0).encrypt(text, prefix) for text, prefix in same_set]
+    for _ in range(3):
+        assert [shared.encrypt(text, prefix) for text, prefix in same_set] == expected
+    failures: list[str] = []
+
+    def encrypt_many() -> None:
+        for _ in range(200):
+            got = [shared.encrypt(text, prefix) for text, prefix in same_set]
+            if got != expected:
+                failures.append("mismatch")
+
+    threads = [threading.Thread(target=encrypt_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
 def test_encrypt_reply_envelope_vectors(vectors):
     for s, c in _cases(vectors, "encrypt_reply"):
         prefix = bytes.fromhex(c["random_prefix_hex"])
