@@ -31,23 +31,17 @@ def routes(settings: Settings, app_router: Router, contacts_router: Router) -> l
 
     change_contact may arrive on either URL (WeCom sends it to the app URL when no contacts
     callback is set up: docs/wecom.md), so the app URL routes both sets of handlers."""
-    made: dict[tuple[str, str, str], WeComCrypto] = {}
 
-    def crypto_for(token: str, aes_key: str) -> WeComCrypto | None:
-        # Built from the current settings on each delivery (the console may change them); kept per value.
-        if not (token and aes_key and settings.wecom_corp_id):
-            return None
-        key = (token, aes_key, settings.wecom_corp_id)
-        if key not in made:
-            made.clear()
-            made[key] = WeComCrypto(*key)
-        return made[key]
+    # Each endpoint calls these when the settings it reads are a new snapshot (the console
+    # changed them), so a crypto object is built once per set of values.
+    def crypto_for(token: str, aes_key: str, corp_id: str) -> WeComCrypto | None:
+        return WeComCrypto(token, aes_key, corp_id) if token and aes_key and corp_id else None
 
-    def app_crypto() -> WeComCrypto | None:
-        return crypto_for(settings.wecom_token, settings.wecom_aes_key)
+    def app_crypto(s: Settings) -> WeComCrypto | None:
+        return crypto_for(s.wecom_token, s.wecom_aes_key, s.wecom_corp_id)
 
-    def contacts_crypto() -> WeComCrypto | None:
-        return crypto_for(settings.wecom_contacts_token, settings.wecom_contacts_aes_key)
+    def contacts_crypto(s: Settings) -> WeComCrypto | None:
+        return crypto_for(s.wecom_contacts_token, s.wecom_contacts_aes_key, s.wecom_corp_id)
 
     both = Router()
     both.include(app_router)

@@ -25,7 +25,7 @@ from bot import texts
 from bot.crypto import CryptoError, InvalidReceiveId, InvalidSignature, WeComCrypto
 from bot.observability import metrics
 from bot.observability.trace import new_trace_id
-from settings import Settings
+from settings import LiveSettings, Settings
 from store import clock
 from store.db import is_postgres
 
@@ -127,25 +127,39 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-class CallbackEndpoint:
-    """One WeCom callback URL. `endpoint` is "app" (接收消息) or "contacts" (通讯录同步)."""
+CryptoFor = Callable[[Settings], WeComCrypto | None]
 
-    def __init__(
-        self,
-        crypto: WeComCrypto | None | Callable[[], WeComCrypto | None],
-        router: Router,
-        settings: Settings,
-        endpoint: str,
-    ):
-        self._crypto = crypto
+
+class CallbackEndpoint:
+    """One WeCom callback URL. `endpoint` is "app" (接收消息) or "contacts" (通讯录同步).
+
+    `crypto` is fixed, or a function of the settings: the console may change the Token and key,
+    so each request reads one snapshot of the settings (`LiveSettings.snapshot()`) and the crypto
+    is rebuilt only when that snapshot is a new one. The handlers get the same snapshot, so a
+    delivery sees one consistent set of settings and pays for the live view once."""
+
+    def __init__(self, crypto: WeComCrypto | None | CryptoFor, router: Router, settings: Settings, endpoint: str):
+        self._crypto_for = crypto if callable(crypto) else None
+        self._fixed_crypto = None if callable(crypto) else crypto
         self.router = router
         self.settings = settings
         self.endpoint = endpoint
         self._group: GroupCommit[VerifiedDelivery] | None = None
+        self._seen: tuple[Settings, WeComCrypto | None] | None = None  # the last snapshot, its crypto
+
+    def view(self) -> tuple[Settings, WeComCrypto | None]:
+        """This request's settings and the crypto they give."""
+        settings = self.settings
+        snapshot = settings.snapshot() if isinstance(settings, LiveSettings) else settings
+        seen = self._seen
+        if seen is None or seen[0] is not snapshot:
+            crypto = self._crypto_for(snapshot) if self._crypto_for is not None else self._fixed_crypto
+            self._seen = seen = (snapshot, crypto)
+        return seen
 
     @property
     def crypto(self) -> WeComCrypto | None:
-        return self._crypto() if callable(self._crypto) else self._crypto
+        return self.view()[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -164,7 +178,7 @@ class CallbackEndpoint:
         )
 
     async def _serve(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
-        crypto = self.crypto
+        settings, crypto = self.view()
         if crypto is None and self.endpoint == "app":
             return 503, NOT_CONFIGURED.encode(), _TEXT
         if crypto is None:
@@ -211,29 +225,32 @@ class CallbackEndpoint:
             raise BadRequest(400, f"decrypted message: {e}") from None
         scope["wqbot.kind"] = msg.kind
         scope["wqbot.msg"] = msg
-        return await self._apply(msg, plaintext)
+        return await self._apply(msg, plaintext, settings, crypto)
 
     def _refuse(self, e: CryptoError) -> tuple[int, bytes, bytes]:
         status = 403 if isinstance(e, (InvalidSignature, InvalidReceiveId)) else 400
         return status, refusal.refused(self.endpoint, e).encode(), _TEXT
 
-    def delivery(self, msg: Inbound, plaintext: str) -> VerifiedDelivery | None:
+    def delivery(self, msg: Inbound, plaintext: str, settings: Settings | None = None) -> VerifiedDelivery | None:
         """The delivery to apply, or None when it is acknowledged without being applied."""
+        settings = settings or self.view()[0]
         kind = msg.kind
         handler = self.router.resolve(msg)
         if handler is None:
             log.debug("no handler", extra={"kind": kind, "endpoint": self.endpoint})
             return None
-        if not self.settings.wecom_enabled:
+        if not settings.wecom_enabled:
             log.info("开启企业微信 is off (WECOM_ENABLED): verified but not applied", extra={"kind": kind})
             return None
         key = self.endpoint[0] + hashlib.sha1(plaintext.encode()).hexdigest()
-        ctx = Context(settings=self.settings, endpoint=self.endpoint, trace_id=new_trace_id())
+        ctx = Context(settings=settings, endpoint=self.endpoint, trace_id=new_trace_id())
         msg.trace_id = ctx.trace_id  # for the accepted-callback log record
         return VerifiedDelivery(key, kind, msg, ctx, handler)
 
-    async def _apply(self, msg: Inbound, plaintext: str) -> tuple[int, bytes, bytes]:
-        d = self.delivery(msg, plaintext)
+    async def _apply(
+        self, msg: Inbound, plaintext: str, settings: Settings, crypto: WeComCrypto
+    ) -> tuple[int, bytes, bytes]:
+        d = self.delivery(msg, plaintext, settings)
         if d is None:
             return 200, b"", _TEXT
         try:
@@ -243,8 +260,8 @@ class CallbackEndpoint:
             return 500, b"temporarily unable to apply this delivery; it will be retried", _TEXT
         if not reply_xml:
             return 200, b"", _TEXT
-        assert self.crypto is not None and isinstance(reply_xml, str)
-        return 200, self.crypto.encrypt_reply(reply_xml).encode(), _XML
+        assert isinstance(reply_xml, str)
+        return 200, crypto.encrypt_reply(reply_xml).encode(), _XML
 
     def _group_for_loop(self) -> GroupCommit[VerifiedDelivery]:
         loop = asyncio.get_running_loop()

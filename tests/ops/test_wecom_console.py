@@ -406,3 +406,23 @@ def test_switched_off_on_the_console_callbacks_are_verified_and_acked_but_not_ap
         assert live.wecom_enabled
         assert wecom.callback(joined.replace("新人", "新人甲"), CONTACTS_URL).status == 200
         assert User.get(User.userid == "newbie").name == "新人甲"
+
+
+def test_a_token_rotated_on_the_console_signs_the_next_callback(console, live, corp):
+    """The callback endpoint reads the settings' snapshot per request and builds its crypto once
+    per snapshot: a Token saved on the page is the one the next delivery is checked against."""
+    from bot.app import create_app
+    from bot.server import stack
+    from tests.support import CallbackClient, message
+
+    save(console)
+    app = stack(create_app(cast(Settings, live), init_store=False))
+    click = message(MsgType="event", Event="click", EventKey="help")
+    old = live.snapshot()
+    with CallbackClient(old, app) as wecom:
+        assert wecom.callback(click).status == 200
+        assert save(console, WECOM_TOKEN="RotatedConsoleT0ken").status_code == 303
+        assert wecom.callback(click.replace("help", "help ")).status == 403  # the old Token's signature
+    with CallbackClient(live.snapshot(), app) as wecom:
+        assert live.snapshot() is not old
+        assert wecom.callback(click.replace("help", "help  ")).status == 200
