@@ -9,11 +9,18 @@ through each field's `db_value`, as peewee would pass them.
     insert(User, row, conflict=("userid",), keep=("created_at",))   # upsert one row
     insert(UserDepartment, rows)                                      # several rows, one statement
     select_one(User, "userid", uid)                                  # a model instance or None
+    select_first(NotifyRecipient, {"notification": nid, "status": Not("invalid"), "userid": uid})
+    update(Model, {"n": Plus(1)}, where={"id": 7})                    # the rows changed
+    update_returning(NotifyTask, {...}, where={...}, returning=("revision",))   # their new values
+
+`where` maps field names to the value they must equal (None: IS NULL), `Not(v)` (!= v) or
+`LowerEquals(v)` (LOWER(column) = v.lower()), all joined by AND.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -99,9 +106,138 @@ def select_one(model: type[M], by: str, value: Any) -> M | None:
     """The row of `model` whose field `by` (unique) equals `value`, as a model instance, or None."""
     database = db.obj
     row = database.execute_sql(_select_sql(model, by, is_postgres(database)), (value,)).fetchone()
-    if row is None:
-        return None
+    return None if row is None else _instance(model, row)
+
+
+def _instance(model: type[M], row: Sequence[Any]) -> M:
     fields = model._meta.fields
     instance = model(__no_default__=1)
     instance.__data__ = {name: fields[name].python_value(v) for name, v in zip(fields, row, strict=True)}
     return instance
+
+
+# -- conditions and updates ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Not:
+    """In a `where`: the column differs from `value` (SQL `!=`: a NULL column matches neither)."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class LowerEquals:
+    """In a `where`: LOWER(column) = value.lower(). The value is passed as given (lower-cased), not
+    through the field's db_value: peewee converts only values compared with a bare field."""
+
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plus:
+    """In an update's values: column = column + amount (e.g. a revision that counts changes)."""
+
+    amount: Any
+
+
+_EQ, _NE, _LOWER, _NULL, _SET, _PLUS = "=", "!=", "lower", "null", "set", "plus"
+
+
+def _where_shape(where: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (n, _NULL if v is None else _NE if type(v) is Not else _LOWER if type(v) is LowerEquals else _EQ)
+        for n, v in where.items()
+    )
+
+
+def _where_params(model: type[pw.Model], where: Mapping[str, Any]) -> list[Any]:
+    fields = model._meta.fields
+    params = []
+    for n, v in where.items():
+        if v is None:
+            continue
+        if type(v) is LowerEquals:
+            params.append(v.value.lower())
+        else:
+            params.append(fields[n].db_value(v.value if type(v) is Not else v))
+    return params
+
+
+def _where_sql(model: type[pw.Model], shape: tuple[tuple[str, str], ...], p: str) -> str:
+    terms = []
+    for name, kind in shape:
+        column = _columns(model, (name,))[0]
+        if kind == _NULL:
+            terms.append(f"{column} IS NULL")
+        elif kind == _LOWER:
+            terms.append(f"LOWER({column}) = {p}")
+        else:
+            terms.append(f"{column} {kind} {p}")
+    return " AND ".join(terms)
+
+
+@lru_cache(maxsize=128)
+def _select_first_sql(model: type[pw.Model], shape: tuple[tuple[str, str], ...], postgres: bool) -> str:
+    cols = ", ".join(_columns(model, list(model._meta.fields)))
+    where = _where_sql(model, shape, "%s" if postgres else "?")
+    return f'SELECT {cols} FROM "{model._meta.table_name}" WHERE {where} LIMIT 1'
+
+
+def select_first(model: type[M], where: Mapping[str, Any]) -> M | None:
+    """A row of `model` matching `where`, as a model instance, or None: in no particular order,
+    as peewee's `.where(...).first()`."""
+    database = db.obj
+    sql = _select_first_sql(model, _where_shape(where), is_postgres(database))
+    row = database.execute_sql(sql, _where_params(model, where)).fetchone()
+    return None if row is None else _instance(model, row)
+
+
+@lru_cache(maxsize=128)
+def _update_sql(
+    model: type[pw.Model],
+    values: tuple[tuple[str, str], ...],
+    where: tuple[tuple[str, str], ...],
+    returning: tuple[str, ...],
+    postgres: bool,
+) -> str:
+    p = "%s" if postgres else "?"
+    assignments = []
+    for name, kind in values:
+        column = _columns(model, (name,))[0]
+        assignments.append(f"{column} = ({column} + {p})" if kind == _PLUS else f"{column} = {p}")
+    sql = f'UPDATE "{model._meta.table_name}" SET {", ".join(assignments)} WHERE {_where_sql(model, where, p)}'
+    if returning:
+        sql += " RETURNING " + ", ".join(_columns(model, returning))
+    return sql
+
+
+def _execute_update(
+    model: type[pw.Model], values: Mapping[str, Any], where: Mapping[str, Any], returning: tuple[str, ...]
+) -> Any:
+    fields = model._meta.fields
+    params = [fields[n].db_value(v.amount) if type(v) is Plus else fields[n].db_value(v) for n, v in values.items()]
+    params += _where_params(model, where)
+    shape = tuple((n, _PLUS if type(v) is Plus else _SET) for n, v in values.items())
+    database = db.obj
+    sql = _update_sql(model, shape, _where_shape(where), returning, is_postgres(database))
+    return database.execute_sql(sql, params)
+
+
+def update(model: type[pw.Model], values: Mapping[str, Any], *, where: Mapping[str, Any]) -> int:
+    """UPDATE the rows matching `where` to `values` (field names as keys; `Plus(n)` adds to the
+    column). Returns how many rows changed: a conditional update's winner sees 1."""
+    return _execute_update(model, values, where, ()).rowcount
+
+
+def update_returning(
+    model: type[pw.Model], values: Mapping[str, Any], *, where: Mapping[str, Any], returning: tuple[str, ...]
+) -> list[tuple[Any, ...]]:
+    """`update`, with the changed rows' `returning` fields after the change (python values), one
+    tuple per row changed: none when the condition did not hold. One statement, where a separate
+    read would cost another round (SQLite has RETURNING from 3.35, which the feed counter in
+    store/directory.py already needs)."""
+    fields = model._meta.fields
+    converters = [fields[n].python_value for n in returning]
+    # every row fetched: SQLite makes the changes on the statement's first step, and a statement
+    # left unfinished would still be running when the transaction commits
+    rows = _execute_update(model, values, where, returning).fetchall()
+    return [tuple(conv(v) for conv, v in zip(converters, row, strict=True)) for row in rows]

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 
-from peewee import fn
-
 from bot import texts
 from bot.callback import replies
 from bot.observability import metrics
@@ -147,12 +145,10 @@ def due_for_expiry(at: float, limit: int = 500) -> list[str]:
 
 # -- taps ------------------------------------------------------------------------------------------
 def _recipient(notification_id: str, userid: str) -> NotifyRecipient | None:
-    q = NotifyRecipient.select().where(
-        NotifyRecipient.notification == notification_id, NotifyRecipient.status != RecipientStatus.INVALID
-    )
-    r = q.where(NotifyRecipient.userid == userid).first()
+    live = {"notification": notification_id, "status": statements.Not(RecipientStatus.INVALID)}
+    r = statements.select_first(NotifyRecipient, {**live, "userid": userid})
     if r is None:  # WeCom userids are case-insensitive; 微签 may have sent another case
-        r = q.where(fn.LOWER(NotifyRecipient.userid) == userid.lower()).first()
+        r = statements.select_first(NotifyRecipient, {**live, "userid": statements.LowerEquals(userid)})
     return r
 
 
@@ -202,26 +198,26 @@ def tap(settings: Settings, card_id: str, userid: str, action: str, response_cod
     if task.deadline is not None and task.deadline <= t:
         expire(task.task_id, t, settings)
         return replies.update_button(texts.CARD_RESULT[TaskState.EXPIRED])
-    won = (
-        NotifyTask.update(
-            state=ACTIONS[action],
-            state_via="chat",
-            revision=NotifyTask.revision + 1,
-            decided_by=recipient.userid,
-            decided_action=action,
-            decided_at=t,
-            decided_notification=card.notification,
-            updated_at=t,
-        )
-        .where(
-            NotifyTask.task_id == task.task_id, NotifyTask.state == TaskState.PENDING, NotifyTask.round == card.round
-        )
-        .execute()
+    # one statement: its row (none when another tap committed first) is the win and the new revision
+    won = statements.update_returning(
+        NotifyTask,
+        {
+            "state": ACTIONS[action],
+            "state_via": "chat",
+            "revision": statements.Plus(1),
+            "decided_by": recipient.userid,
+            "decided_action": action,
+            "decided_at": t,
+            "decided_notification": card.notification,
+            "updated_at": t,
+        },
+        where={"task_id": task.task_id, "state": TaskState.PENDING, "round": card.round},
+        returning=("revision",),
     )
     if not won:  # someone else's tap committed first
         task = NotifyTask.get(NotifyTask.task_id == task.task_id)
         return replies.update_button(result_label(task))
-    revision = NotifyTask.select(NotifyTask.revision).where(NotifyTask.task_id == task.task_id).scalar()
+    ((revision,),) = won
     defer(update_cards, task_id=task.task_id, revision=revision, exclude=[recipient.userid])
     owe_action(
         settings,
