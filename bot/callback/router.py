@@ -81,14 +81,23 @@ class Context:
 Handler = Callable[[Inbound, Context], object]
 
 
+Route = tuple[dict, Handler]
+# Distinct (MsgType, Event) pairs whose candidate routes are kept; WeCom sends a few dozen kinds.
+MAX_KINDS = 256
+
+
 class Router:
     def __init__(self):
-        self._routes: list[tuple[dict, Handler]] = []
+        self._routes: list[Route] = []
+        # (MsgType, Event) -> the routes that may match it, in order, with the keys left to test:
+        # a callback's handler is found among a few candidates instead of by testing every route.
+        self._by_kind: dict[tuple[object, object], list[tuple[tuple[tuple[str, object], ...], Handler]]] = {}
 
     def _add(self, match: dict, fn: Handler) -> Handler:
         self._routes.append(({k: v for k, v in match.items() if v is not None}, fn))
         # most specific first; sort is stable, so registration order breaks ties
         self._routes.sort(key=lambda r: -len(r[0]))
+        self._by_kind.clear()
         return fn
 
     def message(self, msg_type: str):
@@ -107,7 +116,24 @@ class Router:
             self._add(match, fn)
 
     def resolve(self, msg: Inbound) -> Handler | None:
-        for match, fn in self._routes:
-            if all(msg.get(k) == v for k, v in match.items()):
+        kind = (msg.get("MsgType"), msg.get("Event"))
+        candidates = self._by_kind.get(kind)
+        if candidates is None:
+            candidates = self._candidates(*kind)
+        for rest, fn in candidates:
+            for k, v in rest:
+                if msg.get(k) != v:
+                    break
+            else:
                 return fn
         return None
+
+    def _candidates(self, msg_type: object, event: object) -> list[tuple[tuple[tuple[str, object], ...], Handler]]:
+        out = [
+            (tuple((k, v) for k, v in match.items() if k not in ("MsgType", "Event")), fn)
+            for match, fn in self._routes
+            if match.get("MsgType", msg_type) == msg_type and match.get("Event", event) == event
+        ]
+        if len(self._by_kind) < MAX_KINDS:  # only verified callbacks get here, but keep it bounded
+            self._by_kind[(msg_type, event)] = out
+        return out
