@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from bot import texts
@@ -54,7 +55,9 @@ def help_reply() -> Reply:
 
 
 # -- 待我处理 ------------------------------------------------------------------------------------
+@lru_cache(maxsize=4096)
 def _when(epoch: float) -> str:
+    # a task's created_at does not change: each member's list shows the same few again and again
     return datetime.fromtimestamp(epoch, CST).strftime("%m-%d %H:%M")
 
 
