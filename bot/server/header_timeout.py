@@ -25,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from bot.observability.logs import LogThrottle
 
 from .connections import admission
+from .one_write import OneWriteTransport
 
 log = logging.getLogger("wqbot.http")
 # A flood of refused connections logs one line a minute, not one per connection.
@@ -106,7 +107,19 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._stop_waiting()
         self.header_bytes = 0
         self.headers_parsed += 1
+        previous = self.cycle
         HttpToolsProtocol.on_headers_complete(self)
+        cycle = self.cycle
+        if cycle is not None and cycle is not previous:  # a new request: its answer in one write
+            transport = OneWriteTransport(self.transport, cycle)
+            cycle.transport = transport  # type: ignore[assignment]
+            completed = cycle.on_response
+
+            def on_response() -> None:  # this cycle's, even when a pipelined one is current
+                transport.flush()  # a HEAD answer has no body write to carry its head
+                completed()
+
+            cycle.on_response = on_response
 
     def data_received(self, data: bytes) -> None:
         if self.waiting:
