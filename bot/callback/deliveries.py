@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 from bot.queue import discard_pending, enqueue_rows, take_pending
-from store import clock, db
+from store import clock, db, prepared
 from store.db import is_postgres, write_transaction
 from store.models import Delivery as DeliveryRow
 
@@ -154,7 +154,8 @@ def _record(todo: list[VerifiedDelivery]) -> set[str]:
         params: list[object] = []
         for d in todo:
             params += (d.key, d.kind[:64], now, d.reply)
-        return {row[0] for row in database.execute_sql(_insert_sql(postgres, len(todo)), params).fetchall()}
+        sql = _insert_sql(postgres, len(todo))
+        return {row[0] for row in prepared.execute(database, sql, params).fetchall()}
     sql, fresh = _insert_sql(False, 1, returning=False), set()
     for d in todo:
         if database.execute_sql(sql, (d.key, d.kind[:64], now, d.reply)).rowcount == 1:
