@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 import peewee
-import psycopg2
+import psycopg2  # type: ignore[import-untyped]
 
 _PLACEHOLDER = re.compile(r"%%|%s|%")
 MAX_PER_CONNECTION = 512  # distinct texts; past it, statements are sent plainly
@@ -57,7 +57,7 @@ class _Prepared:
 
 def _for_connection(database: peewee.Database) -> _Prepared:
     conn = database.connection()
-    state = database._state  # thread-local, as the connection is
+    state = database._state  # type: ignore[attr-defined]  # peewee's thread-local state, as the connection is
     prepared = getattr(state, "wqbot_prepared", None)
     if prepared is None or prepared.conn is not conn:  # a new connection starts with none
         prepared = _Prepared(conn)
