@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
+from . import prepared
 from .db import db, is_postgres
 
 M = TypeVar("M", bound=pw.Model)
@@ -87,7 +88,7 @@ def insert(
         params += [conv(v) for conv, v in zip(converters, values, strict=True)]
     database = db.obj
     sql = _insert_sql(model, names, len(batch), conflict, keep + tuple(defaults), returning, is_postgres(database))
-    return database.execute_sql(sql, params)
+    return prepared.execute(database, sql, params)
 
 
 @lru_cache(maxsize=256)
@@ -105,7 +106,7 @@ def _select_sql(model: type[pw.Model], by: str, postgres: bool) -> str:
 def select_one(model: type[M], by: str, value: Any) -> M | None:
     """The row of `model` whose field `by` (unique) equals `value`, as a model instance, or None."""
     database = db.obj
-    row = database.execute_sql(_select_sql(model, by, is_postgres(database)), (value,)).fetchone()
+    row = prepared.execute(database, _select_sql(model, by, is_postgres(database)), (value,)).fetchone()
     return None if row is None else _instance(model, row)
 
 
@@ -187,7 +188,7 @@ def select_first(model: type[M], where: Mapping[str, Any]) -> M | None:
     as peewee's `.where(...).first()`."""
     database = db.obj
     sql = _select_first_sql(model, _where_shape(where), is_postgres(database))
-    row = database.execute_sql(sql, _where_params(model, where)).fetchone()
+    row = prepared.execute(database, sql, _where_params(model, where)).fetchone()
     return None if row is None else _instance(model, row)
 
 
@@ -219,7 +220,7 @@ def _execute_update(
     shape = tuple((n, _PLUS if type(v) is Plus else _SET) for n, v in values.items())
     database = db.obj
     sql = _update_sql(model, shape, _where_shape(where), returning, is_postgres(database))
-    return database.execute_sql(sql, params)
+    return prepared.execute(database, sql, params)
 
 
 def update(model: type[pw.Model], values: Mapping[str, Any], *, where: Mapping[str, Any]) -> int:
