@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from settings import Settings
 
@@ -61,7 +62,7 @@ class Inbound(dict):
     def sender(self) -> str:
         return self.get_str("FromUserName")
 
-    @property
+    @cached_property  # read by the endpoint, the metrics and the log record of every callback
     def kind(self) -> str:
         """A short label for logs and metrics: text, event:click, change_contact:update_user…"""
         if self.msg_type != "event":
