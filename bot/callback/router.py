@@ -117,10 +117,13 @@ class Router:
             self._add(match, fn)
 
     def resolve(self, msg: Inbound) -> Handler | None:
-        kind = (msg.get("MsgType"), msg.get("Event"))
-        candidates = self._by_kind.get(kind)
-        if candidates is None:
-            candidates = self._candidates(*kind)
+        msg_type, event = msg.get("MsgType"), msg.get("Event")
+        if isinstance(msg_type, str) and (event is None or isinstance(event, str)):
+            candidates = self._by_kind.get((msg_type, event))
+            if candidates is None:
+                candidates = self._candidates(msg_type, event)
+        else:  # nested or repeated elements (a dict or a list): match, but never a cache key
+            candidates = self._candidates(msg_type, event, remember=False)
         for rest, fn in candidates:
             for k, v in rest:
                 if msg.get(k) != v:
@@ -129,12 +132,14 @@ class Router:
                 return fn
         return None
 
-    def _candidates(self, msg_type: object, event: object) -> list[tuple[tuple[tuple[str, object], ...], Handler]]:
+    def _candidates(
+        self, msg_type: object, event: object, remember: bool = True
+    ) -> list[tuple[tuple[tuple[str, object], ...], Handler]]:
         out = [
             (tuple((k, v) for k, v in match.items() if k not in ("MsgType", "Event")), fn)
             for match, fn in self._routes
             if match.get("MsgType", msg_type) == msg_type and match.get("Event", event) == event
         ]
-        if len(self._by_kind) < MAX_KINDS:  # only verified callbacks get here, but keep it bounded
+        if remember and len(self._by_kind) < MAX_KINDS:  # only verified callbacks get here; bounded anyway
             self._by_kind[(msg_type, event)] = out
         return out

@@ -31,10 +31,16 @@ routes = st.lists(
     ),
     max_size=12,
 )
+# what the XML parser gives for nested or repeated elements: a dict, a list
+odd = st.sampled_from([{"a": "b"}, ["click", "click"], None])
 messages = st.lists(
     st.fixed_dictionaries(
-        {"MsgType": msg_types},
-        optional={"Event": events.filter(bool), "EventKey": keys.filter(bool), "ChangeType": change_types.filter(bool)},
+        {"MsgType": st.one_of(msg_types, odd)},
+        optional={
+            "Event": st.one_of(events.filter(bool), odd),
+            "EventKey": st.one_of(keys.filter(bool), odd),
+            "ChangeType": change_types.filter(bool),
+        },
     ),
     min_size=1,
     max_size=8,
