@@ -13,8 +13,8 @@ through each field's `db_value`, as peewee would pass them.
     update(Model, {"n": Plus(1)}, where={"id": 7})                    # the rows changed
     update_returning(NotifyTask, {...}, where={...}, returning=("revision",))   # their new values
 
-`where` maps field names to the value they must equal (None: IS NULL), `Not(v)` (!= v) or
-`LowerEquals(v)` (LOWER(column) = v.lower()), all joined by AND.
+`where` maps field names to the value they must equal (None: IS NULL), `Not(v)` (!= v; Not(None):
+IS NOT NULL) or `LowerEquals(v)` (LOWER(column) = v.lower()), all joined by AND.
 """
 
 from __future__ import annotations
@@ -140,21 +140,26 @@ class Plus:
     amount: Any
 
 
-_EQ, _NE, _LOWER, _NULL, _SET, _PLUS = "=", "!=", "lower", "null", "set", "plus"
+_EQ, _NE, _LOWER, _NULL, _NOT_NULL, _SET, _PLUS = "=", "!=", "lower", "null", "not null", "set", "plus"
+
+
+def _condition(v: Any) -> str:
+    if v is None:
+        return _NULL
+    if type(v) is Not:
+        return _NOT_NULL if v.value is None else _NE  # peewee's `field != None` is IS NOT NULL too
+    return _LOWER if type(v) is LowerEquals else _EQ
 
 
 def _where_shape(where: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        (n, _NULL if v is None else _NE if type(v) is Not else _LOWER if type(v) is LowerEquals else _EQ)
-        for n, v in where.items()
-    )
+    return tuple((n, _condition(v)) for n, v in where.items())
 
 
 def _where_params(model: type[pw.Model], where: Mapping[str, Any]) -> list[Any]:
     fields = model._meta.fields
     params = []
     for n, v in where.items():
-        if v is None:
+        if v is None or (type(v) is Not and v.value is None):
             continue
         if type(v) is LowerEquals:
             params.append(v.value.lower())
@@ -169,6 +174,8 @@ def _where_sql(model: type[pw.Model], shape: tuple[tuple[str, str], ...], p: str
         column = _columns(model, (name,))[0]
         if kind == _NULL:
             terms.append(f"{column} IS NULL")
+        elif kind == _NOT_NULL:
+            terms.append(f"{column} IS NOT NULL")
         elif kind == _LOWER:
             terms.append(f"LOWER({column}) = {p}")
         else:

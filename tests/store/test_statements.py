@@ -38,6 +38,7 @@ def test_select_first_gives_the_row_peewee_gives(store):
         ({"userid": statements.LowerEquals("wangWU")}, live.where(fn.LOWER(NotifyRecipient.userid) == "wangwu")),
         ({"userid": "zhaoliu"}, live.where(NotifyRecipient.userid == "zhaoliu")),  # none: invalid
         ({"card": None}, live.where(NotifyRecipient.card.is_null())),
+        ({"card": statements.Not(None)}, live.where(NotifyRecipient.card != None)),  # noqa: E711 (peewee's IS NOT NULL)
     ]
     for extra, query in cases:
         where = {"notification": "n1", "status": statements.Not(RecipientStatus.INVALID), **extra}
