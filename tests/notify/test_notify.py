@@ -429,7 +429,7 @@ def test_pending_tasks_query_count_does_not_grow(client, store, immediate_queue,
 def test_pending_tasks_start_from_the_members_own_rows(client, store, immediate_queue, fake_wecom):
     """待我处理 reads the member's recipient rows, not every open task in the store: its cost must
     not grow with other members' tasks."""
-    from bot.notify.pending import _open_tasks_sql
+    from bot.notify.pending import _open_tasks_sql, pending_tasks
     from store import db
     from store.db import is_postgres
 
@@ -438,9 +438,28 @@ def test_pending_tasks_start_from_the_members_own_rows(client, store, immediate_
     if is_postgres():
         # without statistics (a fresh database) PostgreSQL also reached for the state index
         sql = "EXPLAIN " + _open_tasks_sql(True)
-        plan = [row[0] for row in db.obj.execute_sql(sql, ("lisi", "invalid", "pending", "approve", "sign", 0, 8))]
+        params = ("lisi", "invalid", "pending", "approve", "sign", 0, 8)
+        plan = [row[0] for row in db.obj.execute_sql(sql, params)]
         assert any("notify_recipient_userid_task_id" in p for p in plan), plan
         assert not any("notify_task_state" in p for p in plan), plan
+        # with fresh statistics, a member with dozens of open tasks in a store of thousands, it
+        # hashed the member's rows and scanned every task
+        NotifyTask.insert_many(
+            [{"task_id": f"X-{i}", "kind": "approve", "title": "x", "notification": f"x{i}"} for i in range(3000)]
+        ).execute()
+        NotifyRecipient.insert_many(
+            [
+                {"notification": f"x{i}", "task_id": f"X-{i}", "key": u, "userid": u}
+                for i in range(3000)
+                for u in ("lisi" if i < 40 else f"m{i % 100}", f"m{(i + 7) % 100}")
+            ]
+        ).execute()
+        db.obj.execute_sql("ANALYZE notify_task")
+        db.obj.execute_sql("ANALYZE notify_recipient")
+        plan = [row[0] for row in db.obj.execute_sql(sql, params)]
+        assert any("notify_recipient_userid_task_id" in p for p in plan), plan
+        assert not any("Seq Scan on notify_task" in p or "notify_task_state" in p for p in plan), plan
+        assert pending_tasks("lisi", 8)[1] == 43
         return
     plan = [row[-1] for row in db.obj.execute_sql("EXPLAIN QUERY PLAN " + _open_tasks_sql(False), ("x",) * 7)]
     searches = [p for p in plan if p.startswith(("SEARCH", "SCAN"))]
