@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TypedDict
 
-from store import db
+from store import db, prepared
 from store.db import is_postgres
 from store.models import now
 from store.notifications import NotifyRecipient, NotifyTask, RecipientStatus, TaskState
@@ -87,7 +87,7 @@ def pending_tasks(userid: str, limit: int) -> tuple[list[PendingTask], int]:
     created_at (epoch seconds), initiator (as 微签 sent it, or None), deadline (epoch or None)."""
     database = db.obj
     params = (userid, RecipientStatus.INVALID.value, TaskState.PENDING.value, "approve", "sign", now(), max(limit, 1))
-    rows = database.execute_sql(_open_tasks_sql(is_postgres(database)), params).fetchall()
+    rows = prepared.execute(database, _open_tasks_sql(is_postgres(database)), params).fetchall()
     if not rows:
         return [], 0
     total = rows[0][-1]

@@ -19,7 +19,7 @@ import logging
 from functools import lru_cache
 
 from settings import Settings, get_settings
-from store import clock, statements
+from store import clock, prepared, statements
 from store.db import db, is_postgres, write_transaction
 from store.directory import Department, User, UserDepartment, record_change, record_changes
 
@@ -124,14 +124,14 @@ def _delete_memberships_sql(postgres: bool) -> str:
 
 
 def _memberships(userid: str) -> tuple:
-    q = db.obj.execute_sql(_memberships_sql(is_postgres()), (userid,))
+    q = prepared.execute(db.obj, _memberships_sql(is_postgres()), (userid,))
     return tuple(sorted((d, o, bool(lead)) for d, o, lead in q.fetchall()))
 
 
 def _write_user(row: dict, mems: tuple | None, old_mems: tuple | None) -> None:
     statements.insert(User, row, conflict=("userid",), keep=("created_at",))
     if mems is not None and mems != old_mems:
-        db.obj.execute_sql(_delete_memberships_sql(is_postgres()), (row["userid"],))
+        prepared.execute(db.obj, _delete_memberships_sql(is_postgres()), (row["userid"],))
         if mems:
             statements.insert(
                 UserDepartment,

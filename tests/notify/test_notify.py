@@ -459,6 +459,19 @@ def test_pending_tasks_start_from_the_members_own_rows(client, store, immediate_
         plan = [row[0] for row in db.obj.execute_sql(sql, params)]
         assert any("notify_recipient_userid_task_id" in p for p in plan), plan
         assert not any("Seq Scan on notify_task" in p or "notify_task_state" in p for p in plan), plan
+        # prepared once per connection (store/prepared.py), it may run on a generic plan: that one too
+        from store.prepared import _numbered
+
+        db.obj.execute_sql("SET plan_cache_mode = force_generic_plan")
+        try:
+            db.obj.execute_sql("PREPARE pending_plan AS " + _numbered(_open_tasks_sql(True)))
+            execute = "EXPLAIN EXECUTE pending_plan (" + ", ".join(["%s"] * len(params)) + ")"
+            plan = [row[0] for row in db.obj.execute_sql(execute, params)]
+        finally:
+            db.obj.execute_sql("DEALLOCATE pending_plan")
+            db.obj.execute_sql("RESET plan_cache_mode")
+        assert any("notify_recipient_userid_task_id" in p for p in plan), plan
+        assert not any("Seq Scan on notify_task" in p or "notify_task_state" in p for p in plan), plan
         assert pending_tasks("lisi", 8)[1] == 43
         return
     plan = [row[-1] for row in db.obj.execute_sql("EXPLAIN QUERY PLAN " + _open_tasks_sql(False), ("x",) * 7)]
