@@ -79,6 +79,7 @@ def marker(where: str, function: str) -> str | None:
     if where.startswith(("site:uvicorn/", "site:httptools/", "site:uvloop/", "site:h11/")) or where in (
         "bot/server/header_timeout.py",
         "bot/server/body_timeout.py",
+        "bot/server/one_write.py",
         "bot/header_timeout.py",
         "bot/body_timeout.py",
     ):
