@@ -20,7 +20,7 @@ from enum import StrEnum
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
-from . import clock, statements
+from . import clock, prepared, statements
 from .db import is_postgres
 from .models import EpochField, Model, db, now
 
@@ -165,7 +165,7 @@ CHANGE_KINDS = (
 def _bump(n: int):
     table = FeedCounter._meta.table_name
     sql = f'UPDATE "{table}" SET "last" = "last" + {db.param} WHERE "id" = 1 RETURNING "last"'
-    return db.execute_sql(sql, (n,)).fetchone()
+    return prepared.execute(db.obj, sql, (n,)).fetchone()
 
 
 def _allocate(n: int) -> int:
