@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from bot.queue import discard_pending, enqueue_rows, take_pending
 from store import clock, db, prepared
-from store.db import is_postgres, write_transaction
+from store.db import is_postgres, joining_writes, write_transaction
 from store.models import Delivery as DeliveryRow
 
 from .router import Context, Handler, Inbound
@@ -55,7 +55,10 @@ class VerifiedDelivery:
 
     def run_handler(self) -> None:
         discard_pending()  # this delivery's deferred work, from an empty list
-        reply = self.handler(self.msg, self.ctx)
+        # any failure undoes the whole transaction (see `apply`), so the handler's own
+        # write_transaction blocks need no savepoints
+        with joining_writes():
+            reply = self.handler(self.msg, self.ctx)
         self.reply = reply.to_xml(self.msg.sender, self.ctx.settings.wecom_corp_id) if reply is not None else None
 
 

@@ -136,6 +136,34 @@ def test_a_failing_handler_fails_only_its_own_delivery(settings, store):
     assert wx.together([wx.sign(click("maybe", user="fine"))])[0][0] == 200
 
 
+def test_a_handlers_nested_transaction_joins_the_delivery_and_is_undone_with_it(settings, store):
+    """A handler's own write_transaction opens no savepoint inside a delivery (its failure undoes
+    the whole delivery anyway), and what it wrote before failing is rolled back with the rest."""
+    from store import write_transaction
+    from tests.support import count_queries
+
+    router = Router()
+
+    @router.event("click", key="nested")
+    def nested(msg, ctx):
+        with write_transaction():
+            Outbox.insert(task="test.noop", payload="{}").execute()
+        if msg.sender == "bad":
+            raise RuntimeError("boom")
+        return replies.text("ok " + msg.sender)
+
+    wx = wecom(settings, router)
+    with count_queries() as q:
+        results = wx.together([wx.sign(click("nested", user=u)) for u in ("a", "bad", "b")])
+    assert [s for s, _ in results] == [200, 500, 200]
+    assert Outbox.select().count() == 2  # the failed delivery's row went with it
+    assert not [sql for sql in q.statements if "SAVEPOINT" in sql.upper()]
+    with write_transaction():  # outside a delivery, nesting still makes a savepoint
+        with count_queries() as q, write_transaction():
+            pass
+    assert [sql for sql in q.statements if "SAVEPOINT" in sql.upper()]
+
+
 def test_a_handler_breaking_a_constraint_fails_alone(settings, store):
     """A store error inside the group (not a duplicate delivery) is the handler's own failure."""
     router = Router()
