@@ -13,6 +13,20 @@ from store.notifications import NotifyRecipient, NotifyTask, RecipientStatus, Ta
 _COLUMNS = ("task_id", "kind", "title", "description", "url", "created_at", "initiator", "deadline")
 
 
+def _members_rows(p: str) -> str:
+    """The member's (task_id, round) pairs, each once, from their recipient rows (m)."""
+    r = NotifyRecipient._meta.table_name
+    return f'SELECT DISTINCT r."task_id", r."round" FROM "{r}" AS r WHERE r."userid" = {p} AND r."status" != {p}'
+
+
+_BY_KEY = 't."task_id" = m."task_id" AND t."round" = m."round"'
+
+
+def _still_open(p: str) -> str:
+    """The task (t) is open: `state || ''` keeps either planner off the state index (see below)."""
+    return f't."state" || \'\' = {p} AND t."kind" IN ({p}, {p}) AND (t."deadline" IS NULL OR t."deadline" > {p})'
+
+
 @lru_cache(maxsize=4)
 def _open_tasks_sql(postgres: bool) -> str:
     """The member's open tasks, newest first, each with how many there are in all.
@@ -28,10 +42,8 @@ def _open_tasks_sql(postgres: bool) -> str:
     tasks against 0.17 ms by key); its LATERAL subquery, fenced by OFFSET 0, looks each task up by
     its key whatever the statistics say. COUNT(*) OVER () gives the total in the same statement."""
     p = "%s" if postgres else "?"
-    r, t = NotifyRecipient._meta.table_name, NotifyTask._meta.table_name
-    mine = f'SELECT DISTINCT r."task_id", r."round" FROM "{r}" AS r WHERE r."userid" = {p} AND r."status" != {p}'
-    by_key = 't."task_id" = m."task_id" AND t."round" = m."round"'
-    still_open = f't."state" || \'\' = {p} AND t."kind" IN ({p}, {p}) AND (t."deadline" IS NULL OR t."deadline" > {p})'
+    t = NotifyTask._meta.table_name
+    mine, by_key, still_open = _members_rows(p), _BY_KEY, _still_open(p)
     task_cols = ", ".join(f't."{c}"' for c in _COLUMNS)
     if postgres:
         cols = ", ".join(f'x."{c}"' for c in _COLUMNS)
@@ -49,9 +61,15 @@ def _open_tasks_sql(postgres: bool) -> str:
 @lru_cache(maxsize=4)
 def _open_counts_sql(postgres: bool) -> str:
     """The member's open tasks counted by kind, planned from the member's recipient rows like
-    `_open_tasks_sql` (the 工作台 tile reads this every time a member's tasks change)."""
+    `_open_tasks_sql` (the 工作台 tile reads this for every member whose tasks changed)."""
     p = "%s" if postgres else "?"
     r, t = NotifyRecipient._meta.table_name, NotifyTask._meta.table_name
+    if postgres:  # fenced like `_open_tasks_sql`: with fresh statistics it scanned every task
+        task = f'SELECT t."task_id", t."kind" FROM "{t}" AS t WHERE {_BY_KEY} AND {_still_open(p)}'
+        return (
+            f'SELECT x."kind", COUNT(DISTINCT x."task_id") FROM ({_members_rows(p)}) AS m '
+            f'CROSS JOIN LATERAL ({task} OFFSET 0) AS x GROUP BY x."kind"'
+        )
     return (
         f'SELECT t."kind", COUNT(DISTINCT t."task_id") FROM "{r}" AS r CROSS JOIN "{t}" AS t '
         f'WHERE r."userid" = {p} AND r."status" != {p} AND t."task_id" = r."task_id" AND t."round" = r."round" '

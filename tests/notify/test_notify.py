@@ -473,6 +473,13 @@ def test_pending_tasks_start_from_the_members_own_rows(client, store, immediate_
         assert any("notify_recipient_userid_task_id" in p for p in plan), plan
         assert not any("Seq Scan on notify_task" in p or "notify_task_state" in p for p in plan), plan
         assert pending_tasks("lisi", 8)[1] == 43
+        # the counts the 工作台 tile and the digest read: the same path
+        from bot.notify.pending import _open_counts_sql, open_counts
+
+        plan = [row[0] for row in db.obj.execute_sql("EXPLAIN " + _open_counts_sql(True), params[:-1])]
+        assert any("notify_recipient_userid_task_id" in p for p in plan), plan
+        assert not any("Seq Scan on notify_task" in p or "notify_task_state" in p for p in plan), plan
+        assert open_counts("lisi") == {"approve": 43, "sign": 0}
         return
     plan = [row[-1] for row in db.obj.execute_sql("EXPLAIN QUERY PLAN " + _open_tasks_sql(False), ("x",) * 7)]
     searches = [p for p in plan if p.startswith(("SEARCH", "SCAN"))]
