@@ -12,7 +12,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import respx
 from httpx import Response
@@ -153,6 +157,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def uvicorn_on_a_thread(app, **config: Any) -> Iterator[int]:
+    """`app` served by uvicorn with `wqbot serve`'s HTTP protocol (httptools with the header limit
+    and one write per answer) on a free loopback port, on a thread. Yields the port."""
+    import uvicorn
+
+    from bot.server.header_timeout import HeaderTimeoutProtocol
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, http=HeaderTimeoutProtocol, lifespan="off", **config)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @contextmanager

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 
 import pytest
 
-from tests.reliability.hostile import free_port
+from tests.reliability.hostile import uvicorn_on_a_thread
 
 
 class CountingTransport:
@@ -66,10 +64,6 @@ def test_a_held_head_goes_out_on_flush_and_before_close():
 
 @pytest.fixture
 def port():
-    import uvicorn
-
-    from bot.server.header_timeout import HeaderTimeoutProtocol
-
     async def app(sc, receive, send):
         if sc["type"] != "http":
             return
@@ -90,19 +84,8 @@ def port():
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
 
-    p = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=p, http=HeaderTimeoutProtocol, lifespan="off", log_level="critical")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield p
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_on_a_thread(app, log_level="critical") as port:
+        yield port
 
 
 def exchange(port: int, raw: bytes, until: bytes, timeout: float = 5.0) -> bytes:

@@ -24,7 +24,7 @@ import pytest
 
 from bot.server.body_timeout import BODY_TIMEOUT, BodyTimeout
 from bot.server.header_timeout import HEADER_TIMEOUT
-from tests.reliability.hostile import AUTH, changes, free_port, snapshot, wqbot_serve
+from tests.reliability.hostile import AUTH, changes, snapshot, uvicorn_on_a_thread, wqbot_serve
 from tests.support import app_crypto, click, signed
 
 LIMIT = 0.5  # the in-process tests' limit, seconds
@@ -348,9 +348,6 @@ def short_header_limit(monkeypatch):
 @pytest.fixture
 def uvicorn_port(short_header_limit):
     """A uvicorn server (httptools with the header limit) on a thread, answering "ok"."""
-    import uvicorn
-
-    from bot.server.header_timeout import HeaderTimeoutProtocol
 
     async def app(sc, receive, send):
         if sc["type"] != "http":
@@ -360,27 +357,8 @@ def uvicorn_port(short_header_limit):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            http=HeaderTimeoutProtocol,
-            loop="asyncio",
-            lifespan="off",
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_on_a_thread(app, loop="asyncio", log_level="warning") as port:
+        yield port
 
 
 def test_trickled_headers_get_408_after_the_limit(uvicorn_port):
