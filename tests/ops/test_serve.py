@@ -61,9 +61,16 @@ def test_serve_answers_the_official_url_verification_vector(tmp_path, vectors):
         if BACKEND == "sqlite":
             assert Path(tmp_path / "wqbot.db").exists() and Path(tmp_path / "wqbot-queue.db").exists()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then wait for the graceful stop. The embedded consumer first finishes the task it
+    is running, and in these tests a periodic sync may be retrying the unreachable test WeCom
+    (backoff between attempts), so the stop can take longer than a request would."""
+    proc.terminate()
+    proc.wait(45)
 
 
 # -- connections and open files ------------------------------------------------------------------------
@@ -115,8 +122,7 @@ def test_serve_raises_its_file_limit_so_idle_connections_cannot_starve_healthz(t
     finally:
         for s in idle:
             s.close()
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def test_serve_closes_connections_past_its_limit_at_once_and_keeps_serving(tmp_path):
@@ -147,8 +153,7 @@ def test_serve_closes_connections_past_its_limit_at_once_and_keeps_serving(tmp_p
     finally:
         for s in idle:
             s.close()
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def test_one_client_holds_at_most_its_share_of_connections():
