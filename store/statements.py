@@ -10,8 +10,7 @@ through each field's `db_value`, as peewee would pass them.
     insert(UserDepartment, rows)                                      # several rows, one statement
     select_one(User, "userid", uid)                                  # a model instance or None
     select_first(NotifyRecipient, {"notification": nid, "status": Not("invalid"), "userid": uid})
-    update(Model, {"n": Plus(1)}, where={"id": 7})                    # the rows changed
-    update_returning(NotifyTask, {...}, where={...}, returning=("revision",))   # their new values
+    update_returning(NotifyTask, {"revision": Plus(1)}, where={...}, returning=("revision",))
 
 `where` maps field names to the value they must equal (None: IS NULL), `Not(v)` (!= v; Not(None):
 IS NOT NULL) or `LowerEquals(v)` (LOWER(column) = v.lower()), all joined by AND.
@@ -218,34 +217,22 @@ def _update_sql(
     return sql
 
 
-def _execute_update(
-    model: type[pw.Model], values: Mapping[str, Any], where: Mapping[str, Any], returning: tuple[str, ...]
-) -> Any:
+def update_returning(
+    model: type[pw.Model], values: Mapping[str, Any], *, where: Mapping[str, Any], returning: tuple[str, ...]
+) -> list[tuple[Any, ...]]:
+    """UPDATE the rows matching `where` to `values` (field names as keys; `Plus(n)` adds to the
+    column), and the changed rows' `returning` fields after the change (python values), one tuple
+    per row changed: none when the condition did not hold, so a conditional update's winner sees
+    one. One statement, where a separate read would cost another round (SQLite has RETURNING from
+    3.35, which the feed counter in store/directory.py already needs)."""
     fields = model._meta.fields
     params = [fields[n].db_value(v.amount) if type(v) is Plus else fields[n].db_value(v) for n, v in values.items()]
     params += _where_params(model, where)
     shape = tuple((n, _PLUS if type(v) is Plus else _SET) for n, v in values.items())
     database = db.obj
     sql = _update_sql(model, shape, _where_shape(where), returning, is_postgres(database))
-    return prepared.execute(database, sql, params)
-
-
-def update(model: type[pw.Model], values: Mapping[str, Any], *, where: Mapping[str, Any]) -> int:
-    """UPDATE the rows matching `where` to `values` (field names as keys; `Plus(n)` adds to the
-    column). Returns how many rows changed: a conditional update's winner sees 1."""
-    return _execute_update(model, values, where, ()).rowcount
-
-
-def update_returning(
-    model: type[pw.Model], values: Mapping[str, Any], *, where: Mapping[str, Any], returning: tuple[str, ...]
-) -> list[tuple[Any, ...]]:
-    """`update`, with the changed rows' `returning` fields after the change (python values), one
-    tuple per row changed: none when the condition did not hold. One statement, where a separate
-    read would cost another round (SQLite has RETURNING from 3.35, which the feed counter in
-    store/directory.py already needs)."""
-    fields = model._meta.fields
     converters = [fields[n].python_value for n in returning]
     # every row fetched: SQLite makes the changes on the statement's first step, and a statement
     # left unfinished would still be running when the transaction commits
-    rows = _execute_update(model, values, where, returning).fetchall()
+    rows = prepared.execute(database, sql, params).fetchall()
     return [tuple(conv(v) for conv, v in zip(converters, row, strict=True)) for row in rows]

@@ -157,10 +157,6 @@ class CallbackEndpoint:
             self._seen = seen = (snapshot, crypto)
         return seen
 
-    @property
-    def crypto(self) -> WeComCrypto | None:
-        return self.view()[1]
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:

@@ -58,23 +58,29 @@ def test_update_changes_what_peewee_changes(store):
     _task("T-2")
     _task("T-3", state=TaskState.REJECTED)
     with write_transaction():
-        n = statements.update(
+        changed = statements.update_returning(
             NotifyTask,
             {"revision": statements.Plus(2), "updated_at": 5.25, "decided_by": None},
             where={"state": TaskState.PENDING},
+            returning=("task_id",),
         )
-    assert n == 2
+    assert sorted(changed) == [("T-1",), ("T-2",)]
     rows = {t.task_id: (t.revision, t.updated_at, t.decided_by) for t in NotifyTask.select()}
     assert rows["T-1"] == rows["T-2"] == (2, 5.25, None) and rows["T-3"][0] == 0
     with write_transaction():
-        assert statements.update(NotifyTask, {"revision": 9}, where={"task_id": "T-9"}) == 0
+        assert (
+            statements.update_returning(NotifyTask, {"revision": 9}, where={"task_id": "T-9"}, returning=("revision",))
+            == []
+        )
     with write_transaction():
         expected = NotifyTask.update(revision=NotifyTask.revision + 1).where(NotifyTask.state != "pending").execute()
-        assert (
-            statements.update(NotifyTask, {"revision": statements.Plus(1)}, where={"state": statements.Not("pending")})
-            == expected
-            == 1
+        changed = statements.update_returning(
+            NotifyTask,
+            {"revision": statements.Plus(1)},
+            where={"state": statements.Not("pending")},
+            returning=("revision",),
         )
+        assert len(changed) == expected == 1 and changed == [(2,)]
     assert NotifyTask.get(NotifyTask.task_id == "T-3").revision == 2
 
 
