@@ -63,18 +63,17 @@ def _open_counts_sql(postgres: bool) -> str:
     """The member's open tasks counted by kind, planned from the member's recipient rows like
     `_open_tasks_sql` (the 工作台 tile reads this for every member whose tasks changed)."""
     p = "%s" if postgres else "?"
-    r, t = NotifyRecipient._meta.table_name, NotifyTask._meta.table_name
+    t = NotifyTask._meta.table_name
+    mine = _members_rows(p)
     if postgres:  # fenced like `_open_tasks_sql`: with fresh statistics it scanned every task
         task = f'SELECT t."task_id", t."kind" FROM "{t}" AS t WHERE {_BY_KEY} AND {_still_open(p)}'
         return (
-            f'SELECT x."kind", COUNT(DISTINCT x."task_id") FROM ({_members_rows(p)}) AS m '
+            f'SELECT x."kind", COUNT(DISTINCT x."task_id") FROM ({mine}) AS m '
             f'CROSS JOIN LATERAL ({task} OFFSET 0) AS x GROUP BY x."kind"'
         )
     return (
-        f'SELECT t."kind", COUNT(DISTINCT t."task_id") FROM "{r}" AS r CROSS JOIN "{t}" AS t '
-        f'WHERE r."userid" = {p} AND r."status" != {p} AND t."task_id" = r."task_id" AND t."round" = r."round" '
-        f'AND t."state" = {p} AND t."kind" IN ({p}, {p}) AND (t."deadline" IS NULL OR t."deadline" > {p}) '
-        f'GROUP BY t."kind"'
+        f'SELECT t."kind", COUNT(DISTINCT t."task_id") FROM ({mine}) AS m CROSS JOIN "{t}" AS t '
+        f'WHERE {_BY_KEY} AND {_still_open(p)} GROUP BY t."kind"'
     )
 
 
